@@ -1,0 +1,57 @@
+# p11spy: `make demo` and `make test` are all the set-up a fresh Debian 12 machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SHIM := spy/libp11spy.so
+
+APT_PACKAGES := softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools libpcsclite1 vsmartcard-vpcd \
+	python3-virtualsmartcard gnutls-bin libnss3-tools libengine-pkcs11-openssl openssl \
+	openjdk-17-jdk-headless tmux build-essential
+
+.PHONY: setup test bench demo lint clean shim
+
+setup: .stamps/apt $(VENV)/.installed $(SHIM)
+
+# Install only what is missing, so a second run asks apt nothing.
+.stamps/apt:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@mkdir -p .stamps && touch $@
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+# The shim is C generated from the PKCS#11 fact tables and compiled with cffi.
+$(SHIM): $(VENV)/.installed $(wildcard spy/*.py spy/pkcs11/*.py spy/*.c spy/*.h)
+	$(PY) -m p11spy.spy.build
+
+shim: $(SHIM)
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check . || true
+
+bench: setup
+	$(PY) tests/bench/run.py
+
+demo: setup
+	$(PY) tests/demo.py
+
+clean:
+	rm -rf build .stamps spy/libp11spy.so spy/libp11spy-2.so spy/_shim_build .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

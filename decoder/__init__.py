@@ -1,0 +1,1 @@
+"""p11spy: reading traces into events and rendering them."""

@@ -1,0 +1,73 @@
+"""Subcommands of the reading side: `p11spy decode`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import p11log, render
+from .cli import UserError
+from .events import Call, Event
+
+FORMATS = {"p11spy": p11log}
+
+
+def detect(path: Path) -> str:
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if not head:
+        raise UserError(f"{path}: the file is empty")
+    for name, reader in FORMATS.items():
+        if reader.sniff(head):
+            return name
+    raise UserError(f"{path}: not a trace format p11spy reads (use --format to say which)")
+
+
+def open_events(path: Path, fmt: str | None = None) -> Iterator[Event]:
+    """Events of one trace file, its format detected unless given."""
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory")
+    name = fmt or detect(path)
+    try:
+        f = path.open("rb")
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror}") from exc
+    with f:
+        yield from FORMATS[name].read(f)
+
+
+def _selected(events: Iterator[Event], args: argparse.Namespace) -> Iterator[Event]:
+    for e in events:
+        if args.errors or args.function:
+            if not isinstance(e, Call):
+                continue
+            if args.errors and not e.rv:
+                continue
+            if args.function and e.function not in args.function:
+                continue
+        yield e
+
+
+def _decode(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    emit = render.jsonl if args.json else render.text
+    for name in args.files:
+        emit(_selected(open_events(Path(name), args.format), args), out)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("decode", help="print a trace as readable text or JSON Lines",
+                       description="Print the calls of a trace, one block per call, or as JSON "
+                                   "Lines (--json) for tools.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="one JSON object per event and line")
+    p.add_argument("--errors", action="store_true", help="only calls that did not return CKR_OK")
+    p.add_argument("--function", action="append", metavar="NAME",
+                   help="only calls of this function (repeatable)")
+    p.add_argument("--format", choices=sorted(FORMATS), help="the trace's format (default: detect)")
+    p.set_defaults(func=_decode)

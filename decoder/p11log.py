@@ -1,0 +1,271 @@
+"""Reads p11spy's own binary traces (spy/LOGFORMAT.md) into events.
+
+Streams record by record from a file object, so memory stays flat however large the trace.
+A damaged stretch is reported as a warning naming its byte offset, and reading resumes at the
+next record marker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from p11spy.spy import logformat as lf
+from p11spy.spy.pkcs11 import functions, structs
+from p11spy.spy.pkcs11.model import Function, Param, Role
+
+from . import values as V
+from .events import Call, Event, ModuleInfo, Process, Warning_
+
+CHUNK = 1 << 20
+MAX_RECORD = 1 << 30
+
+
+def sniff(head: bytes) -> bool:
+    """Whether the first bytes of a file are a p11spy trace."""
+    return head.startswith(lf.MAGIC)
+
+
+def records(f: BinaryIO) -> Iterator[tuple[int, bytes] | tuple[int, str]]:
+    """(offset, record bytes) for each whole record; (offset, message) for damage."""
+    buf = bytearray()
+    pos = 0  # index in buf of the next record
+    base = 0  # file offset of buf[0]
+    eof = False
+
+    def have(n: int) -> bool:
+        """Makes n bytes available from pos, unless the file ends first."""
+        nonlocal buf, pos, base, eof
+        if len(buf) - pos >= n:
+            return True
+        if pos:
+            del buf[:pos]
+            base += pos
+            pos = 0
+        while len(buf) < n and not eof:
+            more = f.read(max(CHUNK, n - len(buf)))
+            if more:
+                buf += more
+            else:
+                eof = True
+        return len(buf) >= n
+
+    while True:
+        if not have(lf.RECORD.size):
+            if len(buf) > pos:
+                yield base + pos, f"file ends inside a record header ({len(buf) - pos} bytes)"
+            return
+        length = int.from_bytes(buf[pos + 4:pos + 8], "little")
+        if buf[pos:pos + 4] != lf.MAGIC or not lf.RECORD.size <= length <= MAX_RECORD:
+            start = base + pos
+            nxt = buf.find(lf.MAGIC, pos + 1)
+            while nxt < 0 and not eof:
+                pos = max(pos, len(buf) - 3)
+                have(len(buf) - pos + CHUNK)
+                nxt = buf.find(lf.MAGIC, pos)
+            if nxt < 0:
+                yield start, "unreadable bytes up to the end of the file"
+                return
+            yield start, f"unreadable bytes ({base + nxt - start} skipped)"
+            pos = nxt
+            continue
+        if not have(length):
+            yield base + pos, f"file ends inside a record ({len(buf) - pos} of {length} bytes)"
+            return
+        yield base + pos, bytes(buf[pos:pos + length])
+        pos += length
+
+
+def _fields(rec: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
+    off = lf.RECORD.size
+    while off + lf.FIELD.size <= len(rec):
+        param, phase, kind, flags, n = lf.FIELD.unpack_from(rec, off)
+        off += lf.FIELD.size
+        yield param, phase, kind, flags, rec[off:off + n]
+        off += n
+
+
+def _u64(b: bytes, off: int = 0) -> int:
+    return int.from_bytes(b[off:off + 8], "little")
+
+
+def _value(kind: int, data: bytes, render) -> Any:
+    """Generic payload kinds; render() handles BYTES/STRUCT/ULONG for the parameter's role."""
+    if kind == lf.Kind.NULL:
+        return None
+    if kind == lf.Kind.MASKED:
+        length, cls, extra = lf.MASKED.unpack_from(data)
+        return V.masked(length, cls, extra)
+    if kind == lf.Kind.DIGEST:
+        length, h = lf.DIGEST.unpack_from(data)
+        return {"length": length, "fnv1a64": f"{h:016x}", "prefix": data[16:].hex()}
+    if kind == lf.Kind.UNREAD:
+        return {"unread": True, "length": _u64(data)}
+    return render(kind, data)
+
+
+def _template(data: bytes) -> list[dict[str, Any]]:
+    count = _u64(data)
+    off = 8
+    out = []
+    for _ in range(count):
+        atype, alen, vkind, n = lf.ATTRIBUTE.unpack_from(data, off)
+        off += lf.ATTRIBUTE.size
+        payload = data[off:off + n]
+        off += n
+        entry: dict[str, Any] = {"type": V.name_in("CKA", atype)}
+        entry["len"] = "CK_UNAVAILABLE_INFORMATION" if alen == V.CK_UNAVAILABLE_INFORMATION \
+            else alen
+        if vkind == lf.Kind.TEMPLATE:
+            entry["value"] = _template(payload)
+        elif vkind == lf.Kind.BYTES:
+            entry["value"] = V.attribute_value(atype, payload)
+        elif vkind in (lf.Kind.MASKED, lf.Kind.DIGEST):
+            entry["value"] = _value(vkind, payload, None)
+        out.append(entry)
+    return out
+
+
+def _mechanism(data: bytes) -> dict[str, Any]:
+    mtype, plen, pkind, n = lf.MECHANISM.unpack_from(data)
+    payload = data[lf.MECHANISM.size:lf.MECHANISM.size + n]
+    out: dict[str, Any] = {"mechanism": V.name_in("CKM", mtype)}
+    if pkind == lf.Kind.NULL:
+        out["parameter"] = None
+    elif pkind == lf.Kind.BYTES:
+        out["parameter"] = payload.hex()
+    elif pkind == lf.Kind.UNREAD:
+        out["parameter"] = {"unread": True, "length": plen}
+    elif pkind == lf.Kind.STRUCT:
+        out["parameter"] = _mech_struct(mtype, plen, payload)
+    return out
+
+
+def _mech_struct(mtype: int, size: int, payload: bytes) -> Any:
+    name = structs.struct_for_mechanism(mtype)
+    if name is None:
+        return payload[:size].hex()
+    rendered = V.struct_value(name, payload[:size])
+    if not isinstance(rendered, dict):
+        return rendered
+    desc = structs.STRUCTS[name]
+    lengths = {f.name: f for f in desc.fields}
+    off = size
+    for f in desc.fields:
+        if f.role not in (Role.BYTES_IN, Role.PIN) or not f.length or f.size is not None:
+            continue
+        if lengths[f.length].ctype != "CK_ULONG" or off + lf.BLOB.size > len(payload):
+            continue
+        kind, n = lf.BLOB.unpack_from(payload, off)
+        off += lf.BLOB.size
+        blob = payload[off:off + n]
+        off += n
+        rendered[f.name] = _value(kind, blob, lambda _k, d: d.hex())
+    return rendered
+
+
+def _interfaces(data: bytes) -> list[dict[str, Any]]:
+    out = []
+    off = 0
+    while off + 11 <= len(data):
+        flags = _u64(data, off)
+        major, minor, nl = data[off + 8], data[off + 9], data[off + 10]
+        name = data[off + 11:off + 11 + nl].decode("utf-8", "replace")
+        off += 11 + nl
+        out.append({"name": name, "version": f"{major}.{minor}",
+                    "flags": V.name_in("CKF_INTERFACE", flags)})
+    return out
+
+
+def _render_param(p: Param, kind: int, data: bytes) -> Any:
+    if kind == lf.Kind.ULONG:
+        return V.scalar(p, _u64(data))
+    if kind == lf.Kind.BYTES:
+        if p.role is Role.TEXT_FIXED:
+            return data.decode("utf-8", "replace").rstrip(" \x00")
+        if p.role in (Role.INTERFACE_LIST_OUT, Role.INTERFACE_OUT):
+            found = _interfaces(data)
+            return found if p.role is Role.INTERFACE_LIST_OUT else (found or [None])[0]
+        return data.hex()
+    if kind == lf.Kind.CSTRING:
+        return data.decode("utf-8", "replace")
+    if kind == lf.Kind.TEMPLATE:
+        return _template(data)
+    if kind == lf.Kind.MECHANISM:
+        return _mechanism(data)
+    if kind == lf.Kind.STRUCT:
+        if p.role is Role.FUNCTION_LIST_OUT:
+            return {"version": f"{data[0]}.{data[1]}"} if len(data) >= 2 else data.hex()
+        name = p.struct or ("CK_C_INITIALIZE_ARGS" if p.role is Role.INIT_ARGS else "")
+        return V.struct_value(name, data)
+    if kind == lf.Kind.ULONG_ARRAY:
+        items = [_u64(data, i) for i in range(0, len(data) - 7, 8)]
+        if p.kind in ("slot", "object", None):
+            return items
+        return [V.name_in(p.kind, v) for v in items]
+    return data.hex()
+
+
+# Roles whose input and output both matter: recorded as {"in": ..., "out": ...}.
+_INOUT = frozenset({Role.LENGTH_PTR, Role.TEMPLATE_INOUT, Role.BYTES_INOUT})
+# Output roles whose NULL input pointer means the call only asked for a length.
+_TWO_CALL = frozenset({Role.BYTES_OUT, Role.ARRAY_OUT, Role.INTERFACE_LIST_OUT})
+
+
+def decode_call(rec: bytes, seq: int, offset: int) -> Call:
+    _, _, _, fidx, pid, tid, start_us, dur_ns, rv, number = lf.RECORD.unpack_from(rec)
+    fn: Function | None = functions.FUNCTIONS[fidx] if fidx < len(functions.FUNCTIONS) else None
+    call = Call(
+        seq=seq, function=fn.name if fn else f"function #{fidx}", rv=rv, rv_name=V.rv_name(rv),
+        pid=pid, tid=tid, time=V.utc(start_us), duration_us=dur_ns / 1000.0,
+        call_number=number, source=f"offset {offset}",
+    )
+    if fn is None:
+        return call
+    args: dict[str, Any] = {}
+    for param, phase, kind, _flags, data in _fields(rec):
+        if param >= len(fn.params):
+            continue
+        p = fn.params[param]
+        try:
+            v = _value(kind, data, lambda k, d, p=p: _render_param(p, k, d))
+        except (ValueError, IndexError, KeyError) as exc:  # a damaged field stays hex
+            v = {"undecodable": data.hex(), "error": str(exc)}
+        if p.role in _INOUT:
+            slot = args.setdefault(p.name, {})
+            slot["in" if phase == lf.Phase.IN else "out"] = v
+        else:
+            args[p.name] = v
+        if p.role in _TWO_CALL and phase == lf.Phase.IN and kind == lf.Kind.NULL:
+            call.length_query = True
+    call.args = {p.name: args[p.name] for p in fn.params if p.name in args}
+    return call
+
+
+def read(f: BinaryIO) -> Iterator[Event]:
+    seq = 0
+    for offset, rec in records(f):
+        if isinstance(rec, str):
+            yield Warning_(seq=seq, message=f"byte {offset}: {rec}")
+            seq += 1
+            continue
+        rtype = int.from_bytes(rec[8:10], "little")
+        pid = int.from_bytes(rec[12:16], "little")
+        if rtype == lf.RecordType.CALL:
+            yield decode_call(rec, seq, offset)
+        elif rtype == lf.RecordType.PROCESS:
+            try:
+                info = json.loads(rec[lf.RECORD.size:].decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                info = {"unreadable_header": True}
+            yield Process(seq=seq, pid=pid, info=info)
+        elif rtype == lf.RecordType.MODULE_INFO:
+            info = {}
+            for _p, _ph, kind, _fl, data in _fields(rec):
+                if kind == lf.Kind.STRUCT:
+                    info = V.struct_value("CK_INFO", data)
+            yield ModuleInfo(seq=seq, pid=pid, info=info if isinstance(info, dict) else {})
+        else:
+            yield Warning_(seq=seq, message=f"byte {offset}: record of unknown type {rtype}")
+        seq += 1

@@ -1,0 +1,80 @@
+"""Text and JSON Lines renderings of events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+from .events import Call, Event, ModuleInfo, Process, Warning_
+from .values import format_time
+
+TEXT_BYTES = 48  # hex characters of a long value shown in text before it is cut
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, str):
+        if len(v) > TEXT_BYTES * 2 and all(c in "0123456789abcdef" for c in v):
+            return f"{v[:TEXT_BYTES * 2]}... ({len(v) // 2} bytes)"
+        return v
+    if isinstance(v, dict) and v.get("masked"):
+        extras = ", ".join(v.get("extras", []))
+        return f"<masked: {v['length']} bytes, {v.get('class')}{', ' + extras if extras else ''}>"
+    if v is None:
+        return "NULL"
+    return json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v)
+
+
+def _arg_lines(name: str, v: Any, indent: str) -> list[str]:
+    if isinstance(v, list) and v and isinstance(v[0], dict) and "type" in v[0]:
+        lines = [f"{indent}{name}[{len(v)}]:"]
+        for a in v:
+            val = f" = {_short(a['value'])}" if "value" in a else ""
+            lines.append(f"{indent}    {a['type']} (len {a['len']}){val}")
+        return lines
+    if isinstance(v, dict) and set(v) <= {"in", "out"} and v:
+        lines = []
+        for phase in ("in", "out"):
+            if phase in v:
+                lines += _arg_lines(f"{name} [{phase}]", v[phase], indent)
+        return lines
+    if isinstance(v, dict) and "mechanism" in v:
+        par = v.get("parameter")
+        return [f"{indent}{name} = {v['mechanism']}" + (f" {_short(par)}" if par else "")]
+    return [f"{indent}{name} = {_short(v)}"]
+
+
+def call_text(c: Call) -> list[str]:
+    dur = f"{c.duration_us:.0f} us" if c.duration_us is not None else ""
+    head = f"#{c.seq} {c.function}  pid {c.pid} tid {c.tid}  {format_time(c.time)}  {dur}"
+    lines = [head.rstrip()]
+    for name, v in c.args.items():
+        lines += _arg_lines(name, v, "    ")
+    if c.length_query:
+        lines.append("    (length query: NULL buffer)")
+    rv = "(not recorded)" if c.rv is None else f"{c.rv_name} (0x{c.rv:x})"
+    lines.append(f"  -> {rv}")
+    return lines
+
+
+def text(events: Iterable[Event], out: TextIO) -> None:
+    for e in events:
+        if isinstance(e, Call):
+            out.write("\n".join(call_text(e)) + "\n")
+        elif isinstance(e, Process):
+            info = e.info
+            secrets = "SHOWN" if info.get("secrets") else "masked"
+            out.write(f"== process {e.pid}: {info.get('exe', '?')} "
+                      f"(module {info.get('module', '?')}, secrets {secrets})\n")
+        elif isinstance(e, ModuleInfo):
+            i = e.info
+            out.write(f"== module: {i.get('manufacturerID', '?')} "
+                      f"{i.get('libraryDescription', '')} {i.get('libraryVersion', '')} "
+                      f"(Cryptoki {i.get('cryptokiVersion', '?')})\n")
+        elif isinstance(e, Warning_):
+            out.write(f"!! {e.message}\n")
+
+
+def jsonl(events: Iterable[Event], out: TextIO) -> None:
+    for e in events:
+        out.write(json.dumps(e.to_json(), ensure_ascii=False) + "\n")

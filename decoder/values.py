@@ -1,0 +1,140 @@
+"""Turns captured PKCS#11 values into JSON-friendly Python values, driven by the fact tables.
+
+Shared by every reader: a template, a mechanism or a CK_TOKEN_INFO renders the same whichever
+tracer captured it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from functools import cache
+from typing import Any
+
+from p11spy.spy import logformat as lf
+from p11spy.spy.pkcs11 import attributes, constants, structs
+from p11spy.spy.pkcs11.model import Param, Role, ValueType
+
+CK_UNAVAILABLE_INFORMATION = (1 << 64) - 1
+PIN_CLASS_NAMES = {
+    lf.PinClass.EMPTY: "empty",
+    lf.PinClass.ASCII_DIGITS: "ASCII digits",
+    lf.PinClass.ASCII_OTHER: "ASCII text",
+    lf.PinClass.EBCDIC_DIGITS: "EBCDIC digits",
+    lf.PinClass.OTHER: "binary",
+}
+PIN_EXTRA_NAMES = {
+    lf.PinExtra.TRAILING_NEWLINE: "trailing newline",
+    lf.PinExtra.HAS_NUL: "NUL byte",
+    lf.PinExtra.UTF16: "UTF-16",
+    lf.PinExtra.NON_ASCII: "non-ASCII bytes",
+}
+
+
+def name_in(family: str | None, value: int) -> str:
+    """A constant's name in a family; the hex number when the family is unknown."""
+    fam = constants.FAMILIES.get(family or "")
+    return fam.render(value) if fam else f"0x{value:x}"
+
+
+def rv_name(rv: int | None) -> str | None:
+    return None if rv is None else constants.FAMILIES["CKR"].name_of(rv)
+
+
+def masked(length: int, cls: int, extra: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"masked": True, "length": length}
+    try:
+        out["class"] = PIN_CLASS_NAMES[lf.PinClass(cls)]
+    except ValueError:
+        out["class"] = f"class {cls}"
+    extras = [name for bit, name in PIN_EXTRA_NAMES.items() if extra & bit]
+    if extras:
+        out["extras"] = extras
+    return out
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace").rstrip(" \x00")
+
+
+def scalar(p: Param, value: int) -> Any:
+    """A number-like parameter or field."""
+    if p.role is Role.ENUM:
+        return name_in(p.kind, value)
+    if p.role is Role.FLAGS:
+        return name_in(p.kind, value)
+    if p.role is Role.BOOL:
+        return bool(value)
+    if p.role is Role.POINTER:
+        return f"0x{value:x}"
+    if p.role is Role.ULONG_OUT and p.kind in constants.FAMILIES:
+        return name_in(p.kind, value)
+    return value
+
+
+def attribute_value(atype: int, data: bytes) -> Any:
+    """An attribute's value bytes as its type says (bytes that do not fit stay hex)."""
+    a = attributes.attribute(atype)
+    t = a.type
+    try:
+        if t is ValueType.BOOL and len(data) == 1:
+            return bool(data[0])
+        if t in (ValueType.ULONG, ValueType.ENUM, ValueType.FLAGS) and len(data) == 8:
+            v = int.from_bytes(data, "little")
+            if t is ValueType.ULONG:
+                return v
+            return name_in(a.family, v)
+        if t is ValueType.STRING:
+            return data.decode("utf-8")
+        if t is ValueType.DATE and len(data) == 8 and data.isdigit():
+            s = data.decode()
+            return f"{s[:4]}-{s[4:6]}-{s[6:]}"
+        if t in (ValueType.MECHANISMS, ValueType.ULONGS) and len(data) % 8 == 0:
+            vals = [int.from_bytes(data[i:i + 8], "little") for i in range(0, len(data), 8)]
+            return [name_in("CKM", v) for v in vals] if t is ValueType.MECHANISMS else vals
+    except (UnicodeDecodeError, ValueError):
+        pass
+    return data.hex()
+
+
+@cache
+def _ffi():
+    return structs.ffi_for_layout()
+
+
+def struct_value(name: str, data: bytes) -> Any:
+    """A struct captured as raw bytes, field by field as the struct table describes."""
+    desc = structs.STRUCTS.get(name)
+    ffi = _ffi()
+    try:
+        size = ffi.sizeof(name)
+    except Exception:  # noqa: BLE001 - an unknown struct name stays hex
+        return data.hex()
+    if desc is None or len(data) != size:
+        return data.hex()
+    cdata = ffi.from_buffer(f"{name} *", data)
+    out: dict[str, Any] = {}
+    for f in desc.fields:
+        raw = getattr(cdata, f.name)
+        if f.role is Role.TEXT_FIXED:
+            out[f.name] = _text(bytes(ffi.buffer(raw)))
+        elif f.role is Role.STRUCT_IN and f.struct == "CK_VERSION":
+            out[f.name] = f"{raw.major}.{raw.minor}"
+        elif f.role is Role.BYTES_IN and f.size:
+            out[f.name] = bytes(ffi.buffer(raw)).hex()
+        elif f.role in (Role.POINTER, Role.BYTES_IN, Role.PIN, Role.CSTRING):
+            out[f.name] = f"0x{int(ffi.cast('uintptr_t', raw)):x}"
+        elif f.role is Role.STRUCT_IN:
+            out[f.name] = "..."
+        else:
+            out[f.name] = scalar(f, int(raw))
+    return out
+
+
+def utc(us: int) -> float:
+    return us / 1e6
+
+
+def format_time(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return _dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S.%f")

@@ -1,0 +1,58 @@
+"""Subcommands of the capture side: `p11spy lib`."""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+from pathlib import Path
+
+from p11spy.decoder.cli import UserError
+
+HERE = Path(__file__).resolve().parent
+SHIM = HERE / "libp11spy.so"
+SHIM_2 = HERE / "libp11spy-2.so"
+
+
+def module_has_interfaces(module: str) -> bool:
+    """Whether a PKCS#11 module exports C_GetInterface (PKCS#11 3.0 and later)."""
+    try:
+        lib = ctypes.CDLL(module, mode=os.RTLD_LOCAL | os.RTLD_LAZY)
+    except OSError as exc:
+        raise UserError(f"cannot load {module}: {exc}") from exc
+    return hasattr(lib, "C_GetInterface")
+
+
+def shim_path(module: str | None = None) -> Path:
+    """The built shim for a real module: the 2.x build for a module without C_GetInterface,
+    so that the client finds exactly the entry points the module has."""
+    path = SHIM if module is None or module_has_interfaces(module) else SHIM_2
+    if not path.is_file():
+        raise UserError(f"the shim is not built ({path} is missing): run `make setup`")
+    return path
+
+
+def _lib(args: argparse.Namespace) -> int:
+    module = args.module or os.environ.get("P11SPY_MODULE") or os.environ.get("PKCS11SPY")
+    print(shim_path(module or None))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "lib",
+        help="print the path of the shim module, to give a client in place of the real module",
+        description=(
+            "Print the absolute path of the p11spy shim module. Give it to the client wherever "
+            "it takes a PKCS#11 module path, and name the real module in P11SPY_MODULE. "
+            "Traces go to P11SPY_OUTPUT (%%p = pid, %%n = program name, %%u = uid, "
+            "%%t = start time); by default /tmp/p11spy-<uid>/<program>-<pid>.p11. "
+            "PKCS11SPY and PKCS11SPY_OUTPUT are honoured when the P11SPY_ variables are unset. "
+            "PINs and secret key values are masked unless P11SPY_LOG_SECRETS=1; buffers larger "
+            "than P11SPY_MAX_BUFFER bytes (default 65536) are recorded as length and digest."
+        ),
+    )
+    p.add_argument("--module", metavar="PATH",
+                   help="the real module (default: $P11SPY_MODULE, then $PKCS11SPY); for a "
+                        "module without PKCS#11 3.0 interfaces the shim printed exports none")
+    p.set_defaults(func=_lib)

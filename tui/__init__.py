@@ -1,0 +1,1 @@
+"""p11spy: the Textual viewer."""
