@@ -26,7 +26,7 @@ static void *worker(void *arg)
     U s = 0;
     U slots[16], n = 16;
     fl->f[SLOTS](1, slots, &n);
-    if (fl->f[OPEN](slots[0], 6UL, NULL, NULL, &s)) { fprintf(stderr, "open failed\n"); exit(1); }
+    U orv = fl->f[OPEN](slots[0], 6UL, NULL, NULL, &s); if (orv) { fprintf(stderr, "open failed: %lu\n", orv); exit(1); }
     SINFO si;
     unsigned char buf[32];
     for (long i = 0; i < calls; i++) {
@@ -43,7 +43,10 @@ int main(int argc, char **argv)
     if (!h) { fprintf(stderr, "%s\n", dlerror()); return 1; }
     U (*gfl)(FL **) = (U (*)(FL **))dlsym(h, "C_GetFunctionList");
     if (gfl(&fl)) return 1;
-    if (fl->f[INIT](NULL)) return 1;
+    /* CKF_OS_LOCKING_OK: the threads share the module, which must then lock. */
+    struct { void *create, *destroy, *lock, *unlock; U flags; void *reserved; } init =
+        {NULL, NULL, NULL, NULL, 2UL, NULL};
+    if (fl->f[INIT](&init)) return 1;
     use_random = strcmp(argv[3], "random32") == 0;
     calls = atol(argv[4]);
     int threads = atoi(argv[5]);

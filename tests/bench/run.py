@@ -1,0 +1,132 @@
+"""`make bench`: what p11spy costs a client, side by side with OpenSC's pkcs11-spy, in one run.
+
+A C client (tests/bench/loop.c) calls SoftHSM2 in a tight loop: directly, through pkcs11-spy
+writing to a file, and through p11spy writing to a file. Each configuration runs ROUNDS times,
+interleaved, and the best round counts (the machine is noisy; the best is the least disturbed).
+Also measured: throughput with 2 threads against 1, bytes of trace per call, and the wall time
+and trace size of a whole exercise run (tests/clients/exercise.py: every function, valid and
+invalid calls) under each tracer; the exercise runs only its valid calls there, since
+pkcs11-spy crashes on some of the invalid ones (NULL arguments).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
+PKCS11_SPY = "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so"
+CALLS = int(os.environ.get("BENCH_CALLS", "200000"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+
+
+def shim() -> str:
+    from p11spy.spy.commands import shim_path
+
+    return str(shim_path(SOFTHSM))
+
+
+def setup(root: Path) -> tuple[Path, dict[str, str]]:
+    loop = root / "loop"
+    subprocess.run(["gcc", "-O2", "-o", str(loop), str(REPO / "tests/bench/loop.c"), "-ldl",
+                    "-lpthread"], check=True)
+    (root / "tokens").mkdir()
+    conf = root / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\n"
+                    "log.level = ERROR\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("P11SPY", "PKCS11SPY"))}
+    env["SOFTHSM2_CONF"] = str(conf)
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "bench", "--pin",
+                    "1234", "--so-pin", "5678"], check=True, capture_output=True, env=env)
+    return loop, env
+
+
+def configs(root: Path, env: dict[str, str]) -> dict[str, tuple[str, dict[str, str], Path | None]]:
+    spy_log = root / "pkcs11-spy.log"
+    p11_log = root / "p11spy.p11"
+    return {
+        "direct": (SOFTHSM, env, None),
+        "pkcs11-spy": (PKCS11_SPY, {**env, "PKCS11SPY": SOFTHSM,
+                                    "PKCS11SPY_OUTPUT": str(spy_log)}, spy_log),
+        "p11spy": (shim(), {**env, "P11SPY_MODULE": SOFTHSM, "P11SPY_OUTPUT": str(p11_log)},
+                   p11_log),
+    }
+
+
+def rate(loop: Path, module: str, env: dict[str, str], func: str, threads: int) -> float:
+    res = subprocess.run([str(loop), module, "1234", func, str(CALLS), str(threads)], env=env,
+                         capture_output=True, text=True, check=True)
+    return float(res.stdout)
+
+
+def main() -> int:
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="p11spy-bench-") as tmp:
+        root = Path(tmp)
+        loop, env = setup(root)
+        cfg = configs(root, env)
+        for func in ("getsessioninfo", "random32"):
+            best = {name: 0.0 for name in cfg}
+            size = {}
+            for _ in range(ROUNDS):
+                for name, (module, e, log) in cfg.items():
+                    if log:
+                        log.unlink(missing_ok=True)
+                    best[name] = max(best[name], rate(loop, module, e, func, 1))
+                    if log:
+                        size[name] = log.stat().st_size / CALLS
+            ns = {name: 1e9 / r for name, r in best.items()}
+            added = {name: ns[name] - ns["direct"] for name in ("pkcs11-spy", "p11spy")}
+            label = {"getsessioninfo": "C_GetSessionInfo", "random32": "C_GenerateRandom(32)"}[func]
+            rows.append((f"{label}: direct, ns/call", f"{ns['direct']:.0f}"))
+            rows.append((f"{label}: added by pkcs11-spy, ns/call", f"{added['pkcs11-spy']:.0f}"))
+            rows.append((f"{label}: added by p11spy, ns/call", f"{added['p11spy']:.0f}"))
+            rows.append((f"{label}: p11spy / pkcs11-spy added cost (target <= 0.50)",
+                         f"{added['p11spy'] / added['pkcs11-spy']:.2f}"))
+            rows.append((f"{label}: log bytes/call, pkcs11-spy", f"{size['pkcs11-spy']:.0f}"))
+            rows.append((f"{label}: log bytes/call, p11spy", f"{size['p11spy']:.0f}"))
+
+        module, e, log = cfg["p11spy"]
+        one = two = 0.0
+        for _ in range(ROUNDS):
+            one = max(one, rate(loop, module, e, "getsessioninfo", 1))
+            two = max(two, rate(loop, module, e, "getsessioninfo", 2))
+        rows.append(("p11spy C_GetSessionInfo calls/s, 1 thread", f"{one:,.0f}"))
+        rows.append(("p11spy C_GetSessionInfo calls/s, 2 threads", f"{two:,.0f}"))
+        rows.append(("p11spy 2 threads / 1 thread throughput (target >= 1.00)", f"{two / one:.2f}"))
+
+        wall = {}
+        for name, (module, e, log) in cfg.items():
+            if log:
+                log.unlink(missing_ok=True)
+            runs = []
+            for _ in range(3):
+                if log:
+                    log.unlink(missing_ok=True)
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, str(REPO / "tests/clients/exercise.py"), module,
+                                "1234", "5678", "valid"],
+                               env=e, check=True, capture_output=True)
+                runs.append(time.perf_counter() - t0)
+            wall[name] = min(runs)
+            if log:
+                rows.append((f"exercise run: trace bytes, {name}", f"{log.stat().st_size:,}"))
+        for name in cfg:
+            rows.append((f"exercise run: wall time s, {name}", f"{wall[name]:.3f}"))
+        rows.append(("exercise run: p11spy / pkcs11-spy wall time",
+                     f"{wall['p11spy'] / wall['pkcs11-spy']:.2f}"))
+
+    width = max(len(k) for k, _ in rows)
+    print(f"p11spy benchmark ({CALLS:,} calls per run, best of {ROUNDS}, SoftHSM2)")
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v:>14}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
