@@ -8,7 +8,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 # Each module exposes register(subparsers); a subcommand exists only once its module does.
-COMMAND_MODULES = ("p11spy.spy.commands", "p11spy.decoder.commands")
+COMMAND_MODULES = ("p11spy.spy.commands", "p11spy.decoder.commands", "p11spy.decoder.explain")
 
 
 class UserError(Exception):

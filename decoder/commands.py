@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
+from types import ModuleType
 
-from . import p11log, render
+from . import render
 from .cli import UserError
 from .events import Call, Event
 
-FORMATS = {"p11spy": p11log}
+# Every reader module offers sniff(head: bytes) -> bool and read(f: BinaryIO) -> events.
+# Detection tries them in this order; a reader not yet written is simply not offered.
+READERS = {
+    "p11spy": "p11spy.decoder.p11log",
+    "pkcs11-spy": "p11spy.decoder.pkcs11spy_text",
+    "opensc-debug": "p11spy.decoder.opensc_debug",
+    "pcsc-spy": "p11spy.decoder.pcscspy_text",
+}
+
+
+@cache
+def formats() -> dict[str, ModuleType]:
+    found = {}
+    for name, module in READERS.items():
+        try:
+            found[name] = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    return found
 
 
 def detect(path: Path) -> str:
@@ -19,7 +41,7 @@ def detect(path: Path) -> str:
         head = f.read(4096)
     if not head:
         raise UserError(f"{path}: the file is empty")
-    for name, reader in FORMATS.items():
+    for name, reader in formats().items():
         if reader.sniff(head):
             return name
     raise UserError(f"{path}: not a trace format p11spy reads (use --format to say which)")
@@ -37,7 +59,7 @@ def open_events(path: Path, fmt: str | None = None) -> Iterator[Event]:
     except OSError as exc:
         raise UserError(f"{path}: {exc.strerror}") from exc
     with f:
-        yield from FORMATS[name].read(f)
+        yield from formats()[name].read(f)
 
 
 def _selected(events: Iterator[Event], args: argparse.Namespace) -> Iterator[Event]:
@@ -69,5 +91,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--errors", action="store_true", help="only calls that did not return CKR_OK")
     p.add_argument("--function", action="append", metavar="NAME",
                    help="only calls of this function (repeatable)")
-    p.add_argument("--format", choices=sorted(FORMATS), help="the trace's format (default: detect)")
+    p.add_argument("--format", choices=sorted(formats()),
+                   help="the trace's format (default: detect)")
     p.set_defaults(func=_decode)

@@ -44,6 +44,59 @@ class Call(Event):
 
 
 @dataclass
+class Apdu(Event):
+    """One command/response exchange with the card. parent is the seq of the PKCS#11 call
+    that caused it, or None when the trace does not tie it to a call."""
+
+    parent: int | None = None
+    command: bytes = b""
+    response: bytes | None = None  # None when the trace shows no response
+    pid: int | None = None
+    tid: int | None = None
+    time: float | None = None
+    duration_us: float | None = None
+    masked: bool = False  # the command's data was masked (a PIN)
+    source: str | None = None
+    type: str = "apdu"
+
+    @property
+    def sw(self) -> str | None:
+        r = self.response
+        return r[-2:].hex().upper() if r is not None and len(r) >= 2 else None
+
+    def to_json(self) -> dict[str, Any]:
+        from .apdu_names import ins_name  # late: only needed when rendering
+
+        ins = self.command[1] if len(self.command) >= 2 else None
+        return {
+            "type": "apdu", "seq": self.seq, "parent": self.parent,
+            "command": self.command.hex(), "response": None if self.response is None
+            else self.response.hex(), "sw": self.sw,
+            "ins": None if ins is None else f"{ins:02X}",
+            "ins_name": None if ins is None else ins_name(self.command[0], ins),
+            "pid": self.pid, "tid": self.tid, "time": self.time,
+            "duration_us": self.duration_us, **({"masked": True} if self.masked else {}),
+        }
+
+
+@dataclass
+class LogLine(Event):
+    """A line a library logged (OpenSC's debug output), kept under what it belongs to."""
+
+    parent: int | None = None
+    text: str = ""
+    pid: int | None = None
+    tid: int | None = None
+    time: float | None = None
+    level: str | None = None
+    type: str = "log"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "log", "seq": self.seq, "parent": self.parent, "text": self.text,
+                "pid": self.pid, "tid": self.tid, "time": self.time}
+
+
+@dataclass
 class Process(Event):
     """A process started writing the trace (the header a tracer writes)."""
 

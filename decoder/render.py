@@ -45,7 +45,8 @@ def _arg_lines(name: str, v: Any, indent: str) -> list[str]:
 
 
 def call_text(c: Call) -> list[str]:
-    dur = f"{c.duration_us:.0f} us" if c.duration_us is not None else ""
+    dur = "" if c.duration_us is None else (
+        f"{c.duration_us:.1f} us" if c.duration_us < 10 else f"{c.duration_us:.0f} us")
     head = f"#{c.seq} {c.function}  pid {c.pid} tid {c.tid}  {format_time(c.time)}  {dur}"
     lines = [head.rstrip()]
     for name, v in c.args.items():

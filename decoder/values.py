@@ -68,6 +68,8 @@ def scalar(p: Param, value: int) -> Any:
         return f"0x{value:x}"
     if p.role is Role.ULONG_OUT and p.kind in constants.FAMILIES:
         return name_in(p.kind, value)
+    if value == CK_UNAVAILABLE_INFORMATION and p.role in (Role.ULONG, Role.LENGTH, Role.ULONG_OUT):
+        return "CK_UNAVAILABLE_INFORMATION"
     return value
 
 

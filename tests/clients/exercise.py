@@ -1,7 +1,7 @@
 """A PKCS#11 client that calls every function with valid and invalid arguments.
 
-Run as `python exercise.py MODULE [USER_PIN SO_PIN [valid]]`; prints one line per call with its return
-value and outputs. Run once against the real module and once through the shim: the two
+Run as `python exercise.py MODULE [USER_PIN SO_PIN [valid]]`; prints one line per call with its
+return value and outputs. Run once against the real module and once through the shim: the two
 transcripts must be identical (outputs that are random by nature, such as keys and random
 bytes, are printed as lengths or checked in place).
 """

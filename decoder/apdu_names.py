@@ -1,0 +1,24 @@
+"""Instruction names for APDU headers (filled in by the APDU decoder's tables)."""
+
+from __future__ import annotations
+
+# ISO/IEC 7816-4 interindustry instructions (CLA with bit 8 clear).
+ISO_INS: dict[int, str] = {
+    0x0E: "ERASE BINARY", 0x20: "VERIFY", 0x21: "VERIFY", 0x22: "MANAGE SECURITY ENVIRONMENT",
+    0x24: "CHANGE REFERENCE DATA", 0x26: "DISABLE VERIFICATION REQUIREMENT",
+    0x28: "ENABLE VERIFICATION REQUIREMENT", 0x2A: "PERFORM SECURITY OPERATION",
+    0x2C: "RESET RETRY COUNTER", 0x44: "ACTIVATE FILE", 0x46: "GENERATE ASYMMETRIC KEY PAIR",
+    0x47: "GENERATE ASYMMETRIC KEY PAIR", 0x70: "MANAGE CHANNEL", 0x82: "EXTERNAL AUTHENTICATE",
+    0x84: "GET CHALLENGE", 0x86: "GENERAL AUTHENTICATE", 0x87: "GENERAL AUTHENTICATE",
+    0x88: "INTERNAL AUTHENTICATE", 0xA4: "SELECT", 0xB0: "READ BINARY", 0xB1: "READ BINARY",
+    0xB2: "READ RECORD", 0xB3: "READ RECORD", 0xC0: "GET RESPONSE", 0xC2: "ENVELOPE",
+    0xCA: "GET DATA", 0xCB: "GET DATA", 0xD6: "UPDATE BINARY", 0xD7: "UPDATE BINARY",
+    0xDA: "PUT DATA", 0xDB: "PUT DATA", 0xDC: "UPDATE RECORD", 0xE0: "CREATE FILE",
+    0xE2: "APPEND RECORD", 0xE4: "DELETE FILE", 0xE6: "TERMINATE DF", 0xE8: "TERMINATE EF",
+    0xFE: "TERMINATE CARD USAGE",
+}
+
+
+def ins_name(cla: int, ins: int) -> str | None:
+    """The name of an instruction, or None when unknown."""
+    return ISO_INS.get(ins)
