@@ -214,7 +214,7 @@ _TWO_CALL = frozenset({Role.BYTES_OUT, Role.ARRAY_OUT, Role.INTERFACE_LIST_OUT})
 
 
 def decode_call(rec: bytes, seq: int, offset: int) -> Call:
-    _, _, _, fidx, pid, tid, start_us, dur_ns, rv, number = lf.RECORD.unpack_from(rec)
+    _, _, _, _mod, fidx, pid, tid, start_us, dur_ns, rv, number = lf.RECORD.unpack_from(rec)
     fn: Function | None = functions.FUNCTIONS[fidx] if fidx < len(functions.FUNCTIONS) else None
     call = Call(
         seq=seq, function=fn.name if fn else f"function #{fidx}", rv=rv, rv_name=V.rv_name(rv),
@@ -250,7 +250,7 @@ def read(f: BinaryIO) -> Iterator[Event]:
             yield Warning_(seq=seq, message=f"byte {offset}: {rec}")
             seq += 1
             continue
-        rtype = int.from_bytes(rec[8:10], "little")
+        rtype = rec[8]
         pid = int.from_bytes(rec[12:16], "little")
         if rtype == lf.RecordType.CALL:
             yield decode_call(rec, seq, offset)
@@ -260,6 +260,13 @@ def read(f: BinaryIO) -> Iterator[Event]:
             except (UnicodeDecodeError, json.JSONDecodeError):
                 info = {"unreadable_header": True}
             yield Process(seq=seq, pid=pid, info=info)
+        elif rtype == lf.RecordType.MODULE:
+            try:
+                info = json.loads(rec[lf.RECORD.size:].decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                info = {}
+            yield ModuleInfo(seq=seq, pid=pid, info={"loaded": info.get("path"),
+                                                     "index": info.get("index")})
         elif rtype == lf.RecordType.MODULE_INFO:
             info = {}
             for _p, _ph, kind, _fl, data in _fields(rec):

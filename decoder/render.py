@@ -67,6 +67,8 @@ def text(events: Iterable[Event], out: TextIO) -> None:
             secrets = "SHOWN" if info.get("secrets") else "masked"
             out.write(f"== process {e.pid}: {info.get('exe', '?')} "
                       f"(module {info.get('module', '?')}, secrets {secrets})\n")
+        elif isinstance(e, ModuleInfo) and "loaded" in e.info:
+            out.write(f"== module {e.info.get('index')}: {e.info['loaded']}\n")
         elif isinstance(e, ModuleInfo):
             i = e.info
             out.write(f"== module: {i.get('manufacturerID', '?')} "

@@ -27,9 +27,9 @@ _CTYPE_OVERRIDES = {
 
 # The three entry points the shim answers itself (they hand out our lists, not the module's).
 _SPECIAL_CALLS = {
-    "C_GetFunctionList": "p11_do_get_function_list({args})",
-    "C_GetInterfaceList": "p11_do_get_interface_list({args})",
-    "C_GetInterface": "p11_do_get_interface({args})",
+    "C_GetFunctionList": "p11_do_get_function_list(c->mod, {args})",
+    "C_GetInterfaceList": "p11_do_get_interface_list(c->mod, {args})",
+    "C_GetInterface": "p11_do_get_interface(c->mod, {args})",
 }
 
 
@@ -106,7 +106,7 @@ def _out_capture(fn: Function, i: int, p: Param) -> list[str]:
         obj = next(q.name for q in fn.params if q.role is Role.HANDLE and q.kind == "object")
         return [
             f"p11_template_inout_out(&r, {i}, rv, {session}, {obj}, {n}, {p.length}, &ts_{n}, "
-            f"c ? c->real[P11_FN_C_GetAttributeValue] : NULL);"
+            f"c->real[P11_FN_C_GetAttributeValue]);"
         ]
     if r is Role.STRUCT_OUT:
         return [f"p11_struct_out(&r, {i}, rv, {n}, sizeof({p.struct}));"]
@@ -139,14 +139,14 @@ def _impl(fn: Function) -> str:
             body.append(f"    CK_ULONG saved_{p.name} = 0;")
         if p.role is Role.TEMPLATE_INOUT:
             body.append(f"    struct p11_tmpl_saved ts_{p.name};")
-    body.append(f"    p11_rec_begin(&r, P11_FN_{fn.name});")
+    body.append(f"    p11_rec_begin(&r, P11_FN_{fn.name}, (unsigned)c->mod->index);")
     for i, p in enumerate(params):
         body += [f"    {line}" for line in _in_capture(fn, i, p)]
     body += ["    p11_rec_call_start(&r);", f"    rv = {call};", "    p11_rec_call_end(&r);"]
     for i, p in enumerate(params):
         body += [f"    {line}" for line in _out_capture(fn, i, p)]
     if fn.name == "C_Initialize":
-        body.append("    if (rv == CKR_OK_ && c) p11_module_info(c);")
+        body.append("    if (rv == CKR_OK_) p11_module_info(c);")
     body += ["    p11_rec_finish(&r, rv);", "    return rv;", "}", ""]
     return "\n".join(body)
 
@@ -281,7 +281,7 @@ _EXPORTS = """
 P11_EXPORT CK_RV C_GetFunctionList(void **ppFunctionList)
 {
     if (!p11_ready()) return CKR_GENERAL_ERROR_;
-    return impl_C_GetFunctionList(NULL, ppFunctionList);
+    return impl_C_GetFunctionList(&g_entry[0], ppFunctionList);
 }
 
 /* The 2.x build (libp11spy-2.so) leaves these out, for modules that lack them: a client then
@@ -290,14 +290,14 @@ P11_EXPORT CK_RV C_GetFunctionList(void **ppFunctionList)
 P11_EXPORT CK_RV C_GetInterfaceList(CK_INTERFACE *pInterfacesList, CK_ULONG *pulCount)
 {
     if (!p11_ready()) return CKR_GENERAL_ERROR_;
-    return impl_C_GetInterfaceList(NULL, pInterfacesList, pulCount);
+    return impl_C_GetInterfaceList(&g_entry[0], pInterfacesList, pulCount);
 }
 
 P11_EXPORT CK_RV C_GetInterface(CK_UTF8CHAR *pInterfaceName, CK_VERSION *pVersion,
                                 CK_INTERFACE **ppInterface, CK_FLAGS flags)
 {
     if (!p11_ready()) return CKR_GENERAL_ERROR_;
-    return impl_C_GetInterface(NULL, pInterfaceName, pVersion, ppInterface, flags);
+    return impl_C_GetInterface(&g_entry[0], pInterfaceName, pVersion, ppInterface, flags);
 }
 #endif
 """

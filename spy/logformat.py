@@ -13,9 +13,9 @@ from enum import IntEnum, IntFlag
 MAGIC = b"P11R"
 FORMAT_VERSION = 1
 
-# magic, length, type, function index, pid, tid, start (us, wall clock), duration (ns),
-# return value, per-process call number.
-RECORD = struct.Struct("<4sIHHIQQQQQ")
+# magic, length, type, module index, function index, pid, tid, start (us, wall clock),
+# duration (ns), return value, per-process call number.
+RECORD = struct.Struct("<4sIBBHIQQQQQ")
 # parameter index, phase, kind, flags, payload length.
 FIELD = struct.Struct("<BBBBI")
 # attribute type, ulValueLen as seen, value kind, payload length (then the payload).
@@ -38,6 +38,8 @@ class RecordType(IntEnum):
     PROCESS = 1  # JSON header: a process started writing (also after fork)
     CALL = 2  # one PKCS#11 call
     MODULE_INFO = 3  # the real module's CK_INFO, fetched after a successful C_Initialize
+    MODULE = 4  # JSON: a module the shim wraps ({"index", "path"}); calls name it by index
+    PCSC = 5  # one PC/SC call a module made (function = index in spy/pcsc.py)
 
 
 class Phase(IntEnum):

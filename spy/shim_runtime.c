@@ -55,6 +55,8 @@ struct p11_config {
 };
 
 struct p11_module {
+    int index;
+    char path[PATH_MAX];
     void *handle;
     CK_RV (*get_function_list)(void *);
     CK_RV (*get_interface_list)(CK_INTERFACE *, CK_ULONG *);
@@ -64,13 +66,19 @@ struct p11_module {
 /* One wrapped function list: the real list, its slots, and the list handed to the client. */
 struct p11_ctx {
     int used;
+    struct p11_module *mod;        /* the module the list belongs to */
     void *real_list;               /* the module's list this one mirrors */
     void *real[P11_NFUNCS];        /* the module's function pointers, by function index */
     P11_FUNCTION_LIST_3_2 ours;    /* version + our wrappers (NULL where the module has NULL) */
 };
 
 static struct p11_config g_cfg;
-static struct p11_module g_mod;
+#define P11_MAX_MODULES 8
+static struct p11_module g_mods[P11_MAX_MODULES];
+static int g_nmods;
+/* Stand-in contexts for the entry points (C_GetFunctionList, ...) of each module: they only
+ * name the module. */
+static struct p11_ctx g_entry[P11_MAX_MODULES];
 static struct p11_ctx g_ctx[P11_MAX_CTX];
 static pthread_mutex_t g_ctx_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -157,7 +165,7 @@ struct p11_rec {
     int owned;                     /* buf was malloc'd for a nested call */
     int failed;                    /* out of memory: the record is dropped */
     uint64_t start_us, t0, t1, seq, prev_seq;
-    unsigned fn;
+    unsigned fn, mod;
     struct { int param; const unsigned char *p; CK_ULONG n; } pending[P11_MAX_PENDING];
     int npending;
 };
@@ -216,11 +224,12 @@ static void p11_field(struct p11_rec *r, int param, int phase, int kind, int fla
     p11_field_end(r, at);
 }
 
-static void p11_rec_begin(struct p11_rec *r, unsigned fn)
+static void p11_rec_begin(struct p11_rec *r, unsigned fn, unsigned mod)
 {
     memset(r, 0, offsetof(struct p11_rec, pending));
     r->npending = 0;
     r->fn = fn;
+    r->mod = mod;
     if (!t_tls.busy) {
         t_tls.busy = 1;
         r->buf = t_tls.buf;
@@ -239,17 +248,18 @@ static void p11_rec_begin(struct p11_rec *r, unsigned fn)
 static void p11_rec_call_start(struct p11_rec *r) { r->t0 = p11_mono_ns(); }
 static void p11_rec_call_end(struct p11_rec *r) { r->t1 = p11_mono_ns(); }
 
-static void p11_rec_header(struct p11_rec *r, unsigned type, unsigned fn, uint64_t dur,
-                           uint64_t rv, uint64_t seq)
+static void p11_rec_header(struct p11_rec *r, unsigned type, unsigned mod, unsigned fn,
+                           uint64_t dur, uint64_t rv, uint64_t seq)
 {
     if (r->failed || r->len < P11_RECORD_SIZE) return;
     unsigned char *h = r->buf;
     uint32_t len = (uint32_t)r->len, pid = (uint32_t)g_pid;
-    uint16_t ty = (uint16_t)type, f = (uint16_t)fn;
+    uint16_t f = (uint16_t)fn;
     uint64_t tid = (uint64_t)p11_tid();
     memcpy(h, "P11R", 4);
     memcpy(h + 4, &len, 4);
-    memcpy(h + 8, &ty, 2);
+    h[8] = (unsigned char)type;
+    h[9] = (unsigned char)mod;
     memcpy(h + 10, &f, 2);
     memcpy(h + 12, &pid, 4);
     memcpy(h + 16, &tid, 8);
@@ -264,7 +274,7 @@ static void p11_flush_pending(struct p11_rec *r, CK_RV rv);
 static void p11_rec_finish(struct p11_rec *r, CK_RV rv)
 {
     p11_flush_pending(r, rv);
-    p11_rec_header(r, REC_CALL, r->fn, r->t1 - r->t0, rv, r->seq);
+    p11_rec_header(r, REC_CALL, r->mod, r->fn, r->t1 - r->t0, rv, r->seq);
     if (!r->failed) p11_write_all(r->buf, r->len);
     t_tls.call_seq = r->prev_seq;
     if (r->owned) free(r->buf);
@@ -875,7 +885,29 @@ static void p11_write_header(pid_t ppid_if_fork)
     unsigned char zero[P11_RECORD_SIZE] = {0};
     p11_put(&r, zero, sizeof zero);
     p11_put(&r, js, strlen(js));
-    p11_rec_header(&r, REC_PROCESS, 0, 0, 0, 0);
+    p11_rec_header(&r, REC_PROCESS, 0, 0, 0, 0, 0);
+    if (!r.failed) p11_write_all(r.buf, r.len);
+    free(r.buf);
+}
+
+/* The MODULE record: which module the calls marked with this index went to. */
+static void p11_announce_module(struct p11_module *m)
+{
+    char js[2 * PATH_MAX];
+    size_t o = 0;
+    o += (size_t)snprintf(js, sizeof js, "{\"index\": %d, \"path\": ", m->index);
+    p11_json_str(js, sizeof js, &o, m->path);
+    if (o + 2 < sizeof js) {
+        js[o++] = '}';
+        js[o] = 0;
+    }
+    struct p11_rec r = {0};
+    r.owned = 1;
+    r.start_us = p11_now_us();
+    unsigned char zero[P11_RECORD_SIZE] = {0};
+    p11_put(&r, zero, sizeof zero);
+    p11_put(&r, js, strlen(js));
+    p11_rec_header(&r, REC_MODULE, (unsigned)m->index, 0, 0, 0, 0);
     if (!r.failed) p11_write_all(r.buf, r.len);
     free(r.buf);
 }
@@ -934,6 +966,7 @@ static void p11_atfork_child(void)
         else g_fd = old;
     }
     p11_write_header(parent);
+    for (int i = 0; i < g_nmods; i++) p11_announce_module(&g_mods[i]);
 }
 
 static int p11_load_config(void)
@@ -972,18 +1005,22 @@ static int p11_load_module(void)
     int flags = RTLD_NOW | RTLD_LOCAL;
     const char *deep = getenv("P11SPY_DEEPBIND");
     if (deep && strcmp(deep, "1") == 0) flags |= RTLD_DEEPBIND;
-    g_mod.handle = dlopen(g_cfg.module, flags);
-    if (!g_mod.handle) {
+    struct p11_module *m = &g_mods[0];
+    m->handle = dlopen(g_cfg.module, flags);
+    if (!m->handle) {
         const char *e = dlerror();
         p11_complain("cannot load real module: %s (check P11SPY_MODULE)%s", e ? e : "?", NULL);
         return 0;
     }
-    g_mod.get_function_list = (CK_RV(*)(void *))dlsym(g_mod.handle, "C_GetFunctionList");
-    g_mod.get_interface_list =
-        (CK_RV(*)(CK_INTERFACE *, CK_ULONG *))dlsym(g_mod.handle, "C_GetInterfaceList");
-    g_mod.get_interface = (CK_RV(*)(CK_UTF8CHAR *, CK_VERSION *, CK_INTERFACE **, CK_FLAGS))dlsym(
-        g_mod.handle, "C_GetInterface");
-    if (!g_mod.get_function_list && !g_mod.get_interface) {
+    m->get_function_list = (CK_RV(*)(void *))dlsym(m->handle, "C_GetFunctionList");
+    m->get_interface_list =
+        (CK_RV(*)(CK_INTERFACE *, CK_ULONG *))dlsym(m->handle, "C_GetInterfaceList");
+    m->get_interface = (CK_RV(*)(CK_UTF8CHAR *, CK_VERSION *, CK_INTERFACE **, CK_FLAGS))dlsym(
+        m->handle, "C_GetInterface");
+    snprintf(m->path, sizeof m->path, "%s", g_cfg.module);
+    g_entry[0].mod = m;
+    g_nmods = 1;
+    if (!m->get_function_list && !m->get_interface) {
         p11_complain("%s is not a PKCS#11 module: it exports neither C_GetFunctionList nor "
                      "C_GetInterface (check P11SPY_MODULE)%s", g_cfg.module, NULL);
         return 0;
@@ -997,6 +1034,7 @@ static void p11_init(void)
     if (!p11_load_config() || !p11_load_module() || !p11_open_output()) return;
     pthread_atfork(NULL, NULL, p11_atfork_child);
     p11_write_header(0);
+    p11_announce_module(&g_mods[0]);
     g_ready = 1;
 }
 
@@ -1019,7 +1057,7 @@ static void p11_module_info(struct p11_ctx *c)
     unsigned char zero[P11_RECORD_SIZE] = {0};
     p11_put(&r, zero, sizeof zero);
     p11_field(&r, 0, PH_OUT, K_STRUCT, 0, &info, sizeof info);
-    p11_rec_header(&r, REC_MODULE_INFO, P11_FN_C_GetInfo, 0, 0, 0);
+    p11_rec_header(&r, REC_MODULE_INFO, (unsigned)c->mod->index, P11_FN_C_GetInfo, 0, 0, 0);
     if (!r.failed) p11_write_all(r.buf, r.len);
     free(r.buf);
 }
@@ -1040,7 +1078,7 @@ static int p11_slots_for(CK_VERSION v)
 }
 
 /* The wrapped list mirroring real_list (made on first sight), or NULL if none can be made. */
-static void *p11_wrap_list(void *real_list, int nslots)
+static void *p11_wrap_list(struct p11_module *m, void *real_list, int nslots)
 {
     if (!real_list || nslots <= 0) return NULL;
     void *out = NULL;
@@ -1054,6 +1092,7 @@ static void *p11_wrap_list(void *real_list, int nslots)
             CK_VERSION v;
             memcpy(&v, real_list, sizeof v);
             p11_fill_ctx(i, real_list, v, nslots);
+            g_ctx[i].mod = m;
             g_ctx[i].used = 1;
             out = &g_ctx[i].ours;
             break;
@@ -1071,27 +1110,27 @@ static int p11_is_pkcs11_iface(const CK_INTERFACE *ifc)
 
 /* The list C_GetFunctionList hands out: only the 2.x slots are read from it, unless the same
  * list is also the module's 3.x interface (SoftHSM reports 3.0 here). */
-static void *p11_wrap_function_list(void *real_list)
+static void *p11_wrap_function_list(struct p11_module *m, void *real_list)
 {
     CK_VERSION v;
     memcpy(&v, real_list, sizeof v);
     int n = P11_N_2_40;
-    if (v.major >= 3 && g_mod.get_interface) {
+    if (v.major >= 3 && m->get_interface) {
         CK_INTERFACE *ifc = NULL;
-        if (g_mod.get_interface((CK_UTF8CHAR *)"PKCS 11", &v, &ifc, 0) == CKR_OK_ &&
+        if (m->get_interface((CK_UTF8CHAR *)"PKCS 11", &v, &ifc, 0) == CKR_OK_ &&
             p11_is_pkcs11_iface(ifc) && ifc->pFunctionList == real_list)
             n = p11_slots_for(v) ? p11_slots_for(v) : P11_N_2_40;
     }
-    return p11_wrap_list(real_list, n);
+    return p11_wrap_list(m, real_list, n);
 }
 
 /* Our copy of an interface: the module's may be read-only, and must stay untouched. */
-static CK_INTERFACE *p11_wrap_interface(CK_INTERFACE *real)
+static CK_INTERFACE *p11_wrap_interface(struct p11_module *m, CK_INTERFACE *real)
 {
     if (!p11_is_pkcs11_iface(real)) return real; /* vendor interfaces pass through untraced */
     CK_VERSION v;
     memcpy(&v, real->pFunctionList, sizeof v);
-    void *ours = p11_wrap_list(real->pFunctionList, p11_slots_for(v));
+    void *ours = p11_wrap_list(m, real->pFunctionList, p11_slots_for(v));
     if (!ours) return real;
     CK_INTERFACE *out = real;
     pthread_mutex_lock(&g_ctx_lock);
@@ -1111,40 +1150,41 @@ done:
 }
 
 /* The three entry points, shared by the exported symbols and the list slots. */
-static CK_RV p11_do_get_function_list(void **pp)
+static CK_RV p11_do_get_function_list(struct p11_module *m, void **pp)
 {
-    if (!g_mod.get_function_list) return CKR_FUNCTION_NOT_SUPPORTED_;
+    if (!m->get_function_list) return CKR_FUNCTION_NOT_SUPPORTED_;
     void *real = NULL;
-    CK_RV rv = g_mod.get_function_list(pp ? (void *)&real : NULL);
+    CK_RV rv = m->get_function_list(pp ? (void *)&real : NULL);
     if (rv == CKR_OK_ && pp) {
-        void *ours = real ? p11_wrap_function_list(real) : NULL;
+        void *ours = real ? p11_wrap_function_list(m, real) : NULL;
         *pp = ours ? ours : real;
     }
     return rv;
 }
 
-static CK_RV p11_do_get_interface_list(CK_INTERFACE *list, CK_ULONG *count)
+static CK_RV p11_do_get_interface_list(struct p11_module *m, CK_INTERFACE *list,
+                                       CK_ULONG *count)
 {
-    if (!g_mod.get_interface_list) return CKR_FUNCTION_NOT_SUPPORTED_;
-    CK_RV rv = g_mod.get_interface_list(list, count);
+    if (!m->get_interface_list) return CKR_FUNCTION_NOT_SUPPORTED_;
+    CK_RV rv = m->get_interface_list(list, count);
     if (rv == CKR_OK_ && list && count) {
         for (CK_ULONG i = 0; i < *count; i++) {
             if (!p11_is_pkcs11_iface(&list[i])) continue;
             CK_VERSION v;
             memcpy(&v, list[i].pFunctionList, sizeof v);
-            void *ours = p11_wrap_list(list[i].pFunctionList, p11_slots_for(v));
+            void *ours = p11_wrap_list(m, list[i].pFunctionList, p11_slots_for(v));
             if (ours) list[i].pFunctionList = ours; /* the caller's array: ours to fill */
         }
     }
     return rv;
 }
 
-static CK_RV p11_do_get_interface(CK_UTF8CHAR *name, CK_VERSION *version, CK_INTERFACE **pp,
-                                  CK_FLAGS flags)
+static CK_RV p11_do_get_interface(struct p11_module *m, CK_UTF8CHAR *name, CK_VERSION *version,
+                                  CK_INTERFACE **pp, CK_FLAGS flags)
 {
-    if (!g_mod.get_interface) return CKR_FUNCTION_NOT_SUPPORTED_;
+    if (!m->get_interface) return CKR_FUNCTION_NOT_SUPPORTED_;
     CK_INTERFACE *real = NULL;
-    CK_RV rv = g_mod.get_interface(name, version, pp ? &real : NULL, flags);
-    if (rv == CKR_OK_ && pp) *pp = real ? p11_wrap_interface(real) : NULL;
+    CK_RV rv = m->get_interface(name, version, pp ? &real : NULL, flags);
+    if (rv == CKR_OK_ && pp) *pp = real ? p11_wrap_interface(m, real) : NULL;
     return rv;
 }
