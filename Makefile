@@ -53,5 +53,5 @@ demo: setup
 	$(PY) tests/demo.py
 
 clean:
-	rm -rf build .stamps spy/libp11spy.so spy/libp11spy-2.so spy/_shim_build .pytest_cache
+	rm -rf build .stamps spy/libp11spy.so spy/libp11spy-2.so spy/libp11spy-preload.so spy/_shim_build .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

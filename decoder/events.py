@@ -56,6 +56,7 @@ class Apdu(Event):
     time: float | None = None
     duration_us: float | None = None
     masked: bool = False  # the command's data was masked (a PIN)
+    error: str | None = None  # the PC/SC error when the exchange failed (no response)
     source: str | None = None
     type: str = "apdu"
 
@@ -76,7 +77,30 @@ class Apdu(Event):
             "ins_name": None if ins is None else ins_name(self.command[0], ins),
             "pid": self.pid, "tid": self.tid, "time": self.time,
             "duration_us": self.duration_us, **({"masked": True} if self.masked else {}),
+            **({"error": self.error} if self.error else {}),
         }
+
+
+@dataclass
+class PcscCall(Event):
+    """A PC/SC call other than an APDU exchange (connect, status, transactions, ...)."""
+
+    parent: int | None = None
+    function: str = ""
+    rv: int | None = None
+    rv_name: str | None = None
+    pid: int | None = None
+    tid: int | None = None
+    time: float | None = None
+    duration_us: float | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    type: str = "pcsc"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "pcsc", "seq": self.seq, "parent": self.parent,
+                "function": self.function, "rv": self.rv, "rv_name": self.rv_name,
+                "pid": self.pid, "tid": self.tid, "time": self.time,
+                "duration_us": self.duration_us, "args": self.args}
 
 
 @dataclass

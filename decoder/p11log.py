@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from p11spy.spy import logformat as lf
+from p11spy.spy import pcsc
 from p11spy.spy.pkcs11 import functions, structs
 from p11spy.spy.pkcs11.model import Function, Param, Role
 
 from . import values as V
-from .events import Call, Event, ModuleInfo, Process, Warning_
+from .events import Apdu, Call, Event, ModuleInfo, PcscCall, Process, Warning_
 
 CHUNK = 1 << 20
 MAX_RECORD = 1 << 30
@@ -243,8 +244,93 @@ def decode_call(rec: bytes, seq: int, offset: int) -> Call:
     return call
 
 
+MASK_FILL = b"*"  # stands for each byte of masked APDU data
+
+
+def _masked_apdu(data: bytes) -> tuple[bytes, dict[str, Any]]:
+    """An APDU recorded with its data masked: header, data as '*' bytes, trailer."""
+    hl = data[0]
+    header = data[1:1 + hl]
+    length, cls, extra = lf.MASKED.unpack_from(data, 1 + hl)
+    off = 1 + hl + lf.MASKED.size
+    tl = data[off]
+    trailer = data[off + 1:off + 1 + tl]
+    return header + MASK_FILL * length + trailer, V.masked(length, cls, extra)
+
+
+def _reader_states(data: bytes) -> list[dict[str, Any]]:
+    out = []
+    off = 0
+    while off + 17 <= len(data):
+        cur, ev = _u64(data, off), _u64(data, off + 8)
+        al = data[off + 16]
+        atr = data[off + 17:off + 17 + al]
+        off += 17 + al
+        nl = data[off]
+        name = data[off + 1:off + 1 + nl].decode("utf-8", "replace")
+        off += 1 + nl
+        out.append({"reader": name, "current_state": f"0x{cur:x}", "event_state": f"0x{ev:x}",
+                    "atr": atr.hex()})
+    return out
+
+
+def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
+    """A PC/SC record as an Apdu (SCardTransmit) or a PcscCall, with its parent's call number."""
+    _, _, _, _mod, fidx, pid, tid, start_us, dur_ns, rv, _number = lf.RECORD.unpack_from(rec)
+    fn = pcsc.FUNCTIONS[fidx] if fidx < len(pcsc.FUNCTIONS) else None
+    parent = 0
+    values: dict[tuple[int, int], tuple[int, bytes]] = {}
+    for param, phase, kind, _flags, data in _fields(rec):
+        if param == pcsc.PARENT_PARAM:
+            parent = _u64(data)
+        else:
+            values[(param, phase)] = (kind, data)
+    common = {"seq": seq, "pid": pid, "tid": tid, "time": V.utc(start_us),
+              "duration_us": dur_ns / 1000.0}
+    if fn is not None and fn.name == "SCardTransmit":
+        kind, data = values.get((2, lf.Phase.IN), (lf.Kind.NULL, b""))
+        masked = kind == lf.Kind.APDU_MASKED
+        command = _masked_apdu(data)[0] if masked else (data if kind == lf.Kind.BYTES else b"")
+        rkind, rdata = values.get((5, lf.Phase.OUT), (lf.Kind.NULL, b""))
+        response = rdata if rkind == lf.Kind.BYTES else None
+        return parent, Apdu(command=command, response=response, masked=masked,
+                            error=None if rv == 0 else V.pcsc_rv_name(rv),
+                            source=f"offset {offset}", **common)
+    args: dict[str, Any] = {}
+    if fn is not None:
+        for (param, phase), (kind, data) in sorted(values.items()):
+            if param >= len(fn.params):
+                continue
+            p = fn.params[param]
+            if p.name == "rgReaderStates" and kind == lf.Kind.BYTES:
+                v: Any = _reader_states(data)
+            elif p.name in ("mszReaders", "szReaderName") and kind == lf.Kind.BYTES:
+                v = [r for r in data.decode("utf-8", "replace").split("\0") if r]
+            else:
+                v = _value(kind, data, lambda k, d, p=p: _render_param(p, k, d))
+            if p.role in _INOUT:
+                args.setdefault(p.name, {})["in" if phase == lf.Phase.IN else "out"] = v
+            else:
+                args[p.name] = v
+    name = fn.name if fn else f"PC/SC function #{fidx}"
+    return parent, PcscCall(function=name, rv=rv, rv_name=V.pcsc_rv_name(rv), args=args,
+                            **common)
+
+
 def read(f: BinaryIO) -> Iterator[Event]:
+    """Events in file order, except that the PC/SC records a call made (written before the
+    call's own record, which is written when it returns) follow their call."""
     seq = 0
+    pending: dict[tuple[int, int], list[Event]] = {}  # (pid, call number) -> children
+
+    def adopt(children: list[Event], parent_seq: int | None) -> Iterator[Event]:
+        nonlocal seq
+        for child in children:
+            child.seq = seq
+            child.parent = parent_seq  # type: ignore[attr-defined]
+            seq += 1
+            yield child
+
     for offset, rec in records(f):
         if isinstance(rec, str):
             yield Warning_(seq=seq, message=f"byte {offset}: {rec}")
@@ -252,9 +338,20 @@ def read(f: BinaryIO) -> Iterator[Event]:
             continue
         rtype = rec[8]
         pid = int.from_bytes(rec[12:16], "little")
+        if rtype == lf.RecordType.PCSC:
+            parent, event = decode_pcsc(rec, -1, offset)
+            if parent:
+                pending.setdefault((pid, parent), []).append(event)
+            else:
+                yield from adopt([event], None)
+            continue
         if rtype == lf.RecordType.CALL:
-            yield decode_call(rec, seq, offset)
-        elif rtype == lf.RecordType.PROCESS:
+            call = decode_call(rec, seq, offset)
+            seq += 1
+            yield call
+            yield from adopt(pending.pop((pid, call.call_number or 0), []), call.seq)
+            continue
+        if rtype == lf.RecordType.PROCESS:
             try:
                 info = json.loads(rec[lf.RECORD.size:].decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError):
@@ -276,3 +373,8 @@ def read(f: BinaryIO) -> Iterator[Event]:
         else:
             yield Warning_(seq=seq, message=f"byte {offset}: record of unknown type {rtype}")
         seq += 1
+    for (pid, number), children in pending.items():
+        yield Warning_(seq=seq, message=f"process {pid}: call #{number} never returned "
+                                        f"(the client stopped inside it)")
+        seq += 1
+        yield from adopt(children, None)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from .events import Call, Event, ModuleInfo, Process, Warning_
+from .events import Apdu, Call, Event, ModuleInfo, PcscCall, Process, Warning_
 from .values import format_time
 
 TEXT_BYTES = 48  # hex characters of a long value shown in text before it is cut
@@ -58,15 +58,47 @@ def call_text(c: Call) -> list[str]:
     return lines
 
 
+def _hex(b: bytes, limit: int = TEXT_BYTES) -> str:
+    h = b[:limit].hex(" ").upper()
+    return h + (f" ... ({len(b)} bytes)" if len(b) > limit else "")
+
+
+def apdu_text(a: Apdu) -> list[str]:
+    from .apdu_names import ins_name
+
+    pad = "    " if a.parent is not None else ""
+    name = ins_name(a.command[0], a.command[1]) if len(a.command) >= 2 else None
+    head = f"{pad}>> {_hex(a.command)}" + (f"  [{name}]" if name else "")
+    if a.masked:
+        head += "  (PIN masked)"
+    lines = [head]
+    if a.response is not None:
+        lines.append(f"{pad}<< {_hex(a.response)}  SW {a.sw}")
+    else:
+        lines.append(f"{pad}<< no response: {a.error or 'not recorded'}")
+    return lines
+
+
+def pcsc_text(p: PcscCall) -> str:
+    pad = "    " if p.parent is not None else ""
+    args = ", ".join(f"{k}={_short(v)}" for k, v in p.args.items())
+    return f"{pad}{p.function}({args}) -> {p.rv_name}"
+
+
 def text(events: Iterable[Event], out: TextIO) -> None:
     for e in events:
         if isinstance(e, Call):
             out.write("\n".join(call_text(e)) + "\n")
+        elif isinstance(e, Apdu):
+            out.write("\n".join(apdu_text(e)) + "\n")
+        elif isinstance(e, PcscCall):
+            out.write(pcsc_text(e) + "\n")
         elif isinstance(e, Process):
             info = e.info
             secrets = "SHOWN" if info.get("secrets") else "masked"
+            module = info.get("module") or "every module it loads"
             out.write(f"== process {e.pid}: {info.get('exe', '?')} "
-                      f"(module {info.get('module', '?')}, secrets {secrets})\n")
+                      f"(module {module}, secrets {secrets})\n")
         elif isinstance(e, ModuleInfo) and "loaded" in e.info:
             out.write(f"== module {e.info.get('index')}: {e.info['loaded']}\n")
         elif isinstance(e, ModuleInfo):

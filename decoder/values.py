@@ -11,6 +11,7 @@ from functools import cache
 from typing import Any
 
 from p11spy.spy import logformat as lf
+from p11spy.spy import pcsc
 from p11spy.spy.pkcs11 import attributes, constants, structs
 from p11spy.spy.pkcs11.model import Param, Role, ValueType
 
@@ -32,8 +33,17 @@ PIN_EXTRA_NAMES = {
 
 def name_in(family: str | None, value: int) -> str:
     """A constant's name in a family; the hex number when the family is unknown."""
-    fam = constants.FAMILIES.get(family or "")
+    fam = constants.FAMILIES.get(family or "") or pcsc.FAMILIES.get(family or "")
     return fam.render(value) if fam else f"0x{value:x}"
+
+
+def pcsc_rv_name(rv: int) -> str:
+    """A PC/SC return code's name (SCARD_...), or its hex value."""
+    try:
+        from .codes import pcsc_name  # the knowledge base, when present
+    except ImportError:
+        return "SCARD_S_SUCCESS" if rv == 0 else f"0x{rv:08X}"
+    return pcsc_name(rv) or f"0x{rv:08X}"
 
 
 def rv_name(rv: int | None) -> str | None:

@@ -20,9 +20,11 @@ from .codegen import generate
 HERE = Path(__file__).resolve().parent
 SHIM = HERE / "libp11spy.so"  # exports C_GetFunctionList, C_GetInterfaceList, C_GetInterface
 SHIM_2 = HERE / "libp11spy-2.so"  # exports C_GetFunctionList only, for 2.x modules
+PRELOAD = HERE / "libp11spy-preload.so"  # for LD_PRELOAD: wraps whatever modules load
 
 
-def build(target: Path = SHIM, *, interfaces: bool = True, verbose: bool = False) -> Path:
+def build(target: Path = SHIM, *, interfaces: bool = True, preload: bool = False,
+          verbose: bool = False) -> Path:
     ffi = cffi.FFI()
     ffi.cdef("")
     ffi.embedding_api("")
@@ -32,7 +34,8 @@ def build(target: Path = SHIM, *, interfaces: bool = True, verbose: bool = False
         extra_compile_args=["-O2", "-fvisibility=hidden", "-Wall", "-Wno-unused-function",
                             "-Wno-unused-variable", "-Wno-unused-parameter"],
         libraries=["dl", "pthread"],
-        define_macros=[("P11SPY_EXPORT_INTERFACES", "1" if interfaces else "0")],
+        define_macros=[("P11SPY_EXPORT_INTERFACES", "1" if interfaces else "0"),
+                       ("P11SPY_PRELOAD", "1" if preload else "0")],
     )
     with tempfile.TemporaryDirectory(prefix="p11spy-build-") as tmp:
         built = ffi.compile(tmpdir=tmp, target=target.name, verbose=verbose)
@@ -44,7 +47,8 @@ def build(target: Path = SHIM, *, interfaces: bool = True, verbose: bool = False
 
 def main() -> int:
     verbose = "-v" in sys.argv
-    for path in (build(SHIM, verbose=verbose), build(SHIM_2, interfaces=False, verbose=verbose)):
+    for path in (build(SHIM, verbose=verbose), build(SHIM_2, interfaces=False, verbose=verbose),
+                 build(PRELOAD, preload=True, verbose=verbose)):
         print(f"built {path}")
     return 0
 

@@ -12,6 +12,7 @@ from p11spy.decoder.cli import UserError
 HERE = Path(__file__).resolve().parent
 SHIM = HERE / "libp11spy.so"
 SHIM_2 = HERE / "libp11spy-2.so"
+PRELOAD = HERE / "libp11spy-preload.so"
 
 
 def module_has_interfaces(module: str) -> bool:
@@ -38,6 +39,12 @@ def _lib(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from .run import run_traced
+
+    return run_traced(args)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "lib",
@@ -56,3 +63,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the real module (default: $P11SPY_MODULE, then $PKCS11SPY); for a "
                         "module without PKCS#11 3.0 interfaces the shim printed exports none")
     p.set_defaults(func=_lib)
+
+    r = sub.add_parser(
+        "run",
+        help="run a client with the spy preloaded: every PKCS#11 module it loads is traced, "
+             "with the APDUs under each call",
+        description=(
+            "Run COMMAND with the spy preloaded (LD_PRELOAD), so that every PKCS#11 module it or "
+            "its children load, by dlopen, through NSS, p11-kit or a JVM, is traced with no "
+            "change to their configuration, and the PC/SC calls (APDUs) each module makes are "
+            "recorded under the PKCS#11 call that made them. Prints where the traces went and "
+            "exits with COMMAND's status."
+        ),
+    )
+    r.add_argument("-o", "--output", metavar="PATTERN",
+                   help="trace file pattern (%%p pid, %%n program, %%u uid, %%t time); default: "
+                        "a new folder /tmp/p11spy-<uid>/run-<time>/ with one file per process")
+    r.add_argument("--module", action="append", metavar="PATH", default=[],
+                   help="trace only this module (path or file name; repeatable)")
+    r.add_argument("--log-secrets", action="store_true",
+                   help="record PINs and key values in clear (the trace says so)")
+    r.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+    r.set_defaults(func=_run)

@@ -59,6 +59,7 @@ class Kind(IntEnum):
     ULONG_ARRAY = 9  # count x 8 bytes
     CSTRING = 10  # a NUL-terminated string, without the NUL
     UNREAD = 11  # not read: u64 claimed length (absurd size, or the call failed)
+    APDU_MASKED = 12  # u8 header length, header, MASKED payload for the data, u8 length, trailer
 
 
 class FieldFlag(IntFlag):
@@ -82,6 +83,7 @@ class PinExtra(IntFlag):
     HAS_NUL = 2  # contains a NUL byte (class ignores trailing NULs)
     UTF16 = 4  # every other byte is NUL, as in UTF-16 text (class describes the others)
     NON_ASCII = 8  # some byte above 0x7F
+    PADDED = 16  # ended in 0xFF padding, as PIV pads PINs to 8 bytes (class ignores it)
 
 
 # A CK_ULONG is 8 bytes on the platforms the shim builds for (LP64); the header records it.

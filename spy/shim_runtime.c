@@ -165,7 +165,7 @@ struct p11_rec {
     int owned;                     /* buf was malloc'd for a nested call */
     int failed;                    /* out of memory: the record is dropped */
     uint64_t start_us, t0, t1, seq, prev_seq;
-    unsigned fn, mod;
+    unsigned fn, mod, type;
     struct { int param; const unsigned char *p; CK_ULONG n; } pending[P11_MAX_PENDING];
     int npending;
 };
@@ -230,6 +230,7 @@ static void p11_rec_begin(struct p11_rec *r, unsigned fn, unsigned mod)
     r->npending = 0;
     r->fn = fn;
     r->mod = mod;
+    r->type = REC_CALL;
     if (!t_tls.busy) {
         t_tls.busy = 1;
         r->buf = t_tls.buf;
@@ -274,7 +275,7 @@ static void p11_flush_pending(struct p11_rec *r, CK_RV rv);
 static void p11_rec_finish(struct p11_rec *r, CK_RV rv)
 {
     p11_flush_pending(r, rv);
-    p11_rec_header(r, REC_CALL, r->mod, r->fn, r->t1 - r->t0, rv, r->seq);
+    p11_rec_header(r, r->type, r->mod, r->fn, r->t1 - r->t0, rv, r->seq);
     if (!r->failed) p11_write_all(r->buf, r->len);
     t_tls.call_seq = r->prev_seq;
     if (r->owned) free(r->buf);
@@ -353,6 +354,10 @@ static void p11_classify(const unsigned char *p, CK_ULONG n, unsigned char *cls,
 {
     unsigned char x = 0;
     CK_ULONG end = n;
+    if (end > 0 && p[end - 1] == 0xff) {
+        x |= PINX_PADDED;
+        while (end > 0 && p[end - 1] == 0xff) end--;
+    }
     while (end > 0 && p[end - 1] == 0) {
         x |= PINX_HAS_NUL;
         end--;
@@ -969,15 +974,9 @@ static void p11_atfork_child(void)
     for (int i = 0; i < g_nmods; i++) p11_announce_module(&g_mods[i]);
 }
 
-static int p11_load_config(void)
+/* Settings shared by the shim and the preloaded spy. */
+static int p11_load_options(void)
 {
-    const char *module = p11_env2("P11SPY_MODULE", "PKCS11SPY");
-    if (!module) {
-        p11_complain("no real PKCS#11 module named: set P11SPY_MODULE to its path "
-                     "(e.g. /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so)%s%s", NULL, NULL);
-        return 0;
-    }
-    snprintf(g_cfg.module, sizeof g_cfg.module, "%s", module);
     const char *out = p11_env2("P11SPY_OUTPUT", "PKCS11SPY_OUTPUT");
     g_cfg.output_is_default = out == NULL;
     snprintf(g_cfg.output_pattern, sizeof g_cfg.output_pattern, "%s",
@@ -993,6 +992,18 @@ static int p11_load_config(void)
         else p11_complain("P11SPY_MAX_BUFFER=%s is not a byte count; using 65536%s", mb, NULL);
     }
     return 1;
+}
+
+static int p11_load_config(void)
+{
+    const char *module = p11_env2("P11SPY_MODULE", "PKCS11SPY");
+    if (!module) {
+        p11_complain("no real PKCS#11 module named: set P11SPY_MODULE to its path "
+                     "(e.g. /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so)%s%s", NULL, NULL);
+        return 0;
+    }
+    snprintf(g_cfg.module, sizeof g_cfg.module, "%s", module);
+    return p11_load_options();
 }
 
 static int p11_load_module(void)
@@ -1028,6 +1039,7 @@ static int p11_load_module(void)
     return 1;
 }
 
+#if !P11SPY_PRELOAD
 static void p11_init(void)
 {
     g_pid = getpid();
@@ -1037,6 +1049,9 @@ static void p11_init(void)
     p11_announce_module(&g_mods[0]);
     g_ready = 1;
 }
+#else
+static void p11_init(void);
+#endif
 
 static int p11_ready(void)
 {
