@@ -8,7 +8,12 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 # Each module exposes register(subparsers); a subcommand exists only once its module does.
-COMMAND_MODULES = ("p11spy.spy.commands", "p11spy.decoder.commands", "p11spy.decoder.explain")
+COMMAND_MODULES = (
+    "p11spy.spy.commands",
+    "p11spy.decoder.commands",
+    "p11spy.decoder.explain",
+    "p11spy.tui.commands",
+)
 
 
 class UserError(Exception):

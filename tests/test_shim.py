@@ -226,3 +226,20 @@ def test_decode_json_fields(token, tmp_path, spy_env, shim):
     assert set(wrong) >= {"seq", "pid", "tid", "time", "duration_us", "args"}
     assert wrong["args"]["userType"] == "CKU_USER"
     assert wrong["args"]["pPin"]["masked"] is True
+
+
+def test_large_buffers_become_length_and_digest(token, tmp_path, spy_env, shim_for):
+    """Above P11SPY_MAX_BUFFER a buffer is recorded as its length, a digest and its first
+    bytes; mechanisms keep their parameters."""
+    trace = tmp_path / "big.p11"
+    res = exercise(str(shim_for(token.module)), spy_env(token, trace, P11SPY_MAX_BUFFER="16"))
+    assert res.returncode == 0, res.stderr
+    calls = [e for e in read_trace(trace) if isinstance(e, Call)]
+    enc = next(c for c in calls if c.function == "C_Encrypt" and c.rv == 0
+               and c.args.get("pEncryptedData") is not None)
+    plain = b"sixteen byte msg" * 3
+    assert enc.args["pData"]["length"] == 48
+    assert enc.args["pData"]["prefix"] == plain[:32].hex()
+    init = next(c for c in calls if c.function == "C_EncryptInit" and c.rv == 0)
+    assert init.args["pMechanism"] == {"mechanism": "CKM_AES_CBC_PAD",
+                                       "parameter": bytes(range(16)).hex()}
