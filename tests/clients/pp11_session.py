@@ -36,7 +36,8 @@ def main(module: str, label: str, pin: str, wrong: str) -> int:
     with token.open(user_pin=pin, rw=True) as session:
         objects = []
         for obj in session.get_objects():
-            objects.append((obj[Attribute.CLASS].name, obj[Attribute.LABEL], obj[Attribute.ID].hex()))
+            objects.append((obj[Attribute.CLASS].name, obj[Attribute.LABEL],
+                            obj[Attribute.ID].hex()))
         # The order SoftHSM2 returns objects in is the same for identical tokens: not sorted.
         for cls, lab, oid in objects:
             print("object", cls, lab, oid)
