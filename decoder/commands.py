@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
-from . import render
+from . import render, summary
 from .cli import UserError
 from .events import Call, Event
 
@@ -76,10 +76,30 @@ def _selected(events: Iterator[Event], args: argparse.Namespace) -> Iterator[Eve
 
 def _decode(args: argparse.Namespace) -> int:
     out = sys.stdout
+    if args.summary:
+        s = summary.Summary()
+        for name in args.files:
+            for e in _selected(open_events(Path(name), args.format), args):
+                s.add(e)
+        if args.json:
+            render.jsonl([_Json(s.to_json())], out)
+        else:
+            summary.text(s, out)
+        return 0
     emit = render.jsonl if args.json else render.text
     for name in args.files:
         emit(_selected(open_events(Path(name), args.format), args), out)
     return 0
+
+
+class _Json:
+    """Anything with to_json, for the JSON Lines renderer."""
+
+    def __init__(self, data: dict) -> None:
+        self.data = data
+
+    def to_json(self) -> dict:
+        return self.data
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,6 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--errors", action="store_true", help="only calls that did not return CKR_OK")
     p.add_argument("--function", action="append", metavar="NAME",
                    help="only calls of this function (repeatable)")
+    p.add_argument("--summary", action="store_true",
+                   help="per function counts, errors and times; status words; slowest calls")
     p.add_argument("--format", choices=sorted(formats()),
                    help="the trace's format (default: detect)")
     p.set_defaults(func=_decode)

@@ -72,3 +72,21 @@ def test_setup_is_idempotent():
     """After `make setup` (make test ran it), a second run has nothing to do."""
     res = subprocess.run(["make", "-q", "setup"], cwd=REPO, capture_output=True, timeout=60)
     assert res.returncode == 0, "make setup would redo work on a second run"
+
+
+def test_decode_summary(token, tmp_path, spy_env, shim_for):
+    from .test_shim import exercise
+
+    trace = tmp_path / "s.p11"
+    assert exercise(str(shim_for(token.module)), spy_env(token, trace)).returncode == 0
+    res = cli("decode", "--summary", str(trace))
+    assert res.returncode == 0, res.stderr
+    assert "C_Login" in res.stdout and "CKR_PIN_INCORRECT x1" in res.stdout
+    js = cli("decode", "--summary", "--json", str(trace))
+    import json
+
+    data = json.loads(js.stdout)
+    assert data["type"] == "summary"
+    login = data["functions"]["C_Login"]
+    assert login["return_values"]["CKR_PIN_INCORRECT"] == 1
+    assert login["count"] == sum(login["return_values"].values())
