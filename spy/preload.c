@@ -124,6 +124,7 @@ static void *p11_intercept_pkcs11(void *handle, const char *name, void *sym)
         if (which == 0 && !m->get_function_list) m->get_function_list = (CK_RV(*)(void *))sym;
         else if (own) return sym;
     }
+    dlerror(); /* our own lookups of absent entry points must not leave an error pending */
     return p11_entry(m->index, which);
 }
 

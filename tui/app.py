@@ -1,0 +1,220 @@
+"""`p11spy show`: the Textual app that finds the failing call in a trace of any size.
+
+Why the app is thin: every file is a TraceView that owns its index and workers; the app holds
+the key bindings (so they work wherever the focus is), the command palette entries, the tabs
+when several files are open, and the modal screens that ask the user something.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from .dialogs import FilterScreen, HelpScreen, PromptScreen
+from .loader import open_index
+from .stats_screen import StatsScreen
+from .trace_index import TraceIndex
+from .trace_view import TraceView
+from .view import Filter
+
+THEME = "ansi-dark"  # the terminal's own colours; P11SPY_THEME picks another Textual theme
+
+# (action, title, help) for the command palette; the keys are in ShowApp.BINDINGS.
+ACTIONS = [
+    ("next_error", "Next failed call", "move to the next call that did not return CKR_OK"),
+    ("prev_error", "Previous failed call", "move to the previous failed call"),
+    ("search", "Search", "function, return code, hex bytes or text"),
+    ("search_next", "Next match", "repeat the last search forwards"),
+    ("search_prev", "Previous match", "repeat the last search backwards"),
+    ("filter", "Filter", "errors only, function, thread, session"),
+    ("clear_filter", "Clear filter", "show every call again"),
+    ("goto", "Go to", "a record number or a time"),
+    ("stats", "Statistics", "per function counts and times, status words, slowest calls"),
+    ("expand_all", "Open all APDUs", "show the APDUs under every call, or fold them"),
+    ("raw", "Raw record", "switch the detail pane between decoded and raw"),
+    ("follow", "Follow", "go to the last call and follow new ones (with --follow)"),
+    ("help", "Keys", "the help screen"),
+]
+
+
+_TRACE_ACTIONS = {a for a, _t, _h in ACTIONS} | {"tab", "cancel"}
+
+
+class ShowApp(App[int]):
+    """Browse one or more traces; returns 0."""
+
+    TITLE = "p11spy show"
+    CSS = """
+    Screen { layout: vertical; }
+    TabbedContent { height: 1fr; }
+    TabPane { padding: 0; height: 1fr; }
+    """
+    BINDINGS = [
+        Binding("e", "next_error", "Next error"),
+        Binding("E", "prev_error", "Prev"),
+        Binding("slash", "search", "Search"),
+        Binding("n", "search_next", "Next match", show=False),
+        Binding("N", "search_prev", "Prev match", show=False),
+        Binding("f", "filter", "Filter"),
+        Binding("F", "clear_filter", "Clear filter", show=False),
+        Binding("g", "goto", "Go to"),
+        Binding("s", "stats", "Stats"),
+        Binding("a", "expand_all", "All APDUs", show=False),
+        Binding("r", "raw", "Raw", show=False),
+        Binding("escape", "cancel", "Cancel search", show=False),
+        Binding("left_square_bracket", "tab(-1)", "Previous file", show=False),
+        Binding("right_square_bracket", "tab(1)", "Next file", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, indexes: list[TraceIndex], follow: bool = False) -> None:
+        super().__init__()
+        self.indexes = indexes
+        self.follow = follow
+
+    @classmethod
+    def for_paths(cls, paths: Iterable[str | Path], follow: bool = False,
+                  fmt: str | None = None) -> ShowApp:
+        return cls([open_index(Path(p), fmt, follow) for p in paths], follow)
+
+    def compose(self) -> ComposeResult:
+        if len(self.indexes) == 1:
+            yield TraceView(self.indexes[0], self.follow)
+        else:
+            with TabbedContent():
+                for i, idx in enumerate(self.indexes):
+                    with TabPane(idx.path.name, id=f"file{i}"):
+                        yield TraceView(idx, self.follow)
+        yield Footer(show_command_palette=False)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The trace commands only act on the main screen (not under a dialog or stats)."""
+        if action in _TRACE_ACTIONS and len(self.screen_stack) > 1:
+            return False
+        return True
+
+    def on_mount(self) -> None:
+        self.theme = os.environ.get("P11SPY_THEME", THEME)
+        self.active().calls.focus()
+
+    def on_unmount(self) -> None:
+        for tv in self.query(TraceView):
+            tv.stop()
+
+    def active(self) -> TraceView:
+        """The trace view of the visible tab."""
+        if len(self.indexes) > 1:
+            tabs = self.query_one(TabbedContent)
+            pane = tabs.get_pane(tabs.active) if tabs.active else None
+            if pane is not None:
+                return pane.query_one(TraceView)
+        return self.query_one(TraceView)
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def action_next_error(self) -> None:
+        self.active().next_error()
+
+    def action_prev_error(self) -> None:
+        self.active().next_error(backwards=True)
+
+    def action_search(self) -> None:
+        tv = self.active()
+        last = tv.last_query.text if tv.last_query else ""
+
+        def done(text: str | None) -> None:
+            if text:
+                tv.start_search(text)
+
+        self.push_screen(PromptScreen(
+            "Search", "function (C_Login), code (CKR_PIN_INCORRECT, 0xa0), hex (6A 82), "
+                      "constant (CKM_RSA_PKCS) or text; n / N repeat", last,
+            "C_Login"), done)
+
+    def action_search_next(self) -> None:
+        self.active().search_again()
+
+    def action_search_prev(self) -> None:
+        self.active().search_again(backwards=True)
+
+    def action_filter(self) -> None:
+        tv = self.active()
+
+        def done(flt: Filter | None) -> None:
+            if flt is not None:
+                tv.set_filter(flt)
+
+        self.push_screen(FilterScreen(tv.index, tv.view.filter), done)
+
+    def action_clear_filter(self) -> None:
+        self.active().set_filter(Filter())
+
+    def action_goto(self) -> None:
+        tv = self.active()
+
+        def done(text: str | None) -> None:
+            if text:
+                tv.go_to(text)
+
+        self.push_screen(PromptScreen("Go to", "a record number (1234) or a time "
+                                               "(12:34:56.789, 2024-03-25 12:34)",
+                                      placeholder="record or time"), done)
+
+    def action_stats(self) -> None:
+        tv = self.active()
+
+        def done(rec: int | None) -> None:
+            if rec is not None and not tv.go_to_record(rec):
+                tv.say(f"record {rec} is not in the filtered list")
+
+        self.push_screen(StatsScreen(tv.index), done)
+
+    def action_expand_all(self) -> None:
+        self.active().toggle_expand_all()
+
+    def action_raw(self) -> None:
+        self.active().toggle_raw()
+
+    def action_follow(self) -> None:
+        self.active().resume_follow()
+
+    def action_cancel(self) -> None:
+        self.active().cancel_search()
+
+    def action_tab(self, step: int) -> None:
+        if len(self.indexes) < 2:
+            return
+        tabs = self.query_one(TabbedContent)
+        ids = [f"file{i}" for i in range(len(self.indexes))]
+        i = ids.index(tabs.active) if tabs.active in ids else 0
+        tabs.active = ids[(i + step) % len(ids)]
+        self.active().calls.focus()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for action, title, help_text in ACTIONS:
+            yield SystemCommand(title, help_text, getattr(self, f"action_{action}"))
+
+
+def run_show(paths: list[str], follow: bool = False, fmt: str | None = None) -> int:
+    """Open the viewer on trace files (as `p11spy show` and `make demo` do); the exit status."""
+    from p11spy.decoder.cli import UserError
+
+    try:
+        app = ShowApp.for_paths(paths, follow, fmt)
+    except UserError as exc:
+        print(f"p11spy show: {exc}", file=sys.stderr)
+        return exc.status
+    result = app.run()
+    return int(result or 0)

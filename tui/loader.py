@@ -1,0 +1,36 @@
+"""Which index reads a file: p11spy's binary traces by record header, the rest by their reader.
+
+Kept apart from the indexes so that the format registry (decoder/commands.py) is the single
+place that says which formats exist and how they are recognised.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from p11spy.decoder.cli import UserError
+
+from .trace_index import TraceIndex
+
+
+def open_index(path: Path, fmt: str | None = None, follow: bool = False) -> TraceIndex:
+    """An index (not yet scanned) for a trace file, its format detected unless given. An
+    empty file followed is taken for a p11spy trace the shim has only just created."""
+    from p11spy.decoder.commands import detect, formats
+
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory")
+    if fmt is None and follow and path.stat().st_size == 0:
+        fmt = "p11spy"
+    name = fmt or detect(path)
+    if name not in formats():
+        raise UserError(f"{path}: unknown format {name!r} (known: {', '.join(formats())})")
+    if name == "p11spy":
+        from .p11_index import P11Index
+
+        return P11Index(path)
+    from .event_index import EventIndex
+
+    return EventIndex(path, name)

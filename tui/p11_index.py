@@ -1,0 +1,455 @@
+"""Index of a p11spy binary trace built from the record headers alone.
+
+Why: the fixed record header (spy/logformat.py RECORD) already says type, function, pid,
+thread, time, duration and return value, so the scan unpacks one struct per record (plus the
+first field, for the session handle) and never decodes arguments. Records are read with
+os.pread in 1 MiB chunks rather than mmap, so scanning a 1 GB file does not leave it resident
+in the process. A record is decoded only when shown, with p11spy.decoder.p11log's own code.
+
+PC/SC records are written before the call that made them (the call's record is written when it
+returns); the scan keeps them pending by (pid, call number) and attaches them to their call.
+"""
+
+from __future__ import annotations
+
+import heapq
+import io
+import os
+import re
+import time
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from p11spy.decoder import p11log
+from p11spy.decoder.events import Event, Warning_
+from p11spy.decoder.values import format_time, rv_name
+from p11spy.spy import logformat as lf
+from p11spy.spy import pcsc
+from p11spy.spy.pkcs11 import functions
+
+from .trace_index import (
+    APDU,
+    CALL,
+    ERROR,
+    MODULE,
+    NO_ID,
+    PCSC,
+    PROCESS,
+    SLOWEST,
+    WARNING,
+    FunctionStats,
+    Stats,
+    TraceIndex,
+)
+
+CHUNK = 1 << 20
+MAX_RECORD = p11log.MAX_RECORD
+POLL = 0.25  # seconds between looks at a followed file
+RAW_LIMIT = 4096  # bytes of a record shown in the raw view
+OVERLAP = 255  # bytes two search reads share, so that a match across them is found
+
+_FN = functions.FUNCTIONS
+_SESSION_FIRST = frozenset(i for i, f in enumerate(_FN)
+                           if f.params and f.params[0].name == "hSession")
+_OPEN_SESSION = next(i for i, f in enumerate(_FN) if f.name == "C_OpenSession")
+_OPEN_SESSION_OUT = next(i for i, p in enumerate(_FN[_OPEN_SESSION].params)
+                         if p.name == "phSession")
+_TRANSMIT = next(i for i, f in enumerate(pcsc.FUNCTIONS) if f.name == "SCardTransmit")
+_RESPONSE_PARAM = 5  # SCardTransmit's pbRecvBuffer, as p11log reads it
+_ULONG = int(lf.Kind.ULONG)
+_CALL_T = int(lf.RecordType.CALL)
+_PCSC_T = int(lf.RecordType.PCSC)
+
+
+class P11Index(TraceIndex):
+    format_name = "p11spy"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        for f in _FN:
+            self.func_id(f.name)
+        self._pcsc_base = len(self.func_names)
+        for f in pcsc.FUNCTIONS:
+            self.func_id(f.name)
+        self._unknown = self.func_id("(unknown function)")
+        self._names = {t: self.func_id(n) for t, n in (
+            (PROCESS, "(process)"), (MODULE, "(module)"), (WARNING, "(warning)"))}
+        self.warnings: dict[int, str] = {}
+        # Raw counters the scan keeps (stats builds the readable Stats from them on demand):
+        # per function id [count, errors, total ns, max ns]; failures per (function, rv).
+        self._fstats: list[list[int]] = [[0, 0, 0, 0] for _ in self.func_names]
+        self._failures: dict[tuple[int, int], int] = {}
+        self._slowest: list[tuple[int, int]] = []  # (duration ns, record), a min-heap
+        self._sws: dict[str | None, int] = {}
+        self.kid_owner = array("I")  # calls with children, in order
+        self.kid_start = array("I")
+        self.kid_end = array("I")
+        self.kid_list = array("I")
+        self._pending: dict[tuple[int, int], list[int]] = {}
+        self._fd = os.open(path, os.O_RDONLY)
+        self.size = os.fstat(self._fd).st_size
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    # -- scanning ------------------------------------------------------------------------------
+
+    def scan(self, cancelled: Callable[[], bool], follow: bool = False) -> None:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            self._scan(fd, cancelled, follow)
+        finally:
+            os.close(fd)
+
+    def _scan(self, fd: int, cancelled: Callable[[], bool], follow: bool) -> None:
+        pos = 0
+        skipping: int | None = None  # start of a damaged stretch being skipped
+        while not cancelled():
+            size = os.fstat(fd).st_size
+            self.size = size
+            if size - pos < lf.RECORD.size:
+                if follow:
+                    time.sleep(POLL)
+                    continue
+                if skipping is not None:
+                    self._warn(skipping, "unreadable bytes up to the end of the file")
+                elif size > pos:
+                    self._warn(pos, f"file ends inside a record header ({size - pos} bytes)")
+                break
+            buf = os.pread(fd, min(CHUNK, size - pos), pos)
+            if skipping is not None:
+                nxt = buf.find(lf.MAGIC)
+                if nxt < 0:
+                    pos += max(0, len(buf) - 3)
+                    self.done_bytes = pos
+                    if not follow and pos + 3 >= size:
+                        self._warn(skipping, "unreadable bytes up to the end of the file")
+                        break
+                    continue
+                self._warn(skipping, f"unreadable bytes ({pos + nxt - skipping} skipped)")
+                skipping = None
+                pos += nxt
+                continue
+            used, bad = self._index(buf, pos)
+            if bad:
+                skipping = pos + used
+                pos += used + 1
+                continue
+            if used == 0:  # a record larger than the chunk, or one still being written
+                length = int.from_bytes(buf[4:8], "little")
+                if pos + length <= size:
+                    used, bad = self._index(os.pread(fd, length, pos), pos)
+                elif follow:
+                    time.sleep(POLL)
+                    continue
+                else:
+                    self._warn(pos, f"file ends inside a record ({size - pos} of {length} "
+                                    "bytes)")
+                    break
+            pos += used
+            self.done_bytes = pos
+        if not follow and not cancelled():
+            self._orphans()
+            self.complete = True
+
+    def _index(self, buf: bytes, base: int) -> tuple[int, bool]:
+        """Index the whole records at the start of buf: (bytes used, stopped on damage)."""
+        unpack = lf.RECORD.unpack_from
+        hs = lf.RECORD.size
+        field = lf.FIELD.unpack_from
+        ulong = lf.ULONG.unpack_from
+        magic_ok = lf.MAGIC
+        offsets, kinds, funcs = self.offsets, self.kinds, self.funcs
+        threads, sessions, rvs = self.threads, self.sessions, self.rvs
+        rows, errors = self.rows, self.errors
+        thread_ids, rv_ids, session_ids = self.thread_ids, self.rv_ids, self.session_ids
+        fstats, failures, slowest, sws = self._fstats, self._failures, self._slowest, self._sws
+        slow_min = slowest[0][0] if len(slowest) >= SLOWEST else -1
+        pending = self._pending
+        fsize = lf.FIELD.size
+        min_len = hs + fsize + 8
+        nfn = len(_FN)
+        n = len(buf)
+        p = 0
+        while p + hs <= n:
+            magic, length, rtype, _mod, fidx, pid, tid, start_us, dur_ns, rv, number = \
+                unpack(buf, p)
+            if magic != magic_ok or length < hs or length > MAX_RECORD:
+                return p, True
+            if p + length > n:
+                break
+            rec = len(kinds)
+            tkey = (pid, tid)
+            thread = thread_ids.get(tkey)
+            if thread is None:
+                thread = self.thread_id(pid, tid)
+            if rtype == _CALL_T:
+                session = NO_ID
+                if fidx in _SESSION_FIRST and length >= min_len:
+                    param, _ph, kind, _fl, _n = field(buf, p + hs)
+                    if param == 0 and kind == _ULONG:
+                        skey = (pid, ulong(buf, p + hs + fsize)[0])
+                        session = session_ids.get(skey)
+                        if session is None:
+                            session = self.session_id(*skey)
+                elif fidx == _OPEN_SESSION and rv == 0:
+                    session = self._opened_session(buf, p, length, pid)
+                rid = rv_ids.get(rv)
+                if rid is None:
+                    rid = self.rv_id(rv)
+                failed = rv != 0
+                fid = fidx if fidx < nfn else self._unknown
+                offsets.append(base + p)
+                kinds.append(CALL | ERROR if failed else CALL)
+                funcs.append(fid)
+                threads.append(thread)
+                sessions.append(session)
+                rvs.append(rid)
+                fs = fstats[fid]
+                fs[0] += 1
+                fs[2] += dur_ns
+                if dur_ns > fs[3]:
+                    fs[3] = dur_ns
+                if dur_ns > slow_min:
+                    if len(slowest) < SLOWEST:
+                        heapq.heappush(slowest, (dur_ns, rec))
+                    else:
+                        heapq.heapreplace(slowest, (dur_ns, rec))
+                    slow_min = slowest[0][0] if len(slowest) >= SLOWEST else -1
+                if pending:
+                    kids = pending.pop((pid, number), None)
+                    if kids:
+                        self._adopt(rec, kids)
+                if failed:
+                    fs[1] += 1
+                    fkey = (fid, rv)
+                    failures[fkey] = failures.get(fkey, 0) + 1
+                    errors.append(rec)
+                rows.append(rec)
+            elif rtype == _PCSC_T:
+                parent, sw = self._pcsc_fields(buf, p, length, fidx)
+                is_apdu = fidx == _TRANSMIT
+                rid = rv_ids.get(rv)
+                if rid is None:
+                    rid = self.rv_id(rv)
+                kind = APDU if is_apdu else PCSC
+                offsets.append(base + p)
+                kinds.append(kind | ERROR if rv else kind)
+                funcs.append(self._pcsc_base + fidx if fidx < len(pcsc.FUNCTIONS)
+                             else self._unknown)
+                threads.append(thread)
+                sessions.append(NO_ID)
+                rvs.append(rid)
+                if is_apdu:
+                    sws[sw] = sws.get(sw, 0) + 1
+                if parent:
+                    pending.setdefault((pid, parent), []).append(rec)
+                else:
+                    rows.append(rec)
+            else:
+                kind = {lf.RecordType.PROCESS: PROCESS, lf.RecordType.MODULE: MODULE,
+                        lf.RecordType.MODULE_INFO: MODULE}.get(rtype, WARNING)
+                if kind == WARNING:
+                    self.warnings[rec] = f"byte {base + p}: record of unknown type {rtype}"
+                offsets.append(base + p)
+                kinds.append(kind)
+                funcs.append(self._names[kind])
+                threads.append(thread)
+                sessions.append(NO_ID)
+                rvs.append(self.rv_id(None))
+                rows.append(rec)
+            p += length
+        return p, False
+
+    @property
+    def stats(self) -> Stats:
+        """The scan's raw counters as a Stats (about a hundred functions: cheap)."""
+        st = Stats()
+        names = self.func_names
+        for fid, (count, errs, total, most) in enumerate(list(self._fstats)):
+            if count:
+                st.functions[names[fid]] = FunctionStats(count, errs, total / 1000.0,
+                                                         most / 1000.0, count)
+                st.calls += count
+                st.errors += errs
+        for (fid, rv), n in list(self._failures.items()):
+            key = (names[fid], rv_name(rv) or f"0x{rv:x}")
+            st.return_values[key] = st.return_values.get(key, 0) + n
+        for sw, n in list(self._sws.items()):
+            st.status_words[sw or "none"] = n
+            st.apdus += n
+        st.slowest = [(d / 1000.0, r) for d, r in list(self._slowest)]
+        return st
+
+    def _opened_session(self, buf: bytes, p: int, length: int, pid: int) -> int:
+        for param, phase, kind, data_off, _n in _fields_at(buf, p, length):
+            if param == _OPEN_SESSION_OUT and phase == lf.Phase.OUT and kind == lf.Kind.ULONG:
+                return self.session_id(pid, lf.ULONG.unpack_from(buf, data_off)[0])
+        return NO_ID
+
+    @staticmethod
+    def _pcsc_fields(buf: bytes, p: int, length: int, fidx: int) -> tuple[int, str | None]:
+        parent, sw = 0, None
+        for param, phase, kind, data_off, n in _fields_at(buf, p, length):
+            if param == pcsc.PARENT_PARAM and n >= 8:
+                parent = lf.ULONG.unpack_from(buf, data_off)[0]
+            elif (fidx == _TRANSMIT and param == _RESPONSE_PARAM and phase == lf.Phase.OUT
+                  and kind == lf.Kind.BYTES and n >= 2):
+                sw = buf[data_off + n - 2:data_off + n].hex().upper()
+        return parent, sw
+
+    def _adopt(self, rec: int, kids: list[int]) -> None:
+        start = len(self.kid_list)
+        self.kid_list.extend(kids)
+        self.kid_start.append(start)
+        self.kid_end.append(len(self.kid_list))
+        self.kid_owner.append(rec)  # last: publishes the group
+
+    def _warn(self, offset: int, message: str) -> int:
+        rec = len(self.kinds)
+        self.warnings[rec] = f"byte {offset}: {message}"
+        self.offsets.append(offset)
+        self.kinds.append(WARNING)
+        self.funcs.append(self._names[WARNING])
+        self.threads.append(NO_ID)
+        self.sessions.append(NO_ID)
+        self.rvs.append(self.rv_id(None))
+        self.rows.append(rec)
+        return rec
+
+    def _orphans(self) -> None:
+        """PC/SC records of calls that never returned: under a warning, as p11log.read does."""
+        for (pid, number), kids in self._pending.items():
+            rec = self._warn(self.offsets[kids[0]],
+                             f"process {pid}: call #{number} never returned "
+                             "(the client stopped inside it)")
+            self._adopt(rec, kids)
+        self._pending.clear()
+
+    # -- reading one record ------------------------------------------------------------------
+
+    def record_bytes(self, rec: int) -> bytes:
+        off = self.offsets[rec]
+        head = os.pread(self._fd, 4096, off)
+        if self.kinds[rec] == WARNING or head[:4] != lf.MAGIC:
+            return b""
+        length = int.from_bytes(head[4:8], "little")
+        return head[:length] if length <= len(head) else os.pread(self._fd, length, off)
+
+    def _decode(self, rec: int) -> Event:
+        kind = self.kind(rec)
+        if kind == WARNING:
+            return Warning_(seq=rec, message=self.warnings.get(rec, "?"))
+        data = self.record_bytes(rec)
+        off = self.offsets[rec]
+        if kind == CALL:
+            return p11log.decode_call(data, rec, off)
+        if kind in (APDU, PCSC):
+            return p11log.decode_pcsc(data, rec, off)[1]
+        for e in p11log.read(io.BytesIO(data)):
+            e.seq = rec
+            return e
+        return Warning_(seq=rec, message=f"byte {off}: unreadable record")
+
+    def kids(self, rec: int) -> Sequence[int]:
+        owners = self.kid_owner
+        i = bisect_left(owners, rec)
+        if i < len(owners) and owners[i] == rec:
+            return self.kid_list[self.kid_start[i]:self.kid_end[i]]
+        return ()
+
+    def owner(self, rec: int) -> int | None:
+        """The call a child record belongs to (a linear search: used only by search hits)."""
+        kind = self.kind(rec)
+        if kind not in (APDU, PCSC):
+            return None
+        i = self.kid_list.index(rec) if rec in self.kid_list else -1
+        if i < 0:
+            return None
+        j = bisect_right(self.kid_start, i) - 1
+        return self.kid_owner[j] if 0 <= j < len(self.kid_owner) else None
+
+    def time_of(self, rec: int) -> float | None:
+        if self.kinds[rec] == WARNING:
+            return None
+        head = os.pread(self._fd, lf.RECORD.size, self.offsets[rec])
+        if len(head) < lf.RECORD.size or head[:4] != lf.MAGIC:
+            return None
+        return lf.RECORD.unpack(head)[7] / 1e6
+
+    def raw(self, rec: int) -> list[str]:
+        off = self.offsets[rec]
+        if self.kinds[rec] == WARNING:
+            return [f"byte {off}: {self.warnings.get(rec, '')}"]
+        data = self.record_bytes(rec)
+        if len(data) < lf.RECORD.size:
+            return [f"byte {off}: unreadable"]
+        (_m, length, rtype, mod, fidx, pid, tid, start_us, dur_ns, rv,
+         number) = lf.RECORD.unpack_from(data)
+        try:
+            tname = lf.RecordType(rtype).name
+        except ValueError:
+            tname = str(rtype)
+        lines = [f"record {rec} at byte {off}: {length} bytes, type {tname}, module {mod}, "
+                 f"function {fidx}",
+                 f"pid {pid} tid {tid} start {format_time(start_us / 1e6)} "
+                 f"duration {dur_ns} ns rv 0x{rv:x} call #{number}"]
+        for param, phase, kind, _data_off, n in _fields_at(data, 0, len(data)):
+            try:
+                kname = lf.Kind(kind).name
+            except ValueError:
+                kname = str(kind)
+            ph = "in" if phase == lf.Phase.IN else "out"
+            lines.append(f"  field param {param} {ph} {kname} ({n} bytes)")
+        lines.append("")
+        lines += hexdump(data[:RAW_LIMIT], off)
+        if len(data) > RAW_LIMIT:
+            lines.append(f"... {len(data) - RAW_LIMIT} more bytes")
+        return lines
+
+    def raw_find(self, pattern: re.Pattern[bytes] | bytes, start_rec: int,
+                 cancelled: Callable[[], bool]) -> int | None:
+        if isinstance(pattern, bytes):
+            pattern = re.compile(re.escape(pattern))
+        if start_rec >= len(self.offsets):
+            return None
+        pos = self.offsets[start_rec]
+        end = self.done_bytes
+        while pos < end and not cancelled():
+            buf = os.pread(self._fd, min(CHUNK, end - pos), pos)
+            if not buf:
+                return None
+            m = pattern.search(buf)
+            if m is not None:
+                return bisect_right(self.offsets, pos + m.start()) - 1
+            if len(buf) <= OVERLAP or pos + len(buf) >= end:
+                return None
+            pos += len(buf) - OVERLAP
+        return None
+
+
+def _fields_at(buf: bytes, p: int, length: int):
+    """(param, phase, kind, data offset, data length) of the fields of a record at p."""
+    off = p + lf.RECORD.size
+    end = p + length
+    fs = lf.FIELD.size
+    while off + fs <= end:
+        param, phase, kind, _flags, n = lf.FIELD.unpack_from(buf, off)
+        off += fs
+        yield param, phase, kind, off, n
+        off += n
+
+
+def hexdump(data: bytes, base: int = 0, width: int = 16) -> list[str]:
+    """Offset, hex and ASCII columns, the way hexdump -C shows bytes."""
+    lines = []
+    for i in range(0, len(data), width):
+        chunk = data[i:i + width]
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{base + i:08x}  {chunk.hex(' '):<{width * 3 - 1}}  {text}")
+    return lines
+
+
+__all__ = ["ERROR", "P11Index", "hexdump"]
