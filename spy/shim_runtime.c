@@ -859,6 +859,20 @@ static void p11_json_str(char *out, size_t n, size_t *o, const char *s)
     out[*o] = 0;
 }
 
+/* A record whose payload is one JSON object (PROCESS and MODULE records). */
+static void p11_write_json_record(unsigned type, unsigned mod, const char *js)
+{
+    struct p11_rec r = {0};
+    r.owned = 1;
+    r.start_us = p11_now_us();
+    unsigned char zero[P11_RECORD_SIZE] = {0};
+    p11_put(&r, zero, sizeof zero);
+    p11_put(&r, js, strlen(js));
+    p11_rec_header(&r, type, mod, 0, 0, 0, 0);
+    if (!r.failed) p11_write_all(r.buf, r.len);
+    free(r.buf);
+}
+
 /* The PROCESS record: who wrote what follows, with which settings. */
 static void p11_write_header(pid_t ppid_if_fork)
 {
@@ -884,15 +898,7 @@ static void p11_write_header(pid_t ppid_if_fork)
                           "\"byte_order\": \"little\", \"functions\": %d}",
                           g_cfg.secrets ? "true" : "false", g_cfg.max_buffer, sizeof(CK_ULONG),
                           P11_NFUNCS);
-    struct p11_rec r = {0};
-    r.owned = 1;
-    r.start_us = p11_now_us();
-    unsigned char zero[P11_RECORD_SIZE] = {0};
-    p11_put(&r, zero, sizeof zero);
-    p11_put(&r, js, strlen(js));
-    p11_rec_header(&r, REC_PROCESS, 0, 0, 0, 0, 0);
-    if (!r.failed) p11_write_all(r.buf, r.len);
-    free(r.buf);
+    p11_write_json_record(REC_PROCESS, 0, js);
 }
 
 /* The MODULE record: which module the calls marked with this index went to. */
@@ -906,15 +912,7 @@ static void p11_announce_module(struct p11_module *m)
         js[o++] = '}';
         js[o] = 0;
     }
-    struct p11_rec r = {0};
-    r.owned = 1;
-    r.start_us = p11_now_us();
-    unsigned char zero[P11_RECORD_SIZE] = {0};
-    p11_put(&r, zero, sizeof zero);
-    p11_put(&r, js, strlen(js));
-    p11_rec_header(&r, REC_MODULE, (unsigned)m->index, 0, 0, 0, 0);
-    if (!r.failed) p11_write_all(r.buf, r.len);
-    free(r.buf);
+    p11_write_json_record(REC_MODULE, (unsigned)m->index, js);
 }
 
 static int p11_open_output(void)
