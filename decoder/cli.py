@@ -12,6 +12,8 @@ COMMAND_MODULES = (
     "p11spy.spy.commands",
     "p11spy.decoder.commands",
     "p11spy.decoder.explain",
+    "p11spy.decoder.redact_command",
+    "p11spy.decoder.diagnose_command",
     "p11spy.tui.commands",
 )
 
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="PKCS#11 traffic spy and trace decoder.",
     )
     parser.add_argument("--version", action="version", version=f"p11spy {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"p11spy {args.command}: {exc}", file=sys.stderr)
+        print(f"p11spy {args.subcommand}: {exc}", file=sys.stderr)
         return exc.status
     except BrokenPipeError:
         return 0

@@ -63,15 +63,20 @@ def open_events(path: Path, fmt: str | None = None) -> Iterator[Event]:
 
 
 def _selected(events: Iterator[Event], args: argparse.Namespace) -> Iterator[Event]:
+    """The calls --errors / --function pick, each with what happened under it (its APDUs,
+    PC/SC calls and log lines, which readers yield after the call)."""
+    if not (args.errors or args.function):
+        yield from events
+        return
+    kept: set[int] = set()
     for e in events:
-        if args.errors or args.function:
-            if not isinstance(e, Call):
+        if isinstance(e, Call):
+            if (args.errors and not e.rv) or (args.function and e.function not in args.function):
                 continue
-            if args.errors and not e.rv:
-                continue
-            if args.function and e.function not in args.function:
-                continue
-        yield e
+            kept.add(e.seq)
+            yield e
+        elif getattr(e, "parent", None) in kept:
+            yield e
 
 
 def _decode(args: argparse.Namespace) -> int:

@@ -72,7 +72,9 @@ def apdu_text(a: Apdu) -> list[str]:
     if a.masked:
         head += "  (PIN masked)"
     lines = [head]
-    if a.response is not None:
+    if a.response is not None and a.sw is None:  # fewer than 2 bytes: the reader's fault
+        lines.append(f"{pad}<< {_hex(a.response) or '(empty)'}  no status word")
+    elif a.response is not None:
         lines.append(f"{pad}<< {_hex(a.response)}  SW {a.sw}")
     else:
         lines.append(f"{pad}<< no response: {a.error or 'not recorded'}")

@@ -11,6 +11,7 @@
  */
 
 #include <link.h>
+#include <sched.h>
 
 typedef long P11_LONG;
 typedef unsigned long P11_DWORD;
@@ -56,6 +57,36 @@ static void *p11_dlsym_next(void *caller, const char *name)
     return NULL;
 }
 
+/* The trace file is opened when there is first something to record (a module to wrap or a
+ * reader used), so a client that loads no module of interest leaves no file behind.
+ * State: 0 not yet, 1 being opened, 2 open, 3 failed (said once on stderr). */
+static int g_open_state;
+
+static int p11_trace_open(void)
+{
+    int st = __atomic_load_n(&g_open_state, __ATOMIC_ACQUIRE);
+    if (st == 2) return 1;
+    if (st == 0) {
+        int expected = 0;
+        if (__atomic_compare_exchange_n(&g_open_state, &expected, 1, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            int ok = p11_open_output();
+            if (ok) p11_write_header(0);
+            __atomic_store_n(&g_open_state, ok ? 2 : 3, __ATOMIC_RELEASE);
+            return ok;
+        }
+    }
+    while ((st = __atomic_load_n(&g_open_state, __ATOMIC_ACQUIRE)) == 1) sched_yield();
+    return st == 2;
+}
+
+/* A fork while another thread was opening the trace must not leave the child waiting. */
+static void p11_preload_atfork_child(void)
+{
+    if (__atomic_load_n(&g_open_state, __ATOMIC_ACQUIRE) == 1) g_open_state = g_fd >= 0 ? 2 : 0;
+    p11_atfork_child();
+}
+
 static int p11_wanted(const char *path)
 {
     if (!g_wrap[0]) return 1;
@@ -96,7 +127,7 @@ static struct p11_module *p11_module_of(void *handle, void *sym)
         g_entry[g_nmods].mod = m;
         __atomic_store_n(&g_nmods, g_nmods + 1, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&g_ctx_lock);
-        p11_announce_module(m);
+        if (p11_trace_open()) p11_announce_module(m);
         return m;
     }
     pthread_mutex_unlock(&g_ctx_lock);
@@ -171,6 +202,9 @@ static int p11_sc_begin(struct p11_rec *r, int fn)
 {
     if (!p11_ready()) return 0;
     uint64_t parent = t_tls.call_seq;
+    /* With a module filter, only the PC/SC calls made under a traced call belong to it. */
+    if (g_wrap[0] && !parent) return 0;
+    if (!p11_trace_open()) return 0;
     p11_rec_begin(r, (unsigned)fn, 0xff);
     r->type = REC_PCSC;
     p11_ulong(r, P11_SC_PARENT, PH_IN, parent);
@@ -556,7 +590,7 @@ static void *p11_sc_wrapper(int i)
 }
 
 /* Preload configuration: no module to name (every module loaded is wrapped, or those in
- * P11SPY_WRAP), and the trace opened only when the first module or reader shows up. */
+ * P11SPY_WRAP); the trace is opened by p11_trace_open when the first one shows up. */
 static void p11_init(void)
 {
     g_pid = getpid();
@@ -565,8 +599,7 @@ static void p11_init(void)
     const char *wrap = getenv("P11SPY_WRAP");
     snprintf(g_wrap, sizeof g_wrap, "%s", wrap ? wrap : "");
     g_cfg.module[0] = 0;
-    if (!p11_load_options() || !p11_open_output()) return;
-    pthread_atfork(NULL, NULL, p11_atfork_child);
-    p11_write_header(0);
+    if (!p11_load_options()) return;
+    pthread_atfork(NULL, NULL, p11_preload_atfork_child);
     g_ready = 1;
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import signal
@@ -32,18 +33,35 @@ def _pattern_glob(pattern: str) -> str:
     return "".join(out)
 
 
-def _default_output() -> str:
-    folder = Path(f"/tmp/p11spy-{os.getuid()}")
-    folder.mkdir(mode=0o700, exist_ok=True)
-    run = folder / time.strftime("run-%Y%m%d-%H%M%S")
+def _default_folder() -> Path:
+    """A new private folder for this run's traces (removed again if it stays empty)."""
+    top = Path(f"/tmp/p11spy-{os.getuid()}")
+    try:
+        top.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {top}: {exc.strerror}; give -o OUTPUT") from exc
+    if top.is_symlink() or top.stat().st_uid != os.getuid():
+        raise UserError(f"{top} is not a folder of ours; give -o OUTPUT")
+    run = top / time.strftime("run-%Y%m%d-%H%M%S")
     n = 0
     while True:
         candidate = run.with_name(f"{run.name}-{n}") if n else run
         try:
             candidate.mkdir(mode=0o700)
-            return str(candidate / "%n-%p.p11")
+            return candidate
         except FileExistsError:
             n += 1
+
+
+def _check_output(pattern: str) -> None:
+    """Say now, not after the client ran, that the traces have nowhere to go."""
+    folder = os.path.dirname(pattern) or "."
+    if "%" in folder:
+        return  # expanded per process; the spy says so if it cannot open the file
+    if not os.path.isdir(folder):
+        raise UserError(f"-o {pattern}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"-o {pattern}: folder {folder} is not writable")
 
 
 def run_traced(args: argparse.Namespace) -> int:
@@ -52,7 +70,10 @@ def run_traced(args: argparse.Namespace) -> int:
         raise UserError("no command given: p11spy run [-o OUTPUT] [--module PATH] -- COMMAND...")
     if not PRELOAD.is_file():
         raise UserError(f"the spy is not built ({PRELOAD} is missing): run `make setup`")
-    output = args.output or _default_output()
+    if args.output:
+        _check_output(args.output)
+    folder = None if args.output else _default_folder()
+    output = args.output or str(folder / "%n-%p.p11")
     env = dict(os.environ)
     env["LD_PRELOAD"] = " ".join(filter(None, [str(PRELOAD), env.get("LD_PRELOAD", "")]))
     env["P11SPY_OUTPUT"] = output
@@ -64,15 +85,11 @@ def run_traced(args: argparse.Namespace) -> int:
         env["P11SPY_LOG_SECRETS"] = "1"
     started = time.time()
     try:
-        child = subprocess.Popen(command, env=env)
-    except OSError as exc:
-        raise UserError(f"cannot run {command[0]}: {exc.strerror}", status=127) from exc
-    # The terminal's Ctrl-C reaches the client; we wait for it to finish and report.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        status = child.wait()
+        status = _run_child(command, env)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: the client left no trace
     traces = sorted(p for p in glob.glob(_pattern_glob(output))
                     if os.path.getmtime(p) >= started - 1)
     if traces:
@@ -81,3 +98,16 @@ def run_traced(args: argparse.Namespace) -> int:
         print("p11spy: no trace: the command loaded no PKCS#11 module and used no reader",
               file=sys.stderr)
     return 128 - status if status < 0 else status
+
+
+def _run_child(command: list[str], env: dict[str, str]) -> int:
+    try:
+        child = subprocess.Popen(command, env=env)
+    except OSError as exc:
+        raise UserError(f"cannot run {command[0]}: {exc.strerror}", status=127) from exc
+    # The terminal's Ctrl-C reaches the client; we wait for it to finish and report.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)

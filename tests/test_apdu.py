@@ -711,3 +711,15 @@ def test_fuzz_folding(pairs):
         _no_decoder_error(e.command.notes)
         e.describe()
         json.dumps(e.to_json())
+
+
+def test_a_response_too_short_for_a_status_word_says_so() -> None:
+    """pcscd can return success with no bytes when the card goes mid-exchange: the text must
+    not print `SW None`."""
+    from p11spy.decoder.events import Apdu
+    from p11spy.decoder.render import apdu_text
+
+    empty = Apdu(seq=1, parent=0, command=bytes.fromhex("0087079A00"), response=b"")
+    assert apdu_text(empty)[1] == "    << (empty)  no status word"
+    one = Apdu(seq=1, parent=None, command=bytes.fromhex("0087079A00"), response=b"\x90")
+    assert apdu_text(one)[1] == "<< 90  no status word"

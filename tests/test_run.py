@@ -574,20 +574,17 @@ def test_a_program_that_loads_other_libraries_leaves_no_trace(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "p11spy run --module: the spy opens the trace (p11_ready) before it checks the module "
-    "against P11SPY_WRAP, so a client that loads only other modules leaves a header-only "
-    "trace and the run reports `1 trace(s)` instead of `no trace`"))
 def test_module_option_no_matching_module_leaves_no_trace(token: Token, tmp_path: Path) -> None:
     """With --module naming a module the client does not load, nothing is traced: no file,
     and the line says so."""
     need("pkcs11-tool", "opensc")
     cmd = ["pkcs11-tool", "--module", SOFTHSM_MODULE, "-L"]
-    res = p11spy_run(cmd, token.env, "--module", "libnothing.so", "-o",
-                     str(tmp_path / "t-%p.p11"))
+    out = tmp_path / "traces"
+    out.mkdir()
+    res = p11spy_run(cmd, token.env, "--module", "libnothing.so", "-o", str(out / "t-%p.p11"))
     assert res.returncode == 0 and "p11spy-test" in res.stdout
     assert res.stderr == NO_TRACE
-    assert list(tmp_path.iterdir()) == []
+    assert list(out.iterdir()) == []
 
 
 def test_command_not_found_is_one_line_and_127(tmp_path: Path) -> None:
@@ -608,10 +605,6 @@ def test_no_command_is_a_one_line_usage_error(argv: list[str]) -> None:
     assert "p11spy run [-o OUTPUT] [--module PATH] -- COMMAND..." in res.stderr
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "p11spy run's positional `command` (argparse dest) overwrites the top-level subcommand "
-    "dest `command`, so cli.main prints the error prefix as the argument list: "
-    "`p11spy ['--', 'x']: cannot run x: ...` instead of `p11spy run: cannot run x: ...`"))
 @pytest.mark.parametrize("argv", [["run", "--"], ["run", "--", "p11spy-no-such-command"]])
 def test_run_errors_name_the_subcommand(argv: list[str], tmp_path: Path) -> None:
     argv = [*argv[:1], "-o", str(tmp_path / "t-%p.p11"), *argv[1:]]
@@ -620,9 +613,6 @@ def test_run_errors_name_the_subcommand(argv: list[str], tmp_path: Path) -> None
     assert res.stderr.startswith("p11spy run: "), res.stderr
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "p11spy run without -o creates /tmp/p11spy-<uid>/run-<time>/ before it starts the "
-    "command and leaves it behind, empty, when the command is not found or leaves no trace"))
 @pytest.mark.parametrize("cmd", [["sh", "-c", "exit 0"], ["p11spy-no-such-command"]])
 def test_default_output_no_trace_leaves_no_folder(cmd: list[str]) -> None:
     top = Path(f"/tmp/p11spy-{os.getuid()}")
@@ -686,3 +676,12 @@ def test_default_output_is_a_new_folder(token: Token) -> None:
                 top.rmdir()
             except OSError:
                 pass  # something else put a trace there meanwhile: not ours to remove
+
+
+def test_output_in_missing_folder_is_refused_before_the_client_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    res = p11spy_run(["touch", str(marker)], plain_env(), "-o",
+                     str(tmp_path / "no-such-dir" / "t-%p.p11"))
+    assert res.returncode == 2 and not marker.exists()
+    assert res.stderr == (f"p11spy run: -o {tmp_path}/no-such-dir/t-%p.p11: folder "
+                          f"{tmp_path}/no-such-dir does not exist\n")
