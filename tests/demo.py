@@ -1,8 +1,11 @@
-"""`make demo`: a client traced on a SoftHSM2 token the demo makes itself, then the trace decoded.
+"""`make demo`: the main job on the card bench. A client fails to log in to a smart card; p11spy
+shows which call failed, what went over the wire under it, and what the codes mean.
 
-pkcs11-tool logs in with a wrong PIN, then with the right one and lists the token's objects, all
-through the p11spy shim. The decoded trace shows the failing C_Login with its masked PIN and
-CKR_PIN_INCORRECT, and the calls that followed.
+It starts pcscd with a virtual reader and the virtual PIV card (tests/card/bench.py), runs
+pkcs11-tool under `p11spy run` with a wrong PIN and then the right one (no client configuration
+touched), and shows the traces: in the viewer (`p11spy show`) when it runs in a terminal, else
+printed with `p11spy decode` (CI has no terminal; nothing here waits for a key). The traces are
+kept for the reader to open again; the demo says where.
 """
 
 from __future__ import annotations
@@ -14,44 +17,66 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
+sys.path.insert(0, str(REPO))
+
+from tests.card.bench import BenchError, card_bench  # noqa: E402  (needs REPO on the path)
+
+P11SPY = str(Path(sys.executable).parent / "p11spy")
+WRONG_PIN = "975312"
 
 
-def sh(cmd: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+def sh(cmd: list[str], env: dict[str, str] | None = None, check: bool = True
+       ) -> subprocess.CompletedProcess[str]:
     print("$ " + " ".join(cmd), flush=True)
-    res = subprocess.run(cmd, env=env, text=True, capture_output=True)
+    res = subprocess.run(cmd, env=env, text=True, capture_output=True, stdin=subprocess.DEVNULL)
     sys.stdout.write(res.stdout)
     sys.stdout.write(res.stderr)
+    sys.stdout.flush()
     if check and res.returncode:
         raise SystemExit(f"demo: {cmd[0]} failed with status {res.returncode}")
     return res
 
 
+def interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty() and os.environ.get("CI") is None
+
+
 def main() -> int:
-    p11spy = str(Path(sys.executable).parent / "p11spy")
-    shim = subprocess.run([p11spy, "lib", "--module", SOFTHSM], check=True, capture_output=True,
-                          text=True).stdout.strip()
-    with tempfile.TemporaryDirectory(prefix="p11spy-demo-") as tmp:
-        root = Path(tmp)
-        (root / "tokens").mkdir()
-        conf = root / "softhsm2.conf"
-        conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\n")
-        env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
-        sh(["softhsm2-util", "--init-token", "--free", "--label", "demo", "--pin", "1234",
-            "--so-pin", "5678"], env)
-        trace = root / "trace-%p.p11"
-        spy = {**env, "P11SPY_MODULE": SOFTHSM, "P11SPY_OUTPUT": str(trace)}
-        print("\n# A client with a wrong PIN, through the shim:")
-        sh(["pkcs11-tool", "--module", shim, "--token-label", "demo", "--login", "--pin", "0000",
-            "--list-objects"], spy, check=False)
-        print("\n# The same client with the right PIN:")
-        sh(["pkcs11-tool", "--module", shim, "--token-label", "demo", "--login", "--pin", "1234",
-            "--list-objects"], spy)
-        traces = sorted(root.glob("trace-*.p11"))
-        print(f"\n# The traces ({len(traces)} files), decoded; the failed calls first:")
-        sh([p11spy, "decode", "--errors", *map(str, traces)], env)
-        print("\n# Every call of the first run:")
-        sh([p11spy, "decode", str(traces[0])], env)
+    out = Path(tempfile.mkdtemp(prefix="p11spy-demo-"))
+    os.chmod(out, 0o700)
+    print("# Starting pcscd with a virtual reader, and a virtual PIV card in it (PIN 123456)")
+    try:
+        with card_bench(out / "bench") as card:
+            print(f"# Reader: {card.reader}\n")
+            tool = ["pkcs11-tool", "--module", card.module]
+            print("# 1. The client logs in with a wrong PIN, under p11spy run:")
+            sh([P11SPY, "run", "-o", str(out / "1-wrong-pin-%p.p11"), "--", *tool,
+                "--login", "--pin", WRONG_PIN, "--list-objects"], card.env, check=False)
+            print("\n# 2. The same client with the right PIN:")
+            sh([P11SPY, "run", "-o", str(out / "2-right-pin-%p.p11"), "--", *tool,
+                "--login", "--pin", card.pin, "--list-objects"], card.env)
+    except BenchError as exc:
+        raise SystemExit(f"demo: the card bench did not start: {exc}") from exc
+    wrong = sorted(out.glob("1-wrong-pin-*.p11"))
+    traces = sorted(out.glob("*.p11"))
+    if not wrong:
+        raise SystemExit("demo: the first run left no trace")
+    print("\n# 3. What failed, and the APDUs under it (p11spy decode --errors):")
+    sh([P11SPY, "decode", "--errors", *map(str, wrong)])
+    print("\n# 4. What the codes mean:")
+    sh([P11SPY, "explain", "CKR_PIN_INCORRECT", "63C2"])
+    if (REPO / "decoder" / "diagnose_command.py").is_file():
+        print("\n# 5. What went wrong, read as an expert would (p11spy diagnose):")
+        sh([P11SPY, "diagnose", *map(str, wrong)], check=False)
+    if interactive():
+        print(f"\n# Opening the viewer on {' '.join(map(str, traces))}: press e for the "
+              "failed call, ? for help, q to quit.", flush=True)
+        subprocess.run([P11SPY, "show", *map(str, traces)])
+    else:
+        print("\n# Every call of the failed run (in a terminal, the demo opens "
+              "`p11spy show` instead):")
+        sh([P11SPY, "decode", *map(str, wrong)])
+    print(f"\n# The traces are kept in {out}: p11spy show {out}/*.p11")
     return 0
 
 
