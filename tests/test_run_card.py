@@ -281,3 +281,21 @@ def test_client_traced_with_its_apdus(client: str, piv_card: CardBench, tmp_path
     assert any(t.apdus_under(c) for c in t.calls if c.function == function), function
     for p in t.traces:
         assert piv_card.pin.encode() not in p.read_bytes()
+
+
+# --- programs linked to libpcsclite directly ----------------------------------------------------
+
+def test_opensc_tool_linked_to_pcsclite_is_traced(piv_card: CardBench, tmp_path: Path) -> None:
+    """opensc-tool calls libpcsclite itself (no PKCS#11 module): its PC/SC calls and APDUs are
+    recorded, outside any call, also with the user's own OPENSC_DEBUG on."""
+    env = {**piv_card.env, "OPENSC_DEBUG": "3"}
+    t = traced(piv_card, tmp_path, ["opensc-tool", "--reader", piv_card.reader, "--name",
+                                    "--send-apdu", "00CB3FFF055C035FC10200"], env)
+    assert t.result.returncode == 0, t.result.stderr
+    assert "Personal Identity Verification Card" in t.result.stdout and "[opensc-tool]" in t.result.stderr
+    assert not t.calls
+    functions = {e.function for e in t.events if isinstance(e, PcscCall)}
+    assert {"SCardEstablishContext", "SCardConnect"} <= functions
+    sent = [a for a in t.events if isinstance(a, Apdu)
+            and a.command == bytes.fromhex("00CB3FFF055C035FC10200")]
+    assert len(sent) == 1 and sent[0].parent is None and sent[0].sw is not None
