@@ -30,6 +30,7 @@ class Call(Event):
     length_query: bool = False
     call_number: int | None = None  # the tracer's own per-process counter
     source: str | None = None  # where in the input (e.g. "offset 1234" or "line 12")
+    module: str | None = None  # path of the module that answered, where the trace says
     type: str = "call"
 
     def to_json(self) -> dict[str, Any]:
@@ -40,6 +41,8 @@ class Call(Event):
         }
         if self.length_query:
             out["length_query"] = True
+        if self.module:
+            out["module"] = self.module
         return out
 
 

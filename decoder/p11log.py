@@ -322,6 +322,7 @@ def read(f: BinaryIO) -> Iterator[Event]:
     call's own record, which is written when it returns) follow their call."""
     seq = 0
     pending: dict[tuple[int, int], list[Event]] = {}  # (pid, call number) -> children
+    modules: dict[tuple[int, int], str | None] = {}  # (pid, module index) -> path
 
     def adopt(children: list[Event], parent_seq: int | None) -> Iterator[Event]:
         nonlocal seq
@@ -347,6 +348,7 @@ def read(f: BinaryIO) -> Iterator[Event]:
             continue
         if rtype == lf.RecordType.CALL:
             call = decode_call(rec, seq, offset)
+            call.module = modules.get((pid, rec[9]))
             seq += 1
             yield call
             yield from adopt(pending.pop((pid, call.call_number or 0), []), call.seq)
@@ -362,6 +364,8 @@ def read(f: BinaryIO) -> Iterator[Event]:
                 info = json.loads(rec[lf.RECORD.size:].decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError):
                 info = {}
+            if isinstance(info.get("index"), int):
+                modules[(pid, info["index"])] = info.get("path")
             yield ModuleInfo(seq=seq, pid=pid, info={"loaded": info.get("path"),
                                                      "index": info.get("index")})
         elif rtype == lf.RecordType.MODULE_INFO:

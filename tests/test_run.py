@@ -35,9 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from p11spy.decoder import p11log
 from p11spy.decoder.events import Call, Event, ModuleInfo, PcscCall, Process
-from p11spy.spy import logformat as lf
 
 from . import test_clients as tc
 from .conftest import SOFTHSM_MODULE, Token, read_trace
@@ -208,24 +206,6 @@ def login_rvs(calls: list[Call]) -> list[str | None]:
     return [c.rv_name for c in calls if c.function == "C_Login"]
 
 
-def module_of_calls(path: Path) -> dict[tuple[int, int], str]:
-    """(pid, call number) -> path of the module the call went to. Every record carries its
-    module's index (spy/LOGFORMAT.md), but the decoder's Call does not expose it, so this reads
-    the records themselves: what a multi-module trace needs to say which module answered."""
-    modules: dict[tuple[int, int], str] = {}
-    out: dict[tuple[int, int], str] = {}
-    with path.open("rb") as f:
-        for _offset, rec in p11log.records(f):
-            assert not isinstance(rec, str), rec
-            _m, _n, rtype, index, _f, pid, _t, _s, _d, _rv, number = lf.RECORD.unpack_from(rec)
-            if rtype == lf.RecordType.MODULE:
-                info = json.loads(rec[lf.RECORD.size:])
-                modules[(pid, info["index"])] = info["path"]
-            elif rtype == lf.RecordType.CALL:
-                out[(pid, number)] = modules[(pid, index)]
-    return out
-
-
 # --- pkcs11-tool (OpenSC) -------------------------------------------------------------------
 
 PKCS11_TOOL = {k: tc.PKCS11_TOOL[k] for k in ("list-slots", "wrong-pin", "list-objects", "sign")}
@@ -376,14 +356,16 @@ def test_p11tool_traces_every_registered_module(p11tool_all: Pair) -> None:
     assert good and set(good) == {"CKR_OK"}
     # Each module got its own calls, and the logins and key searches went to SoftHSM2.
     for name in ("wrong-pin", "list-privkeys"):
-        (trace,) = p11tool_all.spied[name].traces
-        module = module_of_calls(trace)
         calls = p11tool_all.calls(name)
-        assert {module[(c.pid, c.call_number)] for c in calls
-                if c.function == "C_Initialize"} == set(p11tool_all.spied[name].loaded())
+        assert {c.module for c in calls if c.function == "C_Initialize"} == \
+            set(p11tool_all.spied[name].loaded())
         for c in calls:
             if c.function in ("C_Login", "C_FindObjects"):
-                assert module[(c.pid, c.call_number)] == softhsm, c
+                assert c.module == softhsm, c
+        decoded = subprocess.run([P11SPY, "decode", "--json", "--function", "C_Login",
+                                  *map(str, p11tool_all.spied[name].traces)],
+                                 capture_output=True, text=True, check=True).stdout
+        assert {json.loads(line)["module"] for line in decoded.splitlines()} == {softhsm}
     assert_pins_masked(p11tool_all, "wrong-pin", "list-privkeys")
 
 
