@@ -207,7 +207,7 @@ class _Thread:
     call ended, and the Outgoing APDU waiting for its response."""
 
     __slots__ = ("pid", "tid", "call", "pending", "pending_line", "marker_at", "last_out",
-                 "last_out_line")
+                 "last_out_line", "ended")
 
     def __init__(self, key: str) -> None:
         self.pid, self.tid = _ids(key)
@@ -217,6 +217,9 @@ class _Thread:
         self.marker_at = -1  # len(pending) just after a context-creation line
         self.last_out: Apdu | None = None
         self.last_out_line = 0
+        # (function, seq) of the call an end line without rv just closed: OpenSC may log a
+        # line or two of it after that line (`VSS Returning a new slot list`)
+        self.ended: tuple[str, int] | None = None
 
 
 def _ids(key: str) -> tuple[int | None, int | None]:
@@ -599,6 +602,14 @@ class _Reader:
                 self.route(th, ll)
             return
         c = th.call
+        ended = th.ended
+        if (c is None and ended is not None and ended[0] == fn and not info.entry
+                and not th.pending and not info.done and not info.end):
+            ll.seq, ll.parent = self.n, ended[1]  # a late line of the call just ended
+            self.n += 1
+            self.ready.append(ll)
+            return
+        th.ended = None
         if c is None or c.function != fn or info.entry:
             self.close_call(th)
             self.open_call(th, fn, t, self.lineno, info.entry)
@@ -618,6 +629,7 @@ class _Reader:
         elif info.end:
             c.end = t
             self.close_call(th)
+            th.ended = (fn, self.n - 1 - len(c.children))
 
     # -- APDU dumps -------------------------------------------------------------------------
 

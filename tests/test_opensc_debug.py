@@ -68,6 +68,39 @@ SESSION = [INIT, ("C_GetSlotList", None), ("C_GetSlotList", None), ("C_OpenSessi
            ("C_Logout", None), ("C_CloseSession", None), ("C_Finalize", None)]
 EXPECTED_CALLS["written-0.24-linux-wrong-pin.log"] = SESSION
 EXPECTED_CALLS["written-0.22-linux-ansi-colours.log"] = SESSION
+
+# Logs made on the card bench with p11spy run tracing the same run (tests/card/
+# record_fixtures.py): the calls OpenSC logs are those of p11spy's trace, less the entry points
+# the client looked up before OpenSC had a context to log with, and with the shim's own
+# C_GetInfo after C_Initialize (which OpenSC logs, rv unsaid, like the calls it does not end
+# with a CK_RV).
+PAIRED = {f"real-0.23-card-{name}.log": REPO / "fixtures" / "p11spy" / f"real-card-{trace}.p11"
+          for name, trace in (("list-debug3", "list"), ("wrong-pin-debug9", "wrong-pin"),
+                              ("sign-debug9", "sign"))}
+_BEFORE_CONTEXT = frozenset({"C_GetFunctionList", "C_GetInterface", "C_GetInterfaceList"})
+
+
+def calls_opensc_logs(trace: Path) -> list[tuple[str, int | None]]:
+    from p11spy.decoder import p11log
+    from p11spy.decoder.events import ModuleInfo
+
+    logged = opensc_debug.ENTRY_LOGGED | opensc_debug.EXIT_LOGGED
+    out: list[tuple[str, int | None]] = []
+    shim_get_info = False
+    with trace.open("rb") as f:
+        for e in p11log.read(f):
+            if isinstance(e, ModuleInfo) and "loaded" not in e.info and e.info:
+                shim_get_info = True
+            elif isinstance(e, Call) and e.function in logged - _BEFORE_CONTEXT:
+                out.append((e.function, e.rv if e.function in opensc_debug.EXIT_LOGGED
+                            else None))
+                if e.function == "C_Initialize" and shim_get_info:
+                    out.append(("C_GetInfo", None))
+    return out
+
+
+for _name, _trace in PAIRED.items():
+    EXPECTED_CALLS[_name] = calls_opensc_logs(_trace)
 # Warnings each fixture must produce (substrings), and no others.
 EXPECTED_WARNINGS = {
     "fieldnotes-0.18-linux-login-verify.log": ["Outgoing APDU has no Incoming APDU"],
@@ -300,8 +333,12 @@ def test_cli_errors_filter_on_opensc_log():
     log = FIXTURES / "written-0.26-linux-two-processes.log"
     res = cli("decode", "--errors", "--json", str(log))
     rows = [json.loads(line) for line in res.stdout.splitlines()]
-    assert [(r["function"], r["rv_name"]) for r in rows] == [
+    calls = [r for r in rows if r["type"] == "call"]
+    assert [(r["function"], r["rv_name"]) for r in calls] == [
         ("C_OpenSession", "CKR_TOKEN_NOT_RECOGNIZED")]
+    # and what the failed call logged, under it
+    others = [r for r in rows if r["type"] != "call"]
+    assert others and {r["parent"] for r in others} == {calls[0]["seq"]}
 
 
 # -- bad input ------------------------------------------------------------------------------
@@ -492,3 +529,39 @@ def test_events_come_before_the_file_is_read_whole(tmp_path):
     with p.open("rb") as f:
         first = next(iter(opensc_debug.read(f)))
         assert isinstance(first, Call) and f.tell() < len(one) * 2000
+
+
+# -- card logs against the p11spy trace of the same run ----------------------------------------
+
+
+def _exchanges(events: list[Event]) -> list[tuple[str | None, bytes, bytes | None]]:
+    calls = {(e.pid, e.seq): e.function for e in events if isinstance(e, Call)}
+    return [(calls.get((e.pid, e.parent)), e.command, e.response)
+            for e in events if isinstance(e, Apdu)]
+
+
+@pytest.mark.parametrize("name", sorted(PAIRED))
+def test_card_log_has_the_apdus_of_the_p11spy_trace(name):
+    """Same bytes, same order, under a call of the same function; the trace masks the PIN of
+    a VERIFY that the level-9 log shows in clear."""
+    from p11spy.decoder import p11log
+
+    logged = _exchanges(decode(FIXTURES / name))
+    with PAIRED[name].open("rb") as f:
+        traced = _exchanges(list(p11log.read(f)))
+    assert len(logged) == len(traced) > 20
+    for (lf, lc, lr), (tf, tc, tr) in zip(logged, traced, strict=True):
+        assert (lf, lr) == (tf, tr)
+        assert lc == tc or (tc[1] == 0x20 and tc[:5] == lc[:5] and len(tc) == len(lc))
+
+
+def test_card_logs_regenerate(tmp_path):
+    """record_fixtures.py on this machine's bench makes logs that decode to the same calls as
+    the committed ones."""
+    res = subprocess.run([sys.executable, "-m", "tests.card.record_fixtures", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    for name, trace in PAIRED.items():
+        fresh = tmp_path / "opensc-debug" / name
+        assert [(c.function, c.rv) for c in of(decode(fresh), Call)] == \
+            calls_opensc_logs(tmp_path / "p11spy" / trace.name) == EXPECTED_CALLS[name]
