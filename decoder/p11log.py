@@ -8,6 +8,7 @@ next record marker.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -231,7 +232,7 @@ def decode_call(rec: bytes, seq: int, offset: int) -> Call:
         p = fn.params[param]
         try:
             v = _value(kind, data, lambda k, d, p=p: _render_param(p, k, d))
-        except (ValueError, IndexError, KeyError) as exc:  # a damaged field stays hex
+        except (ValueError, IndexError, KeyError, struct.error) as exc:  # a damaged field: hex
             v = {"undecodable": data.hex(), "error": str(exc)}
         if p.role in _INOUT:
             slot = args.setdefault(p.name, {})
@@ -252,6 +253,8 @@ def _masked_apdu(data: bytes) -> tuple[bytes, dict[str, Any]]:
     hl = data[0]
     header = data[1:1 + hl]
     length, cls, extra = lf.MASKED.unpack_from(data, 1 + hl)
+    if length > 65536:  # no APDU carries more: the record is damaged
+        raise ValueError(f"masked APDU data of {length} bytes")
     off = 1 + hl + lf.MASKED.size
     tl = data[off]
     trailer = data[off + 1:off + 1 + tl]
@@ -340,14 +343,24 @@ def read(f: BinaryIO) -> Iterator[Event]:
         rtype = rec[8]
         pid = int.from_bytes(rec[12:16], "little")
         if rtype == lf.RecordType.PCSC:
-            parent, event = decode_pcsc(rec, -1, offset)
+            try:
+                parent, event = decode_pcsc(rec, -1, offset)
+            except (IndexError, ValueError, KeyError, struct.error) as exc:
+                yield Warning_(seq=seq, message=f"byte {offset}: damaged PC/SC record ({exc})")
+                seq += 1
+                continue
             if parent:
                 pending.setdefault((pid, parent), []).append(event)
             else:
                 yield from adopt([event], None)
             continue
         if rtype == lf.RecordType.CALL:
-            call = decode_call(rec, seq, offset)
+            try:
+                call = decode_call(rec, seq, offset)
+            except (IndexError, ValueError, KeyError, struct.error) as exc:
+                yield Warning_(seq=seq, message=f"byte {offset}: damaged call record ({exc})")
+                seq += 1
+                continue
             call.module = modules.get((pid, rec[9]))
             seq += 1
             yield call

@@ -149,4 +149,7 @@ def utc(us: int) -> float:
 def format_time(epoch: float | None) -> str:
     if epoch is None:
         return "-"
-    return _dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S.%f")
+    try:
+        return _dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S.%f")
+    except (ValueError, OverflowError, OSError):  # a damaged record's time
+        return f"{epoch:.6f} s (not a date)"
