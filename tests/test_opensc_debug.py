@@ -475,31 +475,6 @@ def test_pkcs11_spy_output_is_not_taken_for_a_debug_log():
     assert not opensc_debug.sniff(spy)
 
 
-def test_decoding_speed_is_within_reach_of_a_regex_floor(tmp_path):
-    """A guard against slow-downs (a loose bound: the target, 3x, depends on the machine)."""
-    one = (FIXTURES / "real-0.23-L-debug9-conffile.log").read_bytes()
-    p = tmp_path / "speed.log"
-    p.write_bytes(one * (10_000_000 // len(one)))
-    floor_rx = re.compile(rb"^(\S+) (\S+) \[([^\]]*)\] ([^:]+):(\d+):(\w+): (.*)")
-
-    def floor() -> float:
-        started = time.perf_counter()
-        with p.open("rb") as f:
-            for line in f:
-                floor_rx.match(line)
-        return time.perf_counter() - started
-
-    def ours() -> float:
-        started = time.perf_counter()
-        with p.open("rb") as f:
-            for _ in opensc_debug.read(f):
-                pass
-        return time.perf_counter() - started
-
-    ratio = min(ours() for _ in range(2)) / min(floor() for _ in range(2))
-    assert ratio < 10, ratio
-
-
 # -- streaming ------------------------------------------------------------------------------
 
 

@@ -7,6 +7,10 @@ Also measured: throughput with 2 threads against 1, bytes of trace per call, and
 and trace size of a whole exercise run (tests/clients/exercise.py: every function, valid and
 invalid calls) under each tracer; the exercise runs only its valid calls there, since
 pkcs11-spy crashes on some of the invalid ones (NULL arguments).
+
+Then the decoders (tests/bench/decoders.py: each reader against a regex floor, and redact
+against decode) and the viewer (tui/bench.py: first screen, full index and memory for 100 MB
+and 1 GB traces). P11SPY_BENCH_ONLY=shim,decoders,tui picks parts (default: all).
 """
 
 from __future__ import annotations
@@ -65,6 +69,28 @@ def rate(loop: Path, module: str, env: dict[str, str], func: str, threads: int) 
 
 
 def main() -> int:
+    parts = os.environ.get("P11SPY_BENCH_ONLY", "shim,decoders,tui").split(",")
+    if "shim" in parts:
+        shim_table()
+    if "decoders" in parts:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import decoders
+
+        print("\np11spy decoders (one pass per reader in a fresh process; floor: one regex "
+              "per line)", flush=True)
+        with tempfile.TemporaryDirectory(prefix="p11spy-bench-",
+                                         dir=os.environ.get("P11SPY_BENCH_DIR")) as tmp:
+            table = decoders.rows(Path(tmp))
+        width = max(len(k) for k, _ in table)
+        for k, v in table:
+            print(f"  {k:<{width}}  {v:>14}", flush=True)
+    if "tui" in parts:
+        print("\np11spy show (headless at 120x40, a fresh process per size)", flush=True)
+        subprocess.run([sys.executable, "-m", "p11spy.tui.bench"], check=True)
+    return 0
+
+
+def shim_table() -> None:
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="p11spy-bench-") as tmp:
         root = Path(tmp)
@@ -122,10 +148,9 @@ def main() -> int:
                      f"{wall['p11spy'] / wall['pkcs11-spy']:.2f}"))
 
     width = max(len(k) for k, _ in rows)
-    print(f"p11spy benchmark ({CALLS:,} calls per run, best of {ROUNDS}, SoftHSM2)")
+    print(f"p11spy shim ({CALLS:,} calls per run, best of {ROUNDS}, SoftHSM2)")
     for k, v in rows:
-        print(f"  {k:<{width}}  {v:>14}")
-    return 0
+        print(f"  {k:<{width}}  {v:>14}", flush=True)
 
 
 if __name__ == "__main__":
