@@ -81,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a new folder /tmp/p11spy-<uid>/run-<time>/ with one file per process")
     r.add_argument("--module", action="append", metavar="PATH", default=[],
                    help="trace only this module (path or file name; repeatable)")
+    r.add_argument("--show", action="store_true",
+                   help="watch the trace live in the viewer while COMMAND runs (COMMAND's "
+                        "input is /dev/null; its output is printed when the viewer closes)")
     r.add_argument("--log-secrets", action="store_true",
                    help="record PINs and key values in clear (the trace says so)")
     r.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")

@@ -6,9 +6,11 @@ import argparse
 import contextlib
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,10 +72,15 @@ def run_traced(args: argparse.Namespace) -> int:
         raise UserError("no command given: p11spy run [-o OUTPUT] [--module PATH] -- COMMAND...")
     if not PRELOAD.is_file():
         raise UserError(f"the spy is not built ({PRELOAD} is missing): run `make setup`")
+    if args.show and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError("--show needs a terminal (without it, the traces are listed at the end)")
+    if args.show and args.output and "%" in args.output.replace("%%", ""):
+        raise UserError(f"--show follows one file: give -o a plain file name, not the "
+                        f"pattern {args.output} (every process appends to it)")
     if args.output:
         _check_output(args.output)
     folder = None if args.output else _default_folder()
-    output = args.output or str(folder / "%n-%p.p11")
+    output = args.output or str(folder / ("trace.p11" if args.show else "%n-%p.p11"))
     env = dict(os.environ)
     env["LD_PRELOAD"] = " ".join(filter(None, [str(PRELOAD), env.get("LD_PRELOAD", "")]))
     env["P11SPY_OUTPUT"] = output
@@ -85,13 +92,13 @@ def run_traced(args: argparse.Namespace) -> int:
         env["P11SPY_LOG_SECRETS"] = "1"
     started = time.time()
     try:
-        status = _run_child(command, env)
+        status = _run_shown(command, env, output) if args.show else _run_child(command, env)
     finally:
         if folder is not None:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: the client left no trace
     traces = sorted(p for p in glob.glob(_pattern_glob(output))
-                    if os.path.getmtime(p) >= started - 1)
+                    if os.path.getmtime(p) >= started - 1 and os.path.getsize(p))
     if traces:
         print(f"p11spy: {len(traces)} trace(s): {' '.join(traces)}", file=sys.stderr)
     else:
@@ -111,3 +118,43 @@ def _run_child(command: list[str], env: dict[str, str]) -> int:
         return child.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _run_shown(command: list[str], env: dict[str, str], trace: str) -> int:
+    """The client in the background, the viewer following its trace in the foreground.
+
+    The client gets no terminal: its input is /dev/null and its output is kept and printed
+    when the viewer closes, so neither garbles the other's screen. It runs in a session of its
+    own, so a Ctrl-C meant for the viewer does not reach it.
+    """
+    fd = os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    os.close(fd)  # the viewer follows it from the start; the spy appends to it
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=err, start_new_session=True)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                if not os.path.getsize(trace):
+                    os.unlink(trace)
+            raise UserError(f"cannot run {command[0]}: {exc.strerror}", status=127) from exc
+        viewer = [str(Path(sys.executable).parent / "p11spy"), "show", "--follow", "--format",
+                  "p11spy", trace]
+        try:
+            subprocess.run(viewer)
+            if child.poll() is None:
+                print(f"p11spy: waiting for {command[0]} (pid {child.pid}) to finish; Ctrl-C "
+                      "stops it", file=sys.stderr, flush=True)
+            status = child.wait()
+        except KeyboardInterrupt:
+            child.terminate()
+            status = child.wait()
+        for kept, stream in ((out, sys.stdout), (err, sys.stderr)):
+            kept.seek(0)
+            stream.flush()
+            shutil.copyfileobj(kept, stream.buffer)
+            stream.flush()
+    with contextlib.suppress(OSError):
+        if not os.path.getsize(trace):
+            os.unlink(trace)  # nothing was traced: no empty file left behind
+    return status
