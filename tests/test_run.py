@@ -371,8 +371,11 @@ def test_p11tool_traces_every_registered_module(p11tool_all: Pair) -> None:
 
 def test_p11tool_module_option_traces_softhsm_only(p11tool_softhsm: Pair) -> None:
     """With `--module libsofthsm2.so` (a file name), exactly one module is wrapped: SoftHSM2,
-    loaded by p11-kit from its registry path; the logins are in its trace."""
+    loaded by p11-kit from its registry path; the logins are in its trace. OpenSC, which
+    p11-kit loads too, is not traced, and neither are its PC/SC calls."""
     assert_only_softhsm(p11tool_softhsm, _registered_softhsm())
+    for s in p11tool_softhsm.spied.values():
+        assert not [e for e in s.events() if isinstance(e, PcscCall)]
     wrong = login_rvs(p11tool_softhsm.calls("wrong-pin"))
     assert wrong and set(wrong) == {"CKR_PIN_INCORRECT"}
     good = login_rvs(p11tool_softhsm.calls("list-privkeys"))
