@@ -405,18 +405,18 @@ def test_p11tool_trace_shows_the_calls_and_no_pin(p11tool_runs: Runs) -> None:
 
 # --- Java keytool (SunPKCS11) ------------------------------------------------------------------
 
-def _keytool(pin: str) -> Command:
+def keytool_list(module: str, pin: str, d: Path, name: str = "P11Test") -> list[str]:
     """JDK 9 and later: SunPKCS11 is configured with -addprovider and a config file naming the
-    library; keytool then lists the keys that have certificates."""
+    library (written to d); keytool then lists the keys that have certificates."""
+    cfg = d / f"sunpkcs11-{name}.cfg"
+    cfg.write_text(f"name = {name}\nlibrary = {module}\nslotListIndex = 0\n")
+    return ["keytool", "-list", "-keystore", "NONE", "-storetype", "PKCS11",
+            "-providername", f"SunPKCS11-{name}", "-addprovider", "SunPKCS11",
+            "-providerArg", str(cfg), "-storepass", pin]
 
-    def cmd(module: str, d: Path) -> list[str]:
-        cfg = d / "sunpkcs11.cfg"
-        cfg.write_text(f"name = P11Test\nlibrary = {module}\nslotListIndex = 0\n")
-        return ["keytool", "-list", "-keystore", "NONE", "-storetype", "PKCS11",
-                "-providername", "SunPKCS11-P11Test", "-addprovider", "SunPKCS11",
-                "-providerArg", str(cfg), "-storepass", pin]
 
-    return cmd
+def _keytool(pin: str) -> Command:
+    return lambda module, d: keytool_list(module, pin, d)
 
 
 KEYTOOL: dict[str, Command] = {"wrong-pin": _keytool(WRONG_PIN), "list": _keytool(PIN)}

@@ -451,14 +451,7 @@ def test_certutil_trace(certutil: Pair) -> None:
 # --- Java keytool (SunPKCS11) ---------------------------------------------------------------
 
 def _keytool(pin: str) -> Command:
-    def cmd(module: str, d: Path) -> list[str]:
-        cfg = d / "p11run.cfg"
-        cfg.write_text(f"name = P11Run\nlibrary = {module}\nslotListIndex = 0\n")
-        return ["keytool", "-list", "-keystore", "NONE", "-storetype", "PKCS11",
-                "-providername", "SunPKCS11-P11Run", "-addprovider", "SunPKCS11",
-                "-providerArg", str(cfg), "-storepass", pin]
-
-    return cmd
+    return lambda module, d: tc.keytool_list(module, pin, d, "P11Run")
 
 
 @pytest.fixture(scope="module")

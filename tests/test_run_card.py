@@ -23,7 +23,7 @@ from p11spy.decoder.events import Apdu, Call, Event, PcscCall
 from .card import bench
 from .card.bench import CardBench
 from .conftest import read_trace
-from .test_clients import need
+from .test_clients import keytool_list, need
 from .test_run import P11SPY, split_message
 
 piv_card = bench.piv_card
@@ -243,11 +243,7 @@ def _nss(card: CardBench, d: Path) -> list[str]:
 
 def _keytool(card: CardBench, d: Path) -> list[str]:
     need("keytool", "openjdk-17-jdk-headless")
-    cfg = d / "card.cfg"
-    cfg.write_text(f"name = Card\nlibrary = {card.module}\nslotListIndex = 0\n")
-    return ["keytool", "-list", "-keystore", "NONE", "-storetype", "PKCS11", "-providername",
-            "SunPKCS11-Card", "-addprovider", "SunPKCS11", "-providerArg", str(cfg),
-            "-storepass", card.pin]
+    return keytool_list(card.module, card.pin, d, "Card")
 
 
 CLIENTS = {
