@@ -33,33 +33,56 @@ class FunctionStats:
 
 @dataclass
 class Summary:
+    """Also what the viewer's statistics screen shows, fed from its index (`ref` is then a
+    record number rather than a seq)."""
+
     functions: dict[str, FunctionStats] = field(default_factory=dict)
     status_words: Counter = field(default_factory=Counter)
     slowest_calls: list[tuple[float, int, str]] = field(default_factory=list)
     slowest_apdus: list[tuple[float, int, str]] = field(default_factory=list)
     calls: int = 0
+    errors: int = 0
     apdus: int = 0
+    top: int = TOP  # how many slowest calls and APDUs are kept
 
     def add(self, e: Event) -> None:
         if isinstance(e, Call):
-            self.calls += 1
-            st = self.functions.setdefault(e.function, FunctionStats())
-            st.count += 1
-            if e.rv:
-                st.errors += 1
-            if e.rv is not None:
-                st.rvs[e.rv_name] += 1
-            if e.duration_us is not None:
-                st.timed += 1
-                st.total_us += e.duration_us
-                st.max_us = max(st.max_us, e.duration_us)
-                _keep(self.slowest_calls, (e.duration_us, e.seq, e.function))
+            self.add_call(e.function, e.rv, e.rv_name, e.duration_us, e.seq)
         elif isinstance(e, Apdu):
-            self.apdus += 1
-            self.status_words[e.sw or "none"] += 1
-            if e.duration_us is not None:
-                label = e.command[:4].hex(" ").upper()
-                _keep(self.slowest_apdus, (e.duration_us, e.seq, label))
+            label = e.command[:4].hex(" ").upper()
+            self.add_apdu(e.sw, e.duration_us, e.seq, label)
+
+    def add_call(self, function: str, rv: int | None, rv_name: str | None,
+                 duration_us: float | None, ref: int) -> None:
+        self.calls += 1
+        st = self.functions.get(function)
+        if st is None:
+            st = self.functions[function] = FunctionStats()
+        st.count += 1
+        if rv:
+            st.errors += 1
+            self.errors += 1
+        if rv is not None:
+            st.rvs[rv_name or f"0x{rv:x}"] += 1
+        if duration_us is not None:
+            st.timed += 1
+            st.total_us += duration_us
+            if duration_us > st.max_us:
+                st.max_us = duration_us
+            _keep(self.slowest_calls, (duration_us, ref, function), self.top)
+
+    def add_apdu(self, sw: str | None, duration_us: float | None = None, ref: int = 0,
+                 label: str = "") -> None:
+        self.apdus += 1
+        self.status_words[sw or "none"] += 1
+        if duration_us is not None:
+            _keep(self.slowest_apdus, (duration_us, ref, label), self.top)
+
+    @property
+    def failures(self) -> dict[tuple[str, str], int]:
+        """(function, return value name) -> times, for the calls that failed."""
+        return {(fn, name): n for fn, st in self.functions.items()
+                for name, n in st.rvs.items() if name != "CKR_OK"}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,8 +100,8 @@ class Summary:
         }
 
 
-def _keep(heap: list, item: tuple) -> None:
-    if len(heap) < TOP:
+def _keep(heap: list, item: tuple, top: int = TOP) -> None:
+    if len(heap) < top:
         heapq.heappush(heap, item)
     else:
         heapq.heappushpop(heap, item)

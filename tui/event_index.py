@@ -139,10 +139,10 @@ class EventIndex(TraceIndex):
             session = self.session_id(pid, handle if isinstance(handle, int) else None)
             failed = bool(e.rv)
             self._by_seq[e.seq] = rec
-            self._stats.add_call(e.function, e.rv_name, failed, e.duration_us, rec)
+            self._stats.add_call(e.function, e.rv, e.rv_name, e.duration_us, rec)
         elif isinstance(e, Apdu):
             kind, fid, failed = APDU, self.func_id("APDU"), bool(e.error)
-            self._stats.add_sw(e.sw)
+            self._stats.add_apdu(e.sw)
         elif isinstance(e, PcscCall):
             kind, fid, failed = PCSC, self.func_id(e.function or "?"), bool(e.rv)
         elif isinstance(e, LogLine):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from p11spy.decoder import p11log
 from p11spy.decoder.events import Event, Warning_
+from p11spy.decoder.summary import FunctionStats, Summary
 from p11spy.decoder.values import format_time, rv_name
 from p11spy.spy import logformat as lf
 from p11spy.spy import pcsc
@@ -39,8 +40,6 @@ from .trace_index import (
     PROCESS,
     SLOWEST,
     WARNING,
-    FunctionStats,
-    Stats,
     TraceIndex,
 )
 
@@ -264,23 +263,25 @@ class P11Index(TraceIndex):
         return p, False
 
     @property
-    def stats(self) -> Stats:
-        """The scan's raw counters as a Stats (about a hundred functions: cheap)."""
-        st = Stats()
+    def stats(self) -> Summary:
+        """The scan's raw counters as a Summary (about a hundred functions: cheap)."""
+        st = Summary(top=SLOWEST)
         names = self.func_names
         for fid, (count, errs, total, most) in enumerate(list(self._fstats)):
             if count:
-                st.functions[names[fid]] = FunctionStats(count, errs, total / 1000.0,
-                                                         most / 1000.0, count)
+                fs = st.functions[names[fid]] = FunctionStats(count, errs, total / 1000.0,
+                                                              most / 1000.0, count)
+                if count > errs:
+                    fs.rvs["CKR_OK"] = count - errs
                 st.calls += count
                 st.errors += errs
         for (fid, rv), n in list(self._failures.items()):
-            key = (names[fid], rv_name(rv) or f"0x{rv:x}")
-            st.return_values[key] = st.return_values.get(key, 0) + n
+            fs = st.functions.setdefault(names[fid], FunctionStats())
+            fs.rvs[rv_name(rv) or f"0x{rv:x}"] += n
         for sw, n in list(self._sws.items()):
             st.status_words[sw or "none"] = n
             st.apdus += n
-        st.slowest = [(d / 1000.0, r) for d, r in list(self._slowest)]
+        st.slowest_calls = [(d / 1000.0, r, self.function(r)) for d, r in list(self._slowest)]
         return st
 
     def _opened_session(self, buf: bytes, p: int, length: int, pid: int) -> int:

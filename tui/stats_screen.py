@@ -1,6 +1,6 @@
 """The statistics screen: where the time went and what failed, for the whole trace.
 
-Why it opens at once: the counts are gathered while indexing (trace_index.Stats), so this
+Why it opens at once: the counts are gathered while indexing (decoder/summary.py's Summary), so this
 screen only formats them. Picking one of the slowest calls jumps to it in the list.
 """
 
@@ -39,7 +39,7 @@ def function_table(index: TraceIndex) -> Table:
 
 
 def failures_table(index: TraceIndex) -> Table | Text:
-    items = sorted(list(index.stats.return_values.items()), key=lambda kv: (-kv[1], kv[0]))
+    items = sorted(index.stats.failures.items(), key=lambda kv: (-kv[1], kv[0]))
     if not items:
         return Text("No failed calls.")
     t = Table(title="Failures", title_justify="left", box=None, header_style="bold",
@@ -108,7 +108,7 @@ class StatsScreen(Screen[int | None]):
         table = self.query_one("#slowest", DataTable)
         table.add_columns("record", "function", "duration", "result")
         idx = self.index
-        for dur, rec in sorted(list(idx.stats.slowest), reverse=True):
+        for dur, rec, _function in sorted(list(idx.stats.slowest_calls), reverse=True):
             rv = idx.rv_values[idx.rvs[rec]]
             name = "" if rv is None else (idx.event(rec).rv_name or f"0x{rv:x}")  # type: ignore
             table.add_row(str(rec), idx.function(rec), fmt_duration(dur), name, key=str(rec))

@@ -12,17 +12,16 @@ published in `rows`, so a reader never sees half a record.
 
 from __future__ import annotations
 
-import heapq
 import threading
 from array import array
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from p11spy.decoder.events import Event
+from p11spy.decoder.summary import Summary
 
 # Record kinds (low nibble of `kinds`); the high bits are flags.
 CALL, APDU, PCSC, PROCESS, MODULE, WARNING, LOG = range(1, 8)
@@ -62,60 +61,6 @@ class LRU:
             self._data.clear()
 
 
-@dataclass
-class FunctionStats:
-    count: int = 0
-    errors: int = 0
-    total_us: float = 0.0
-    max_us: float = 0.0
-    timed: int = 0
-
-    @property
-    def mean_us(self) -> float | None:
-        return self.total_us / self.timed if self.timed else None
-
-
-@dataclass
-class Stats:
-    """Counts gathered while indexing, so the statistics screen costs nothing to open."""
-
-    functions: dict[str, FunctionStats] = field(default_factory=dict)
-    return_values: dict[tuple[str, str], int] = field(default_factory=dict)  # failures only
-    status_words: dict[str, int] = field(default_factory=dict)
-    slowest: list[tuple[float, int]] = field(default_factory=list)  # (duration_us, record)
-    calls: int = 0
-    errors: int = 0
-    apdus: int = 0
-
-    def add_call(self, function: str, rv_name: str | None, failed: bool,
-                 duration_us: float | None, rec: int) -> None:
-        self.calls += 1
-        st = self.functions.get(function)
-        if st is None:
-            st = self.functions[function] = FunctionStats()
-        st.count += 1
-        if failed:
-            st.errors += 1
-            self.errors += 1
-            key = (function, rv_name or "?")
-            self.return_values[key] = self.return_values.get(key, 0) + 1
-        if duration_us is not None:
-            st.timed += 1
-            st.total_us += duration_us
-            if duration_us > st.max_us:
-                st.max_us = duration_us
-            item = (duration_us, rec)
-            if len(self.slowest) < SLOWEST:
-                heapq.heappush(self.slowest, item)
-            elif item > self.slowest[0]:
-                heapq.heapreplace(self.slowest, item)
-
-    def add_sw(self, sw: str | None) -> None:
-        self.apdus += 1
-        key = sw or "none"
-        self.status_words[key] = self.status_words.get(key, 0) + 1
-
-
 class TraceIndex:
     """The records of one trace file: compact per-record arrays plus decode on demand."""
 
@@ -139,7 +84,7 @@ class TraceIndex:
         self.session_ids: dict[tuple[int | None, int | None], int] = {(None, None): NO_ID}
         self.rv_values: list[int | None] = []
         self.rv_ids: dict[int | None, int] = {}
-        self._stats = Stats()
+        self._stats = Summary(top=SLOWEST)
         self.size = 0  # bytes of the file seen so far
         self.done_bytes = 0  # bytes indexed so far
         self.complete = False  # the scan reached the end (and is not following)
@@ -217,7 +162,7 @@ class TraceIndex:
     # -- shared ------------------------------------------------------------------------------
 
     @property
-    def stats(self) -> Stats:
+    def stats(self) -> Summary:
         """Counts for the statistics screen and the status line."""
         return self._stats
 
