@@ -296,3 +296,46 @@ def test_opensc_tool_linked_to_pcsclite_is_traced(piv_card: CardBench, tmp_path:
     sent = [a for a in t.events if isinstance(a, Apdu)
             and a.command == bytes.fromhex("00CB3FFF055C035FC10200")]
     assert len(sent) == 1 and sent[0].parent is None and sent[0].sw is not None
+
+
+# --- a PIN-pad reader ---------------------------------------------------------------------------
+
+IOCTL_VERIFY_PIN_DIRECT = 0x42330006  # what tests/card/pinpad.c announces, as CCID does
+
+
+def _pinpad_login(card: CardBench, out: Path) -> tuple[Traced, Call, PcscCall]:
+    t = traced(card, out, pkcs11_tool(card, "--login", "-O"))
+    login = t.one("C_Login")
+    assert login.args["pPin"] is None and login.args["ulPinLen"] == 0  # the keypad has it
+    [control] = [e for e in t.under(login) if isinstance(e, PcscCall)
+                 and e.function == "SCardControl"
+                 and e.args["dwControlCode"] == IOCTL_VERIFY_PIN_DIRECT]
+    assert not [a for a in t.apdus_under(login) if ins(a) == VERIFY]  # no VERIFY APDU sent
+    return t, login, control
+
+
+@pytest.mark.parametrize("piv_card", [{"pinpad": WRONG_PIN}], indirect=True)
+def test_pin_pad_verify_structure_is_masked(piv_card: CardBench, tmp_path: Path) -> None:
+    """OpenSC sees the reader's VERIFY_PIN_DIRECT feature and lets the keypad take the PIN:
+    C_Login has no PIN, the PIN_VERIFY_STRUCTURE goes by SCardControl, masked like a PIN, and
+    the card's answer comes back through it."""
+    t, login, control = _pinpad_login(piv_card, tmp_path)
+    assert control.args["pbSendBuffer"]["masked"] is True
+    assert control.args["pbRecvBuffer"] == "63c2" and login.rv_name == "CKR_PIN_INCORRECT"
+    assert piv_card.card.pin_tries == 2
+    assert t.result.returncode == 1
+
+
+@pytest.mark.parametrize("piv_card", [{"pinpad": "123456"}], indirect=True)
+def test_pin_pad_right_pin_and_structure_in_clear_on_request(piv_card: CardBench,
+                                                            tmp_path: Path) -> None:
+    t = traced(piv_card, tmp_path, ["env", "P11SPY_LOG_SECRETS=1", *pkcs11_tool(
+        piv_card, "--login", "-O")])
+    login = t.one("C_Login")
+    assert login.rv_name == "CKR_OK" and "Certificate for PIV Authentication" in t.result.stdout
+    [control] = [e for e in t.under(login) if isinstance(e, PcscCall)
+                 and e.function == "SCardControl"]
+    structure = bytes.fromhex(control.args["pbSendBuffer"])
+    # PIN_VERIFY_STRUCTURE: 19 bytes of settings, then the VERIFY template the keypad fills
+    assert structure[19:24] == bytes.fromhex("0020008008") and b"123456" not in structure
+    assert control.args["pbRecvBuffer"] == "9000"

@@ -146,8 +146,9 @@ class Pcscd:
     answers, it is used (with its vpcd reader) instead of starting one, with a warning.
     """
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, pinpad: str | None = None):
         self.workdir = workdir
+        self.pinpad = pinpad  # the PIN the virtual keypad types (tests/card/pinpad.c)
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.reader_prefix = READER_NAME
@@ -193,15 +194,20 @@ class Pcscd:
         self.port = _free_port_pair()
         conf = self.workdir / "reader.conf.d"
         conf.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        driver = VPCD_DRIVER
+        if self.pinpad is not None:
+            driver = str(build_pinpad(self.workdir))
+            env.update(P11SPY_PINPAD_DRIVER=VPCD_DRIVER, P11SPY_PINPAD_PIN=self.pinpad)
         (conf / "vpcd").write_text(f'FRIENDLYNAME "{READER_NAME}"\n'
                                    f"DEVICENAME /dev/null:{self.port}\n"
-                                   f"LIBPATH {VPCD_DRIVER}\n"
+                                   f"LIBPATH {driver}\n"
                                    f"CHANNELID {self.port}\n")
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [PCSCD, "--foreground", "--apdu", "--config", str(conf)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent)
+                preexec_fn=_die_with_parent, env=env)
         deadline = time.monotonic() + timeout
         while not _pcscd_answers():
             if self.proc.poll() is not None:
@@ -241,6 +247,17 @@ class Pcscd:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+def build_pinpad(workdir: Path) -> Path:
+    """The virtual PIN-pad reader driver (tests/card/pinpad.c), compiled for this bench."""
+    out = workdir / "libifdpinpad.so"
+    res = subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-Wall", "-I/usr/include/PCSC",
+                          "-o", str(out), str(Path(__file__).with_name("pinpad.c")), "-ldl"],
+                         capture_output=True, text=True)
+    if res.returncode:
+        raise BenchError(f"cannot build the PIN-pad reader driver: {res.stderr.strip()}")
+    return out
 
 
 @dataclass
@@ -352,13 +369,17 @@ def card_inserted(daemon: Pcscd, workdir: Path, timeout: float = 10.0,
 
 
 @contextlib.contextmanager
-def card_bench(workdir: Path | None = None, timeout: float = 10.0,
+def card_bench(workdir: Path | None = None, timeout: float = 10.0, pinpad: str | None = None,
                **card_args: object) -> Iterator[CardBench]:
-    """pcscd + card, both stopped on exit. For scripts and tests outside the fixture."""
+    """pcscd + card, both stopped on exit. For scripts and tests outside the fixture.
+
+    pinpad: make the reader a PIN-pad reader whose keypad types this PIN (the client then
+    verifies with SCardControl(VERIFY_PIN_DIRECT) instead of a VERIFY APDU).
+    """
     tmp = None
     if workdir is None:
         tmp = workdir = Path(tempfile.mkdtemp(prefix="p11spy-card-"))
-    daemon = Pcscd(workdir).start()
+    daemon = Pcscd(workdir, pinpad).start()
     try:
         with card_inserted(daemon, workdir / "card", timeout, daemon.foreign,
                            **card_args) as bench:
@@ -373,8 +394,9 @@ def card_bench(workdir: Path | None = None, timeout: float = 10.0,
 def piv_card(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CardBench]:
     """A fresh virtual PIV card in a pcscd of the test's own (stopped after the test).
 
-    Parametrize indirectly with a dict of PivCard fields for other PINs or retry limits.
+    Parametrize indirectly with a dict of PivCard fields for other PINs or retry limits, and
+    `"pinpad": PIN` for a PIN-pad reader whose keypad types PIN.
     """
-    args = getattr(request, "param", None) or {}
-    with card_bench(tmp_path / "bench", **args) as bench:
+    args = dict(getattr(request, "param", None) or {})
+    with card_bench(tmp_path / "bench", pinpad=args.pop("pinpad", None), **args) as bench:
         yield bench
