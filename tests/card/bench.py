@@ -73,7 +73,7 @@ class BenchError(RuntimeError):
 
 
 @contextlib.contextmanager
-def bench_lock(timeout: float = 120.0) -> Iterator[None]:
+def bench_lock(timeout: float = 600.0) -> Iterator[None]:
     """Only one bench per machine (pcscd's socket path is fixed): wait, bounded, for ours."""
     fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o666)
     try:
