@@ -349,6 +349,9 @@ static void p11_bytes_out(struct p11_rec *r, int param, const void *p, CK_ULONG 
     else p11_digest(r, param, PH_OUT, p, n);
 }
 
+/* What a PIN's bytes look like, without the bytes: a character class and extra marks.
+ * UTF-16 is told first, on the whole value, so that its zero bytes are not taken for a
+ * trailing NUL; trailing NULs and newlines are then counted in characters of the encoding. */
 static void p11_classify(const unsigned char *p, CK_ULONG n, unsigned char *cls,
                          unsigned char *extra)
 {
@@ -358,15 +361,7 @@ static void p11_classify(const unsigned char *p, CK_ULONG n, unsigned char *cls,
         x |= PINX_PADDED;
         while (end > 0 && p[end - 1] == 0xff) end--;
     }
-    while (end > 0 && p[end - 1] == 0) {
-        x |= PINX_HAS_NUL;
-        end--;
-    }
-    if (end > 0 && (p[end - 1] == '\n' || p[end - 1] == '\r')) {
-        x |= PINX_TRAILING_NEWLINE;
-        while (end > 0 && (p[end - 1] == '\n' || p[end - 1] == '\r')) end--;
-    }
-    int step = 1, start = 0;
+    CK_ULONG step = 1, start = 0;
     if (end >= 4 && end % 2 == 0) {
         int lo_zero = 1, hi_zero = 1;
         for (CK_ULONG i = 0; i < end; i += 2) {
@@ -376,8 +371,17 @@ static void p11_classify(const unsigned char *p, CK_ULONG n, unsigned char *cls,
         if (hi_zero && !lo_zero) { x |= PINX_UTF16; step = 2; start = 0; }
         else if (lo_zero && !hi_zero) { x |= PINX_UTF16; step = 2; start = 1; }
     }
+    while (end >= step && p[end - step + start] == 0) {
+        x |= PINX_HAS_NUL;
+        end -= step;
+    }
+    if (end >= step && (p[end - step + start] == '\n' || p[end - step + start] == '\r')) {
+        x |= PINX_TRAILING_NEWLINE;
+        while (end >= step && (p[end - step + start] == '\n' || p[end - step + start] == '\r'))
+            end -= step;
+    }
     int digits = 1, printable = 1, ebcdic = 1, any = 0;
-    for (CK_ULONG i = (CK_ULONG)start; i < end; i += (CK_ULONG)step) {
+    for (CK_ULONG i = start; i < end; i += step) {
         unsigned char c = p[i];
         any = 1;
         if (c == 0) x |= PINX_HAS_NUL;

@@ -217,3 +217,25 @@ def attribute(value: int) -> Attribute:
         return ATTRIBUTES[value]
     except KeyError:
         return Attribute(CKA.name_of(value), value, ValueType.BYTES)
+
+
+# Which usage attribute of a key must be true for a function to use it (PKCS#11 3.2 section
+# 4.8-4.9, "key usage"): function -> (attribute, the function's key parameter). The module
+# answers CKR_KEY_FUNCTION_NOT_PERMITTED when it is false.
+KEY_USAGE: dict[str, tuple[str, str]] = {
+    "C_EncryptInit": ("CKA_ENCRYPT", "hKey"),
+    "C_DecryptInit": ("CKA_DECRYPT", "hKey"),
+    "C_SignInit": ("CKA_SIGN", "hKey"),
+    "C_VerifyInit": ("CKA_VERIFY", "hKey"),
+    "C_SignRecoverInit": ("CKA_SIGN_RECOVER", "hKey"),
+    "C_VerifyRecoverInit": ("CKA_VERIFY_RECOVER", "hKey"),
+    "C_MessageEncryptInit": ("CKA_ENCRYPT", "hKey"),
+    "C_MessageDecryptInit": ("CKA_DECRYPT", "hKey"),
+    "C_MessageSignInit": ("CKA_SIGN", "hKey"),
+    "C_MessageVerifyInit": ("CKA_VERIFY", "hKey"),
+    "C_WrapKey": ("CKA_WRAP", "hWrappingKey"),
+    "C_UnwrapKey": ("CKA_UNWRAP", "hUnwrappingKey"),
+    "C_DeriveKey": ("CKA_DERIVE", "hBaseKey"),
+    "C_EncapsulateKey": ("CKA_ENCAPSULATE", "hPublicKey"),
+    "C_DecapsulateKey": ("CKA_DECAPSULATE", "hPrivateKey"),
+}

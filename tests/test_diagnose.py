@@ -1,0 +1,466 @@
+"""`p11spy diagnose` on real traces: each rule on a trace that shows its situation, made here
+through the shim (SoftHSM2), OpenSC's pkcs11-spy or `p11spy run`, and no false finding on the
+healthy fixtures. The card-bench situations (63Cx, 6983, a card pulled, a card no driver
+takes) are in test_diagnose_card.py.
+
+Clients: tests/clients/diagnose_client.py gets a real module into each situation with raw calls
+(an EBCDIC PIN, a second C_Initialize, signing with a key whose CKA_SIGN is false, ...), and
+python-pkcs11 looks for a token label that is not there. Each test also checks what the module
+really answered, so a trace cannot silently stop showing the situation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from p11spy.decoder import codes
+from p11spy.decoder.commands import open_events
+from p11spy.decoder.diagnose import RULES, Finding, diagnose
+from p11spy.decoder.events import Apdu, Call, Event
+from p11spy.decoder.knowledge.findings import FINDINGS
+
+from .conftest import LABEL, USER_PIN, run
+
+REPO = Path(__file__).resolve().parents[1]
+CLIENT = REPO / "tests" / "clients" / "diagnose_client.py"
+PKCS11_SPY = "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so"
+OPENSC_MODULE = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
+P11SPY = str(Path(sys.executable).parent / "p11spy")
+FIXTURES = REPO / "fixtures"
+
+
+def above_info(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.severity != "info"]
+
+
+def rules_of(findings: list[Finding]) -> set[str]:
+    return {f.rule for f in above_info(findings)}
+
+
+def one(findings: list[Finding], rule: str) -> Finding:
+    [f] = [f for f in findings if f.rule == rule]
+    return f
+
+
+def check_evidence(findings: list[Finding], events: list[Event]) -> None:
+    """Every seq a finding cites is an event of the trace."""
+    by_seq = {e.seq: e for e in events}
+    for f in findings:
+        for ev in f.evidence:
+            assert ev.seq in by_seq, (f.rule, ev)
+
+
+def diagnosed(path: Path, **options: object) -> tuple[list[Finding], list[Event]]:
+    events = list(open_events(path))
+    findings = diagnose(events, options=options)
+    check_evidence(findings, events)
+    return findings, events
+
+
+def cited_calls(f: Finding, events: list[Event]) -> list[Call]:
+    by_seq = {e.seq: e for e in events}
+    return [by_seq[s] for s in f.seqs if isinstance(by_seq[s], Call)]
+
+
+# --- SoftHSM2 through the shim ------------------------------------------------------------------
+
+def client_trace(mode: str, token, spy_env, shim_for, tmp_path: Path, *extra: str
+                 ) -> tuple[list[Finding], list[Event], str]:
+    out = tmp_path / f"{mode}.p11"
+    env = spy_env(token, out)
+    r = run([sys.executable, str(CLIENT), str(shim_for(token.module)), mode, token.label,
+             USER_PIN, *extra], env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    findings, events = diagnosed(out)
+    return findings, events, r.stdout
+
+
+# mode -> (the module's answer the client must print, rules above info, rule, title words)
+SHIM_CASES = {
+    "ebcdic": ("C_Login CKR_PIN_INCORRECT", {"pin-incorrect", "pin-encoding"},
+               "pin-encoding", "EBCDIC digits"),
+    "utf16": ("C_Login CKR_PIN_INCORRECT", {"pin-incorrect", "pin-encoding"},
+              "pin-encoding", "UTF-16 text"),
+    "newline": ("C_Login CKR_PIN_INCORRECT", {"pin-incorrect", "pin-encoding"},
+                "pin-encoding", "followed by a newline"),
+    "nul": ("C_Login CKR_PIN_INCORRECT", {"pin-incorrect", "pin-encoding"},
+            "pin-encoding", "NUL byte"),
+    "short-pin": ("C_Login CKR_PIN_INCORRECT", {"pin-incorrect", "pin-length"},
+                  "pin-length", "PIN of 2 bytes, outside the token's 4-255"),
+    "before-init": ("C_GetSlotList CKR_CRYPTOKI_NOT_INITIALIZED", {"not-initialized"},
+                    "not-initialized", "before C_Initialize"),
+    "after-finalize": ("C_GetInfo CKR_CRYPTOKI_NOT_INITIALIZED", {"not-initialized"},
+                       "not-initialized", "after C_Finalize"),
+    "double-init": ("C_Initialize CKR_CRYPTOKI_ALREADY_INITIALIZED", {"already-initialized"},
+                    "already-initialized", "C_Initialize called again"),
+    "many-sessions": ("C_OpenSession CKR_OK", {"sessions-left-open"},
+                      "sessions-left-open", "40 sessions open at once"),
+    "not-logged-in": ("C_GenerateKey CKR_USER_NOT_LOGGED_IN", {"not-logged-in"},
+                      "not-logged-in", "no C_Login before it"),
+    "after-logout": ("C_GenerateKey CKR_USER_NOT_LOGGED_IN", {"not-logged-in"},
+                     "not-logged-in", "the login ended at"),
+    "closed-last-session": ("C_GenerateKey CKR_USER_NOT_LOGGED_IN", {"not-logged-in"},
+                            "not-logged-in", "the login ended at"),
+    "sign-not-permitted": ("C_SignInit CKR_KEY_FUNCTION_NOT_PERMITTED", {"key-usage"},
+                           "key-usage", "does not allow signing: CKA_SIGN is false"),
+    "bad-mechanism": ("C_SignInit CKR_MECHANISM_INVALID", {"mechanism-not-supported"},
+                      "mechanism-not-supported", "CKM_RSA_9796 not supported"),
+    "find-missing": ("C_FindObjects CKR_OK", {"object-not-found"},
+                     "object-not-found", "label 'my_key3', class CKO_PRIVATE_KEY"),
+    "buffer-loop": ("C_Sign CKR_BUFFER_TOO_SMALL", {"buffer-too-small-loop"},
+                    "buffer-too-small-loop", "C_Sign returned CKR_BUFFER_TOO_SMALL 5 times"),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(SHIM_CASES))
+def test_rule_on_a_real_shim_trace(mode: str, token, spy_env, shim_for, tmp_path) -> None:
+    answer, rules, rule, words = SHIM_CASES[mode]
+    findings, events, out = client_trace(mode, token, spy_env, shim_for, tmp_path)
+    assert answer in out.splitlines()
+    assert rules_of(findings) == rules, [f.title for f in findings]
+    f = one(findings, rule)
+    assert words in f.title, f.title
+    assert f.seqs and f.explanation and f.action
+    # the call that shows it is cited
+    failing = answer.split()[0]
+    if not answer.endswith("CKR_OK"):
+        assert any(c.function == failing and c.rv_name == answer.split()[1]
+                   for c in cited_calls(f, events)), f.evidence
+
+
+def test_pin_length_cites_the_token_info(token, spy_env, shim_for, tmp_path) -> None:
+    findings, events, _ = client_trace("short-pin", token, spy_env, shim_for, tmp_path)
+    f = one(findings, "pin-length")
+    assert [c.function for c in cited_calls(f, events)] == ["C_GetTokenInfo", "C_Login"]
+    assert f.data == {"length": 2, "min": 4, "max": 255}
+
+
+def test_not_logged_in_after_logout_cites_login_and_logout(token, spy_env, shim_for,
+                                                            tmp_path) -> None:
+    findings, events, _ = client_trace("after-logout", token, spy_env, shim_for, tmp_path)
+    f = one(findings, "not-logged-in")
+    assert [c.function for c in cited_calls(f, events)] == ["C_Login", "C_Logout",
+                                                            "C_GenerateKey"]
+    assert "(C_Logout)" in f.explanation
+    (tmp_path / "b").mkdir()
+    findings, _, _ = client_trace("closed-last-session", token, spy_env, shim_for,
+                                  tmp_path / "b")
+    assert "its last session was closed" in one(findings, "not-logged-in").explanation
+
+
+def test_login_on_another_token(token, spy_env, shim_for, tmp_path) -> None:
+    r = subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "second",
+                        "--pin", USER_PIN, "--so-pin", "5678"], env=token.env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    findings, events, out = client_trace("other-slot", token, spy_env, shim_for, tmp_path,
+                                         "second")
+    assert "C_GenerateKey CKR_USER_NOT_LOGGED_IN" in out
+    assert rules_of(findings) == {"not-logged-in"}
+    f = one(findings, "not-logged-in")
+    assert "the login was on another token" in f.title
+    assert f"token '{LABEL}'" in f.explanation and "token 'second'" in f.explanation
+    assert [c.function for c in cited_calls(f, events)] == ["C_Login", "C_GenerateKey"]
+
+
+def test_never_finalized_is_information(token, spy_env, shim_for, tmp_path) -> None:
+    findings, _, _ = client_trace("no-finalize", token, spy_env, shim_for, tmp_path)
+    assert rules_of(findings) == set()
+    f = one(findings, "never-finalized")
+    assert f.severity == "info" and f.data == {"open_sessions": 2}
+    assert "2 sessions still open" in f.explanation
+
+
+def test_key_usage_shows_where_the_attribute_was_read(token, spy_env, shim_for,
+                                                      tmp_path) -> None:
+    findings, events, _ = client_trace("sign-not-permitted", token, spy_env, shim_for,
+                                       tmp_path)
+    f = one(findings, "key-usage")
+    assert [c.function for c in cited_calls(f, events)] == ["C_GetAttributeValue",
+                                                            "C_SignInit"]
+
+
+def test_mechanism_absent_from_the_list(token, spy_env, shim_for, tmp_path) -> None:
+    findings, events, _ = client_trace("bad-mechanism", token, spy_env, shim_for, tmp_path)
+    f = one(findings, "mechanism-not-supported")
+    assert f.data["listed"] is False
+    assert "not in the token's mechanism list" in f.explanation
+    assert cited_calls(f, events)[0].function == "C_GetMechanismList"
+
+
+def test_healthy_shim_trace_has_no_finding(token, spy_env, shim_for, tmp_path) -> None:
+    findings, _, out = client_trace("healthy", token, spy_env, shim_for, tmp_path)
+    assert "C_Sign CKR_OK" in out
+    assert above_info(findings) == []
+
+
+def test_wrong_then_right_pin_is_a_warning(token, tmp_path) -> None:
+    """pkcs11-tool with a wrong PIN, then the right one, under `p11spy run` into one file."""
+    out = tmp_path / "pins.p11"
+    env = {k: v for k, v in token.env.items() if not k.startswith("P11SPY_")}
+    for pin in ("0000", USER_PIN):
+        r = subprocess.run([P11SPY, "run", "-o", str(out), "--", "pkcs11-tool", "--module",
+                            token.module, "--login", "--pin", pin, "-O"], env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert ("CKR_PIN_INCORRECT" in r.stderr) == (pin == "0000"), r.stderr
+    findings, events = diagnosed(out)
+    f = one(findings, "pin-incorrect")
+    assert f.severity == "warning" and f.data["recovered"] is True
+    assert [(c.function, c.rv_name) for c in cited_calls(f, events)] == [
+        ("C_Login", "CKR_PIN_INCORRECT"), ("C_Login", "CKR_OK")]
+    assert rules_of(findings) == {"pin-incorrect"}
+
+
+def test_token_label_not_found_python_pkcs11(token, spy_env, shim_for, tmp_path) -> None:
+    """python-pkcs11 looks for a token by label, as MQ/GSKit do, and does not find it."""
+    pytest.importorskip("pkcs11")
+    out = tmp_path / "label.p11"
+    code = ("import sys, pkcs11\nlib = pkcs11.lib(sys.argv[1])\n"
+            "try:\n    lib.get_token(token_label=sys.argv[2])\n"
+            "except pkcs11.NoSuchToken:\n    print('NoSuchToken')\n")
+    wanted = f"UserPIN ({LABEL})"
+    r = run([sys.executable, "-c", code, str(shim_for(token.module)), wanted],
+            spy_env(token, out))
+    assert r.stdout.strip() == "NoSuchToken", r.stderr
+    findings, events = diagnosed(out, token_label=wanted)
+    f = one(findings, "token-label-not-found")
+    assert f.severity == "error"
+    assert f.title == f"No token labelled '{wanted}' (did you mean '{LABEL}'?)"
+    assert {c.function for c in cited_calls(f, events)} == {"C_GetTokenInfo"}
+    assert "AMQ9669E" in f.codes
+    # without the label: only an informational note
+    findings, _ = diagnosed(out)
+    assert above_info(findings) == []
+    assert f"'{LABEL}'" in one(findings, "tokens-without-session").title
+    # the label it was configured with is there: nothing to say
+    findings, _ = diagnosed(out, token_label=LABEL)
+    assert not [f for f in findings if f.rule == "token-label-not-found"]
+
+
+# --- OpenSC's pkcs11-spy: the PIN's bytes in clear ------------------------------------------------
+
+@pytest.mark.parametrize("mode,words", [("utf16", "UTF-16 text"), ("ebcdic", "EBCDIC digits"),
+                                        ("newline", "followed by a newline")])
+def test_pin_encoding_in_a_pkcs11_spy_trace(mode: str, words: str, token, tmp_path) -> None:
+    if not Path(PKCS11_SPY).exists():
+        pytest.fail(f"{PKCS11_SPY} is missing: run `make setup` (opensc)")
+    out = tmp_path / f"{mode}.log"
+    env = {**token.env, "PKCS11SPY": token.module, "PKCS11SPY_OUTPUT": str(out)}
+    r = run([sys.executable, str(CLIENT), PKCS11_SPY, mode, token.label, USER_PIN], env)
+    assert "C_Login CKR_PIN_INCORRECT" in r.stdout, r.stdout + r.stderr
+    findings, events = diagnosed(out)
+    assert rules_of(findings) == {"pin-incorrect", "pin-encoding"}
+    f = one(findings, "pin-encoding")
+    assert words in f.title and f.severity == "error"
+    assert [c.function for c in cited_calls(f, events)] == ["C_Login"]
+
+
+# --- OpenSC without a PC/SC service, under p11spy run ------------------------------------------
+
+def test_no_pcscd_under_p11spy_run(tmp_path: Path) -> None:
+    """opensc-pkcs11 with PCSCLITE_CSOCK_NAME at a socket that does not exist: the same as no
+    pcscd running, whatever runs on this machine."""
+    out = tmp_path / "nopcscd.p11"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("P11SPY_", "OPENSC"))}
+    env["PCSCLITE_CSOCK_NAME"] = str(tmp_path / "no-such-socket")
+    r = subprocess.run([P11SPY, "run", "-o", str(out), "--", "pkcs11-tool", "--module",
+                        OPENSC_MODULE, "-L"], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert "No slots." in r.stdout + r.stderr, r.stdout + r.stderr
+    findings, events = diagnosed(out)
+    assert rules_of(findings) == {"no-pcsc-service", "no-token"}
+    f = one(findings, "no-pcsc-service")
+    by_seq = {e.seq: e for e in events}
+    assert all(getattr(by_seq[s], "function", "") == "SCardEstablishContext" for s in f.seqs)
+    assert "pcscd" in f.title
+    assert "PC/SC service was not reachable" in one(findings, "no-token").explanation
+
+
+# --- the fixtures: real traces of both kinds ---------------------------------------------------
+
+HEALTHY = [
+    "pkcs11-spy/real-0.23-info-mechanisms.log", "pkcs11-spy/real-0.23-init-pin.log",
+    "pkcs11-spy/real-0.23-keypair-sign.log", "pkcs11-spy/real-0.23-login-list-objects.log",
+    "pkcs11-spy/real-0.23-secret-key-read.log", "pkcs11-spy/real-0.23-set-pin.log",
+    "pkcs11-spy/real-0.23-two-processes.log", "pkcs11-spy/written-0.24-linux-pt.log",
+    "pkcs11-spy/written-0.26-linux-null-names.log",
+    "pkcs11-spy/written-0.27-linux-interleaved-threads.log",
+    "opensc-debug/real-0.23-card-list-debug3.log", "opensc-debug/real-0.23-card-sign-debug9.log",
+    "opensc-debug/written-0.20-linux-two-threads.log",
+    "opensc-debug/written-0.21-linux-truncated-4k.log",
+    "opensc-debug/written-0.15-linux-old-apdu-dumps.log",
+    "opensc-debug/fieldnotes-0.18-linux-login-verify.log",
+    "opensc-debug/ref-0.18-linux-opensc-tool.log", "opensc-debug/ref-0.19-windows-pkcs15-tool.log",
+    "opensc-debug/ref-0.23-windows-cardmod.log",
+]
+
+
+@pytest.mark.parametrize("name", HEALTHY)
+def test_healthy_fixture_has_no_finding(name: str) -> None:
+    path = FIXTURES / name
+    if not path.exists():
+        pytest.skip(f"{name} is not in this checkout")
+    findings, _ = diagnosed(path)
+    assert above_info(findings) == [], [f.title for f in findings]
+
+
+# fixture -> rules above info it must give
+BROKEN = {
+    "pkcs11-spy/real-0.23-login-wrong-pin.log": {"pin-incorrect"},
+    "opensc-debug/real-0.23-L-debug3-stderr.log": {"no-pcsc-service", "no-token"},
+    "opensc-debug/real-0.23-I-debug9-stderr.log": {"no-pcsc-service", "no-token"},
+    "opensc-debug/real-0.23-card-wrong-pin-debug9.log": {"pin-incorrect"},
+    "pkcs11-spy/written-0.24-windows-pt-crlf.log": {"pin-incorrect", "pin-encoding",
+                                                    "not-logged-in"},
+    "opensc-debug/written-0.26-linux-two-processes.log": {"card-not-recognised"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_fixture_findings(name: str) -> None:
+    path = FIXTURES / name
+    if not path.exists():
+        pytest.skip(f"{name} is not in this checkout")
+    findings, _ = diagnosed(path)
+    assert rules_of(findings) == BROKEN[name], [f.title for f in findings]
+
+
+def test_opensc_debug_wrong_pin_shows_the_counter() -> None:
+    """A real OPENSC_DEBUG=9 log of a wrong PIN on the card bench: the VERIFY status check
+    (63C3) and the failed VERIFY (63C2) are read from the log's APDU dumps."""
+    path = FIXTURES / "opensc-debug" / "real-0.23-card-wrong-pin-debug9.log"
+    if not path.exists():
+        pytest.skip("fixture not in this checkout")
+    findings, events = diagnosed(path)
+    f = one(findings, "pin-incorrect")
+    assert f.data["tries_left"] == [3, 2]
+    assert "2 tries left" in f.title
+    assert any(isinstance(e, Apdu) for e in events if e.seq in f.seqs)
+
+
+def test_field_notes_pin_reads_as_binary() -> None:
+    """The field notes' pkcs11-spy block (PIN 5B C7 E7 BB E5 FC 6A BE): not ASCII at all."""
+    findings, _ = diagnosed(FIXTURES / "pkcs11-spy" / "written-0.24-windows-pt-crlf.log")
+    assert "binary bytes, not ASCII text" in one(findings, "pin-encoding").title
+
+
+# --- the knowledge base, shared with explain -------------------------------------------------
+
+def test_every_finding_text_is_in_the_knowledge_base() -> None:
+    from p11spy.decoder import diagnose_rules  # noqa: F401
+
+    for name in RULES:
+        assert name in FINDINGS
+    for name, advice in FINDINGS.items():
+        assert advice.severity in ("error", "warning", "info"), name
+        for code in advice.codes:
+            assert codes.lookup(code), f"{name} names {code}, which explain does not know"
+
+
+def test_findings_quote_explain_for_their_codes(token, spy_env, shim_for, tmp_path) -> None:
+    findings, _, _ = client_trace("ebcdic", token, spy_env, shim_for, tmp_path)
+    data = one(findings, "pin-incorrect").to_json()
+    assert data["code_meanings"]["CKR_PIN_INCORRECT"] == \
+        codes.lookup("CKR_PIN_INCORRECT")[0].code.meaning
+
+
+# --- the command ----------------------------------------------------------------------------
+
+def p11spy(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([P11SPY, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_cli_text_and_exit_status() -> None:
+    bad = p11spy("diagnose", str(FIXTURES / "pkcs11-spy" / "real-0.23-login-wrong-pin.log"))
+    assert bad.returncode == 1
+    assert bad.stdout.splitlines()[0].endswith("real-0.23-login-wrong-pin.log: 1 error")
+    assert "[error] Wrong PIN: 1 failed login(s)  (pin-incorrect)" in bad.stdout
+    assert "what to do:" in bad.stdout and "evidence:" in bad.stdout
+    good = p11spy("diagnose", str(FIXTURES / "pkcs11-spy" / "real-0.23-keypair-sign.log"))
+    assert good.returncode == 0 and "no findings" in good.stdout
+
+
+def test_cli_json_lines() -> None:
+    path = FIXTURES / "pkcs11-spy" / "written-0.24-windows-pt-crlf.log"
+    r = p11spy("diagnose", "--json", str(path))
+    assert r.returncode == 1
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [x["rule"] for x in rows] == ["pin-incorrect", "pin-encoding", "not-logged-in"]
+    for x in rows:
+        assert x["type"] == "finding" and x["file"] == str(path)
+        assert set(x) >= {"rule", "severity", "title", "explanation", "action", "evidence",
+                          "seqs", "codes", "code_meanings", "pid", "data"}
+        assert x["seqs"] == [e["seq"] for e in x["evidence"]]
+
+
+def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
+    r = p11spy("diagnose", str(tmp_path / "missing.p11"))
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip() == f"p11spy diagnose: {tmp_path / 'missing.p11'}: no such file"
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    r = p11spy("diagnose", str(empty))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_min_severity_and_token_label() -> None:
+    path = FIXTURES / "opensc-debug" / "real-0.23-card-list-debug3.log"
+    if not path.exists():
+        pytest.skip("fixture not in this checkout")
+    r = p11spy("diagnose", "--min-severity", "warning", str(path))
+    assert r.returncode == 0 and r.stdout.strip().endswith("no findings")
+    spy = FIXTURES / "pkcs11-spy" / "real-0.23-login-list-objects.log"
+    r = p11spy("diagnose", "--token-label", "mytoken", "--json", str(spy))
+    assert r.returncode == 1
+    [row] = [json.loads(x) for x in r.stdout.splitlines()]
+    assert row["rule"] == "token-label-not-found"
+    assert row["data"] == {"wanted": "mytoken", "seen": ["fixture"], "near": None}
+    assert p11spy("diagnose", "--token-label", "fixture", str(spy)).returncode == 0
+
+
+# --- healthy real clients: no false finding ------------------------------------------------
+
+def test_healthy_real_clients_have_no_finding(token, tmp_path: Path) -> None:
+    """pkcs11-tool (key pair, signature), GnuTLS's p11tool and NSS's certutil, each under
+    `p11spy run` on a SoftHSM2 token. NSS opens a session on SoftHSM's uninitialised slot
+    (CKR_TOKEN_NOT_RECOGNIZED there is no unknown card) and looks for a certificate to go
+    with each key (a miss there is no missing object)."""
+    env = {k: v for k, v in token.env.items() if not k.startswith("P11SPY_")}
+    m = token.module
+    data = tmp_path / "data"
+    data.write_bytes(b"healthy")
+    nss = tmp_path / "nss"
+    nss.mkdir()
+    pw = tmp_path / "pw"
+    pw.write_text(USER_PIN + "\n")
+    steps = [
+        ("pkcs11-tool", ["pkcs11-tool", "--module", m, "--token-label", LABEL, "--login",
+                         "--pin", USER_PIN, "--keypairgen", "--key-type", "rsa:2048", "--id",
+                         "01", "--label", "k1"], {}),
+        ("pkcs11-tool", ["pkcs11-tool", "--module", m, "--token-label", LABEL, "--login",
+                         "--pin", USER_PIN, "--sign", "--id", "01", "-m", "SHA256-RSA-PKCS",
+                         "-i", str(data), "-o", str(tmp_path / "sig")], {}),
+        ("p11tool", ["p11tool", "--provider", m, "--login", "--list-all",
+                     f"pkcs11:token={LABEL}"], {"GNUTLS_PIN": USER_PIN}),
+        ("certutil", ["certutil", "-K", "-d", f"sql:{nss}", "-h", "all", "-f", str(pw)], {}),
+    ]
+    subprocess.run(["certutil", "-N", "-d", f"sql:{nss}", "--empty-password"], env=env,
+                   check=True, capture_output=True)
+    subprocess.run(["modutil", "-dbdir", f"sql:{nss}", "-add", "softhsm", "-libfile", m,
+                    "-force"], env=env, check=True, capture_output=True)
+    for name, cmd, extra in steps:
+        out = tmp_path / f"{name}.p11"
+        r = subprocess.run([P11SPY, "run", "-o", str(out), "--", *cmd], env={**env, **extra},
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (name, r.stdout, r.stderr)
+    for name in ("pkcs11-tool", "p11tool", "certutil"):
+        findings, _ = diagnosed(tmp_path / f"{name}.p11")
+        assert above_info(findings) == [], (name, [f.title for f in findings])
+    findings, events = diagnosed(tmp_path / "certutil.p11")
+    assert any(isinstance(e, Call) and e.rv_name == "CKR_TOKEN_NOT_RECOGNIZED" for e in events)

@@ -1,0 +1,98 @@
+"""The findings panel of the viewer (tui/findings.py) on a real trace: it lists what diagnose
+finds, shows the selected finding, and Enter goes to the call it cites."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+
+import pytest
+
+from .conftest import REPO
+
+textual = pytest.importorskip("textual")
+
+from textual.pilot import Pilot  # noqa: E402
+from textual.widgets import DataTable, Static  # noqa: E402
+
+from p11spy.decoder.commands import open_events  # noqa: E402
+from p11spy.decoder.diagnose import diagnose  # noqa: E402
+from p11spy.tui.app import ShowApp  # noqa: E402
+from p11spy.tui.findings import FindingsScreen, finding_text, marks  # noqa: E402
+from p11spy.tui.trace_view import TraceView  # noqa: E402
+
+WRONG_PIN = REPO / "fixtures" / "pkcs11-spy" / "written-0.24-windows-pt-crlf.log"
+SIZE = (100, 30)
+
+
+def sync(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+async def ready(pilot: Pilot) -> TraceView:
+    app: ShowApp = pilot.app  # type: ignore[assignment]
+    tv = None
+    for _ in range(500):
+        await pilot.pause(0.01)
+        try:
+            tv = app.active()
+        except Exception:  # noqa: BLE001 - not composed yet
+            continue
+        if tv.index.complete and tv.view.caught_up and len(tv.view) and tv._shown is not None:
+            break
+    assert tv is not None
+    await pilot.pause(0.1)
+    return tv
+
+
+def test_marks_keep_the_worst_severity() -> None:
+    findings = diagnose(open_events(WRONG_PIN))
+    m = marks(findings)
+    login = one_seq(findings, "pin-encoding")
+    assert m[login] == "error"
+    assert "What to do" in finding_text(findings[0]).plain
+
+
+def one_seq(findings, rule: str) -> int:
+    [f] = [f for f in findings if f.rule == rule]
+    return f.seqs[0]
+
+
+@sync
+async def test_panel_lists_findings_and_goes_to_the_call() -> None:
+    app = ShowApp.for_paths([WRONG_PIN])
+    async with app.run_test(size=SIZE) as pilot:
+        tv = await ready(pilot)
+        chosen: list[int | None] = []
+
+        def done(rec: int | None) -> None:
+            chosen.append(rec)
+            if rec is not None:
+                tv.go_to_record(rec)
+
+        app.push_screen(FindingsScreen(tv.index), done)
+        screen = app.screen
+        assert isinstance(screen, FindingsScreen)
+        for _ in range(300):
+            await pilot.pause(0.01)
+            if screen.findings is not None:
+                break
+        await pilot.pause(0.1)
+        table = screen.query_one("#findings", DataTable)
+        assert table.row_count == 3
+        assert "Wrong PIN" in str(table.get_row_at(0)[1])
+        detail = screen.query_one("#finding", Static)
+        assert "What to do" in str(detail.render())
+        await pilot.press("down", "down")  # the not-logged-in finding
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert len(chosen) == 1 and chosen[0] is not None
+        rec, _kid = tv.calls.current()
+        assert rec == chosen[0]
+        assert tv.index.event(rec).function == "C_Login"  # its first evidence: the login
+

@@ -1,0 +1,135 @@
+"""The findings panel: what `p11spy diagnose` says about the trace, inside the viewer.
+
+Why a screen of its own: the diagnosis reads the whole file once more (decoder/diagnose.py,
+in a worker thread so the viewer stays responsive on a large trace), then lists the findings,
+most important first; the selected one shows its explanation, evidence and what to do, and
+Enter goes to the call it points at. Record numbers in the viewer are the seqs the findings
+cite. `marks()` gives, for each cited record, the worst severity that cites it, for a call
+list that wants to mark them.
+
+Not yet bound to a key in tui/app.py (another change is in flight there); to open it:
+`self.push_screen(FindingsScreen(tv.index), done)` with `done` as for the statistics screen.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from p11spy.decoder.diagnose import RANK, Finding, diagnose
+
+from .trace_index import TraceIndex
+
+COLOURS = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def marks(findings: list[Finding]) -> dict[int, str]:
+    """record -> the worst severity of the findings that cite it."""
+    out: dict[int, str] = {}
+    for f in findings:
+        for seq in f.seqs:
+            if seq not in out or RANK[f.severity] < RANK[out[seq]]:
+                out[seq] = f.severity
+    return out
+
+
+def finding_text(f: Finding) -> Text:
+    """The detail of one finding, as the panel shows it."""
+    t = Text()
+    t.append(f"[{f.severity}] ", COLOURS[f.severity])
+    t.append(f.title + "\n", "bold")
+    t.append(f.explanation + "\n\n")
+    if f.evidence:
+        t.append("Evidence\n", "bold")
+        for e in f.evidence:
+            t.append(f"  #{e.seq:<7}", "bold")
+            t.append(e.what + "\n")
+        if f.more_evidence:
+            t.append(f"  ... and {f.more_evidence} more\n")
+        t.append("\n")
+    t.append("What to do\n", "bold")
+    t.append(f.action + "\n")
+    return t
+
+
+class FindingsScreen(Screen[int | None]):
+    """Dismisses with the record the user chose to go to, or None."""
+
+    DEFAULT_CSS = """
+    FindingsScreen #findings { height: auto; max-height: 12; }
+    FindingsScreen VerticalScroll { padding: 0 1; height: 1fr; }
+    """
+    BINDINGS = [Binding("escape,q,d", "close", "Close"),
+                Binding("enter", "jump", "Go to evidence", show=True)]
+
+    def __init__(self, index: TraceIndex, findings: list[Finding] | None = None) -> None:
+        super().__init__()
+        self.index = index
+        self.findings: list[Finding] | None = findings
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(f"{self.index.path.name}: diagnosing...", "bold"), id="status")
+        yield DataTable(id="findings", cursor_type="row", zebra_stripes=True)
+        with VerticalScroll():
+            yield Static("", id="finding")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#findings", DataTable).add_columns("severity", "finding", "at")
+        if self.findings is None:
+            self.run_worker(self._diagnose, thread=True, exclusive=True)
+        else:
+            self._show(self.findings)
+
+    def _diagnose(self) -> None:
+        from p11spy.decoder.commands import open_events
+
+        found = diagnose(open_events(self.index.path, self.index.format_name
+                                     if self.index.format_name != "?" else None))
+        self.app.call_from_thread(self._show, found)
+
+    def _show(self, findings: list[Finding]) -> None:
+        self.findings = findings
+        n = sum(f.severity != "info" for f in findings)
+        self.query_one("#status", Static).update(Text(
+            f"{self.index.path.name}: {len(findings)} finding(s), {n} above info"
+            + ("" if findings else ": nothing went wrong that p11spy recognises"), "bold"))
+        table = self.query_one("#findings", DataTable)
+        for i, f in enumerate(findings):
+            at = f"#{f.seqs[0]}" if f.seqs else ""
+            table.add_row(Text(f.severity, COLOURS[f.severity]), f.title, at, key=str(i))
+        if findings:
+            self._detail(0)
+            table.focus()
+
+    def _detail(self, i: int) -> None:
+        if self.findings and 0 <= i < len(self.findings):
+            self.query_one("#finding", Static).update(finding_text(self.findings[i]))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._detail(int(event.row_key.value or 0))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self._jump(int(event.row_key.value or 0))
+
+    def action_jump(self) -> None:
+        table = self.query_one("#findings", DataTable)
+        if table.row_count:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            self._jump(int(key or 0))
+
+    def _jump(self, i: int) -> None:
+        """The first call the finding cites (an APDU's or log line's call, when it cites
+        one of those)."""
+        if not self.findings or not self.findings[i].seqs:
+            return
+        rec = self.findings[i].seqs[0]
+        parent = getattr(self.index.event(rec), "parent", None)
+        self.dismiss(parent if parent is not None else rec)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
