@@ -36,6 +36,7 @@ def test_demo_without_a_terminal_prints_the_failed_login() -> None:
         assert ">> 00 20 00 80 08 2A 2A 2A 2A 2A 2A 2A 2A  [VERIFY]  (PIN masked)" in failed
         assert "<< 63 C2  SW 63C2" in failed
         assert "Verification failed (wrong PIN or key): 2 tries left" in out
+        assert "[error] Wrong PIN: 1 failed login(s); 2 tries left  (pin-incorrect)" in out
         assert "opens `p11spy show` instead" in out
         assert "975312" not in out.replace("--pin 975312", "")  # the PIN only in the command
     finally:
