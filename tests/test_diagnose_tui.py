@@ -8,19 +8,17 @@ import functools
 from collections.abc import Callable
 
 import pytest
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Static
+
+from p11spy.decoder.commands import open_events
+from p11spy.decoder.diagnose import diagnose
+from p11spy.tui.app import ShowApp
+from p11spy.tui.findings import FindingsScreen, finding_text, marks
+from p11spy.tui.p11_index import P11Index
+from p11spy.tui.trace_view import TraceView
 
 from .conftest import REPO
-
-textual = pytest.importorskip("textual")
-
-from textual.pilot import Pilot  # noqa: E402
-from textual.widgets import DataTable, Static  # noqa: E402
-
-from p11spy.decoder.commands import open_events  # noqa: E402
-from p11spy.decoder.diagnose import diagnose  # noqa: E402
-from p11spy.tui.app import ShowApp  # noqa: E402
-from p11spy.tui.findings import FindingsScreen, finding_text, marks  # noqa: E402
-from p11spy.tui.trace_view import TraceView  # noqa: E402
 
 WRONG_PIN = REPO / "fixtures" / "pkcs11-spy" / "written-0.24-windows-pt-crlf.log"
 SIZE = (100, 30)
@@ -96,3 +94,21 @@ async def test_panel_lists_findings_and_goes_to_the_call() -> None:
         assert rec == chosen[0]
         assert tv.index.event(rec).function == "C_Login"  # its first evidence: the login
 
+
+
+@pytest.mark.parametrize("name", ["real-card-wrong-pin.p11", "real-card-sign.p11",
+                                  "real-card-list.p11"])
+def test_the_seqs_diagnose_cites_are_the_viewers_records(name: str) -> None:
+    """In a p11spy trace a call's PC/SC records come before it in the file, and the decoder
+    numbers them after it: the viewer maps each seq to its own record."""
+    path = REPO / "fixtures" / "p11spy" / name
+    idx = P11Index(path)
+    idx.scan(lambda: False)
+    events = list(open_events(path))
+    assert len(events) == len(idx.kinds)
+    for e in events:
+        rec = idx.record_of_seq(e.seq)
+        assert rec is not None
+        got = idx.event(rec)
+        assert (type(got), getattr(got, "function", None), getattr(got, "command", None)) == \
+            (type(e), getattr(e, "function", None), getattr(e, "command", None)), e.seq

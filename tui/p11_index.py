@@ -87,6 +87,7 @@ class P11Index(TraceIndex):
         self.kid_end = array("I")
         self.kid_list = array("I")
         self._pending: dict[tuple[int, int], list[int]] = {}
+        self._seq_order: array | None = None  # seq -> record, built when first asked
         self._fd = os.open(path, os.O_RDONLY)
         self.size = os.fstat(self._fd).st_size
 
@@ -353,6 +354,26 @@ class P11Index(TraceIndex):
             e.seq = rec
             return e
         return Warning_(seq=rec, message=f"byte {off}: unreadable record")
+
+    def record_of_seq(self, seq: int) -> int | None:
+        """p11log.read numbers a call's PC/SC records right after the call (they come before
+        it in the file): seq order is each row followed by its children."""
+        order = self._seq_order
+        if order is None or len(order) != len(self.kinds):
+            order = self._seq_order = self._build_seq_order()
+        return order[seq] if 0 <= seq < len(order) else None
+
+    def _build_seq_order(self) -> array:
+        order = array("I")
+        owners, starts, ends, kids = self.kid_owner, self.kid_start, self.kid_end, self.kid_list
+        i, n = 0, len(owners)
+        for rec in list(self.rows):
+            order.append(rec)
+            while i < n and owners[i] < rec:
+                i += 1
+            if i < n and owners[i] == rec:
+                order.extend(kids[starts[i]:ends[i]])
+        return order
 
     def kids(self, rec: int) -> Sequence[int]:
         owners = self.kid_owner

@@ -140,6 +140,11 @@ class TraceIndex:
         """Records that belong to a call (its APDUs, PC/SC calls, log lines), in order."""
         return ()
 
+    def record_of_seq(self, seq: int) -> int | None:
+        """The record of the event the decoder numbers seq (diagnose cites seqs). Text formats
+        keep one record per event in the reader's order, so the two are the same."""
+        return seq if 0 <= seq < len(self.kinds) else None
+
     def apdu_kids(self, rec: int) -> Sequence[int]:
         """The children shown under a call in the list: APDUs and PC/SC calls."""
         kinds = self.kinds
