@@ -12,11 +12,13 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from . import redacted
 from .dialogs import FilterScreen, HelpScreen, PromptScreen
 from .loader import open_index
 from .stats_screen import StatsScreen
@@ -40,6 +42,9 @@ ACTIONS = [
     ("expand_all", "Open all APDUs", "show the APDUs under every call, or fold them"),
     ("raw", "Raw record", "switch the detail pane between decoded and raw"),
     ("follow", "Follow", "go to the last call and follow new ones (with --follow)"),
+    ("redacted", "Redacted view", "the trace with PINs and key material masked, as `p11spy "
+                                  "redact` writes it (again: the original)"),
+    ("export_redacted", "Export redacted trace", "write <name>.redacted<ext> next to the trace"),
     ("help", "Keys", "the help screen"),
 ]
 
@@ -68,6 +73,8 @@ class ShowApp(App[int]):
         Binding("s", "stats", "Stats"),
         Binding("a", "expand_all", "All APDUs", show=False),
         Binding("r", "raw", "Raw", show=False),
+        Binding("R", "redacted", "Redacted view", show=False),
+        Binding("x", "export_redacted", "Export redacted", show=False),
         Binding("escape", "cancel", "Cancel search", show=False),
         Binding("left_square_bracket", "tab(-1)", "Previous file", show=False),
         Binding("right_square_bracket", "tab(1)", "Next file", show=False),
@@ -188,6 +195,58 @@ class ShowApp(App[int]):
 
     def action_cancel(self) -> None:
         self.active().cancel_search()
+
+    def action_redacted(self) -> None:
+        tv = self.active()
+        original = getattr(tv, "redacted_from", None)
+        if original is not None:  # back to the trace as it is
+            self._swap(tv, open_index(original, None, self.follow), self.follow)
+            return
+        tv.say("redacting…")
+        self._redact_for_view(tv)
+
+    @work(thread=True, group="redact", exit_on_error=False)
+    def _redact_for_view(self, tv: TraceView) -> None:
+        from p11spy.decoder.cli import UserError
+
+        try:
+            path, n = redacted.redacted_copy(tv.index.path,
+                                             getattr(tv.index, "format_name", None))
+        except (UserError, OSError) as exc:
+            self.call_from_thread(tv.say, f"cannot redact: {exc}")
+            return
+        self.call_from_thread(self._show_redacted, tv, path, n)
+
+    def _show_redacted(self, tv: TraceView, path: Path, masked: int) -> None:
+        new = self._swap(tv, open_index(path), follow=False)
+        new.redacted_from = tv.index.path  # type: ignore[attr-defined]
+        new.message = f"redacted view: {masked} place(s) masked (R: the original)"
+
+    def _swap(self, tv: TraceView, index: TraceIndex, follow: bool) -> TraceView:
+        """Replaces a trace view by one of another index, in the same place."""
+        new = TraceView(index, follow)
+        tv.stop()
+        tv.parent.mount(new, before=tv)
+        tv.remove()
+        self.call_after_refresh(lambda: new.calls.focus())
+        return new
+
+    def action_export_redacted(self) -> None:
+        tv = self.active()
+        src = getattr(tv, "redacted_from", None) or tv.index.path
+        tv.say("exporting the redacted trace…")
+        self._export(tv, src)
+
+    @work(thread=True, group="redact", exit_on_error=False)
+    def _export(self, tv: TraceView, src: Path) -> None:
+        from p11spy.decoder.cli import UserError
+
+        try:
+            dest, n = redacted.export(src)
+        except (UserError, OSError) as exc:
+            self.call_from_thread(tv.say, f"cannot export: {exc}")
+            return
+        self.call_from_thread(tv.say, f"wrote {dest}: {n} place(s) masked")
 
     def action_tab(self, step: int) -> None:
         if len(self.indexes) < 2:

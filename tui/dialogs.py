@@ -26,6 +26,7 @@ KEYS_HELP = [
     ("Enter / click twice", "open or close the APDUs under a call"),
     ("a", "open or close the APDUs under every call"),
     ("r", "raw record (hex dump, or the original log lines) / decoded view"),
+    ("R / x", "redacted view (PINs, keys masked) / export it next to the trace"),
     ("↑ ↓ PgUp PgDn Home", "move; the detail pane follows the cursor"),
     ("End / G", "last row; with --follow, follow new calls again"),
     ("Tab", "move the focus between the list and the detail pane"),
