@@ -112,3 +112,29 @@ def test_the_seqs_diagnose_cites_are_the_viewers_records(name: str) -> None:
         got = idx.event(rec)
         assert (type(got), getattr(got, "function", None), getattr(got, "command", None)) == \
             (type(e), getattr(e, "function", None), getattr(e, "command", None)), e.seq
+
+
+@sync
+async def test_d_on_a_card_trace_goes_to_the_login_and_marks_it() -> None:
+    """What a user does: open a p11spy trace of a wrong PIN on the card, press d, Enter on the
+    first finding: the viewer is on C_Login, and its row carries the error mark."""
+    path = REPO / "fixtures" / "p11spy" / "real-card-wrong-pin.p11"
+    app = ShowApp.for_paths([path])
+    async with app.run_test(size=(120, 40)) as pilot:
+        tv = await ready(pilot)
+        await pilot.press("d")
+        screen = app.screen
+        assert isinstance(screen, FindingsScreen)
+        for _ in range(300):
+            await pilot.pause(0.01)
+            if screen.findings is not None:
+                break
+        await pilot.pause(0.1)
+        assert "Wrong PIN" in str(screen.query_one("#findings", DataTable).get_row_at(0)[1])
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        rec, _kid = tv.calls.current()
+        assert tv.index.event(rec).function == "C_Login"
+        assert tv.index.marks[rec] == "error"
+        line = tv.calls.render_line(tv.calls.cursor - int(tv.calls.scroll_offset.y))
+        assert "●" in line.text and "C_Login" in line.text

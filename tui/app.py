@@ -20,6 +20,7 @@ from textual.widgets import Footer, TabbedContent, TabPane
 
 from . import redacted
 from .dialogs import FilterScreen, HelpScreen, PromptScreen
+from .findings import FindingsScreen
 from .loader import open_index
 from .stats_screen import StatsScreen
 from .trace_index import TraceIndex
@@ -39,6 +40,7 @@ ACTIONS = [
     ("clear_filter", "Clear filter", "show every call again"),
     ("goto", "Go to", "a record number or a time"),
     ("stats", "Statistics", "per function counts and times, status words, slowest calls"),
+    ("findings", "Findings", "what went wrong, as `p11spy diagnose` says; marks the calls"),
     ("expand_all", "Open all APDUs", "show the APDUs under every call, or fold them"),
     ("raw", "Raw record", "switch the detail pane between decoded and raw"),
     ("follow", "Follow", "go to the last call and follow new ones (with --follow)"),
@@ -71,6 +73,7 @@ class ShowApp(App[int]):
         Binding("F", "clear_filter", "Clear filter", show=False),
         Binding("g", "goto", "Go to"),
         Binding("s", "stats", "Stats"),
+        Binding("d", "findings", "Findings", show=False),
         Binding("a", "expand_all", "All APDUs", show=False),
         Binding("r", "raw", "Raw", show=False),
         Binding("R", "redacted", "Redacted view", show=False),
@@ -183,6 +186,16 @@ class ShowApp(App[int]):
                 tv.say(f"record {rec} is not in the filtered list")
 
         self.push_screen(StatsScreen(tv.index), done)
+
+    def action_findings(self) -> None:
+        tv = self.active()
+
+        def done(rec: int | None) -> None:
+            tv.calls.redraw()  # with the marks the diagnosis left
+            if rec is not None and not tv.go_to_record(rec):
+                tv.say(f"record {rec} is not in the filtered list")
+
+        self.push_screen(FindingsScreen(tv.index), done)
 
     def action_expand_all(self) -> None:
         self.active().toggle_expand_all()

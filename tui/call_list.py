@@ -111,6 +111,10 @@ class CallList(ScrollView, can_focus=True):
         if self.following and n and self.cursor != n - 1:
             self.cursor = n - 1
 
+    def redraw(self) -> None:
+        """Render every row afresh (something a row shows changed, e.g. its mark)."""
+        self._invalidate()
+
     def _invalidate(self) -> None:
         self._gen += 1
         self._strips.clear()

@@ -23,6 +23,8 @@ KEYS_HELP = [
     ("f / F", "filter (errors only, function, thread, session) / clear the filter"),
     ("g", "go to a record number (1234) or a time (12:34:56.789, 2024-03-25 12:34)"),
     ("s", "statistics: per function counts, errors and times; status words; slowest calls"),
+    ("d", "findings: what went wrong (p11spy diagnose); Enter goes to the call, and the list "
+          "marks the calls each finding points at with ●"),
     ("Enter / click twice", "open or close the APDUs under a call"),
     ("a", "open or close the APDUs under every call"),
     ("r", "raw record (hex dump, or the original log lines) / decoded view"),

@@ -4,11 +4,10 @@ Why a screen of its own: the diagnosis reads the whole file once more (decoder/d
 in a worker thread so the viewer stays responsive on a large trace), then lists the findings,
 most important first; the selected one shows its explanation, evidence and what to do, and
 Enter goes to the call it points at. Record numbers in the viewer are the seqs the findings
-cite. `marks()` gives, for each cited record, the worst severity that cites it, for a call
-list that wants to mark them.
+cite, mapped to the viewer's records (TraceIndex.record_of_seq).
 
-Not yet bound to a key in tui/app.py (another change is in flight there); to open it:
-`self.push_screen(FindingsScreen(tv.index), done)` with `done` as for the statistics screen.
+Opened with `d`; once it has run, the call list marks the rows the findings point at (● in
+the finding's colour).
 """
 
 from __future__ import annotations
@@ -22,18 +21,25 @@ from textual.widgets import DataTable, Footer, Static
 
 from p11spy.decoder.diagnose import RANK, Finding, diagnose
 
-from .trace_index import TraceIndex
+from .trace_index import CALL, TraceIndex
 
 COLOURS = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-def marks(findings: list[Finding]) -> dict[int, str]:
-    """record -> the worst severity of the findings that cite it."""
+def marks(findings: list[Finding], index: TraceIndex | None = None) -> dict[int, str]:
+    """Row -> the worst severity of the findings that cite it (or an APDU or line under it).
+    Without an index, by seq."""
     out: dict[int, str] = {}
     for f in findings:
         for seq in f.seqs:
-            if seq not in out or RANK[f.severity] < RANK[out[seq]]:
-                out[seq] = f.severity
+            row: int | None = seq
+            if index is not None:
+                row = index.record_of_seq(seq)
+                if row is None:
+                    continue
+                row = index.call_of(row)
+            if row not in out or RANK[f.severity] < RANK[out[row]]:
+                out[row] = f.severity
     return out
 
 
@@ -94,6 +100,7 @@ class FindingsScreen(Screen[int | None]):
 
     def _show(self, findings: list[Finding]) -> None:
         self.findings = findings
+        self.index.marks = marks(findings, self.index)
         n = sum(f.severity != "info" for f in findings)
         self.query_one("#status", Static).update(Text(
             f"{self.index.path.name}: {len(findings)} finding(s), {n} above info"
@@ -125,11 +132,12 @@ class FindingsScreen(Screen[int | None]):
     def _jump(self, i: int) -> None:
         """The first call the finding cites (an APDU's or log line's call, when it cites
         one of those)."""
-        if not self.findings or not self.findings[i].seqs:
+        if not self.findings:
             return
-        rec = self.findings[i].seqs[0]
-        parent = getattr(self.index.event(rec), "parent", None)
-        self.dismiss(parent if parent is not None else rec)
+        recs = [r for r in map(self.index.record_of_seq, self.findings[i].seqs) if r is not None]
+        calls = [r for r in recs if self.index.kind(r) == CALL]
+        if calls or recs:
+            self.dismiss(calls[0] if calls else self.index.call_of(recs[0]))
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -382,6 +382,10 @@ class P11Index(TraceIndex):
             return self.kid_list[self.kid_start[i]:self.kid_end[i]]
         return ()
 
+    def call_of(self, rec: int) -> int:
+        owner = self.owner(rec)
+        return rec if owner is None else owner
+
     def owner(self, rec: int) -> int | None:
         """The call a child record belongs to (a linear search: used only by search hits)."""
         kind = self.kind(rec)

@@ -123,9 +123,15 @@ class Columns:
         self.args = max(0, width - fixed)
 
 
+# The mark a row gets when a diagnose finding points at it, by the finding's severity.
+MARK_ROLES = {"error": "error", "warning": "warning", "info": "more"}
+
+
 def call_parts(index: TraceIndex, rec: int, e: Event, cols: Columns) -> list[Part]:
     """A top-level row: a call, a process or module header, a warning or a log line."""
-    parts: list[Part] = [(str(rec).rjust(cols.num) + " ", "num")]
+    mark = index.marks.get(rec)
+    parts: list[Part] = [(str(rec).rjust(cols.num) + " ", "num")] if not mark else [
+        (str(rec).rjust(cols.num), "num"), ("●", MARK_ROLES[mark])]
     if cols.time:
         parts.append((_fit(fmt_time(getattr(e, "time", None), 6 if cols.time > 12 else 3),
                            cols.time) + " ", "time"))

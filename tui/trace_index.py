@@ -90,6 +90,9 @@ class TraceIndex:
         self.complete = False  # the scan reached the end (and is not following)
         self.failure: str | None = None  # why the scan stopped early
         self._events = LRU(4096)
+        # record -> the worst severity of the diagnose findings that point at it (the call
+        # list marks those rows); filled by the findings panel
+        self.marks: dict[int, str] = {}
 
     # -- ids ---------------------------------------------------------------------------------
 
@@ -139,6 +142,11 @@ class TraceIndex:
     def kids(self, rec: int) -> Sequence[int]:
         """Records that belong to a call (its APDUs, PC/SC calls, log lines), in order."""
         return ()
+
+    def call_of(self, rec: int) -> int:
+        """The row a record shows under: itself for a call or a header, else its call."""
+        parent = getattr(self.event(rec), "parent", None)  # a seq, which is a record here
+        return parent if isinstance(parent, int) and 0 <= parent < len(self.kinds) else rec
 
     def record_of_seq(self, seq: int) -> int | None:
         """The record of the event the decoder numbers seq (diagnose cites seqs). Text formats
