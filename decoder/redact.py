@@ -67,6 +67,7 @@ MASKERS = {
     "p11spy": "p11spy.decoder.redact_p11log",
     "pkcs11-spy": "p11spy.decoder.redact_spy_text",
     "opensc-debug": "p11spy.decoder.redact_opensc",
+    "pcsc-spy": "p11spy.decoder.redact_pcscspy",
 }
 
 
