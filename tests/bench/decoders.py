@@ -60,18 +60,15 @@ def _child(kind: str, fmt: str, path: Path) -> dict[str, float]:
         with path.open("rb") as f:
             for _ in formats()[fmt].read(f):
                 n += 1
-    elif kind == "redact":
+    elif kind == "redact":  # what `p11spy redact` does, in this process like the reader
+        from p11spy.decoder import redact
+
         out = path.with_name(path.name + ".redacted")
-        res = subprocess.run([str(Path(sys.executable).parent / "p11spy"), "redact",
-                              "--format", fmt, str(path), "-o", str(out)], capture_output=True,
-                             text=True)
-        out.unlink(missing_ok=True)
-        if res.returncode:
-            raise SystemExit(f"redact failed: {res.stderr.strip()}")
+        with path.open("rb") as fin, out.open("wb") as fout:
+            redact.redact(fmt, fin, fout, report=lambda _finding: None)
+        out.unlink()
     seconds = time.perf_counter() - started
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if kind == "redact":
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"seconds": seconds, "items": n, "rss_mb": rss}
 
 
@@ -108,7 +105,8 @@ def rows(workdir: Path) -> list[tuple[str, str]]:
         out.append((f"{label}: reader peak RSS, MB", f"{ours['rss_mb']:.0f}"))
         if with_redact:
             red = measure("redact", fmt, path)
-            out.append((f"{label}: redact, MB/s", f"{real / mb / red['seconds']:.1f}"))
+            out.append((f"{label}: redact, MB/s (written to a file)",
+                        f"{real / mb / red['seconds']:.1f}"))
             out.append((f"{label}: redact / reader time (target <= 1.0)",
                         f"{red['seconds'] / ours['seconds']:.2f}"))
         path.unlink()
