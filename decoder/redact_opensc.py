@@ -77,6 +77,7 @@ class _Redactor:
         self.report = report
         self.dump: _Dump | None = None
         self.incoming = 0  # bytes of an Incoming dump still to pass
+        self.incoming_total = 0  # bytes of that dump in all
         self.out: list[str] = []  # text for fout, written a chunk at a time
         rx = [*_LOOKS, *(_LENGTH_LOOKS if opts.hide_lengths else ())]
         # lines that need a look; all others are copied as they are (unless --strict)
@@ -105,9 +106,11 @@ class _Redactor:
                 return
             self.end_dump()
         if self.incoming > 0:
-            n = len(_pairs(text, min(16, self.incoming)))
-            if n:
-                self.incoming -= n
+            got = _pairs(text, min(16, self.incoming))
+            if got:
+                if self.opts.strict:
+                    text = self.strict_response(no, text, got)
+                self.incoming -= len(got)
                 self.write(text, eol)
                 return
             self.incoming = 0
@@ -122,7 +125,7 @@ class _Redactor:
             if head.group(1) == "Outgoing" and n > 0:
                 self.dump = _Dump(n)
             elif head.group(1) == "Incoming":
-                self.incoming = n
+                self.incoming = self.incoming_total = n
             self.write(text, eol)
             return
         self.write(self.message(no, text), eol)
@@ -168,6 +171,19 @@ class _Redactor:
                 text = _mask_dump_line(text, command, base, count, masked, first=k == 0)
             self.write(text, eol)
             base += count
+
+    def strict_response(self, no: int, text: str, got: list[int]) -> str:
+        """--strict: a response's data (certificates, card serials, cardholder data) masked
+        on this dump line; its status word, the last two bytes, stays."""
+        base = self.incoming_total - self.incoming
+        data = bytes(base) + bytes(got)
+        masked = {i for i in range(base, base + len(got))
+                  if i < self.incoming_total - 2 and data[i] != MARK}
+        if not masked:
+            return text
+        if base == 0 or len(masked) == len(got):
+            self.report(Finding(f"line {no}", "APDU response data (identifying)"))
+        return _mask_dump_line(text, data, base, len(got), masked, first=base == 0)
 
     # -- other lines ---------------------------------------------------------------------------
 

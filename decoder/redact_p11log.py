@@ -343,6 +343,10 @@ class _Redactor:
             f = values.get((2, lf.Phase.IN))
             if f is not None and f.kind == lf.Kind.BYTES:
                 resized = self.apdu(f, values.get((3, lf.Phase.IN)), offset)
+            r = values.get((5, lf.Phase.OUT))
+            if self.opts.strict and r is not None and r.kind == lf.Kind.BYTES \
+                    and _mask(r.data, 0, len(r.data) - 2):
+                self.found(offset, "APDU response data (identifying)")
         elif fidx == _CONTROL:
             code = values.get((1, lf.Phase.IN))
             code_v = _u64(code.data) if code is not None else None

@@ -6,7 +6,9 @@ DATA or RESET RETRY COUNTER in clear (apdu.pin_field decides, as everywhere else
 PIN_VERIFY/MODIFY structure an SCardControl sends to a PIN-pad reader (the control codes are
 learnt from the reader's GET_FEATURE_REQUEST answer, as the spy learns them at capture). The
 masked bytes become 2A in hex and `*` in the decoded text's ASCII column; every line keeps its
-length. pcsc-spy shows no PKCS#11 arguments and no key material.
+length. pcsc-spy shows no PKCS#11 arguments and no key material. With --strict the data of
+every response is masked too (its status word stays): certificates, card serials and
+cardholder data travel there.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class _Call:
     section: str = ""  # decoded: the buffer the rows belong to ("i bSendBuffer", ...)
     span: tuple[int, int] | None = None  # the bytes of the sent buffer to mask
     received: bytes = b""
+    recv_len: int = 0  # decoded: the response's length, as its bRecvLength line says
 
 
 class _Masker:
@@ -72,11 +75,11 @@ class _Masker:
                 self.pin_codes.add(int.from_bytes(data[i + 2:i + 6], "big"))
 
     def _mask(self, text: str, start: int, base: int, count: int, span: tuple[int, int],
-              ascii_at: int | None, lineno: int, what: str) -> str:
+              ascii_at: int | None, lineno: int, what: str, pin: bool = True) -> str:
         """Bytes base..base+count of a buffer written as hex from text[start:]."""
         chars = list(text)
         hit = False
-        keep = self._padding(text, start, base, count, span)
+        keep = self._padding(text, start, base, count, span) if pin else set()
         for j in range(count):
             if not span[0] <= base + j < span[0] + span[1] or j in keep:
                 continue
@@ -143,8 +146,11 @@ class _Masker:
                 return text
             data = bytes.fromhex(body)
             call.buffers += 1
-            if call.buffers > 1:
-                return text
+            if call.buffers > 1:  # the response: its data identifies (--strict)
+                if not self.opts.strict or len(data) <= 2:
+                    return text
+                return self._mask(text, at, 0, len(data), (0, len(data) - 2), None, lineno,
+                                  RESPONSE, pin=False)
         span = self._span(call, data)
         if span is None:
             return text
@@ -184,7 +190,11 @@ class _Masker:
             base = int(row.group(2), 16)
             if call.section == "o bRecvBuffer" or call.section == "o bRecvBuffer[]":
                 call.received = (call.received if base else b"") + data
-                return text
+                if not self.opts.strict or call.function != "SCardTransmit" \
+                        or call.recv_len <= 2:
+                    return text
+                return self._mask(text, start, base, count, (0, call.recv_len - 2),
+                                  start + 48, lineno, RESPONSE, pin=False)
             if call.section != "i bSendBuffer":
                 return text
             if base == 0:
@@ -198,10 +208,13 @@ class _Masker:
             call.section = f"{arg.group(1)} {arg.group(2)}"
             if arg.group(2) == "dwControlCode" and arg.group(3):
                 call.code = int(arg.group(3), 16)
+            if arg.group(2) == "bRecvLength" and arg.group(3):
+                call.recv_len = int(arg.group(3), 16)
         return text
 
 
 _HEX_NUM = re.compile(r"0x[0-9A-Fa-f]+\Z")
+RESPONSE = "APDU response data (identifying)"
 
 
 def _what(call: _Call) -> str:
