@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Static
 from p11spy.decoder.commands import open_events
 from p11spy.decoder.diagnose import diagnose
 from p11spy.tui.app import ShowApp
+from p11spy.tui.detail import build, plain
 from p11spy.tui.findings import FindingsScreen, finding_text, marks
 from p11spy.tui.p11_index import P11Index
 from p11spy.tui.trace_view import TraceView
@@ -138,3 +139,7 @@ async def test_d_on_a_card_trace_goes_to_the_login_and_marks_it() -> None:
         assert tv.index.marks[rec] == "error"
         line = tv.calls.render_line(tv.calls.cursor - int(tv.calls.scroll_offset.y))
         assert "●" in line.text and "C_Login" in line.text
+        # and the detail pane says what the finding says about this call
+        text = plain(build(tv.index, rec), width=200)
+        assert "Findings" in text and "[error] Wrong PIN: 1 failed login(s)" in text
+        assert "what to do: Check which PIN the program really sends" in text

@@ -107,6 +107,14 @@ def _call(index: TraceIndex, rec: int, c: Call, st: dict[str, Style]) -> Rendera
     if len(why) > 1:
         parts += [Text(""), Text(f"Why {c.rv_name}", _role(st, "section"))]
         parts += [Text("  " + ln, _role(st, "explain")) for ln in why[1:]]
+    found = index.findings_at.get(rec, [])
+    if found:  # what `d` (p11spy diagnose) said about this call
+        parts += [Text(""), Text("Findings", _role(st, "section"))]
+        for f in found:
+            parts.append(Text.assemble((f"  [{f.severity}] ", _role(st, "error" if f.severity
+                                                                  == "error" else "explain")),
+                                       (f.title, _role(st, "title"))))
+            parts.append(Text("    what to do: " + f.action, _role(st, "explain")))
     kids = index.kids(rec)
     apdus = [k for k in kids if not isinstance(index.event(k), LogLine)]
     logs = [k for k in kids if k not in set(apdus)]

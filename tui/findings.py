@@ -26,6 +26,16 @@ from .trace_index import CALL, TraceIndex
 COLOURS = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
+def rows_cited(findings: list[Finding], index: TraceIndex) -> dict[int, list[Finding]]:
+    """Row -> the findings that cite it (or an APDU or line under it), most important first."""
+    out: dict[int, list[Finding]] = {}
+    for f in findings:
+        for row in dict.fromkeys(index.call_of(r) for r in map(index.record_of_seq, f.seqs)
+                                 if r is not None):
+            out.setdefault(row, []).append(f)
+    return out
+
+
 def marks(findings: list[Finding], index: TraceIndex | None = None) -> dict[int, str]:
     """Row -> the worst severity of the findings that cite it (or an APDU or line under it).
     Without an index, by seq."""
@@ -101,6 +111,7 @@ class FindingsScreen(Screen[int | None]):
     def _show(self, findings: list[Finding]) -> None:
         self.findings = findings
         self.index.marks = marks(findings, self.index)
+        self.index.findings_at = rows_cited(findings, self.index)
         n = sum(f.severity != "info" for f in findings)
         self.query_one("#status", Static).update(Text(
             f"{self.index.path.name}: {len(findings)} finding(s), {n} above info"

@@ -93,6 +93,7 @@ class TraceIndex:
         # record -> the worst severity of the diagnose findings that point at it (the call
         # list marks those rows); filled by the findings panel
         self.marks: dict[int, str] = {}
+        self.findings_at: dict[int, list[Any]] = {}  # row -> the findings citing it (Finding)
 
     # -- ids ---------------------------------------------------------------------------------
 
