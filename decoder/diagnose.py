@@ -23,6 +23,7 @@ from . import codes
 from .events import Call, Event, Process
 from .knowledge.findings import FINDINGS
 
+ALREADY_INIT = 0x191  # CKR_CRYPTOKI_ALREADY_INITIALIZED
 SEVERITIES = ("error", "warning", "info")
 RANK = {s: i for i, s in enumerate(SEVERITIES)}
 RECENT_CALLS = 512  # calls kept for looking up the parent of an APDU / PC/SC call
@@ -118,7 +119,10 @@ class ProcessState:
     init_seq: int | None = None  # last successful C_Initialize
     initialized: bool = False
     finalize_seq: int | None = None
-    forked: bool = False
+    forked: bool = False  # forked from a traced process, and no C_Initialize of its own yet
+    ppid: int | None = None  # the process it was forked from
+    parent_init: int | None = None  # that process's C_Initialize the fork inherited
+    parent_sessions: dict[Any, Any] = field(default_factory=dict)  # handle -> slot, at fork
     sessions: dict[Any, Any] = field(default_factory=dict)  # handle -> slot
     opened: int = 0
     closed: int = 0
@@ -200,6 +204,12 @@ class Tracker:
             st = self.proc(e.pid)
             if e.info.get("forked"):
                 st.forked = True
+                ppid = e.info.get("ppid")
+                parent = self.processes.get(ppid) if isinstance(ppid, int) else None
+                st.ppid = ppid if isinstance(ppid, int) else None
+                if parent is not None and parent.initialized:
+                    st.parent_init = parent.init_seq
+                    st.parent_sessions = dict(parent.sessions)
             return
         if not isinstance(e, Call):
             return
@@ -213,6 +223,9 @@ class Tracker:
         a = e.args
         if fn == "C_Initialize" and ok:
             st.initialized, st.init_seq, st.forked = True, e.seq, False
+        elif fn == "C_Initialize" and e.rv == ALREADY_INIT and st.forked:
+            # a child that did call C_Initialize; the module kept the parent's state
+            st.initialized, st.forked = True, False
         elif fn == "C_Finalize" and ok:
             st.initialized, st.finalize_seq = False, e.seq
             st.sessions.clear()

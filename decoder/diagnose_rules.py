@@ -381,14 +381,38 @@ class PinEncoding(Rule):
 
 @rule
 class NotLoggedIn(Rule):
-    """CKR_USER_NOT_LOGGED_IN, with why: no login, a logout, a login on another token."""
+    """CKR_USER_NOT_LOGGED_IN, with why: no login, a logout, a login on another token, or a
+    login the card lost (reset or removed after it, under this very call or before)."""
 
     name = "not-logged-in"
 
     def __init__(self) -> None:
         self.groups: dict[tuple[Any, str, str], dict[str, Any]] = {}
+        self.gone: list[tuple[Any, int, int | None, str]] = []  # (pid, seq, parent, what)
+        self.lost: list[dict[str, Any]] = []  # calls refused although the login stands
+
+    def _card_went(self, e: PcscCall | Apdu | LogLine) -> None:
+        name = e.rv_name if isinstance(e, PcscCall) else getattr(e, "error", None)
+        if name in SCARD_GONE:
+            what = f"the card was {SCARD_GONE[name]} ({name})"
+        elif isinstance(e, LogLine) and _GONE_LOG.search(e.text):
+            what = "the card was reset" if "reset" in e.text.lower() else "the card was removed"
+        else:
+            return
+        if len(self.gone) >= MAX_KEPT:
+            del self.gone[0]
+        self.gone.append((e.pid, e.seq, e.parent, what))
+
+    def _group(self, pid: Any, why: str, function: str, detail: str,
+               evidence: list[Evidence]) -> None:
+        g = self.groups.setdefault((pid, why, function), {"ev": [], "detail": detail})
+        for x in evidence:
+            if x.seq not in {y.seq for y in g["ev"]}:
+                keep(g["ev"], x)
 
     def observe(self, e: Event, t: Tracker) -> None:
+        if isinstance(e, (PcscCall, Apdu, LogLine)):
+            self._card_went(e)
         if not isinstance(e, Call) or e.rv != NOT_LOGGED_IN:
             return
         st = t.proc(e.pid)
@@ -417,6 +441,14 @@ class NotLoggedIn(Rule):
             extra.append(Evidence(seq, f"login ended: {how}"))
             if slot in st.logins:
                 extra.append(Evidence(st.logins[slot].seq, "C_Login"))
+        elif slot in st.logged_in:
+            # judged at the end: the card may go away under this very call (its PC/SC calls
+            # and APDUs come after it in the trace)
+            if len(self.lost) < MAX_KEPT:
+                self.lost.append({"pid": e.pid, "seq": e.seq, "function": e.function,
+                                  "login": st.logged_in[slot], "token": token,
+                                  "ev": call_ev(e, token)})
+            return
         elif slot in st.logins and not st.logins[slot].ok:
             seq = st.logins[slot].seq
             why = "the login failed"
@@ -425,17 +457,36 @@ class NotLoggedIn(Rule):
         else:
             why = "no C_Login before it"
             detail = f"No C_Login on {token} appears in the trace before this call."
-        g = self.groups.setdefault((e.pid, why, e.function),
-                                   {"ev": [], "detail": detail, "pid": e.pid})
-        for x in extra:
-            if x.seq not in {y.seq for y in g["ev"]}:
-                g["ev"].append(x)
-        keep(g["ev"], call_ev(e, token))
+        self._group(e.pid, why, e.function, detail, [*extra, call_ev(e, token)])
+
+    def _lost_login(self, c: dict[str, Any]) -> None:
+        login, token = c["login"], c["token"]
+        ev = [Evidence(login, "C_Login -> CKR_OK")]
+        gone = [g for g in self.gone if g[0] == c["pid"] and g[1] > login
+                and (g[1] < c["seq"] or g[2] == c["seq"])]
+        if gone:
+            _, seq, _, what = gone[-1]
+            why = f"{what.split(' (')[0]} at #{seq}"
+            detail = (f"The program logged in on {token} (C_Login #{login}) and did not log "
+                      f"out, but {what} at #{seq}: that clears the card's login, and the "
+                      "module did not log in again by itself.")
+            ev.append(Evidence(seq, what))
+        else:
+            why = "the token forgot the login"
+            detail = (f"The program logged in on {token} (C_Login #{login}) and did not log "
+                      "out, yet the token answers as if it had: the card was reset or "
+                      "re-inserted, or another program logged it out.")
+        self._group(c["pid"], why, c["function"], detail, [*ev, c["ev"]])
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
+        for c in self.lost:
+            self._lost_login(c)
         for (pid, why, function), g in self.groups.items():
+            lost = why.startswith("the card was") or why == "the token forgot the login"
             yield finding(self.name, g["ev"], pid=pid, function=function, why=why,
-                          detail=g["detail"])
+                          detail=g["detail"],
+                          more=" After a card reset or re-insertion, log in again (or let the "
+                               "module do it: OpenSC use_pin_caching)." if lost else "")
 
 
 # --- library life cycle -----------------------------------------------------------------------
@@ -447,6 +498,7 @@ class AlreadyInitialized(Rule):
     def __init__(self) -> None:
         self.ev: dict[Any, list[Evidence]] = {}
         self.first: dict[Any, str] = {}
+        self.forked: dict[Any, tuple[int | None, int | None]] = {}  # pid -> (ppid, init seq)
 
     def observe(self, e: Event, t: Tracker) -> None:
         if isinstance(e, Call) and e.function == "C_Initialize" and e.rv == ALREADY_INIT:
@@ -455,25 +507,62 @@ class AlreadyInitialized(Rule):
             if not ev and st.init_seq is not None:
                 ev.append(Evidence(st.init_seq, "C_Initialize -> CKR_OK (the first one)"))
                 self.first[e.pid] = f"C_Initialize #{st.init_seq}"
+            elif not ev and st.forked and st.init_seq is None:
+                self.forked[e.pid] = (st.ppid, st.parent_init)
+                if st.parent_init is not None:
+                    ev.append(Evidence(st.parent_init, f"C_Initialize -> CKR_OK (process "
+                                                       f"{st.ppid}, before the fork)"))
             keep(ev, call_ev(e))
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
         for pid, ev in self.ev.items():
-            yield finding(self.name, ev, pid=pid,
-                          first=self.first.get(pid, "before the trace began"))
+            if pid in self.forked:
+                ppid, init = self.forked[pid]
+                parent = f"process {ppid}" if ppid is not None else "its parent"
+                yield finding(
+                    self.name, ev, pid=pid, where=f" (in forked child process {pid})",
+                    first=f"inherited from {parent}"
+                          + (f", C_Initialize #{init}" if init else "") + ", before the fork",
+                    detail="The child did right to call C_Initialize; the module does not "
+                           "notice the fork and kept the parent's state, so the child works "
+                           "on a copy of it that shares the parent's open files, sockets and "
+                           "card connections.",
+                    more=" After a fork, this module is not safe to use in the child: "
+                         "initialise it only after forking, in each process that uses it, "
+                         "or exec a new program in the child.",
+                    data={"forked": True, "ppid": ppid})
+                continue
+            yield finding(self.name, ev, pid=pid, where="",
+                          first=self.first.get(pid, "before the trace began"),
+                          detail="This happens when two parts of one program (two libraries, "
+                                 "a plug-in and the host, an engine and the application) each "
+                                 "initialise the same module; whichever then calls C_Finalize "
+                                 "pulls the module from under the other.", more="")
+
+
+NO_INIT_NEEDED = ("C_GetFunctionList", "C_GetInterfaceList", "C_GetInterface", "C_Initialize")
 
 
 @rule
 class NotInitialized(Rule):
+    """Calls the module refused as not initialised, and calls in a forked child that never
+    called C_Initialize, which a module that does not notice the fork answers from the copy
+    of its parent's state (undefined in PKCS#11: a warning, even when they return CKR_OK)."""
+
     name = "not-initialized"
+    FORKED = "in a forked child without its own C_Initialize"
 
     def __init__(self) -> None:
         self.groups: dict[tuple[Any, str], dict[str, Any]] = {}
 
     def observe(self, e: Event, t: Tracker) -> None:
-        if not isinstance(e, Call) or e.rv != NOT_INIT:
+        if not isinstance(e, Call):
             return
         st = t.proc(e.pid)
+        if e.rv != NOT_INIT:
+            if st.forked and not st.initialized and e.function not in NO_INIT_NEEDED:
+                self._forked(e, st)
+            return
         extra = []
         if st.finalize_seq is not None and not st.initialized:
             why = "after C_Finalize"
@@ -495,9 +584,51 @@ class NotInitialized(Rule):
         keep(g["ev"], call_ev(e))
         g["n"] += 1
 
+    def _forked(self, e: Call, st: Any) -> None:
+        g = self.groups.get((e.pid, self.FORKED))
+        if g is None:
+            g = self.groups[(e.pid, self.FORKED)] = {"ev": [], "n": 0, "severity": "warning",
+                                                     "inherited": {}, "ppid": st.ppid,
+                                                     "parent_init": st.parent_init}
+            if st.parent_init is not None:
+                g["ev"].append(Evidence(st.parent_init, f"C_Initialize -> CKR_OK (process "
+                                                        f"{st.ppid}, before the fork)"))
+        h = e.args.get("hSession")
+        note = ""
+        if h is not None and h in st.parent_sessions and h not in st.sessions:
+            note = "a session of the parent process"
+            g["inherited"].setdefault(h, e.seq)
+        keep(g["ev"], call_ev(e, note))
+        g["n"] += 1
+
     def finish(self, t: Tracker) -> Iterable[Finding]:
         for (pid, why), g in self.groups.items():
-            yield finding(self.name, g["ev"], pid=pid, n=g["n"], why=why, detail=g["detail"])
+            if why != self.FORKED:
+                yield finding(self.name, g["ev"], pid=pid, n=g["n"], why=why,
+                              when=f"while the library was not initialised ({why})",
+                              detail=g["detail"])
+                continue
+            parent = f"process {g['ppid']}" if g["ppid"] is not None else "its parent"
+            init = f" (C_Initialize #{g['parent_init']})" if g["parent_init"] else ""
+            used = ""
+            if g["inherited"]:
+                handles = ", ".join(str(h) for h in list(g["inherited"])[:4])
+                used = (f" It also used session handle(s) {handles} that the parent had "
+                        f"opened (first at #{min(g['inherited'].values())}).")
+            detail = (f"Process {pid} was forked from {parent}, which had initialised the "
+                      f"library{init}, and called it without a C_Initialize of its own; the "
+                      "module answered from the copy of the parent's state it inherited, "
+                      "without error." + used + " PKCS#11 (v2.40 section 6.7.6) says a child "
+                      "must call C_Initialize before anything else and leaves the rest "
+                      "undefined: the copy shares the parent's open files, sockets and card "
+                      "connections, so the child's calls can disturb the parent's sessions, "
+                      "and a module that notices the fork refuses them "
+                      "(CKR_CRYPTOKI_NOT_INITIALIZED).")
+            yield finding(self.name, g["ev"], severity=g["severity"], pid=pid, n=g["n"],
+                          why=why, when=f"in forked child process {pid} without its own "
+                                        "C_Initialize", detail=detail,
+                          data={"forked": True, "ppid": g["ppid"], "calls": g["n"],
+                                "parent_sessions_used": list(g["inherited"])})
 
 
 @rule
@@ -701,7 +832,10 @@ SCARD_STATE_PRESENT = 0x20
 class CardRemoved(Rule):
     """The card removed, reset or silent mid-operation: PC/SC says so (a removed or reset
     card, a reader that now shows no card), exchanges that got no answer after the card had
-    been answering, or the module says the device was removed."""
+    been answering, or the module says the device was removed. When every call the card went
+    away under still returned CKR_OK, the card answering again under them (OpenSC reconnects
+    after a reset and, with the PIN cached, verifies it again), it is a warning that says how
+    the module recovered."""
 
     name = "card-removed"
     PCSC_OPS = ("SCardTransmit", "SCardBeginTransaction", "SCardEndTransaction", "SCardStatus",
@@ -710,7 +844,8 @@ class CardRemoved(Rule):
     DETAIL = {
         "removed": "the reader reported the card gone (SCARD_W_REMOVED_CARD, no card, or the "
                    "reader's state turned empty)",
-        "reset": "the card was reset (SCARD_W_RESET_CARD), by another program or a power glitch",
+        "reset": "the card was reset (SCARD_W_RESET_CARD): another program connected to it "
+                 "and reset it, or the reader did",
         "stopped answering": "commands that had been answered got no answer any more (an empty "
                              "response or a failed transmit), as when the card is pulled or "
                              "loses contact in the middle of an exchange",
@@ -721,8 +856,12 @@ class CardRemoved(Rule):
         self.what: set[str] = set()
         self.answered = False  # the card answered some command before
         self.present: set[str] = set()  # readers seen with a card
-        self.calls: set[int] = set()
+        self.calls: dict[int, bool] = {}  # seq of a call the card went away under -> it failed
+        self.failed = False  # a call failed for it, or an event with no call to judge by
         self.seen = 0
+        self.reconnect: Evidence | None = None  # SCardReconnect that worked, after the reset
+        self.reverify: Evidence | None = None  # the module verified the PIN again, after it
+        self.resumed = False  # the card answered again under such a call
 
     def _gone(self, what: str, ev: Evidence, e: Event, t: Tracker) -> None:
         self.what.add(what)
@@ -730,11 +869,31 @@ class CardRemoved(Rule):
         if self.seen <= self.MAX_SHOWN:
             self.ev.append(ev)
         parent = t.parent(e)
-        if parent is not None and parent.seq not in self.calls and parent.rv:
-            self.calls.add(parent.seq)
+        if parent is None:
+            self.failed = self.failed or not isinstance(e, Call) or bool(e.rv)
+            return
+        if parent.seq not in self.calls:
+            self.calls[parent.seq] = bool(parent.rv)
+            self.failed = self.failed or bool(parent.rv)
             keep(self.ev, Evidence(parent.seq, parent.text()))
 
+    def _after(self, e: Event) -> None:
+        """What the module did about it, under the calls the card went away under."""
+        if getattr(e, "parent", None) not in self.calls:
+            return
+        if isinstance(e, Apdu) and e.sw is not None:
+            self.resumed = True
+        if isinstance(e, PcscCall) and e.function == "SCardReconnect" and e.rv == 0 \
+                and self.reconnect is None:
+            self.reconnect = Evidence(e.seq, f"{e.function} -> {e.rv_name or 'SCARD_S_SUCCESS'}"
+                                             " (the module connected again)")
+        elif isinstance(e, Apdu) and is_pin_apdu(e) and apdu_has_data(e) and e.sw == "9000" \
+                and self.reverify is None:
+            self.reverify = apdu_ev(e, "the module sent the PIN again")
+
     def observe(self, e: Event, t: Tracker) -> None:
+        if self.calls:
+            self._after(e)
         if isinstance(e, Apdu):
             if e.error in SCARD_GONE:
                 self._gone(SCARD_GONE[e.error], apdu_ev(e), e, t)
@@ -765,6 +924,7 @@ class CardRemoved(Rule):
             self._gone("removed", call_ev(e), e, t)
         elif isinstance(e, Call) and e.rv in (TOKEN_NOT_PRESENT, SESSION_HANDLE_INVALID,
                                               SESSION_CLOSED) and self.what:
+            self.failed = True
             keep(self.ev, call_ev(e, "after the card went"))
         elif isinstance(e, Call) and e.rv == TOKEN_NOT_PRESENT \
                 and e.args.get("hSession") in t.proc(e.pid).sessions:
@@ -775,13 +935,58 @@ class CardRemoved(Rule):
     def finish(self, t: Tracker) -> Iterable[Finding]:
         if not self.ev:
             return
-        what = " and ".join(w for w in self.DETAIL if w in self.what)
-        detail = "; ".join(self.DETAIL[w] for w in self.DETAIL if w in self.what)
+        kinds = [w for w in self.DETAIL if w in self.what]
+        what = " and ".join(kinds)
+        detail = "; ".join(self.DETAIL[w] for w in kinds)
         if self.seen > self.MAX_SHOWN:
             detail += f" ({self.seen} failed exchanges in all)"
-        yield finding(self.name, self.ev, what=what, detail=detail,
-                      data={"what": [w for w in self.DETAIL if w in self.what],
-                            "failed_exchanges": self.seen})
+        ev = list(self.ev)
+        # recovered: every call it hit returned CKR_OK, the card answering again under them
+        recovered = not self.failed and bool(self.calls) and self.resumed
+        if recovered:
+            ev += [x for x in (self.reconnect, self.reverify) if x is not None]
+            first = min(self.calls)
+            fn = t.recent[first].function if first in t.recent else "the call"
+            outcome = (f"; the module recovered and {fn} #{first} returned CKR_OK"
+                       if len(self.calls) == 1 else
+                       f"; the module recovered and the {len(self.calls)} calls it hit "
+                       "returned CKR_OK")
+            how = []
+            if self.reconnect is not None:
+                how.append(f"connected to the card again (#{self.reconnect.seq})")
+            if self.reverify is not None:
+                how.append(f"sent the PIN again (VERIFY #{self.reverify.seq}): a reset clears "
+                           "the card's login, and the module had kept the PIN (OpenSC: "
+                           "use_pin_caching) to log in again by itself")
+            consequence = (
+                "The module " + (", ".join(how) if how else "carried on")
+                + ", so the program did not notice. Not every set-up recovers: without the "
+                "PIN cached (use_pin_caching = false, a PIN-pad reader, another module) the "
+                "same interruption fails the call (CKR_USER_NOT_LOGGED_IN, "
+                "CKR_DEVICE_REMOVED), and each recovery costs time.")
+            then = (" The program needs no change; find what resets or drops the card before "
+                    "it meets a set-up that cannot recover.")
+        else:
+            failed = [q for q, bad in self.calls.items() if bad and q in t.recent]
+            outcome = ""
+            if failed:
+                c = t.recent[failed[0]]
+                outcome = f": {c.function} #{c.seq} failed ({c.rv_name or c.rv})"
+                if len(failed) > 1:
+                    outcome += f" and {_plural(len(failed) - 1, 'more call')}"
+            if kinds == ["reset"]:
+                consequence = ("The operation failed: a reset clears what was established on "
+                               "the card (the selected application, the verified PIN), so the "
+                               "login is lost even when the session survives.")
+            else:
+                consequence = ("The operation failed and the sessions of that token are gone; "
+                               "a reset also loses the login.")
+            then = " The program must open a new session and log in again."
+        yield finding(self.name, ev, severity="warning" if recovered else None,
+                      what=what, detail=detail, outcome=outcome, consequence=consequence,
+                      then=then,
+                      data={"what": kinds, "failed_exchanges": self.seen,
+                            "recovered": recovered, "calls": sorted(self.calls)})
 
 
 # --- the token the client wanted --------------------------------------------------------------

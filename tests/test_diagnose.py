@@ -194,6 +194,68 @@ def test_mechanism_absent_from_the_list(token, spy_env, shim_for, tmp_path) -> N
     assert cited_calls(f, events)[0].function == "C_GetMechanismList"
 
 
+def forked_trace(mode: str, token, spy_env, shim_for, tmp_path: Path
+                 ) -> tuple[list[Finding], list[Event], dict[str, int], list[str]]:
+    """The client forks after C_Initialize; both processes append to one trace file (no %p in
+    P11SPY_OUTPUT). Returns the findings, the events, {"parent": pid, "child": pid} and the
+    child's printed answers."""
+    findings, events, out = client_trace(mode, token, spy_env, shim_for, tmp_path)
+    [child_pid] = [int(line.split()[-1]) for line in out.splitlines()
+                   if line.startswith("child pid ")]
+    pids = {e.pid for e in events if isinstance(e, Call)}
+    assert child_pid in pids and len(pids) == 2, pids  # one file, both processes
+    [parent_pid] = pids - {child_pid}
+    child = [line.removeprefix("child ") for line in out.splitlines()
+             if line.startswith("child C_")]
+    return findings, events, {"parent": parent_pid, "child": child_pid}, child
+
+
+def test_calls_in_a_forked_child_without_c_initialize(token, spy_env, shim_for,
+                                                      tmp_path) -> None:
+    """SoftHSM2 does not notice the fork: the child's calls, even on the parent's session,
+    get CKR_OK. PKCS#11 says the child must call C_Initialize first; a warning for the child
+    (with its pid), nothing for the parent."""
+    findings, events, pid, child = forked_trace("forked-child", token, spy_env, shim_for,
+                                                tmp_path)
+    assert child == ["C_GetSlotList CKR_OK", "C_GetSlotList CKR_OK", "C_OpenSession CKR_OK",
+                     "C_GetSessionInfo CKR_OK"]
+    assert rules_of(findings) == {"not-initialized"}, [f.title for f in findings]
+    f = one(findings, "not-initialized")
+    assert f.severity == "warning" and f.pid == pid["child"]
+    assert f.title == (f"4 call(s) in forked child process {pid['child']} without its own "
+                       "C_Initialize")
+    assert f"forked from process {pid['parent']}" in f.explanation
+    assert "6.7.6" in f.explanation
+    cited = [(c.pid, c.function) for c in cited_calls(f, events)]
+    assert cited == [(pid["parent"], "C_Initialize")] + [
+        (pid["child"], fn) for fn in ("C_GetSlotList", "C_GetSlotList", "C_OpenSession",
+                                      "C_GetSessionInfo")]
+    # the session the child used is the one its parent opened
+    [opened] = [c for c in events if isinstance(c, Call) and c.function == "C_OpenSession"
+                and c.pid == pid["parent"]]
+    assert f.data["parent_sessions_used"] == [opened.args["phSession"]]
+    assert "a session of the parent process" in f.evidence[-1].what
+
+
+def test_forked_child_that_calls_c_initialize(token, spy_env, shim_for, tmp_path) -> None:
+    """The child does call C_Initialize; SoftHSM2 answers CKR_CRYPTOKI_ALREADY_INITIALIZED (it
+    kept the parent's state): no call-without-initialise finding, and the already-initialised
+    finding says it was a fork, not two parts of one program."""
+    findings, events, pid, child = forked_trace("forked-child-init", token, spy_env, shim_for,
+                                                tmp_path)
+    assert child[0] == "C_Initialize CKR_CRYPTOKI_ALREADY_INITIALIZED"
+    assert set(child[1:]) == {"C_GetSlotList CKR_OK", "C_OpenSession CKR_OK",
+                              "C_GetSessionInfo CKR_OK"}
+    assert rules_of(findings) == {"already-initialized"}, [f.title for f in findings]
+    f = one(findings, "already-initialized")
+    assert f.pid == pid["child"]
+    assert f"in forked child process {pid['child']}" in f.title
+    assert f"inherited from process {pid['parent']}" in f.explanation
+    assert "two parts of one program" not in f.explanation
+    assert [(c.pid, c.function) for c in cited_calls(f, events)] == [
+        (pid["parent"], "C_Initialize"), (pid["child"], "C_Initialize")]
+
+
 def test_healthy_shim_trace_has_no_finding(token, spy_env, shim_for, tmp_path) -> None:
     findings, _, out = client_trace("healthy", token, spy_env, shim_for, tmp_path)
     assert "C_Sign CKR_OK" in out

@@ -3,13 +3,17 @@ virtual PIV card of the card bench (tests/card/bench.py), through a real pcscd.
 
 One bench for the module (it serialises on a lock and takes seconds to start), one trace per
 situation, made in this order: the right PIN in EBCDIC; a healthy signature; a card no
-configured driver takes; the card pulled in the middle of a signature; wrong PINs until the
-PIN is blocked (63C2, 63C1, 63C0, then 6983), the last one also logged with OPENSC_DEBUG=9.
+configured driver takes; a logged-in session held open while another process resets the card
+(SCardDisconnect with SCARD_RESET_CARD), once with OpenSC's PIN cache (it recovers), once
+without (the next signature fails), and once held without a reset; the card pulled in the
+middle of a signature; wrong PINs until the PIN is blocked (63C2, 63C1, 63C0, then 6983), the
+last one also logged with OPENSC_DEBUG=9.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import subprocess
 import sys
@@ -22,12 +26,14 @@ import pytest
 
 from p11spy.decoder.commands import open_events
 from p11spy.decoder.diagnose import Finding, diagnose
-from p11spy.decoder.events import Apdu, Call, Event
+from p11spy.decoder.events import Apdu, Call, Event, PcscCall
 
-from .card import bench
+from .card import bench, pcsc
 
 P11SPY = str(Path(sys.executable).parent / "p11spy")
 WRONG = "999999"
+SESSION_CLIENT = Path(__file__).with_name("card") / "session_client.py"
+SCARD_RESET_CARD = 1
 
 
 @dataclass
@@ -37,6 +43,10 @@ class CardTraces:
     unknown: Path
     unknown_debug: Path
     removed: Path
+    reset_recovered: Path
+    reset_failed: Path
+    held: Path
+    held_answers: dict[str, list[str]]
     long_pin: Path
     pins: Path
     debug_log: Path
@@ -47,6 +57,42 @@ class CardTraces:
 def _run(b: bench.CardBench, out: Path, *args: str, **env: str):
     return b.run([P11SPY, "run", "-o", str(out), "--", "pkcs11-tool", "--module", b.module,
                   *args], **env)
+
+
+def reset_card(reader: str) -> None:
+    """What another program does to the card: connect (shared) and disconnect resetting it."""
+    with pcsc.Context() as ctx:
+        card, proto = pcsc.LONG(), pcsc.DWORD()
+        rv = ctx.lib.SCardConnect(ctx.handle, reader.encode(), pcsc.SCARD_SHARE_SHARED,
+                                  pcsc.SCARD_PROTOCOL_T0 | pcsc.SCARD_PROTOCOL_T1,
+                                  ctypes.byref(card), ctypes.byref(proto))
+        if rv:
+            raise pcsc.PcscError("SCardConnect", rv)
+        rv = ctx.lib.SCardDisconnect(card, SCARD_RESET_CARD)
+        if rv:
+            raise pcsc.PcscError("SCardDisconnect", rv)
+
+
+def held_session(b: bench.CardBench, out: Path, reset: bool, **env: str) -> list[str]:
+    """tests/card/session_client.py under `p11spy run`: logs in and signs, holds the session
+    while the card is reset (if reset), signs again; returns what it printed."""
+    p = subprocess.Popen([P11SPY, "run", "-o", str(out), "--", sys.executable,
+                          str(SESSION_CLIENT), b.module, b.token_label, b.pin],
+                         env={**b.env, **env}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        first = p.stdout.readline().strip()
+        assert first == "ready", (first, p.communicate(timeout=30))
+        if reset:
+            reset_card(b.reader)
+        stdout, stderr = p.communicate("\n", timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, stderr[-2000:]
+    return [first, *stdout.splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +117,15 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CardTraces]:
         r = _run(b, w / "unknown.p11", "-L", OPENSC_CONF=str(conf), OPENSC_DEBUG="7")
         assert r.returncode == 0, r.stderr[-2000:]
         (w / "unknown-debug7.log").write_text(r.stderr)
+        # a session held open while another program resets the card
+        answers = {"recovered": held_session(b, w / "reset.p11", reset=True)}
+        nocache = w / "no-pin-cache.conf"
+        nocache.write_text("app default {\n\tframework pkcs15 {\n"
+                           "\t\tuse_file_caching = false;\n\t\tuse_pin_caching = false;\n"
+                           "\t}\n}\n")
+        answers["failed"] = held_session(b, w / "reset-no-pin-cache.p11", reset=True,
+                                         OPENSC_CONF=str(nocache))
+        answers["held"] = held_session(b, w / "held.p11", reset=False)
         # pulled when the signature command (GENERAL AUTHENTICATE) arrives
         b.remove_when(lambda apdu: apdu.ins == 0x87)
         r = _run(b, w / "removed.p11", "--login", "--pin", b.pin, *sign)
@@ -88,7 +143,9 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CardTraces]:
         debug = w / "locked-debug9.log"
         debug.write_text(r.stderr)
         made = CardTraces(w / "ebcdic.p11", w / "healthy.p11", w / "unknown.p11",
-                          w / "unknown-debug7.log", w / "removed.p11", w / "long.p11",
+                          w / "unknown-debug7.log", w / "removed.p11", w / "reset.p11",
+                          w / "reset-no-pin-cache.p11", w / "held.p11", answers,
+                          w / "long.p11",
                           w / "pins.p11", debug, b.card.atr.hex().upper(), b.card.pin_tries)
     yield made  # the bench is down again: its lock is free for the other tests
 
@@ -160,6 +217,75 @@ def test_card_pulled_mid_signature(traces: CardTraces) -> None:
     assert any(isinstance(e, Apdu) and e.command[1] == 0x87 for e in cited)
     assert any(isinstance(e, Call) and e.function in ("C_Sign", "C_SignFinal") and e.rv
                for e in cited)
+
+
+def _reset_call(f: Finding, by_seq: dict[int, Event]) -> PcscCall:
+    """The PC/SC call that met the reset, among the finding's evidence."""
+    [reset] = [by_seq[s] for s in f.seqs if isinstance(by_seq[s], PcscCall)
+               and by_seq[s].rv_name == "SCARD_W_RESET_CARD"]
+    assert reset.function in ("SCardTransmit", "SCardBeginTransaction")
+    return reset
+
+
+def test_card_reset_under_a_held_session_opensc_recovers(traces: CardTraces) -> None:
+    """Another program resets the card between two signatures of one logged-in session.
+    OpenSC meets SCARD_W_RESET_CARD, reconnects, sends the cached PIN again and signs: the
+    client sees CKR_OK. Not an error then, but a warning: someone resets the card, and only
+    the PIN cache saved the call."""
+    assert traces.held_answers["recovered"] == ["ready", "ok", "closed"]
+    findings, by_seq = diagnosed(traces.reset_recovered)
+    assert above_info(findings) == {"card-removed"}, [f.title for f in findings]
+    f = one(findings, "card-removed")
+    assert f.severity == "warning"
+    reset = _reset_call(f, by_seq)
+    sign = by_seq[reset.parent]
+    assert sign.function == "C_Sign" and sign.rv_name == "CKR_OK" and sign.seq in f.seqs
+    assert f.title == (f"Card reset during the operation; the module recovered and C_Sign "
+                       f"#{sign.seq} returned CKR_OK")
+    assert f.data["what"] == ["reset"] and f.data["recovered"] is True
+    # how: SCardReconnect, then the PIN sent again, both under that C_Sign
+    cited = [by_seq[s] for s in f.seqs]
+    [reconnect] = [e for e in cited if isinstance(e, PcscCall) and e.function == "SCardReconnect"]
+    [verify] = [e for e in cited if isinstance(e, Apdu) and e.command[1] == 0x20]
+    assert reconnect.parent == verify.parent == sign.seq and verify.sw == "9000"
+    assert reset.seq < reconnect.seq < verify.seq
+    assert f"VERIFY #{verify.seq}" in f.explanation and "use_pin_caching" in f.explanation
+
+
+def test_card_reset_under_a_held_session_without_pin_cache(traces: CardTraces) -> None:
+    """The same reset with OpenSC's PIN cache off: the card lost the login, the signature fails
+    with CKR_USER_NOT_LOGGED_IN. Errors: the reset, and the lost login blamed on it (not on a
+    missing C_Login)."""
+    assert traces.held_answers["failed"] == ["ready", "error UserNotLoggedIn",
+                                             "close error UserNotLoggedIn"]
+    findings, by_seq = diagnosed(traces.reset_failed)
+    assert above_info(findings) == {"card-removed", "not-logged-in"}, \
+        [f.title for f in findings]
+    f = one(findings, "card-removed")
+    assert f.severity == "error"
+    reset = _reset_call(f, by_seq)
+    sign = by_seq[reset.parent]
+    assert sign.function == "C_Sign" and sign.seq in f.seqs
+    assert f.title == (f"Card reset during the operation: C_Sign #{sign.seq} failed "
+                       "(CKR_USER_NOT_LOGGED_IN)")
+    assert f.data["recovered"] is False
+    lost = [x for x in findings if x.rule == "not-logged-in"]
+    assert {x.title for x in lost} == {
+        f"{fn} needs a login: the card was reset at #{reset.seq}"
+        for fn in ("C_Sign", "C_Logout")}
+    for x in lost:
+        [login] = [by_seq[s] for s in x.seqs if getattr(by_seq[s], "function", "") == "C_Login"]
+        assert login.rv_name == "CKR_OK" and login.seq < reset.seq
+        assert reset.seq in x.seqs
+
+
+def test_session_held_without_a_reset_has_no_card_finding(traces: CardTraces) -> None:
+    """The same client holding its session the same way, the card left alone."""
+    assert traces.held_answers["held"] == ["ready", "ok", "closed"]
+    findings, by_seq = diagnosed(traces.held)
+    assert above_info(findings) == set(), [f.title for f in findings]
+    assert not any(isinstance(e, PcscCall) and e.rv_name == "SCARD_W_RESET_CARD"
+                   for e in by_seq.values())
 
 
 def test_pin_longer_than_the_token_takes(traces: CardTraces) -> None:

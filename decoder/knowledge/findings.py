@@ -68,21 +68,18 @@ FINDINGS: dict[str, Advice] = {
         "can be used only in a session whose token is logged in. {detail}",
         "Log in (C_Login with CKU_USER) on the token the operation uses, after opening the "
         "session and before the operation, and keep at least one session of that token open: "
-        "closing the last session (or C_Logout, C_CloseAllSessions) ends the login.",
+        "closing the last session (or C_Logout, C_CloseAllSessions) ends the login.{more}",
         ("CKR_USER_NOT_LOGGED_IN", "6982", "SC_ERROR_SECURITY_STATUS_NOT_SATISFIED")),
     "already-initialized": Advice(
-        "warning", "C_Initialize called again while the library was initialised",
+        "warning", "C_Initialize called again while the library was initialised{where}",
         "The module was already initialised in this process ({first}) and a second "
-        "C_Initialize got CKR_CRYPTOKI_ALREADY_INITIALIZED. This happens when two parts of one "
-        "program (two libraries, a plug-in and the host, an engine and the application) each "
-        "initialise the same module; whichever then calls C_Finalize pulls the module from "
-        "under the other.",
+        "C_Initialize got CKR_CRYPTOKI_ALREADY_INITIALIZED. {detail}",
         "Treat CKR_CRYPTOKI_ALREADY_INITIALIZED as success in the second caller and let only "
         "the first initialiser call C_Finalize; or give each part its own copy of the module "
-        "(p11-kit proxy).",
+        "(p11-kit proxy).{more}",
         ("CKR_CRYPTOKI_ALREADY_INITIALIZED",)),
     "not-initialized": Advice(
-        "error", "{n} call(s) while the library was not initialised ({why})",
+        "error", "{n} call(s) {when}",
         "Every call except C_GetFunctionList, C_GetInterface(List) and C_Initialize needs a "
         "successful C_Initialize first in the same process. {detail}",
         "Call C_Initialize once before anything else, after a fork again in the child, and "
@@ -129,12 +126,11 @@ FINDINGS: dict[str, Advice] = {
         "OpenSC or the vendor's own PKCS#11 module.",
         ("CKR_TOKEN_NOT_RECOGNIZED", "SC_ERROR_INVALID_CARD", "SC_ERROR_WRONG_CARD")),
     "card-removed": Advice(
-        "error", "Card {what} during the operation",
-        "The card went away under the module: {detail}. The operation failed and the "
-        "sessions of that token are gone; a reset also loses the login.",
-        "Keep the card in (loose contact, a USB token on a hub that sleeps), and check no "
-        "other program resets it (another process with exclusive access, gpg-agent's "
-        "scdaemon). The program must open a new session and log in again.",
+        "error", "Card {what} during the operation{outcome}",
+        "The card went away under the module: {detail}. {consequence}",
+        "Check that no other program resets the card (another process that connects and "
+        "resets it, gpg-agent's scdaemon) and that it stays in (loose contact, a USB token on "
+        "a hub that sleeps).{then}",
         ("CKR_DEVICE_REMOVED", "CKR_TOKEN_NOT_PRESENT", "SCARD_W_REMOVED_CARD",
          "SCARD_W_RESET_CARD", "SC_ERROR_CARD_REMOVED", "SC_ERROR_CARD_RESET")),
     "no-token": Advice(

@@ -26,8 +26,11 @@ ffi.cdef(function_list_cdef())
 ffi.cdef("CK_RV C_GetFunctionList(void **);")
 
 
+PREFIX = ""  # "child " in a forked child
+
+
 def say(name: str, rv: int) -> int:
-    print(name, CKR.name_of(rv), flush=True)
+    print(PREFIX + name, CKR.name_of(rv), flush=True)
     return rv
 
 
@@ -111,6 +114,33 @@ class Client:
         say("C_GetAttributeValue", self.f.C_GetAttributeValue(h, key, t, n))
 
 
+def forked_child(c: Client, label: str, init: bool) -> int:
+    """The parent initialises, opens a session and forks; the child uses the library (its
+    slots, a session of its own, the session the parent opened), with its own C_Initialize
+    first if init, else without (PKCS#11 2.40 6.7.6: the child must call C_Initialize), and
+    exits; then the parent closes its session. The child's lines start with "child "."""
+    global PREFIX
+    import os
+
+    slot = c.slot_of(label)
+    h = c.open(slot)
+    pid = os.fork()
+    if pid == 0:
+        PREFIX = "child "
+        print("child pid", os.getpid(), flush=True)
+        if init:
+            c.init()
+        slots = c.slots()
+        c.open(slots[0] if slots else slot)
+        info = ffi.new("CK_SESSION_INFO *")
+        say("C_GetSessionInfo", c.f.C_GetSessionInfo(h, info))
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    say("C_CloseSession", c.f.C_CloseSession(h))
+    c.finalize()
+    return os.waitstatus_to_exitcode(status)
+
+
 def main() -> int:
     module, mode = sys.argv[1], sys.argv[2]
     label = sys.argv[3] if len(sys.argv) > 3 else "p11spy-test"
@@ -133,6 +163,8 @@ def main() -> int:
         say("C_GetInfo", f.C_GetInfo(info))
         return 0
     c.init()
+    if mode in ("forked-child", "forked-child-init"):
+        return forked_child(c, label, init=mode == "forked-child-init")
     if mode == "double-init":
         c.init()
         c.slots()
