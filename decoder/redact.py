@@ -12,7 +12,7 @@ reports a Finding for every place it changed; `check` runs it without an output.
 
 The per-format maskers live in redact_p11log.py, redact_spy_text.py and redact_opensc.py,
 all driven by the PKCS#11 table in spy/pkcs11 (which parameters are PINs, which attributes
-are key material) and by apdu.pin_field (which APDUs carry a PIN).
+are key material) and by apdu_pin.pin_field (which APDUs carry a PIN).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Why APDUs are judged by their bytes: at level 8/9 OpenSC logs the VERIFY, CHANGE
 DATA and RESET RETRY COUNTER commands with the PIN in clear, as `Outgoing APDU (N bytes):`
 dumps (or the `Outgoing APDU data [ N bytes] ===` of old versions) and sometimes as inline hex
 in a message. Each command is read whole (it may span several dump lines), and
-apdu.pin_field says which bytes are the PIN; those become `2A` in the hex and `*` in the
+apdu_pin.pin_field says which bytes are the PIN; those become `2A` in the hex and `*` in the
 ASCII column, so the log still reads as the same APDUs. Commands under secure messaging carry
 a cryptogram and are left alone (pin_field says so); so are responses. The FF padding PIV adds
 after a PIN stays (it shows the PIN's length, as p11spy keeps it) unless --hide-lengths.
@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 from typing import BinaryIO
 
-from .apdu import pin_field
 from .apdu_names import ins_name
+from .apdu_pin import pin_field
 from .redact import MARK, MARK_CHAR, MARK_HEX, Finding, Options, Report, printable
 from .redact_lines import Lookout, run
 

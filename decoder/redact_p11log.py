@@ -5,7 +5,7 @@ decodes to the same calls with the same arguments, a secret's bytes reading as `
 Only --hide-lengths changes lengths (a record's length would otherwise tell the PIN's), and
 then the record is rewritten whole. Which bytes are secret comes from the PKCS#11 table
 (Role.PIN parameters, secret attributes, PIN fields of mechanism structs) and from
-apdu.pin_field for the APDUs of the preloaded spy's PC/SC records. Unreadable stretches
+apdu_pin.pin_field for the APDUs of the preloaded spy's PC/SC records. Unreadable stretches
 between records are masked whole: nobody can tell what they hold.
 
 The process header of a redacted trace says "secrets": false and "redacted": true (see
@@ -24,7 +24,7 @@ from p11spy.spy.pkcs11 import functions, structs
 from p11spy.spy.pkcs11.constants import CKA, CKO
 from p11spy.spy.pkcs11.model import Function, Role
 
-from .apdu import pin_field
+from .apdu_pin import pin_field
 from .redact import (
     HIDDEN_PIN_LENGTH,
     MARK,

@@ -2,7 +2,7 @@
 says what both look like).
 
 What carries a PIN there: the command of an SCardTransmit that is a VERIFY, CHANGE REFERENCE
-DATA or RESET RETRY COUNTER in clear (apdu.pin_field decides, as everywhere else), and the
+DATA or RESET RETRY COUNTER in clear (apdu_pin.pin_field decides, as everywhere else), and the
 PIN_VERIFY/MODIFY structure an SCardControl sends to a PIN-pad reader (the control codes are
 learnt from the reader's GET_FEATURE_REQUEST answer, as the spy learns them at capture). The
 masked bytes become 2A in hex and `*` in the decoded text's ASCII column; every line keeps its
@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from p11spy.spy import pcsc
 
-from .apdu import pin_field
+from .apdu_pin import pin_field
 from .redact import MARK_CHAR, MARK_HEX, Finding, Options, Report, printable
 
 _RAW = re.compile(r"([0-9A-Fa-f]{1,16})@")

@@ -12,17 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p11spy.decoder.apdu import (
-    carries_pin,
-    decode_command,
-    decode_response,
-    fold_exchanges,
-    parse_cla,
-    pin_field,
-    sw_meaning,
-    sw_status,
-)
+from p11spy.decoder.apdu import decode_command, decode_response, fold_exchanges
+from p11spy.decoder.apdu_framing import parse_cla
 from p11spy.decoder.apdu_names import ins_name
+from p11spy.decoder.apdu_pin import carries_pin, pin_field
+from p11spy.decoder.apdu_sw import sw_meaning, sw_status
 from p11spy.decoder.events import Apdu
 from p11spy.decoder.tlv import is_clean, parse_tlv, render_tlv, walk
 

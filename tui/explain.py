@@ -2,7 +2,7 @@
 
 Why an adapter: decoder/codes.py (explain_rv / explain_sw) is written in parallel and may be
 absent or shaped differently; the viewer must show what it can and never fail because of it.
-Without codes.py the texts come from decoder/knowledge (CKR texts) and decoder/apdu.py
+Without codes.py the texts come from decoder/knowledge (CKR texts) and decoder/apdu_sw.py
 (status word meanings).
 """
 
@@ -91,9 +91,9 @@ def explain_sw(sw: int) -> list[str]:
             lines = []
         if lines:
             return lines
-    apdu = _module("p11spy.decoder.apdu")
-    if apdu is not None:
-        return [apdu.sw_meaning(sw)]
+    status_words = _module("p11spy.decoder.apdu_sw")
+    if status_words is not None:
+        return [status_words.sw_meaning(sw)]
     return []
 
 
@@ -105,8 +105,8 @@ def sw_class(sw: str | None) -> str:
         value = int(sw, 16)
     except ValueError:
         return "none"
-    apdu = _module("p11spy.decoder.apdu")
-    if apdu is not None:
-        status = apdu.sw_status(value)
+    status_words = _module("p11spy.decoder.apdu_sw")
+    if status_words is not None:
+        status = status_words.sw_status(value)
         return {"app": "ok"}.get(status, status)
     return "ok" if value == 0x9000 else ("more" if value >> 8 in (0x61, 0x6C) else "error")

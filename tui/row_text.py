@@ -192,7 +192,7 @@ def masked_hex(command: bytes, limit: int = 64) -> str:
     decoder masks them, whatever the trace recorded."""
     span = None
     try:
-        from p11spy.decoder.apdu import pin_field
+        from p11spy.decoder.apdu_pin import pin_field
 
         span = pin_field(command)
     except ImportError:
@@ -241,7 +241,7 @@ def _sw_meaning(sw: str | None) -> str:
     if not sw:
         return ""
     try:
-        from p11spy.decoder.apdu import sw_meaning
+        from p11spy.decoder.apdu_sw import sw_meaning
     except ImportError:
         return ""
     return sw_meaning(int(sw, 16))

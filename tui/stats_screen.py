@@ -64,7 +64,7 @@ def status_word_table(index: TraceIndex) -> Table | Text:
     t.add_column("")
     t.add_column("meaning")
     try:
-        from p11spy.decoder.apdu import sw_meaning
+        from p11spy.decoder.apdu_sw import sw_meaning
     except ImportError:  # the APDU decoder is optional
         def sw_meaning(_sw: int) -> str:
             return ""
