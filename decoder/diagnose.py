@@ -3,8 +3,8 @@
 Why: the tracers users have print what happened; none says why it failed, and the codes mislead
 (a "key file" error that is a wrong token label, a right PIN in EBCDIC). The engine streams the
 events once, keeps the light facts every rule needs (sessions and their slots, logins, token
-info, mechanism lists, what is known of each key) in a `Tracker`, and lets each rule of
-decoder/diagnose_rules.py watch the events and report `Finding`s at the end. The words of every
+info, mechanism lists, what is known of each key) in a `Tracker`, and lets each rule of the
+decoder/rules/ package watch the events and report `Finding`s at the end. The words of every
 finding come from decoder/knowledge/findings.py, next to the code tables `p11spy explain` uses.
 
 Memory: per process the open sessions, per slot the token facts, per object the few usage
@@ -325,7 +325,7 @@ def rule(cls: type[Rule]) -> type[Rule]:
 def diagnose(events: Iterable[Event], rules: Iterable[str] | None = None,
              options: dict[str, Any] | None = None) -> list[Finding]:
     """The findings of one trace, most important first."""
-    from . import diagnose_rules  # noqa: F401 - fills RULES
+    from . import rules as _rules  # noqa: F401 - fills RULES (`rules` is the argument)
 
     names = list(rules) if rules is not None else list(RULES)
     active = []

@@ -99,6 +99,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def RULES_NAMES() -> list[str]:  # noqa: N802 - read at parser build time
-    from . import diagnose_rules  # noqa: F401 - fills RULES
+    from . import rules  # noqa: F401 - fills RULES
 
     return list(RULES)

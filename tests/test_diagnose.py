@@ -415,7 +415,7 @@ def test_field_notes_pin_reads_as_binary() -> None:
 # --- the knowledge base, shared with explain -------------------------------------------------
 
 def test_every_finding_text_is_in_the_knowledge_base() -> None:
-    from p11spy.decoder import diagnose_rules  # noqa: F401
+    from p11spy.decoder import rules  # noqa: F401
 
     for name in RULES:
         assert name in FINDINGS

@@ -1,6 +1,6 @@
 """What `p11spy diagnose` says about each situation it recognises in a trace.
 
-Texts only, keyed by rule id; the rules that find the situations are in decoder/diagnose_rules.py.
+Texts only, keyed by rule id; the rules that find the situations are in decoder/rules/.
 Titles and explanations are templates filled with facts of the trace ({n}, {label}, ...).
 `codes` names the codes of the other tables (CKR_*, status words, SCARD_*, SC_ERROR_*, AMQ*,
 CTGSK*) that the situation shows up as, so that a finding and `p11spy explain` of one of those
