@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .conftest import REPO
-from .test_tui import _tmux, _wait_screen
+from .test_tui import _tmux, _wait_screen, tmux_session
 
 DEMO = REPO / "tests" / "demo.py"
 
@@ -44,12 +44,9 @@ def test_demo_without_a_terminal_prints_the_failed_login() -> None:
 
 
 def test_demo_in_a_terminal_opens_the_viewer() -> None:
-    session = f"p11spy-demo-{os.getpid()}"
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     cmd = f"{sys.executable} {DEMO}; echo EXITED $?; sleep 60"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", cmd],
-                   check=True, env=env)
-    try:
+    with tmux_session(cmd, env, "demo") as session:
         text = _wait_screen(session, lambda s: "q Quit" in s and "C_Login" in s, timeout=120)
         assert "e Next error" in text
         _tmux("send-keys", "-t", session, "q")
@@ -57,5 +54,3 @@ def test_demo_in_a_terminal_opens_the_viewer() -> None:
         assert "EXITED 0" in text
         full = _tmux("capture-pane", "-p", "-S", "-200", "-t", session)
         shutil.rmtree(_kept(full.replace("\n", "")), ignore_errors=True)
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

@@ -7,13 +7,12 @@ the run exits with the client's status. Without a terminal it refuses in one lin
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from .conftest import SOFTHSM_MODULE, Token
-from .test_tui import _tmux, _wait_screen
+from .test_tui import _tmux, _wait_screen, tmux_session
 
 P11SPY = str(Path(sys.executable).parent / "p11spy")
 
@@ -21,12 +20,9 @@ P11SPY = str(Path(sys.executable).parent / "p11spy")
 def test_show_follows_the_client_and_prints_its_output_after(token: Token,
                                                              tmp_path: Path) -> None:
     trace = tmp_path / "live.p11"
-    session = f"p11spy-run-show-{os.getpid()}"
     cmd = (f"{P11SPY} run --show -o {trace} -- pkcs11-tool --module {SOFTHSM_MODULE} "
            f"--login --pin 0000 -O; echo EXITED $?; sleep 60")
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", cmd],
-                   check=True, env={**token.env, "TZ": "UTC"})
-    try:
+    with tmux_session(cmd, {**token.env, "TZ": "UTC"}, "run-show") as session:
         text = _wait_screen(session, lambda s: "C_Login" in s and "q Quit" in s, timeout=60)
         assert "live.p11" in text and "following" in text
         _tmux("send-keys", "-t", session, "q")
@@ -35,8 +31,6 @@ def test_show_follows_the_client_and_prints_its_output_after(token: Token,
         assert "error: PKCS11 function C_Login failed: rv = CKR_PIN_INCORRECT" in text
         assert f"p11spy: 1 trace(s): {trace}" in text.replace("\n", "")
         assert "EXITED 1" in text
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     assert trace.stat().st_mode & 0o777 == 0o600
 
 

@@ -5,15 +5,15 @@ SoftHSM2 trace with a wrong-PIN C_Login, found with `e`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -677,8 +677,24 @@ def test_snapshot(snap_compare, story: Path, name: str, keys: tuple[str, ...],
 # --- a real terminal -------------------------------------------------------------------------
 
 
+# A tmux server of the test run's own (its own socket, no configuration file): sessions get
+# exactly the environment given, whatever server another test or the user has running.
+TMUX = ["tmux", "-L", f"p11spy-tests-{os.getpid()}", "-f", "/dev/null"]
+
+
 def _tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+    return subprocess.run([*TMUX, *args], capture_output=True, text=True, check=True).stdout
+
+
+@contextlib.contextmanager
+def tmux_session(cmd: str, env: dict[str, str], name: str) -> Iterator[str]:
+    """cmd in a detached 120x40 terminal; the session is killed afterwards."""
+    subprocess.run([*TMUX, "new-session", "-d", "-s", name, "-x", "120", "-y", "40", cmd],
+                   check=True, env=env)
+    try:
+        yield name
+    finally:
+        subprocess.run([*TMUX, "kill-session", "-t", name], capture_output=True)
 
 
 def _screen(session: str) -> str:
@@ -707,14 +723,10 @@ def _press_until(session: str, key: str, cond: Callable[[str], bool]) -> str:
     raise AssertionError(f"{key} had no effect:\n{_screen(session)}")
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_real_terminal_with_tmux(exercise_trace: Path) -> None:
-    session = f"p11spy-test-{os.getpid()}"
     env = {**os.environ, "TZ": "UTC"}
     cmd = f"{P11SPY} show {exercise_trace}; echo EXITED $?; sleep 30"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", cmd],
-                   check=True, env=env)
-    try:
+    with tmux_session(cmd, env, "show") as session:
         text = _wait_screen(session, lambda s: "C_GetFunctionList" in s and "q Quit" in s)
         assert "e Next error" in text and re.search(r"[\d,]+ calls", text)
         # Keep C_Login only, then e until the wrong PIN: what a user would type.
@@ -734,5 +746,3 @@ def test_real_terminal_with_tmux(exercise_trace: Path) -> None:
         _tmux("send-keys", "-t", session, "q")
         text = _wait_screen(session, lambda s: "EXITED" in s)
         assert "EXITED 0" in text
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
