@@ -1,4 +1,4 @@
-"""`p11spy show`: `R` shows the trace as `p11spy redact` writes it (and back), `x` exports it
+"""`p11spy show`: `r` shows the trace as `p11spy redact` writes it (and back), `x` exports it
 next to the trace; both on a real pkcs11-spy log with a PIN and an OpenSC log with a VERIFY."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ async def _redacted_view_and_back(trace: Path, secret: str,
         await pilot.press(*keys)  # the failed login, its PIN in the detail pane
         await settle(pilot, tv)
         assert secret in tv.detail_text()
-        await pilot.press("R")
+        await pilot.press("r")
         for _ in range(300):
             await pilot.pause(0.01)
             if app.active() is not tv:
@@ -52,7 +52,7 @@ async def _redacted_view_and_back(trace: Path, secret: str,
         assert secret not in red.detail_text()
         assert "CKR_PIN_INCORRECT" in red.detail_text() or "2A 2A 2A 2A 2A 2A" in \
             red.detail_text()
-        await pilot.press("R")
+        await pilot.press("r")
         for _ in range(300):
             await pilot.pause(0.01)
             if app.active() is not red:
@@ -72,7 +72,7 @@ def test_redacted_view_of_a_pkcs11_spy_log(tmp_path: Path) -> None:
 def test_redacted_view_of_an_opensc_log(tmp_path: Path) -> None:
     # OpenSC logged the VERIFY with the PIN 123459 in clear: the raw record (r) shows it
     _redacted_view_and_back(copy(OPENSC_WRONG_PIN, tmp_path), "31 32 33 34 35 39",
-                            ("e", "enter", "down", "r"))
+                            ("e", "enter", "down", "o"))
 
 
 @sync

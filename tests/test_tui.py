@@ -420,7 +420,7 @@ async def test_help_screen_lists_the_keys(story: Path) -> None:
 
 
 @sync
-async def test_enter_opens_apdus_a_opens_all_r_shows_raw(story: Path) -> None:
+async def test_enter_opens_apdus_a_opens_all_o_shows_raw(story: Path) -> None:
     app = ShowApp.for_paths([story])
     async with app.run_test(size=SIZE) as pilot:
         tv = await ready(pilot)
@@ -444,10 +444,10 @@ async def test_enter_opens_apdus_a_opens_all_r_shows_raw(story: Path) -> None:
         await pilot.press("a")
         await settle(pilot, tv)
         assert len(tv.view) == rows
-        await pilot.press("r")
+        await pilot.press("o")
         await settle(pilot, tv)
         assert "Raw record" in tv.detail_text() and "P11R" in screen_text(app)
-        await pilot.press("r")
+        await pilot.press("o")
         await settle(pilot, tv)
         assert "Why CKR_PIN_INCORRECT" in tv.detail_text()
 
@@ -657,7 +657,7 @@ SNAPSHOTS = [
     ("main_80x24", ("e",), (80, 24)),
     ("main_failed_login", ("e",), SIZE),
     ("apdus_open", ("a", "e", "down"), SIZE),
-    ("raw_record", ("e", "r"), SIZE),
+    ("raw_record", ("e", "o"), SIZE),
     ("stats", ("s",), (100, 40)),
     ("help", ("question_mark",), SIZE),
     ("filter_dialog", ("f",), SIZE),
@@ -729,10 +729,21 @@ def test_real_terminal_with_tmux(exercise_trace: Path) -> None:
     with tmux_session(cmd, env, "show") as session:
         text = _wait_screen(session, lambda s: "C_GetFunctionList" in s and "q Quit" in s)
         assert "e Next error" in text and re.search(r"[\d,]+ calls", text)
-        # Keep C_Login only, then e until the wrong PIN: what a user would type.
-        _press_until(session, "f", lambda s: "functions (" in s)
-        _tmux("send-keys", "-t", session, "Tab")
-        _tmux("send-keys", "-t", session, "-l", "C_Login")
+        # Keep C_Login only, then e until the wrong PIN: what a user would type. Keys sent
+        # before the dialog has focused its first field go elsewhere: the text must be seen
+        # in the functions field before Enter, else the dialog is closed and opened again.
+        for _ in range(5):
+            _press_until(session, "f", lambda s: "functions (" in s)
+            time.sleep(0.2)
+            _tmux("send-keys", "-t", session, "Tab")
+            _tmux("send-keys", "-t", session, "-l", "C_Login")
+            try:
+                _wait_screen(session, lambda s: re.search(r"│ C_Login +│", s) is not None,
+                             timeout=2)
+                break
+            except AssertionError:
+                _tmux("send-keys", "-t", session, "Escape")
+                _wait_screen(session, lambda s: "functions (" not in s)
         _tmux("send-keys", "-t", session, "Enter")
         _wait_screen(session, lambda s: "filter: C_Login" in s)
         for _ in range(10):

@@ -75,8 +75,8 @@ class ShowApp(App[int]):
         Binding("s", "stats", "Stats"),
         Binding("d", "findings", "Findings", show=False),
         Binding("a", "expand_all", "All APDUs", show=False),
-        Binding("r", "raw", "Raw", show=False),
-        Binding("R", "redacted", "Redacted view", show=False),
+        Binding("o", "raw", "Original record", show=False),
+        Binding("r", "redacted", "Redacted view", show=False),
         Binding("x", "export_redacted", "Export redacted", show=False),
         Binding("escape", "cancel", "Cancel search", show=False),
         Binding("left_square_bracket", "tab(-1)", "Previous file", show=False),
@@ -233,7 +233,7 @@ class ShowApp(App[int]):
     def _show_redacted(self, tv: TraceView, path: Path, masked: int) -> None:
         new = self._swap(tv, open_index(path), follow=False)
         new.redacted_from = tv.index.path  # type: ignore[attr-defined]
-        new.message = f"redacted view: {masked} place(s) masked (R: the original)"
+        new.message = f"redacted view: {masked} place(s) masked (r: the original)"
 
     def _swap(self, tv: TraceView, index: TraceIndex, follow: bool) -> TraceView:
         """Replaces a trace view by one of another index, in the same place."""

@@ -130,7 +130,7 @@ def _call(index: TraceIndex, rec: int, c: Call, st: dict[str, Style]) -> Rendera
             parts.append(Text("  " + getattr(index.event(k), "text", ""), _role(st, "dim")))
         if len(logs) > MAX_LOG_LINES:
             parts.append(Text(f"... {len(logs) - MAX_LOG_LINES} more", _role(st, "dim")))
-    parts += [Text(""), Text("r: raw record", _role(st, "dim"))]
+    parts += [Text(""), Text("o: the original record (raw)", _role(st, "dim"))]
     return Group(*parts)
 
 

@@ -1,4 +1,4 @@
-"""The viewer's redacted view (`R`) and export (`x`): the trace as `p11spy redact` writes it.
+"""The viewer's redacted view (`r`) and export (`x`): the trace as `p11spy redact` writes it.
 
 Why a redacted copy rather than masking on screen: what the user sees must be exactly what
 they would share, decoded by the same index. So the view opens a redacted copy, written to a
