@@ -864,17 +864,31 @@ static void p11_json_str(char *out, size_t n, size_t *o, const char *s)
 }
 
 /* A record whose payload is one JSON object (PROCESS and MODULE records). */
-static void p11_write_json_record(unsigned type, unsigned mod, const char *js)
+/* A record that is not a call (process, module, module info): the header, then what
+ * fill() puts after it, written whole in one write like every record. */
+static void p11_write_meta_record(unsigned type, unsigned mod, unsigned func,
+                                  void (*fill)(struct p11_rec *, const void *),
+                                  const void *arg)
 {
     struct p11_rec r = {0};
     r.owned = 1;
     r.start_us = p11_now_us();
     unsigned char zero[P11_RECORD_SIZE] = {0};
     p11_put(&r, zero, sizeof zero);
-    p11_put(&r, js, strlen(js));
-    p11_rec_header(&r, type, mod, 0, 0, 0, 0);
+    fill(&r, arg);
+    p11_rec_header(&r, type, mod, func, 0, 0, 0);
     if (!r.failed) p11_write_all(r.buf, r.len);
     free(r.buf);
+}
+
+static void p11_fill_json(struct p11_rec *r, const void *js)
+{
+    p11_put(r, js, strlen((const char *)js));
+}
+
+static void p11_write_json_record(unsigned type, unsigned mod, const char *js)
+{
+    p11_write_meta_record(type, mod, 0, p11_fill_json, js);
 }
 
 /* The PROCESS record: who wrote what follows, with which settings. */
@@ -1062,21 +1076,19 @@ static int p11_ready(void)
 }
 
 /* Writes the module's CK_INFO once C_Initialize succeeded, so the trace names the module. */
+static void p11_fill_info(struct p11_rec *r, const void *info)
+{
+    p11_field(r, 0, PH_OUT, K_STRUCT, 0, info, sizeof(CK_INFO));
+}
+
 static void p11_module_info(struct p11_ctx *c)
 {
     CK_RV (*get_info)(CK_INFO *) = (CK_RV(*)(CK_INFO *))c->real[P11_FN_C_GetInfo];
     if (!get_info) return;
     CK_INFO info;
     if (get_info(&info) != CKR_OK_) return;
-    struct p11_rec r = {0};
-    r.owned = 1;
-    r.start_us = p11_now_us();
-    unsigned char zero[P11_RECORD_SIZE] = {0};
-    p11_put(&r, zero, sizeof zero);
-    p11_field(&r, 0, PH_OUT, K_STRUCT, 0, &info, sizeof info);
-    p11_rec_header(&r, REC_MODULE_INFO, (unsigned)c->mod->index, P11_FN_C_GetInfo, 0, 0, 0);
-    if (!r.failed) p11_write_all(r.buf, r.len);
-    free(r.buf);
+    p11_write_meta_record(REC_MODULE_INFO, (unsigned)c->mod->index, P11_FN_C_GetInfo,
+                          p11_fill_info, &info);
 }
 
 /* ------------------------------------------------------------------------------------------ */
