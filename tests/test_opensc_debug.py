@@ -23,7 +23,9 @@ from hypothesis import strategies as st
 from p11spy.decoder import opensc_debug
 from p11spy.decoder.events import Apdu, Call, Event, LogLine, Warning_
 
+from . import readers
 from .conftest import REPO
+from .readers import of
 
 FIXTURES = REPO / "fixtures" / "opensc-debug"
 P11SPY = str(Path(sys.executable).parent / "p11spy")
@@ -112,18 +114,14 @@ WRONG_PIN = ["written-0.24-linux-wrong-pin.log", "written-0.22-linux-ansi-colour
 
 
 def decode(path: Path) -> list[Event]:
-    with path.open("rb") as f:
-        return list(opensc_debug.read(f))
+    return readers.decode(opensc_debug.read, path)
 
 
 def decode_bytes(data: bytes, tmp_path: Path, name: str = "log.txt") -> list[Event]:
+    """Through a file: the reader dates dateless logs from the file's modification time."""
     p = tmp_path / name
     p.write_bytes(data)
     return decode(p)
-
-
-def of(events: list[Event], kind: type) -> list:
-    return [e for e in events if isinstance(e, kind)]
 
 
 def raw_lines(path: Path) -> list[str]:

@@ -26,7 +26,9 @@ from p11spy.decoder import commands, p11log, pcscspy_text, render
 from p11spy.decoder import values as V
 from p11spy.decoder.events import Apdu, Event, PcscCall, Warning_
 
+from . import readers
 from .conftest import REPO
+from .readers import of
 
 FIXTURES = REPO / "fixtures" / "pcsc-spy"
 P11SPY = str(Path(sys.executable).parent / "p11spy")
@@ -49,18 +51,13 @@ DEC_RETURN = re.compile(r"^ *(?:\(t\d+\) )? => .*\[0x([0-9A-F]{8})\]\)? +"
 
 
 def decode(path: Path) -> list[Event]:
-    with path.open("rb") as f:
-        return list(pcscspy_text.read(f))
+    return readers.decode(pcscspy_text.read, path)
 
 
 def decode_bytes(data: bytes) -> list[Event]:
-    events = list(pcscspy_text.read(io.BytesIO(data)))
+    events = readers.decode_bytes(pcscspy_text.read, data)
     assert [e.seq for e in events] == list(range(len(events)))
     return events
-
-
-def of(events: list[Event], kind: type) -> list:
-    return [e for e in events if isinstance(e, kind)]
 
 
 def text_of(name: str) -> str:
@@ -92,15 +89,8 @@ def expected(name: str) -> dict:
 
 
 def test_fixtures_are_all_described():
-    readme = (FIXTURES / "README.md").read_text()
-    for name in ALL:
-        row = next(ln for ln in readme.splitlines() if ln.startswith(f"| `{name}` |"))
-        if name.startswith("written-"):
-            assert "written from the documented format, not captured" in row
-        else:
-            assert re.search(r"real output of (libpcscspy 1\.9\.9 made by `regenerate\.sh`|"
-                             r"`pcsc-spy[^`]*` 1\.1 on)", row), row
-    assert (FIXTURES / "regenerate.sh").stat().st_mode & 0o111
+    readers.assert_fixtures_described(FIXTURES, ALL, r"real output of (libpcscspy 1\.9\.9 made "
+                                      r"by `regenerate\.sh`|`pcsc-spy[^`]*` 1\.1 on)")
     # every decoded fixture has the raw stream it was printed from
     for name in DECODED:
         if name.startswith("real-"):

@@ -29,7 +29,9 @@ from p11spy.decoder import commands, p11log, pkcs11spy_text
 from p11spy.decoder import values as V
 from p11spy.decoder.events import Call, Event, Process, Warning_
 
+from . import readers
 from .conftest import REPO, Token
+from .readers import of
 
 FIXTURES = REPO / "fixtures" / "pkcs11-spy"
 P11SPY = str(Path(sys.executable).parent / "p11spy")
@@ -49,18 +51,14 @@ EXPECTED_WARNINGS = {INTERLEAVED: ["concurrent threads"]}
 
 
 def decode(path: Path) -> list[Event]:
-    with path.open("rb") as f:
-        return list(pkcs11spy_text.read(f))
+    return readers.decode(pkcs11spy_text.read, path)
 
 
 def decode_bytes(data: bytes, tmp_path: Path, name: str = "spy.log") -> list[Event]:
+    """Through a file, which the tests then give to `p11spy decode` too."""
     p = tmp_path / name
     p.write_bytes(data)
     return decode(p)
-
-
-def of(events: list[Event], kind: type) -> list:
-    return [e for e in events if isinstance(e, kind)]
 
 
 def text_of(path: Path) -> str:
@@ -96,15 +94,8 @@ def dumps_after(text: str, marker: str) -> list[bytes]:
 
 
 def test_fixtures_are_all_described():
-    readme = (FIXTURES / "README.md").read_text()
-    for name in ALL:
-        row = next(ln for ln in readme.splitlines() if ln.startswith(f"| `{name}` |"))
-        if name.startswith("written-"):
-            assert "written from the documented format, not captured" in row
-        else:
-            assert re.search(r"real output of pkcs11-spy 0\.23 made by "
-                             r"`(regenerate\.sh|tests/card/record_fixtures\.py)`", row), row
-    assert (FIXTURES / "regenerate.sh").stat().st_mode & 0o111
+    readers.assert_fixtures_described(FIXTURES, ALL, r"real output of pkcs11-spy 0\.23 made by "
+                                      r"`(regenerate\.sh|tests/card/record_fixtures\.py)`")
 
 
 @pytest.mark.parametrize("name", ALL)
