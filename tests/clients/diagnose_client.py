@@ -185,6 +185,9 @@ def main() -> int:
         c.login(h, bad_pins[mode])
     elif mode == "not-logged-in":
         c.secret_key(h, sign=True)
+    elif mode == "after-failed-login":  # a wrong PIN, and the program goes on anyway
+        c.login(h, b"0000")
+        c.secret_key(h, sign=True)
     elif mode == "after-logout":
         c.login(h, pin)
         say("C_Logout", f.C_Logout(h))
