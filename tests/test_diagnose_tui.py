@@ -3,12 +3,7 @@ finds, shows the selected finding, and Enter goes to the call it cites."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import Callable
-
 import pytest
-from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from p11spy.decoder.commands import open_events
@@ -17,36 +12,12 @@ from p11spy.tui.app import ShowApp
 from p11spy.tui.detail import build, plain
 from p11spy.tui.findings import FindingsScreen, finding_text, marks
 from p11spy.tui.p11_index import P11Index
-from p11spy.tui.trace_view import TraceView
 
 from .conftest import REPO
+from .test_tui import ready, sync
 
 WRONG_PIN = REPO / "fixtures" / "pkcs11-spy" / "written-0.24-windows-pt-crlf.log"
 SIZE = (100, 30)
-
-
-def sync(fn: Callable) -> Callable:
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
-
-
-async def ready(pilot: Pilot) -> TraceView:
-    app: ShowApp = pilot.app  # type: ignore[assignment]
-    tv = None
-    for _ in range(500):
-        await pilot.pause(0.01)
-        try:
-            tv = app.active()
-        except Exception:  # noqa: BLE001 - not composed yet
-            continue
-        if tv.index.complete and tv.view.caught_up and len(tv.view) and tv._shown is not None:
-            break
-    assert tv is not None
-    await pilot.pause(0.1)
-    return tv
 
 
 def test_marks_keep_the_worst_severity() -> None:
