@@ -83,21 +83,28 @@ class LineMachine(Protocol):
 _BLOCK_END = re.compile(r"\n(?! )")  # the end of a run of indented lines
 
 
-def chunks(fin: BinaryIO) -> Iterator[str]:
-    """The file as text of whole lines, CHUNK bytes at a time."""
+def chunks(fin: BinaryIO, size: int = CHUNK, whole_blocks: bool = False) -> Iterator[str]:
+    """The file as text of whole lines, size bytes at a time. With whole_blocks a chunk also
+    never ends before an indented line, so that a template or a dump stays in one chunk."""
     carry = b""
     while True:
-        block = fin.read(CHUNK)
+        block = fin.read(size)
         if not block:
             if carry:
                 yield carry.decode("latin-1")
             return
-        cut = block.rfind(b"\n")
+        data = carry + block
+        if whole_blocks:  # the byte after the newline must be there to be looked at
+            cut = data.rfind(b"\n", 0, len(data) - 1)
+            while cut >= 0 and data[cut + 1:cut + 2] == b" ":
+                cut = data.rfind(b"\n", 0, cut)
+        else:
+            cut = data.rfind(b"\n")
         if cut < 0:
-            carry += block
+            carry = data
             continue
-        yield (carry + block[:cut + 1]).decode("latin-1")
-        carry = block[cut + 1:]
+        yield data[:cut + 1].decode("latin-1")
+        carry = data[cut + 1:]
 
 
 def split_eol(line: str) -> tuple[str, str]:

@@ -17,7 +17,6 @@ the shim decides at capture; what is known of objects is forgotten at each spy b
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import BinaryIO
 
 from p11spy.spy.pkcs11 import attributes, functions
@@ -35,7 +34,7 @@ from .redact import (
     attribute_is_secret,
     is_key_class,
 )
-from .redact_lines import _BLOCK_END, Lookout, Word, run, split_eol
+from .redact_lines import _BLOCK_END, Lookout, Word, chunks, run, split_eol
 
 BANNER = "OpenSC PKCS#11 spy"
 _HEADER = re.compile(r"(\d+): (\w+)\s*$")
@@ -401,27 +400,6 @@ _PID = re.compile(r"^P:(\d+);", re.M)
 _TEMPLATE_HEAD = re.compile(r"\[(in|out)\] (\w+)\[[^\]]*\]:")
 
 
-def _safe_chunks(fin: BinaryIO, size: int = 1 << 20) -> Iterator[str]:
-    """Whole lines, each chunk ending before a line that is not indented, so that a
-    template or a dump never straddles two chunks."""
-    carry = b""
-    while True:
-        block = fin.read(size)
-        if not block:
-            if carry:
-                yield carry.decode("latin-1")
-            return
-        data = carry + block
-        cut = data.rfind(b"\n", 0, len(data) - 1)
-        while cut >= 0 and data[cut + 1:cut + 2] == b" ":
-            cut = data.rfind(b"\n", 0, cut)
-        if cut < 0:
-            carry = data
-            continue
-        yield data[:cut + 1].decode("latin-1")
-        carry = data[cut + 1:]
-
-
 class _Fast:
     def __init__(self, machine: _Redactor) -> None:
         self.m = machine
@@ -520,7 +498,7 @@ class _Fast:
 def _redact_fast(fin: BinaryIO, fout: BinaryIO | None, opts: Options, report: Report) -> None:
     m = _Redactor(opts, report)
     fast = _Fast(m)
-    for text in _safe_chunks(fin):
+    for text in chunks(fin, whole_blocks=True):
         fast.chunk(text)
         if fout is not None:
             fout.write("".join(m.out).encode("latin-1"))
