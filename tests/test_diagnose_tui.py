@@ -10,7 +10,7 @@ from p11spy.decoder.commands import open_events
 from p11spy.decoder.diagnose import diagnose
 from p11spy.tui.app import ShowApp
 from p11spy.tui.detail import build, plain
-from p11spy.tui.findings import FindingsScreen, finding_text, marks
+from p11spy.tui.findings import FindingsScreen, finding_text, marks, rows_cited
 from p11spy.tui.p11_index import P11Index
 
 from .conftest import REPO
@@ -22,7 +22,7 @@ SIZE = (100, 30)
 
 def test_marks_keep_the_worst_severity() -> None:
     findings = diagnose(open_events(WRONG_PIN))
-    m = marks(findings)
+    m = marks(rows_cited(findings))
     login = one_seq(findings, "pin-encoding")
     assert m[login] == "error"
     assert "What to do" in finding_text(findings[0]).plain

@@ -26,31 +26,23 @@ from .trace_index import CALL, TraceIndex
 COLOURS = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-def rows_cited(findings: list[Finding], index: TraceIndex) -> dict[int, list[Finding]]:
-    """Row -> the findings that cite it (or an APDU or line under it), most important first."""
+def rows_cited(findings: list[Finding], index: TraceIndex | None = None
+               ) -> dict[int, list[Finding]]:
+    """Row -> the findings that cite it (or an APDU or line under it), in the findings'
+    order. Without an index, by seq."""
     out: dict[int, list[Finding]] = {}
     for f in findings:
-        for row in dict.fromkeys(index.call_of(r) for r in map(index.record_of_seq, f.seqs)
-                                 if r is not None):
+        rows = f.seqs if index is None else (
+            index.call_of(r) for r in map(index.record_of_seq, f.seqs) if r is not None)
+        for row in dict.fromkeys(rows):
             out.setdefault(row, []).append(f)
     return out
 
 
-def marks(findings: list[Finding], index: TraceIndex | None = None) -> dict[int, str]:
-    """Row -> the worst severity of the findings that cite it (or an APDU or line under it).
-    Without an index, by seq."""
-    out: dict[int, str] = {}
-    for f in findings:
-        for seq in f.seqs:
-            row: int | None = seq
-            if index is not None:
-                row = index.record_of_seq(seq)
-                if row is None:
-                    continue
-                row = index.call_of(row)
-            if row not in out or RANK[f.severity] < RANK[out[row]]:
-                out[row] = f.severity
-    return out
+def marks(cited: dict[int, list[Finding]]) -> dict[int, str]:
+    """Row -> the worst severity of the findings that cite it."""
+    return {row: min((f.severity for f in found), key=RANK.__getitem__)
+            for row, found in cited.items()}
 
 
 def finding_text(f: Finding) -> Text:
@@ -110,8 +102,8 @@ class FindingsScreen(Screen[int | None]):
 
     def _show(self, findings: list[Finding]) -> None:
         self.findings = findings
-        self.index.marks = marks(findings, self.index)
         self.index.findings_at = rows_cited(findings, self.index)
+        self.index.marks = marks(self.index.findings_at)
         n = sum(f.severity != "info" for f in findings)
         self.query_one("#status", Static).update(Text(
             f"{self.index.path.name}: {len(findings)} finding(s), {n} above info"
