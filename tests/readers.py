@@ -1,5 +1,6 @@
 """What the reader tests share: reading a file or bytes with one reader, picking events of a
-kind, and the rule that every fixture is described in its folder's README."""
+kind, the APDU exchanges of a trace, and the rule that every fixture is described in its
+folder's README."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from p11spy.decoder.events import Event
+from p11spy.decoder.events import Apdu, Call, Event
 
 Reader = Callable[[BinaryIO], Iterator[Event]]
 
@@ -25,6 +26,14 @@ def decode_bytes(read: Reader, data: bytes) -> list[Event]:
 
 def of(events: Iterable[Event], kind: type) -> list:
     return [e for e in events if isinstance(e, kind)]
+
+
+def exchanges(events: list[Event]) -> list[tuple[str | None, bytes, bytes | None]]:
+    """(function of the parent call, command, response) of every APDU, in order: what two
+    traces of one run must agree on."""
+    calls = {(e.pid, e.seq): e.function for e in events if isinstance(e, Call)}
+    return [(calls.get((e.pid, e.parent)), e.command, e.response)
+            for e in events if isinstance(e, Apdu)]
 
 
 def assert_fixtures_described(folder: Path, names: Iterable[str], real: str) -> None:

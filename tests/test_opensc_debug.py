@@ -25,7 +25,7 @@ from p11spy.decoder.events import Apdu, Call, Event, LogLine, Warning_
 
 from . import readers
 from .conftest import REPO
-from .readers import of
+from .readers import exchanges, of
 
 FIXTURES = REPO / "fixtures" / "opensc-debug"
 P11SPY = str(Path(sys.executable).parent / "p11spy")
@@ -507,21 +507,15 @@ def test_events_come_before_the_file_is_read_whole(tmp_path):
 # -- card logs against the p11spy trace of the same run ----------------------------------------
 
 
-def _exchanges(events: list[Event]) -> list[tuple[str | None, bytes, bytes | None]]:
-    calls = {(e.pid, e.seq): e.function for e in events if isinstance(e, Call)}
-    return [(calls.get((e.pid, e.parent)), e.command, e.response)
-            for e in events if isinstance(e, Apdu)]
-
-
 @pytest.mark.parametrize("name", sorted(PAIRED))
 def test_card_log_has_the_apdus_of_the_p11spy_trace(name):
     """Same bytes, same order, under a call of the same function; the trace masks the PIN of
     a VERIFY that the level-9 log shows in clear."""
     from p11spy.decoder import p11log
 
-    logged = _exchanges(decode(FIXTURES / name))
+    logged = exchanges(decode(FIXTURES / name))
     with PAIRED[name].open("rb") as f:
-        traced = _exchanges(list(p11log.read(f)))
+        traced = exchanges(list(p11log.read(f)))
     assert len(logged) == len(traced) > 20
     for (lf, lc, lr), (tf, tc, tr) in zip(logged, traced, strict=True):
         assert (lf, lr) == (tf, tr)

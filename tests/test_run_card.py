@@ -23,6 +23,7 @@ from p11spy.decoder.events import Apdu, Call, Event, PcscCall
 from .card import bench
 from .card.bench import CardBench
 from .conftest import read_trace
+from .readers import exchanges
 from .test_clients import keytool_list, need
 from .test_run import P11SPY, split_message
 
@@ -129,13 +130,6 @@ def _debug_conf(card: CardBench, d: Path) -> tuple[dict[str, str], Path]:
     return {**card.env, "OPENSC_CONF": str(conf)}, log
 
 
-def _exchanges(events: list[Event]) -> list[tuple[str | None, bytes, bytes | None]]:
-    """(function of the parent call, command, response) of every APDU, in order."""
-    calls = {(e.pid, e.seq): e.function for e in events if isinstance(e, Call)}
-    return [(calls.get((e.pid, e.parent)), e.command, e.response)
-            for e in events if isinstance(e, Apdu)]
-
-
 def test_every_apdu_of_opensc_debug_log_is_in_the_trace(piv_card: CardBench,
                                                        tmp_path: Path) -> None:
     """Login, find, sign: every exchange OpenSC logs at debug 9 is in the trace with the same
@@ -149,8 +143,8 @@ def test_every_apdu_of_opensc_debug_log_is_in_the_trace(piv_card: CardBench,
         "SHA256-RSA-PKCS", "-i", str(data), "-o", str(tmp_path / "sig")), env)
     assert t.result.returncode == 0, t.result.stderr
     with log.open("rb") as f:
-        logged = _exchanges(list(opensc_debug.read(f)))
-    spied = _exchanges(t.events)
+        logged = exchanges(list(opensc_debug.read(f)))
+    spied = exchanges(t.events)
     assert len(logged) > 20 and len(spied) == len(logged), (len(spied), len(logged))
     pins = 0
     for i, ((lf, lc, lr), (sf, sc, sr)) in enumerate(zip(logged, spied, strict=True)):
