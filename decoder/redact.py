@@ -115,3 +115,23 @@ def attribute_is_secret(atype: int, keyctx: bool | None, strict: bool) -> str | 
 def printable(b: int) -> str:
     """A byte as the ASCII columns of hex dumps show it."""
     return chr(b) if 0x20 <= b < 0x7F else "."
+
+
+def hex_pairs(text: str, want: int) -> list[int]:
+    """The leading "XX " bytes of a hex dump line, at most want of them (dumps of OpenSC and
+    pcsc-spy alike)."""
+    chunk = text[:3 * want]
+    if len(chunk) == 3 * want or len(chunk) == 3 * want - 1:
+        try:
+            if chunk[2::3].strip() == "":
+                return list(bytes.fromhex(chunk))
+        except ValueError:
+            pass
+    out = []
+    for i in range(want):
+        tok = text[3 * i:3 * i + 2]
+        sep = text[3 * i + 2:3 * i + 3]
+        if len(tok) != 2 or sep not in (" ", "") or tok.strip("0123456789ABCDEFabcdef"):
+            break
+        out.append(int(tok, 16))
+    return out

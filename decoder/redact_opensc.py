@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 from .apdu_names import ins_name
 from .apdu_pin import pin_field
-from .redact import MARK, MARK_CHAR, MARK_HEX, Finding, Options, Report, printable
+from .redact import MARK, MARK_CHAR, MARK_HEX, Finding, Options, Report, hex_pairs, printable
 from .redact_lines import Lookout, run
 
 _APDU_HEAD = re.compile(r"(?:\x1b\[[0-9;]*m)*(Outgoing|Incoming) APDU( data)? *[\[(] *([0-9]+) "
@@ -106,7 +106,7 @@ class _Redactor:
                 return
             self.end_dump()
         if self.incoming > 0:
-            got = _pairs(text, min(16, self.incoming))
+            got = hex_pairs(text, min(16, self.incoming))
             if got:
                 if self.opts.strict:
                     text = self.strict_response(no, text, got)
@@ -135,7 +135,7 @@ class _Redactor:
     def dump_line(self, d: _Dump, no: int, text: str, eol: str) -> bool:
         """Takes one line of a dump; False if it is none (the dump was cut short)."""
         want = min(16, d.left)
-        got = _pairs(text, want)
+        got = hex_pairs(text, want)
         if not got:
             return False
         d.lines.append((no, text, eol))
@@ -244,25 +244,6 @@ class _Redactor:
         for i in range(start, end):
             chars[digits[2 * i]], chars[digits[2 * i + 1]] = MARK_HEX[0], MARK_HEX[1]
         return "".join(chars), f"{_name(command)} APDU data, inline hex (PIN)"
-
-
-def _pairs(text: str, want: int) -> list[int]:
-    """The leading "XX " bytes of a dump line, at most want of them."""
-    chunk = text[:3 * want]
-    if len(chunk) == 3 * want or len(chunk) == 3 * want - 1:
-        try:
-            if chunk[2::3].strip() == "":
-                return list(bytes.fromhex(chunk))
-        except ValueError:
-            pass
-    out = []
-    for i in range(want):
-        tok = text[3 * i:3 * i + 2]
-        sep = text[3 * i + 2:3 * i + 3]
-        if len(tok) != 2 or sep not in (" ", "") or tok.strip("0123456789ABCDEFabcdef"):
-            break
-        out.append(int(tok, 16))
-    return out
 
 
 def _mask_dump_line(text: str, command: bytes, base: int, count: int, masked: set[int],

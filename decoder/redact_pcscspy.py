@@ -20,7 +20,7 @@ from typing import BinaryIO
 from p11spy.spy import pcsc
 
 from .apdu_pin import pin_field
-from .redact import MARK_CHAR, MARK_HEX, Finding, Options, Report, printable
+from .redact import MARK_CHAR, MARK_HEX, Finding, Options, Report, hex_pairs, printable
 
 _RAW = re.compile(r"([0-9A-Fa-f]{1,16})@")
 _ENTRY = re.compile(r">\|\d+\|\d+\|(SCard\w+)")
@@ -182,11 +182,8 @@ class _Masker:
         row = _ROW.match(rest)
         if row:
             start = rest_at + row.end()
-            hexes = text[start:start + 48]
-            count = 0
-            while count < 16 and re.fullmatch(r"[0-9A-Fa-f]{2}", hexes[3 * count:3 * count + 2]):
-                count += 1
-            data = bytes.fromhex(hexes[:3 * count]) if count else b""
+            data = bytes(hex_pairs(text[start:], 16))
+            count = len(data)
             base = int(row.group(2), 16)
             if call.section == "o bRecvBuffer" or call.section == "o bRecvBuffer[]":
                 call.received = (call.received if base else b"") + data
