@@ -111,18 +111,14 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CardTraces]:
         r = _run(b, w / "healthy.p11", "--login", "--pin", b.pin, *sign)
         assert r.returncode == 0, r.stderr
         # OpenSC limited to a driver that does not take a PIV card
-        conf = w / "openpgp-only.conf"
-        conf.write_text("app default {\n\tcard_drivers = openpgp;\n"
-                        "\tframework pkcs15 {\n\t\tuse_file_caching = false;\n\t}\n}\n")
+        conf = bench.write_opensc_conf(w / "openpgp-only.conf", {"card_drivers": "openpgp"})
         r = _run(b, w / "unknown.p11", "-L", OPENSC_CONF=str(conf), OPENSC_DEBUG="7")
         assert r.returncode == 0, r.stderr[-2000:]
         (w / "unknown-debug7.log").write_text(r.stderr)
         # a session held open while another program resets the card
         answers = {"recovered": held_session(b, w / "reset.p11", reset=True)}
-        nocache = w / "no-pin-cache.conf"
-        nocache.write_text("app default {\n\tframework pkcs15 {\n"
-                           "\t\tuse_file_caching = false;\n\t\tuse_pin_caching = false;\n"
-                           "\t}\n}\n")
+        nocache = bench.write_opensc_conf(w / "no-pin-cache.conf",
+                                          pkcs15={"use_pin_caching": "false"})
         answers["failed"] = held_session(b, w / "reset-no-pin-cache.p11", reset=True,
                                          OPENSC_CONF=str(nocache))
         answers["held"] = held_session(b, w / "held.p11", reset=False)

@@ -124,9 +124,7 @@ def test_decode_shows_the_verify_under_the_failed_login(piv_card: CardBench,
 def _debug_conf(card: CardBench, d: Path) -> tuple[dict[str, str], Path]:
     """The user's own OPENSC_CONF with the debug log switched on, as OpenSC documents it."""
     log = d / "opensc-debug.log"
-    conf = d / "opensc-debug.conf"
-    conf.write_text(f"app default {{\n\tdebug = 9;\n\tdebug_file = {log};\n"
-                    "\tframework pkcs15 {\n\t\tuse_file_caching = false;\n\t}\n}\n")
+    conf = bench.write_opensc_conf(d / "opensc-debug.conf", {"debug": 9, "debug_file": log})
     return {**card.env, "OPENSC_CONF": str(conf)}, log
 
 

@@ -57,15 +57,20 @@ OPENSC_MODULE = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 LOCK_PATH = Path(tempfile.gettempdir()) / "p11spy-card-bench.lock"
 READER_NAME = "p11spy vpcd"
 
-OPENSC_CONF = """\
-# Written by tests/card/bench.py. File caching off: every run reads the card afresh, so a
-# card made with another key or PIN in an earlier run cannot be shadowed by a cache.
-app default {
-	framework pkcs15 {
-		use_file_caching = false;
-	}
-}
-"""
+
+def write_opensc_conf(path: Path, app: dict[str, object] | None = None,
+                      pkcs15: dict[str, object] | None = None) -> Path:
+    """An opensc.conf for the bench's clients, with settings of `app default` (debug,
+    debug_file, card_drivers) and of its pkcs15 framework added. File caching is always off:
+    every run reads the card afresh, so a card made with another key or PIN in an earlier run
+    cannot be shadowed by a cache."""
+    lines = ["# Written by tests/card/bench.py.", "app default {"]
+    lines += [f"\t{k} = {v};" for k, v in (app or {}).items()]
+    lines += ["\tframework pkcs15 {", "\t\tuse_file_caching = false;"]
+    lines += [f"\t\t{k} = {v};" for k, v in (pkcs15 or {}).items()]
+    lines += ["\t}", "}", ""]
+    path.write_text("\n".join(lines))
+    return path
 
 
 class BenchError(RuntimeError):
@@ -335,8 +340,7 @@ class CardBench:
 
 def client_env(workdir: Path) -> dict[str, str]:
     """Environment for OpenSC clients: the bench's opensc.conf, the default pcscd socket."""
-    conf = workdir / "opensc.conf"
-    conf.write_text(OPENSC_CONF)
+    conf = write_opensc_conf(workdir / "opensc.conf")
     env = {k: v for k, v in os.environ.items()
            if k not in ("PCSCLITE_CSOCK_NAME", "OPENSC_DEBUG", "OPENSC_DRIVER")}
     env["OPENSC_CONF"] = str(conf)

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .bench import CardBench, card_bench
+from .bench import CardBench, card_bench, write_opensc_conf
 
 REPO = Path(__file__).resolve().parents[2]
 P11SPY = str(Path(sys.executable).parent / "p11spy")
@@ -35,13 +35,6 @@ SCENARIOS = {
     "sign": (9, ["--login", "--pin", "{pin}", "--sign", "--id", "01", "-m",
                  "SHA256-RSA-PKCS", "-i", "{data}", "-o", "{sig}"]),
 }
-
-
-def _conf(work: Path, level: int, log: Path) -> Path:
-    conf = work / f"opensc-{level}.conf"
-    conf.write_text(f"app default {{\n\tdebug = {level};\n\tdebug_file = {log};\n"
-                    "\tframework pkcs15 {\n\t\tuse_file_caching = false;\n\t}\n}\n")
-    return conf
 
 
 def _args(card: CardBench, work: Path, args: list[str]) -> list[str]:
@@ -62,7 +55,9 @@ def record(root: Path) -> list[Path]:
                 trace = root / "p11spy" / f"real-card-{name}.p11"
                 for old in (log, trace):
                     old.unlink(missing_ok=True)
-                env = {**card.env, "OPENSC_CONF": str(_conf(work, level, log))}
+                conf = write_opensc_conf(work / f"opensc-{level}.conf",
+                                         {"debug": level, "debug_file": log})
+                env = {**card.env, "OPENSC_CONF": str(conf)}
                 out = work / f"{name}-%p.p11"
                 subprocess.run([P11SPY, "run", "-o", str(out), "--", "pkcs11-tool", "--module",
                                 card.module, *_args(card, work, args)], env=env,
