@@ -107,11 +107,15 @@ def run_traced(args: argparse.Namespace) -> int:
     return 128 - status if status < 0 else status
 
 
-def _run_child(command: list[str], env: dict[str, str]) -> int:
+def _start(command: list[str], env: dict[str, str], **popen: object) -> subprocess.Popen:
     try:
-        child = subprocess.Popen(command, env=env)
+        return subprocess.Popen(command, env=env, **popen)  # type: ignore[call-overload]
     except OSError as exc:
         raise UserError(f"cannot run {command[0]}: {exc.strerror}", status=127) from exc
+
+
+def _run_child(command: list[str], env: dict[str, str]) -> int:
+    child = _start(command, env)
     # The terminal's Ctrl-C reaches the client; we wait for it to finish and report.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -129,32 +133,28 @@ def _run_shown(command: list[str], env: dict[str, str], trace: str) -> int:
     """
     fd = os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     os.close(fd)  # the viewer follows it from the start; the spy appends to it
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        try:
-            child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                     stderr=err, start_new_session=True)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                if not os.path.getsize(trace):
-                    os.unlink(trace)
-            raise UserError(f"cannot run {command[0]}: {exc.strerror}", status=127) from exc
-        viewer = [str(Path(sys.executable).parent / "p11spy"), "show", "--follow", "--format",
-                  "p11spy", trace]
-        try:
-            subprocess.run(viewer)
-            if child.poll() is None:
-                print(f"p11spy: waiting for {command[0]} (pid {child.pid}) to finish; Ctrl-C "
-                      "stops it", file=sys.stderr, flush=True)
-            status = child.wait()
-        except KeyboardInterrupt:
-            child.terminate()
-            status = child.wait()
-        for kept, stream in ((out, sys.stdout), (err, sys.stderr)):
-            kept.seek(0)
-            stream.flush()
-            shutil.copyfileobj(kept, stream.buffer)
-            stream.flush()
-    with contextlib.suppress(OSError):
-        if not os.path.getsize(trace):
-            os.unlink(trace)  # nothing was traced: no empty file left behind
+    try:
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            child = _start(command, env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                           start_new_session=True)
+            viewer = [str(Path(sys.executable).parent / "p11spy"), "show", "--follow",
+                      "--format", "p11spy", trace]
+            try:
+                subprocess.run(viewer)
+                if child.poll() is None:
+                    print(f"p11spy: waiting for {command[0]} (pid {child.pid}) to finish; "
+                          "Ctrl-C stops it", file=sys.stderr, flush=True)
+                status = child.wait()
+            except KeyboardInterrupt:
+                child.terminate()
+                status = child.wait()
+            for kept, stream in ((out, sys.stdout), (err, sys.stderr)):
+                kept.seek(0)
+                stream.flush()
+                shutil.copyfileobj(kept, stream.buffer)
+                stream.flush()
+    finally:
+        with contextlib.suppress(OSError):
+            if not os.path.getsize(trace):
+                os.unlink(trace)  # nothing was traced: no empty file left behind
     return status
