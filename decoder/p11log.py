@@ -79,6 +79,10 @@ def records(f: BinaryIO) -> Iterator[tuple[int, bytes] | tuple[int, str]]:
         pos += length
 
 
+# What decoding a damaged record or field raises: the reader turns it into a warning.
+DAMAGED = (IndexError, ValueError, KeyError, struct.error)
+
+
 def _fields(rec: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
     off = lf.RECORD.size
     while off + lf.FIELD.size <= len(rec):
@@ -232,7 +236,7 @@ def decode_call(rec: bytes, seq: int, offset: int) -> Call:
         p = fn.params[param]
         try:
             v = _value(kind, data, lambda k, d, p=p: _render_param(p, k, d))
-        except (ValueError, IndexError, KeyError, struct.error) as exc:  # a damaged field: hex
+        except DAMAGED as exc:  # a damaged field stays hex
             v = {"undecodable": data.hex(), "error": str(exc)}
         if p.role in _INOUT:
             slot = args.setdefault(p.name, {})
@@ -345,7 +349,7 @@ def read(f: BinaryIO) -> Iterator[Event]:
         if rtype == lf.RecordType.PCSC:
             try:
                 parent, event = decode_pcsc(rec, -1, offset)
-            except (IndexError, ValueError, KeyError, struct.error) as exc:
+            except DAMAGED as exc:
                 yield Warning_(seq=seq, message=f"byte {offset}: damaged PC/SC record ({exc})")
                 seq += 1
                 continue
@@ -357,7 +361,7 @@ def read(f: BinaryIO) -> Iterator[Event]:
         if rtype == lf.RecordType.CALL:
             try:
                 call = decode_call(rec, seq, offset)
-            except (IndexError, ValueError, KeyError, struct.error) as exc:
+            except DAMAGED as exc:
                 yield Warning_(seq=seq, message=f"byte {offset}: damaged call record ({exc})")
                 seq += 1
                 continue
