@@ -30,7 +30,9 @@ _PREFIX = re.compile(r"( *)(?:\(t(\d{1,6})\) )?" + _ANSI)
 _FUNCTION = re.compile(r"(SCard\w+|SCarControl)" + _ANSI + r"\s*\Z")
 _ARG = re.compile(r" ([io]) (\w+)(?:.*?(0x[0-9A-Fa-f]+))?")
 _ROW = re.compile(r" ([io])  ([0-9A-Fa-f]{4}) ")
+_HEX_NUM = re.compile(r"0x[0-9A-Fa-f]+\Z")
 PIN_PAD_FEATURES = (pcsc.FEATURE_VERIFY_PIN_DIRECT, pcsc.FEATURE_MODIFY_PIN_DIRECT)
+RESPONSE = "APDU response data (identifying)"
 
 
 @dataclass
@@ -210,8 +212,6 @@ class _Masker:
         return text
 
 
-_HEX_NUM = re.compile(r"0x[0-9A-Fa-f]+\Z")
-RESPONSE = "APDU response data (identifying)"
 
 
 def _what(call: _Call) -> str:
