@@ -353,7 +353,7 @@ class _Redactor:
             out = values.get((4, lf.Phase.OUT))
             if code_v == pcsc.CM_IOCTL_GET_FEATURE_REQUEST and out is not None and \
                     out.kind == lf.Kind.BYTES:
-                self.learn_features(bytes(out.data))
+                self.pin_controls |= pcsc.pin_pad_codes(bytes(out.data))
             f = values.get((2, lf.Phase.IN))
             if code_v in self.pin_controls and f is not None and f.kind == lf.Kind.BYTES \
                     and _mask(f.data, 0, len(f.data)):
@@ -387,13 +387,6 @@ class _Redactor:
         if _mask(f.data, start, end):
             self.found(offset, f"{_ins_name(f.data)} APDU data (PIN)")
         return False
-
-    def learn_features(self, data: bytes) -> None:
-        for i in range(0, len(data) - 5, 6):
-            if data[i + 1] != 4:
-                break
-            if data[i] in (pcsc.FEATURE_VERIFY_PIN_DIRECT, pcsc.FEATURE_MODIFY_PIN_DIRECT):
-                self.pin_controls.add(int.from_bytes(data[i + 2:i + 6], "big"))
 
     def reader_names(self, data: bytearray, name: str) -> bool:
         changed = False

@@ -31,7 +31,6 @@ _FUNCTION = re.compile(r"(SCard\w+|SCarControl)" + _ANSI + r"\s*\Z")
 _ARG = re.compile(r" ([io]) (\w+)(?:.*?(0x[0-9A-Fa-f]+))?")
 _ROW = re.compile(r" ([io])  ([0-9A-Fa-f]{4}) ")
 _HEX_NUM = re.compile(r"0x[0-9A-Fa-f]+\Z")
-PIN_PAD_FEATURES = (pcsc.FEATURE_VERIFY_PIN_DIRECT, pcsc.FEATURE_MODIFY_PIN_DIRECT)
 RESPONSE = "APDU response data (identifying)"
 
 
@@ -71,10 +70,7 @@ class _Masker:
         """The PIN-pad control codes of a GET_FEATURE_REQUEST answer (tag, 4, code)."""
         if call.code != pcsc.CM_IOCTL_GET_FEATURE_REQUEST:
             return
-        data = call.received
-        for i in range(0, len(data) - 5, 6):
-            if data[i] in PIN_PAD_FEATURES and data[i + 1] == 4:
-                self.pin_codes.add(int.from_bytes(data[i + 2:i + 6], "big"))
+        self.pin_codes |= pcsc.pin_pad_codes(call.received)
 
     def _mask(self, text: str, start: int, base: int, count: int, span: tuple[int, int],
               ascii_at: int | None, lineno: int, what: str, pin: bool = True) -> str:

@@ -119,6 +119,15 @@ FEATURE_MODIFY_PIN_DIRECT = 0x07
 CM_IOCTL_GET_FEATURE_REQUEST = 0x42000D48
 
 
+def pin_pad_codes(features: bytes) -> set[int]:
+    """The control codes of the PIN-pad features in a GET_FEATURE_REQUEST answer (entries of
+    tag, length 4, code big-endian): what an SCardControl carrying a PIN structure uses."""
+    return {int.from_bytes(features[i + 2:i + 6], "big")
+            for i in range(0, len(features) - 5, 6)
+            if features[i] in (FEATURE_VERIFY_PIN_DIRECT, FEATURE_MODIFY_PIN_DIRECT)
+            and features[i + 1] == 4}
+
+
 def c_defines() -> str:
     lines = [f"#define P11_SC_N {len(FUNCTIONS)}", f"#define P11_SC_PARENT {PARENT_PARAM}",
              f"#define P11_FEATURE_VERIFY_PIN_DIRECT {FEATURE_VERIFY_PIN_DIRECT}",
