@@ -34,8 +34,8 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	@touch $@
 
 # The shim is C generated from the PKCS#11 fact tables and compiled with cffi.
-$(SHIM): $(VENV)/.installed $(wildcard spy/*.py spy/pkcs11/*.py spy/*.c spy/*.h)
-	$(PY) -m p11spy.spy.build
+$(SHIM): $(VENV)/.installed $(wildcard shim_build/*.py facts/*.py facts/pkcs11/*.py spy/*.c spy/*.h)
+	$(PY) -m shim_build.build
 
 shim: $(SHIM)
 
@@ -50,7 +50,7 @@ bench: setup
 	$(PY) tests/bench/run.py
 
 demo: setup
-	$(PY) tests/demo.py
+	$(PY) -m demo
 
 clean:
 	rm -rf build .stamps spy/libp11spy.so spy/libp11spy-2.so spy/libp11spy-preload.so spy/_shim_build .pytest_cache

@@ -16,15 +16,14 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
-from p11spy.spy.pkcs11.constants import FAMILIES
-
-from .knowledge import Entry, Pattern
-from .knowledge.ckr import CKR as CKR_TEXTS
-from .knowledge.gskit import GSKIT, GSKIT_BY_NAME_ONLY, GSKIT_RANGES
-from .knowledge.ibm_messages import AMQ, CTGSK, MQRC
-from .knowledge.opensc import OPENSC
-from .knowledge.pcsc import PCSC, PCSC_STATE_FLAGS
-from .knowledge.status_words import SW, SW_GROUPS, SW_PATTERNS
+from p11spy.decoder.knowledge import Entry, Pattern
+from p11spy.decoder.knowledge.ckr import CKR as CKR_TEXTS
+from p11spy.decoder.knowledge.gskit import GSKIT, GSKIT_BY_NAME_ONLY, GSKIT_RANGES
+from p11spy.decoder.knowledge.ibm_messages import AMQ, CTGSK, MQRC
+from p11spy.decoder.knowledge.opensc import OPENSC
+from p11spy.decoder.knowledge.pcsc import PCSC, PCSC_STATE_FLAGS
+from p11spy.decoder.knowledge.status_words import SW, SW_GROUPS, SW_PATTERNS
+from p11spy.facts.pkcs11.constants import FAMILIES
 
 SYSTEMS = ("CKR", "SW", "OpenSC", "PC/SC", "GSKit", "CTGSK", "AMQ", "MQRC")
 SYSTEM_LABELS = {

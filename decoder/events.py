@@ -69,7 +69,7 @@ class Apdu(Event):
         return r[-2:].hex().upper() if r is not None and len(r) >= 2 else None
 
     def to_json(self) -> dict[str, Any]:
-        from .apdu_names import ins_name  # late: only needed when rendering
+        from p11spy.decoder.apdu import ins_name  # late: only needed when rendering
 
         ins = self.command[1] if len(self.command) >= 2 else None
         return {

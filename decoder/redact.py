@@ -1,137 +1,79 @@
-"""`p11spy redact`: mask PINs and key material in a trace, keeping everything else as it was.
+"""Redacting files: each format's masker run on a file, into a file written whole.
 
-Why the output keeps the input's structure: a redacted trace must still be read by p11spy, by
-OpenSC's own eyes and by whoever answers the bug report, and decode to the same calls and
-APDUs. So every masker replaces bytes in place with a fixed marker (MARK, `*` / 0x2A), lines
-keep their length and count and p11spy records keep their length. PIN lengths stay visible
-(a PIN of the wrong length is a common finding) unless Options.hide_lengths.
-
-Why checking is redacting into nowhere: `--check` must flag exactly what redaction would
-change, no more (a marker already in place is not a secret) and no less. Each format's masker
-reports a Finding for every place it changed; `check` runs it without an output.
-
-The per-format maskers live in redact_p11log.py, redact_spy_text.py and redact_opensc.py,
-all driven by the PKCS#11 table in spy/pkcs11 (which parameters are PINs, which attributes
-are key material) and by apdu_pin.pin_field (which APDUs carry a PIN).
+Why so careful with files: the input is often the only copy of a trace that took a day to
+catch. It is never written unless asked, the output never lands on it, and every output is
+written to a temporary file (mode 0600: it may still hold what --strict would mask) in the
+same directory and renamed over the target only once complete, so an error or an interrupt
+leaves what was there before.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
 
-from p11spy.spy.pkcs11 import attributes
-from p11spy.spy.pkcs11.constants import CKO
+from p11spy.decoder.formats.registry import FORMATS
+from p11spy.decoder.masking import Finding, Options, Report
+from p11spy.errors import UserError
 
-MARK = 0x2A  # '*': what every masked byte becomes (p11log.MASK_FILL stands for the same)
-MARK_CHAR = "*"
-MARK_HEX = "2A"
-HIDDEN_PIN_LENGTH = 8  # with --hide-lengths every PIN becomes this many marker bytes
-
-# Attributes that say who or what a device or person is: masked with --strict only.
-IDENTIFYING = frozenset({"CKA_LABEL", "CKA_SUBJECT", "CKA_ISSUER", "CKA_SERIAL_NUMBER",
-                         "CKA_OWNER", "CKA_URL", "CKA_AC_ISSUER", "CKA_ATTR_TYPES",
-                         "CKA_APPLICATION", "CKA_OBJECT_ID", "CKA_UNIQUE_ID"})
-KEY_CLASSES = frozenset({CKO.value_of("CKO_SECRET_KEY"), CKO.value_of("CKO_PRIVATE_KEY")})
+DEFAULT = Options()
 
 
-@dataclass(frozen=True)
-class Options:
-    strict: bool = False  # also what identifies a person or a device
-    hide_lengths: bool = False  # PINs become HIDDEN_PIN_LENGTH marker bytes
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One place where a secret was (or, for --check, still is): where and what."""
-
-    where: str  # "line 12" or "offset 1234"
-    what: str  # "C_Login pPin (PIN)", "VERIFY APDU data (PIN)"
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.what}"
-
-
-Report = Callable[[Finding], None]
-
-
-class Masker(Protocol):
-    def redact(self, fin: BinaryIO, fout: BinaryIO | None, opts: Options,
-               report: Report) -> None: ...
-
-
-# Format name (as decoder/commands.py names them) -> the module that masks it.
-MASKERS = {
-    "p11spy": "p11spy.decoder.redact_p11log",
-    "pkcs11-spy": "p11spy.decoder.redact_spy_text",
-    "opensc-debug": "p11spy.decoder.redact_opensc",
-    "pcsc-spy": "p11spy.decoder.redact_pcscspy",
-}
-
-
-def masker(fmt: str) -> Masker:
-    """The masker of a format; KeyError if p11spy cannot redact it."""
-    return importlib.import_module(MASKERS[fmt])  # type: ignore[return-value]
-
-
-def redact(fmt: str, fin: BinaryIO, fout: BinaryIO | None, opts: Options = Options(),
+def redact(fmt: str, fin: BinaryIO, fout: BinaryIO | None, opts: Options = DEFAULT,
            report: Report | None = None) -> list[Finding]:
     """Copy fin to fout (or nowhere) with secrets masked; the places masked, in order. With
     report given, findings go there instead of the list (memory stays flat on huge files)."""
     found: list[Finding] = []
-    masker(fmt).redact(fin, fout, opts, report or found.append)
+    FORMATS[fmt].masker.redact(fin, fout, opts, report or found.append)
     return found
 
 
-def check(fmt: str, fin: BinaryIO, opts: Options = Options()) -> list[Finding]:
+def check(fmt: str, fin: BinaryIO, opts: Options = DEFAULT) -> list[Finding]:
     """Where a secret appears to remain: what redaction would change."""
     return redact(fmt, fin, None, opts)
 
 
-# --- helpers shared by the maskers ------------------------------------------------------------
+def open_input(path: Path) -> BinaryIO:
+    """A trace opened for reading, or the one-line reason it cannot be."""
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror}") from exc
 
 
-def is_key_class(value: int | None) -> bool | None:
-    """True for secret and private keys, False for other classes, None when unknown."""
-    return None if value is None else value in KEY_CLASSES
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
 
 
-def attribute_is_secret(atype: int, keyctx: bool | None, strict: bool) -> str | None:
-    """Why an attribute's value is masked ("key material", "identifying"), or None.
+@contextlib.contextmanager
+def atomic_output(target: Path) -> Iterator[BinaryIO]:
+    """A file (mode 0600) that replaces target only when the block ends without error."""
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise UserError(f"{target}: cannot write there ({exc.strerror})") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
-    keyctx: the object is (True), is not (False) or may be (None) a secret or private key;
-    CKA_VALUE is masked unless it is known not to be one, as the shim masks it.
-    """
-    attr = attributes.attribute(atype)
-    if attr.secret or (attr.secret_if_key and keyctx is not False):
-        return "key material"
-    if strict and (attr.name in IDENTIFYING or attr.secret_if_key):
-        return "identifying"
-    return None
 
-
-def printable(b: int) -> str:
-    """A byte as the ASCII columns of hex dumps show it."""
-    return chr(b) if 0x20 <= b < 0x7F else "."
-
-
-def hex_pairs(text: str, want: int) -> list[int]:
-    """The leading "XX " bytes of a hex dump line, at most want of them (dumps of OpenSC and
-    pcsc-spy alike)."""
-    chunk = text[:3 * want]
-    if len(chunk) == 3 * want or len(chunk) == 3 * want - 1:
-        try:
-            if chunk[2::3].strip() == "":
-                return list(bytes.fromhex(chunk))
-        except ValueError:
-            pass
-    out = []
-    for i in range(want):
-        tok = text[3 * i:3 * i + 2]
-        sep = text[3 * i + 2:3 * i + 3]
-        if len(tok) != 2 or sep not in (" ", "") or tok.strip("0123456789ABCDEFabcdef"):
-            break
-        out.append(int(tok, 16))
-    return out
+def redact_file(src: Path, dest: Path, fmt: str, opts: Options) -> list[Finding]:
+    """Redacts src into dest (atomically); the places masked. For the TUI's export too."""
+    if _same_file(src, dest):
+        raise UserError(f"{dest}: is the input; use --in-place to replace it")
+    with open_input(src) as fin, atomic_output(dest) as fout:
+        return redact(fmt, fin, fout, opts)

@@ -6,8 +6,8 @@ import json
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from .events import Apdu, Call, Event, ModuleInfo, PcscCall, Process, Warning_
-from .values import format_time
+from p11spy.decoder.events import Apdu, Call, Event, ModuleInfo, PcscCall, Process, Warning_
+from p11spy.decoder.values import format_time
 
 TEXT_BYTES = 48  # hex characters of a long value shown in text before it is cut
 
@@ -64,7 +64,7 @@ def _hex(b: bytes, limit: int = TEXT_BYTES) -> str:
 
 
 def apdu_text(a: Apdu) -> list[str]:
-    from .apdu_names import ins_name
+    from p11spy.decoder.apdu import ins_name
 
     pad = "    " if a.parent is not None else ""
     name = ins_name(a.command[0], a.command[1]) if len(a.command) >= 2 else None

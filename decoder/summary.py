@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .events import Apdu, Call, Event
+from p11spy.decoder.events import Apdu, Call, Event
 
 TOP = 10
 

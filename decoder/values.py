@@ -10,10 +10,10 @@ import datetime as _dt
 from functools import cache
 from typing import Any
 
-from p11spy.spy import logformat as lf
-from p11spy.spy import pcsc
-from p11spy.spy.pkcs11 import attributes, constants, structs
-from p11spy.spy.pkcs11.model import Param, Role, ValueType
+from p11spy.facts import logformat as lf
+from p11spy.facts import pcsc
+from p11spy.facts.pkcs11 import attributes, constants, structs
+from p11spy.facts.pkcs11.model import Param, Role, ValueType
 
 CK_UNAVAILABLE_INFORMATION = (1 << 64) - 1
 PIN_CLASS_NAMES = {
@@ -39,10 +39,8 @@ def name_in(family: str | None, value: int) -> str:
 
 def pcsc_rv_name(rv: int) -> str:
     """A PC/SC return code's name (SCARD_...), or its hex value."""
-    try:
-        from .codes import pcsc_name  # the knowledge base, when present
-    except ImportError:
-        return "SCARD_S_SUCCESS" if rv == 0 else f"0x{rv:08X}"
+    from p11spy.decoder.codes import pcsc_name  # late: the tables load only when needed
+
     return pcsc_name(rv) or f"0x{rv:08X}"
 
 

@@ -14,9 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from p11spy.decoder.cli import UserError
-
-from .commands import PRELOAD
+from p11spy.errors import UserError
+from p11spy.spy.shims import PRELOAD
 
 
 def _pattern_glob(pattern: str) -> str:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from testbed.card_station import CardStation, card_station
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +78,7 @@ def shim() -> Path:
 @pytest.fixture(scope="session")
 def shim_for(shim: Path) -> Callable[[str], Path]:
     """The shim `p11spy lib` hands out for a real module (the 2.x build for 2.x modules)."""
-    from p11spy.spy.commands import shim_path
+    from p11spy.spy.shims import shim_path
 
     return lambda module: shim_path(module)
 
@@ -96,7 +98,7 @@ def spy_env(shim: Path, tmp_path: Path) -> Callable[..., dict[str, str]]:
 
 
 def read_trace(path: Path) -> list:
-    from p11spy.decoder import p11log
+    from p11spy.decoder.formats.p11spy import reader as p11log
 
     with path.open("rb") as f:
         return list(p11log.read(f))
@@ -115,3 +117,14 @@ def trace_calls() -> Callable[[Path], list]:
 def run(cmd: list[str], env: dict[str, str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, **kw)
 
+
+@pytest.fixture
+def piv_card(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CardStation]:
+    """A fresh virtual PIV card in a pcscd of the test's own (stopped after the test).
+
+    Parametrize indirectly with a dict of PivCard fields for other PINs or retry limits, and
+    `"pinpad": PIN` for a PIN-pad reader whose keypad types PIN.
+    """
+    args = dict(getattr(request, "param", None) or {})
+    with card_station(tmp_path / "station", pinpad=args.pop("pinpad", None), **args) as station:
+        yield station

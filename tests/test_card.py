@@ -1,7 +1,7 @@
-"""The card bench: a virtual PIV card behind a real pcscd, driven by OpenSC's stock PIV driver.
+"""The card station: a virtual PIV card behind a real pcscd, driven by OpenSC's stock PIV driver.
 
 The first tests exercise the card's command handler directly (no PC/SC); the rest start pcscd
-with a vpcd reader and the card (fixture `piv_card`, see tests/card/bench.py) and run OpenSC's
+with a vpcd reader and the card (fixture `piv_card`, see testbed/card_station.py) and run OpenSC's
 own tools against opensc-pkcs11.so, so that real APDUs cross PC/SC.
 """
 
@@ -19,17 +19,12 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from .card import bench
-from .card.bench import CardBench
-from .card.piv import PIV_AID, Apdu, PivCard, parse_tlvs, tlv
-
-# The bench's fixture, bound by name so pytest finds it here. (Importing the name works for
-# pytest too, but ruff then flags every test parameter called piv_card as F811.)
-piv_card = bench.piv_card
+from testbed.card_station import CardStation
+from testbed.piv import PIV_AID, Apdu, PivCard, parse_tlvs, tlv
 
 SELECT = bytes.fromhex("00A4040009") + PIV_AID[:9] + b"\x00"
 CERT_GET = bytes.fromhex("00CB3FFF055C035FC10500")
-SESSION_CLIENT = Path(__file__).parent / "card" / "session_client.py"
+SESSION_CLIENT = Path(__file__).parent / "clients" / "session_client.py"
 
 
 def sw(resp: bytes) -> int:
@@ -145,7 +140,7 @@ def test_general_authenticate_chained_in_and_out(card_proto: PivCard) -> None:
 # --- through pcscd and OpenSC -------------------------------------------------------------
 
 
-def test_opensc_tools_name_the_piv_card(piv_card: CardBench) -> None:
+def test_opensc_tools_name_the_piv_card(piv_card: CardStation) -> None:
     r = piv_card.opensc_tool("--atr")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == piv_card.card.atr.hex(":")
@@ -156,7 +151,7 @@ def test_opensc_tools_name_the_piv_card(piv_card: CardBench) -> None:
     assert r.stdout.strip().endswith("Card name: Personal Identity Verification Card")
 
 
-def test_pkcs11_token_comes_from_the_card(piv_card: CardBench) -> None:
+def test_pkcs11_token_comes_from_the_card(piv_card: CardStation) -> None:
     r = piv_card.pkcs11_tool("-L")
     assert r.returncode == 0, r.stderr
     slot = r.stdout.split(f"): {piv_card.reader}\n", 1)[1]
@@ -165,7 +160,7 @@ def test_pkcs11_token_comes_from_the_card(piv_card: CardBench) -> None:
     assert "PIN initialized" in slot
 
 
-def test_pkcs11_lists_certificate_and_keys(piv_card: CardBench) -> None:
+def test_pkcs11_lists_certificate_and_keys(piv_card: CardStation) -> None:
     r = piv_card.pkcs11_tool("-O")
     assert r.returncode == 0, r.stderr
     assert "Certificate Object; type = X.509 cert" in r.stdout
@@ -182,7 +177,7 @@ def _remaining_tries(stderr: str) -> int:
     return int(re.findall(r"PIN not verified \(remaining tries: (\d)\)", stderr)[-1])
 
 
-def test_wrong_pin_counts_down_then_locks(piv_card: CardBench) -> None:
+def test_wrong_pin_counts_down_then_locks(piv_card: CardStation) -> None:
     login = ("--login", "--pin", "999999", "-O")
     results = []
     for _ in range(3):
@@ -199,7 +194,7 @@ def test_wrong_pin_counts_down_then_locks(piv_card: CardBench) -> None:
     assert verifies == [0x63C2, 0x63C1, 0x63C0, 0x6983, 0x6983]
 
 
-def test_puk_unblocks_and_pin_changes(piv_card: CardBench) -> None:
+def test_puk_unblocks_and_pin_changes(piv_card: CardStation) -> None:
     """RESET RETRY COUNTER and CHANGE REFERENCE DATA, as OpenSC's tools send them."""
     for _ in range(3):
         piv_card.pkcs11_tool("--login", "--pin", "999999", "-O")
@@ -216,7 +211,7 @@ def test_puk_unblocks_and_pin_changes(piv_card: CardBench) -> None:
     assert 0x2C in ins and 0x24 in ins
 
 
-def test_right_pin_signs_and_signature_verifies(piv_card: CardBench, tmp_path: Path) -> None:
+def test_right_pin_signs_and_signature_verifies(piv_card: CardStation, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.write_bytes(b"the spy saw this")
     sig = tmp_path / "sig"
@@ -231,13 +226,13 @@ def test_right_pin_signs_and_signature_verifies(piv_card: CardBench, tmp_path: P
 
 
 @pytest.mark.parametrize("piv_card", [{"pin": "24682468", "puk": "87654321"}], indirect=True)
-def test_pins_are_configurable(piv_card: CardBench) -> None:
+def test_pins_are_configurable(piv_card: CardStation) -> None:
     assert piv_card.pkcs11_tool("--login", "--pin", "123456", "-O").returncode != 0
     r = piv_card.pkcs11_tool("--login", "--pin", "24682468", "-O")
     assert r.returncode == 0, r.stderr
 
 
-def test_raw_apdus_through_pcsc(piv_card: CardBench) -> None:
+def test_raw_apdus_through_pcsc(piv_card: CardStation) -> None:
     [resp] = piv_card.transmit(SELECT)
     assert sw(resp) == 0x9000 and resp[0] == 0x61
     data, status = fetch(lambda c: piv_card.transmit(c)[0], CERT_GET)
@@ -248,7 +243,7 @@ def test_raw_apdus_through_pcsc(piv_card: CardBench) -> None:
                                              verify_cmd(None))] == [0x63C3, 0x9000, 0x9000]
 
 
-def test_card_pulled_during_a_command_fails_fast(piv_card: CardBench, tmp_path: Path) -> None:
+def test_card_pulled_during_a_command_fails_fast(piv_card: CardStation, tmp_path: Path) -> None:
     """The card vanishes while GENERAL AUTHENTICATE is in flight: an error, not a hang."""
     data = tmp_path / "data"
     data.write_bytes(b"x")
@@ -280,7 +275,7 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
     return proc.stdout.readline().strip()
 
 
-def test_card_pulled_between_calls_of_a_session(piv_card: CardBench) -> None:
+def test_card_pulled_between_calls_of_a_session(piv_card: CardStation) -> None:
     proc = subprocess.Popen(
         [sys.executable, str(SESSION_CLIENT), piv_card.module, piv_card.token_label,
          piv_card.pin], env=piv_card.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

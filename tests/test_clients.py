@@ -37,8 +37,7 @@ from pathlib import Path
 import pytest
 
 from p11spy.decoder.events import Call
-
-from .conftest import REPO, SO_PIN, SOFTHSM_MODULE, Token, make_token, read_trace
+from tests.conftest import REPO, SO_PIN, SOFTHSM_MODULE, Token, make_token, read_trace
 
 CLIENTS = REPO / "tests" / "clients"
 # A distinctive PIN: its ASCII bytes must not occur anywhere in a trace. "1234" could occur in

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from p11spy.spy.pkcs11 import attributes, constants
-from p11spy.spy.pkcs11.constants import FAMILIES, lookup
-from p11spy.spy.pkcs11.model import ValueType
+from p11spy.facts.pkcs11 import attributes, constants
+from p11spy.facts.pkcs11.constants import FAMILIES, lookup
+from p11spy.facts.pkcs11.model import ValueType
 
 ERROR_CODES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "error-codes.md"
 _ROW = re.compile(r"^\|\s*(CKR_\w+)\s*\|\s*(0x[0-9A-Fa-f]+)\s*\|\s*(\d+)\s*\|")

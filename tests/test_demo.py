@@ -1,4 +1,4 @@
-"""`make demo`'s script: the main job on the card bench, shown as a user sees it.
+"""`make demo`'s script: the main job on the card station, shown as a user sees it.
 
 Without a terminal (CI) it prints the failed C_Login with its masked VERIFY and the card's
 63C2, explains the codes, and waits for nothing; in a terminal it opens the viewer.
@@ -13,10 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import REPO
-from .test_tui import _tmux, _wait_screen, tmux_session
+from tests.conftest import REPO
+from tests.test_tui import _tmux, _wait_screen, tmux_session
 
-DEMO = REPO / "tests" / "demo.py"
+DEMO = [sys.executable, "-m", "demo"]  # as `make demo` runs it, from the repository
 
 
 def _kept(out: str) -> Path:
@@ -26,7 +26,7 @@ def _kept(out: str) -> Path:
 
 
 def test_demo_without_a_terminal_prints_the_failed_login() -> None:
-    res = subprocess.run([sys.executable, str(DEMO)], capture_output=True, text=True,
+    res = subprocess.run(DEMO, cwd=REPO, capture_output=True, text=True,
                          timeout=180, stdin=subprocess.DEVNULL)
     try:
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr
@@ -45,7 +45,7 @@ def test_demo_without_a_terminal_prints_the_failed_login() -> None:
 
 def test_demo_in_a_terminal_opens_the_viewer() -> None:
     env = {k: v for k, v in os.environ.items() if k != "CI"}
-    cmd = f"{sys.executable} {DEMO}; echo EXITED $?; sleep 60"
+    cmd = f"cd {REPO} && {sys.executable} -m demo; echo EXITED $?; sleep 60"
     with tmux_session(cmd, env, "demo") as session:
         text = _wait_screen(session, lambda s: "q Quit" in s and "C_Login" in s, timeout=120)
         assert "e Next error" in text

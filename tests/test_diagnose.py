@@ -1,6 +1,6 @@
 """`p11spy diagnose` on real traces: each rule on a trace that shows its situation, made here
 through the shim (SoftHSM2), OpenSC's pkcs11-spy or `p11spy run`, and no false finding on the
-healthy fixtures. The card-bench situations (63Cx, 6983, a card pulled, a card no driver
+healthy fixtures. The card-station situations (63Cx, 6983, a card pulled, a card no driver
 takes) are in test_diagnose_card.py.
 
 Clients: tests/clients/diagnose_client.py gets a real module into each situation with raw calls
@@ -20,12 +20,11 @@ from pathlib import Path
 import pytest
 
 from p11spy.decoder import codes
-from p11spy.decoder.commands import open_events
 from p11spy.decoder.diagnose import RULES, Finding, diagnose
 from p11spy.decoder.events import Apdu, Call, Event
+from p11spy.decoder.formats.registry import open_events
 from p11spy.decoder.knowledge.findings import FINDINGS
-
-from .conftest import LABEL, USER_PIN, run
+from tests.conftest import LABEL, USER_PIN, run
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "tests" / "clients" / "diagnose_client.py"
@@ -397,7 +396,7 @@ def test_broken_fixture_findings(name: str) -> None:
 
 
 def test_opensc_debug_wrong_pin_shows_the_counter() -> None:
-    """A real OPENSC_DEBUG=9 log of a wrong PIN on the card bench: the VERIFY status check
+    """A real OPENSC_DEBUG=9 log of a wrong PIN on the card station: the VERIFY status check
     (63C3) and the failed VERIFY (63C2) are read from the log's APDU dumps."""
     path = FIXTURES / "opensc-debug" / "real-0.23-card-wrong-pin-debug9.log"
     if not path.exists():
@@ -418,8 +417,6 @@ def test_field_notes_pin_reads_as_binary() -> None:
 # --- the knowledge base, shared with explain -------------------------------------------------
 
 def test_every_finding_text_is_in_the_knowledge_base() -> None:
-    from p11spy.decoder import rules  # noqa: F401
-
     for name in RULES:
         assert name in FINDINGS
     for name, advice in FINDINGS.items():

@@ -1,7 +1,7 @@
 """`p11spy diagnose` on real card traces: OpenSC's pkcs11-tool under `p11spy run` against the
-virtual PIV card of the card bench (tests/card/bench.py), through a real pcscd.
+virtual PIV card of the card station (testbed/card_station.py), through a real pcscd.
 
-One bench for the module (it serialises on a lock and takes seconds to start), one trace per
+One station for the module (it serialises on a lock and takes seconds to start), one trace per
 situation, made in this order: the right PIN in EBCDIC; a healthy signature; a card no
 configured driver takes; a logged-in session held open while another process resets the card
 (SCardDisconnect with SCARD_RESET_CARD), once with OpenSC's PIN cache (it recovers), once
@@ -24,15 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from p11spy.decoder.commands import open_events
 from p11spy.decoder.diagnose import Finding, diagnose
 from p11spy.decoder.events import Apdu, Call, Event, PcscCall
-
-from .card import bench, pcsc
+from p11spy.decoder.formats.registry import open_events
+from testbed import card_station as station
+from testbed import pcsc
 
 P11SPY = str(Path(sys.executable).parent / "p11spy")
 WRONG = "999999"
-SESSION_CLIENT = Path(__file__).with_name("card") / "session_client.py"
+SESSION_CLIENT = Path(__file__).parent / "clients" / "session_client.py"
 SCARD_RESET_CARD = 1
 
 
@@ -54,7 +54,7 @@ class CardTraces:
     card_pin_tries: int
 
 
-def _run(b: bench.CardBench, out: Path, *args: str, **env: str):
+def _run(b: station.CardStation, out: Path, *args: str, **env: str):
     return b.run([P11SPY, "run", "-o", str(out), "--", "pkcs11-tool", "--module", b.module,
                   *args], **env)
 
@@ -73,8 +73,8 @@ def reset_card(reader: str) -> None:
             raise pcsc.PcscError("SCardDisconnect", rv)
 
 
-def held_session(b: bench.CardBench, out: Path, reset: bool, **env: str) -> list[str]:
-    """tests/card/session_client.py under `p11spy run`: logs in and signs, holds the session
+def held_session(b: station.CardStation, out: Path, reset: bool, **env: str) -> list[str]:
+    """tests/clients/session_client.py under `p11spy run`: logs in and signs, holds the session
     while the card is reset (if reset), signs again; returns what it printed."""
     p = subprocess.Popen([P11SPY, "run", "-o", str(out), "--", sys.executable,
                           str(SESSION_CLIENT), b.module, b.token_label, b.pin],
@@ -102,7 +102,7 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CardTraces]:
     data.write_bytes(b"sign me" * 8)
     sign = ("--sign", "--id", "01", "-m", "SHA256-RSA-PKCS", "-i", str(data), "-o",
             str(w / "sig"))
-    with bench.card_bench(w / "bench") as b:
+    with station.card_station(w / "station") as b:
         # the right digits in EBCDIC, as a z/OS program would hand them over
         ebcdic = os.fsdecode(b.pin.encode("cp037"))
         r = _run(b, w / "ebcdic.p11", "--login", "--pin", ebcdic, "-O")
@@ -111,13 +111,13 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CardTraces]:
         r = _run(b, w / "healthy.p11", "--login", "--pin", b.pin, *sign)
         assert r.returncode == 0, r.stderr
         # OpenSC limited to a driver that does not take a PIV card
-        conf = bench.write_opensc_conf(w / "openpgp-only.conf", {"card_drivers": "openpgp"})
+        conf = station.write_opensc_conf(w / "openpgp-only.conf", {"card_drivers": "openpgp"})
         r = _run(b, w / "unknown.p11", "-L", OPENSC_CONF=str(conf), OPENSC_DEBUG="7")
         assert r.returncode == 0, r.stderr[-2000:]
         (w / "unknown-debug7.log").write_text(r.stderr)
         # a session held open while another program resets the card
         answers = {"recovered": held_session(b, w / "reset.p11", reset=True)}
-        nocache = bench.write_opensc_conf(w / "no-pin-cache.conf",
+        nocache = station.write_opensc_conf(w / "no-pin-cache.conf",
                                           pkcs15={"use_pin_caching": "false"})
         answers["failed"] = held_session(b, w / "reset-no-pin-cache.p11", reset=True,
                                          OPENSC_CONF=str(nocache))
@@ -143,7 +143,7 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CardTraces]:
                           w / "reset-no-pin-cache.p11", w / "held.p11", answers,
                           w / "long.p11",
                           w / "pins.p11", debug, b.card.atr.hex().upper(), b.card.pin_tries)
-    yield made  # the bench is down again: its lock is free for the other tests
+    yield made  # the station is down again: its lock is free for the other tests
 
 
 def diagnosed(path: Path) -> tuple[list[Finding], dict[int, Event]]:
@@ -327,23 +327,23 @@ def test_blocked_pin_in_an_opensc_debug_log(traces: CardTraces) -> None:
 
 @contextlib.contextmanager
 def pcscd_without_readers(workdir: Path) -> Iterator[None]:
-    """A real pcscd with an empty reader configuration, under the card bench's lock (pcscd's
-    socket is fixed, so no bench may run meanwhile)."""
+    """A real pcscd with an empty reader configuration, under the card station's lock (pcscd's
+    socket is fixed, so no station may run meanwhile)."""
     conf = workdir / "reader.conf.d"
     conf.mkdir(parents=True)
-    with bench.bench_lock():
-        if bench._pcscd_answers():
+    with station.station_lock():
+        if station._pcscd_answers():
             pytest.skip("a pcscd not started by the tests is running")
-        for stale in (bench.PCSCD_SOCKET, bench.PCSCD_SOCKET.with_name("pcscd.pid")):
+        for stale in (station.PCSCD_SOCKET, station.PCSCD_SOCKET.with_name("pcscd.pid")):
             stale.unlink(missing_ok=True)
         with (workdir / "pcscd.log").open("wb") as log:
-            proc = subprocess.Popen([bench.PCSCD, "--foreground", "--config", str(conf)],
+            proc = subprocess.Popen([station.PCSCD, "--foreground", "--config", str(conf)],
                                     stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT,
-                                    preexec_fn=bench._die_with_parent)
+                                    preexec_fn=station._die_with_parent)
         try:
             deadline = time.monotonic() + 15
-            while not bench._pcscd_answers():
+            while not station._pcscd_answers():
                 assert proc.poll() is None and time.monotonic() < deadline, \
                     (workdir / "pcscd.log").read_text()
                 time.sleep(0.05)
@@ -363,7 +363,7 @@ def test_pcscd_without_readers(tmp_path: Path) -> None:
            if not k.startswith(("P11SPY_", "OPENSC", "PCSCLITE"))}
     with pcscd_without_readers(tmp_path / "pcscd"):
         r = subprocess.run([P11SPY, "run", "-o", str(out), "--", "pkcs11-tool", "--module",
-                            bench.OPENSC_MODULE, "-L"], env=env, capture_output=True,
+                            station.OPENSC_MODULE, "-L"], env=env, capture_output=True,
                            text=True, timeout=60)
     assert "No slots." in r.stdout + r.stderr, r.stdout + r.stderr
     findings, by_seq = diagnosed(out)

@@ -6,15 +6,14 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable, Static
 
-from p11spy.decoder.commands import open_events
 from p11spy.decoder.diagnose import diagnose
+from p11spy.decoder.formats.registry import open_events
 from p11spy.tui.app import ShowApp
 from p11spy.tui.detail import build, plain
 from p11spy.tui.findings import FindingsScreen, finding_text, marks, rows_cited
 from p11spy.tui.p11_index import P11Index
-
-from .conftest import REPO
-from .test_tui import ready, sync
+from tests.conftest import REPO
+from tests.test_tui import ready, sync
 
 WRONG_PIN = REPO / "fixtures" / "pkcs11-spy" / "written-0.24-windows-pt-crlf.log"
 SIZE = (100, 30)

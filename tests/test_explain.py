@@ -15,7 +15,7 @@ import pytest
 from p11spy.decoder import codes
 from p11spy.decoder.codes import SYSTEMS, Code, by_name, explain_rv, explain_sw, lookup
 from p11spy.decoder.knowledge.ckr import CKR as CKR_TEXTS
-from p11spy.spy.pkcs11.constants import FAMILIES
+from p11spy.facts.pkcs11.constants import FAMILIES
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 ERROR_CODES = REFERENCE / "error-codes.md"

@@ -16,9 +16,9 @@ from pathlib import Path
 import cffi
 import pytest
 
-from p11spy.spy.pkcs11 import constants, functions, structs
-from p11spy.spy.pkcs11.functions import BY_NAME, FUNCTIONS, functions_in
-from p11spy.spy.pkcs11.model import Param, Role
+from p11spy.facts.pkcs11 import constants, functions, structs
+from p11spy.facts.pkcs11.functions import BY_NAME, FUNCTIONS, functions_in
+from p11spy.facts.pkcs11.model import Param, Role
 
 # --- counts, order, indexes --------------------------------------------------------------------
 

@@ -23,10 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p11spy.decoder import commands, render
+from p11spy.decoder import render
 from p11spy.decoder.events import Event
-
-from .conftest import REPO
+from p11spy.decoder.formats import registry as commands
+from tests.conftest import REPO
 
 FIX = REPO / "fixtures"
 # Real traces of each format, small enough to decode many times over.

@@ -20,12 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p11spy.decoder import opensc_debug
 from p11spy.decoder.events import Apdu, Call, Event, LogLine, Warning_
-
-from . import readers
-from .conftest import REPO
-from .readers import exchanges, of
+from p11spy.decoder.formats.opensc_debug import reader as opensc_debug
+from tests import readers
+from tests.conftest import REPO
+from tests.readers import exchanges, of
 
 FIXTURES = REPO / "fixtures" / "opensc-debug"
 P11SPY = str(Path(sys.executable).parent / "p11spy")
@@ -71,7 +70,7 @@ SESSION = [INIT, ("C_GetSlotList", None), ("C_GetSlotList", None), ("C_OpenSessi
 EXPECTED_CALLS["written-0.24-linux-wrong-pin.log"] = SESSION
 EXPECTED_CALLS["written-0.22-linux-ansi-colours.log"] = SESSION
 
-# Logs made on the card bench with p11spy run tracing the same run (tests/card/
+# Logs made on the card station with p11spy run tracing the same run (testbed/
 # record_fixtures.py): the calls OpenSC logs are those of p11spy's trace, less the entry points
 # the client looked up before OpenSC had a context to log with, and with the shim's own
 # C_GetInfo after C_Initialize (which OpenSC logs, rv unsaid, like the calls it does not end
@@ -83,8 +82,8 @@ _BEFORE_CONTEXT = frozenset({"C_GetFunctionList", "C_GetInterface", "C_GetInterf
 
 
 def calls_opensc_logs(trace: Path) -> list[tuple[str, int | None]]:
-    from p11spy.decoder import p11log
     from p11spy.decoder.events import ModuleInfo
+    from p11spy.decoder.formats.p11spy import reader as p11log
 
     logged = opensc_debug.ENTRY_LOGGED | opensc_debug.EXIT_LOGGED
     out: list[tuple[str, int | None]] = []
@@ -511,7 +510,7 @@ def test_events_come_before_the_file_is_read_whole(tmp_path):
 def test_card_log_has_the_apdus_of_the_p11spy_trace(name):
     """Same bytes, same order, under a call of the same function; the trace masks the PIN of
     a VERIFY that the level-9 log shows in clear."""
-    from p11spy.decoder import p11log
+    from p11spy.decoder.formats.p11spy import reader as p11log
 
     logged = exchanges(decode(FIXTURES / name))
     with PAIRED[name].open("rb") as f:
@@ -523,9 +522,9 @@ def test_card_log_has_the_apdus_of_the_p11spy_trace(name):
 
 
 def test_card_logs_regenerate(tmp_path):
-    """record_fixtures.py on this machine's bench makes logs that decode to the same calls as
+    """record_fixtures.py on this machine's station makes logs that decode to the same calls as
     the committed ones."""
-    res = subprocess.run([sys.executable, "-m", "tests.card.record_fixtures", str(tmp_path)],
+    res = subprocess.run([sys.executable, "-m", "testbed.record_fixtures", str(tmp_path)],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert res.returncode == 0, res.stderr
     for name, trace in PAIRED.items():

@@ -22,13 +22,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p11spy.decoder import commands, p11log, pcscspy_text, render
+from p11spy.decoder import render
 from p11spy.decoder import values as V
 from p11spy.decoder.events import Apdu, Event, PcscCall, Warning_
-
-from . import readers
-from .conftest import REPO
-from .readers import of
+from p11spy.decoder.formats import registry as commands
+from p11spy.decoder.formats.p11spy import reader as p11log
+from p11spy.decoder.formats.pcsc_spy import reader as pcscspy_text
+from tests import readers
+from tests.conftest import REPO
+from tests.readers import of
 
 FIXTURES = REPO / "fixtures" / "pcsc-spy"
 P11SPY = str(Path(sys.executable).parent / "p11spy")

@@ -25,13 +25,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p11spy.decoder import commands, p11log, pkcs11spy_text
 from p11spy.decoder import values as V
 from p11spy.decoder.events import Call, Event, Process, Warning_
-
-from . import readers
-from .conftest import REPO, Token
-from .readers import of
+from p11spy.decoder.formats import registry as commands
+from p11spy.decoder.formats.p11spy import reader as p11log
+from p11spy.decoder.formats.pkcs11_spy import reader as pkcs11spy_text
+from tests import readers
+from tests.conftest import REPO, Token
+from tests.readers import of
 
 FIXTURES = REPO / "fixtures" / "pkcs11-spy"
 P11SPY = str(Path(sys.executable).parent / "p11spy")
@@ -95,7 +96,7 @@ def dumps_after(text: str, marker: str) -> list[bytes]:
 
 def test_fixtures_are_all_described():
     readers.assert_fixtures_described(FIXTURES, ALL, r"real output of pkcs11-spy 0\.23 made by "
-                                      r"`(regenerate\.sh|tests/card/record_fixtures\.py)`")
+                                      r"`(regenerate\.sh|testbed/record_fixtures\.py)`")
 
 
 @pytest.mark.parametrize("name", ALL)

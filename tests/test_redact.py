@@ -1,4 +1,4 @@
-"""`p11spy redact`: real traces (pkcs11-spy over SoftHSM2, OPENSC_DEBUG=9 over the card bench,
+"""`p11spy redact`: real traces (pkcs11-spy over SoftHSM2, OPENSC_DEBUG=9 over the card station,
 p11spy with P11SPY_LOG_SECRETS=1) fail --check before redaction and pass it after; the
 fixtures likewise; and the command never harms the input."""
 
@@ -15,14 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from p11spy.decoder import redact, secrets_search
-from p11spy.decoder.commands import open_events
-
-from .card import bench
-from .card.bench import CardBench
-from .conftest import REPO, SO_PIN, USER_PIN, Token, run
-
-piv_card = bench.piv_card
+from p11spy.decoder import masking, redact
+from p11spy.decoder.formats.registry import open_events
+from p11spy.decoder.masking import search as secrets_search
+from testbed.card_station import CardStation
+from tests.conftest import REPO, SO_PIN, USER_PIN, Token, run
 
 P11SPY = [str(Path(sys.executable).parent / "p11spy")]
 SPY_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so"
@@ -131,7 +128,7 @@ def test_p11spy_log_with_secrets(tmp_path: Path, token: Token, spy_env, shim: Pa
     assert "2a2a2a2a2a2a" in shown and NEW_PIN.encode().hex() not in shown
 
 
-def test_opensc_debug_9_over_the_card(piv_card: CardBench, tmp_path: Path) -> None:
+def test_opensc_debug_9_over_the_card(piv_card: CardStation, tmp_path: Path) -> None:
     """Level 9 logs the VERIFY APDUs with the PIN in clear: wrong, right, then a change."""
     log = tmp_path / "opensc-debug.log"
     with log.open("w") as f:
@@ -146,7 +143,7 @@ def test_opensc_debug_9_over_the_card(piv_card: CardBench, tmp_path: Path) -> No
                    ["VERIFY APDU data (PIN)", "CHANGE REFERENCE DATA APDU data (PIN)"])
 
 
-def test_pkcs11_spy_over_the_card(piv_card: CardBench, tmp_path: Path) -> None:
+def test_pkcs11_spy_over_the_card(piv_card: CardStation, tmp_path: Path) -> None:
     """pkcs11-spy between pkcs11-tool and OpenSC's module on the PIV card: wrong PIN, right
     PIN, a PIN change; the log also holds the card's certificate (public: kept)."""
     log = tmp_path / "spy-card.log"
@@ -161,7 +158,7 @@ def test_pkcs11_spy_over_the_card(piv_card: CardBench, tmp_path: Path) -> None:
     assert "CKO_CERTIFICATE" in out.read_text()
 
 
-def test_p11spy_run_with_secrets_over_the_card(piv_card: CardBench, tmp_path: Path) -> None:
+def test_p11spy_run_with_secrets_over_the_card(piv_card: CardStation, tmp_path: Path) -> None:
     """The preload spy with --log-secrets records the VERIFY and CHANGE REFERENCE DATA APDUs
     in clear under C_Login / C_SetPIN: all masked, and the trace keeps its size."""
     trace = tmp_path / "card.p11"
@@ -196,7 +193,7 @@ def test_fixtures_fail_check_then_pass(fixture: Path, tmp_path: Path) -> None:
 def test_pkcs11_spy_fast_path_is_the_line_machine(fixture: Path) -> None:
     """The default path skips the lines that cannot matter: it must write and find exactly
     what the full line machine does (also with --hide-lengths)."""
-    from p11spy.decoder import redact_spy_text
+    from p11spy.decoder.formats.pkcs11_spy import masker as redact_spy_text
 
     data = fixture.read_bytes()
     for opts in (redact.Options(), redact.Options(hide_lengths=True)):
@@ -287,15 +284,15 @@ def test_marker_is_not_flagged_and_check_is_redaction() -> None:
 def test_pin_pad_structures_are_masked() -> None:
     """OpenSC's dump of a PC/SC part 10 PIN block, and the p11spy preload spy's SCardControl
     to a PIN-pad control code it learnt from GET_FEATURE_REQUEST (secrets on)."""
-    from p11spy.spy import logformat as lf
-    from p11spy.spy import pcsc
-    from p11spy.tui.sample_trace import field, record, ulong
+    from p11spy.facts import logformat as lf
+    from p11spy.facts import pcsc
+    from tests.traces import field, record, ulong
 
     block = bytes.fromhex("1E1E8947040C0402010904000000000D000000002000800834353637FFFFFFFF")
     text = ("P:1; T:0x1 10:00:00.000 [opensc-pkcs11] reader-pcsc.c:1900:pcsc_pin_cmd: \n"
             f"PC/SC v2 pinpad block ({len(block)} bytes):\n"
             + "\n".join(" ".join(f"{b:02X}" for b in block[k:k + 16]) + " " +
-                        "".join(redact.printable(b) for b in block[k:k + 16])
+                        "".join(masking.printable(b) for b in block[k:k + 16])
                         for k in range(0, len(block), 16)) + "\n\n").encode()
     out = io.BytesIO()
     found = redact.redact("opensc-debug", io.BytesIO(text), out)

@@ -10,15 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from p11spy.decoder import pcscspy_text, redact
+from p11spy.decoder import masking, redact
 from p11spy.decoder.events import Apdu, PcscCall
-
-from .card import bench
-from .card.bench import CardBench
-from .card.record_pcscspy import Spy, decoded
-from .conftest import REPO
-
-piv_card = bench.piv_card
+from p11spy.decoder.formats.pcsc_spy import reader as pcscspy_text
+from testbed.card_station import CardStation
+from testbed.record_pcscspy import Spy, decoded
+from tests.conftest import REPO
 
 FIXTURES = REPO / "fixtures" / "pcsc-spy"
 TRACES = sorted(p for p in FIXTURES.iterdir() if p.suffix in (".raw", ".txt"))
@@ -39,7 +36,7 @@ def shape(data: bytes) -> list[tuple]:
     return out
 
 
-def redacted(data: bytes) -> tuple[bytes, list[redact.Finding]]:
+def redacted(data: bytes) -> tuple[bytes, list[masking.Finding]]:
     out = io.BytesIO()
     found = redact.redact("pcsc-spy", io.BytesIO(data), out)
     return out.getvalue(), found
@@ -85,8 +82,8 @@ def test_command_line_check_fails_before_and_passes_after(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("piv_card", [{"pinpad": WRONG_PIN}], indirect=True)
-def test_pin_pad_structure_is_masked(piv_card: CardBench, tmp_path: Path) -> None:
-    """A PIN-pad reader (the bench's): OpenSC sends the PIN_VERIFY_STRUCTURE by SCardControl
+def test_pin_pad_structure_is_masked(piv_card: CardStation, tmp_path: Path) -> None:
+    """A PIN-pad reader (the station's): OpenSC sends the PIN_VERIFY_STRUCTURE by SCardControl
     with the control code the reader announced; both forms of the trace get it masked."""
     spy = Spy(tmp_path / "spy")
     raw = tmp_path / "pinpad.raw"

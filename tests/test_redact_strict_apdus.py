@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from p11spy.decoder import redact
-from p11spy.decoder.commands import detect, formats
 from p11spy.decoder.events import Apdu
-
-from .conftest import REPO
+from p11spy.decoder.formats.registry import detect, formats
+from tests.conftest import REPO
 
 FIX = REPO / "fixtures"
 CARD_TRACES = [FIX / "p11spy" / "real-card-sign.p11",

@@ -9,14 +9,12 @@ from pathlib import Path
 import pytest
 
 from p11spy.decoder import redact
-
-from .conftest import REPO
+from tests.conftest import REPO
 
 pytest.importorskip("textual")
 
 from p11spy.tui.app import ShowApp  # noqa: E402
-
-from .test_tui import ready, screen_text, settle, sync, utc  # noqa: E402, F401 - fixtures
+from tests.test_tui import ready, screen_text, settle, sync, utc  # noqa: E402, F401 - fixtures
 
 SPY_WRONG_PIN = REPO / "fixtures" / "pkcs11-spy" / "real-0.23-login-wrong-pin.log"
 OPENSC_WRONG_PIN = REPO / "fixtures" / "opensc-debug" / "written-0.24-linux-wrong-pin.log"

@@ -14,7 +14,7 @@ What is normalised between the two runs, and only that: each copy's work directo
 differs), in case a client prints it. None of these commands does; nothing else is rewritten.
 
 Both runs of every command get PCSCLITE_CSOCK_NAME pointing at a socket that does not exist:
-p11tool loads OpenSC from the p11-kit registry, and OpenSC asks pcscd for readers. The bench
+p11tool loads OpenSC from the p11-kit registry, and OpenSC asks pcscd for readers. The station
 that someone else builds may run a pcscd with virtual cards coming and going; this keeps both
 runs away from it (OpenSC then finds no service, the same in both runs, and the run's trace
 shows that SCardEstablishContext).
@@ -36,10 +36,9 @@ from pathlib import Path
 import pytest
 
 from p11spy.decoder.events import Call, Event, ModuleInfo, PcscCall, Process
-
-from . import test_clients as tc
-from .conftest import SOFTHSM_MODULE, Token, read_trace
-from .test_clients import DATA, PIN, WRONG_PIN, Command, need, ok
+from tests import test_clients as tc
+from tests.conftest import SOFTHSM_MODULE, Token, read_trace
+from tests.test_clients import DATA, PIN, WRONG_PIN, Command, need, ok
 
 P11SPY = str(Path(sys.executable).parent / "p11spy")
 TIMEOUT = tc.TIMEOUT  # seconds, for any one command

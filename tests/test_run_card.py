@@ -1,4 +1,4 @@
-"""`p11spy run` on the card bench: real clients, OpenSC, pcscd and the virtual PIV card.
+"""`p11spy run` on the card station: real clients, OpenSC, pcscd and the virtual PIV card.
 
 What a smart-card user checks in a trace: the VERIFY under C_Login with its PIN masked and the
 card's answer (63Cx counting down, 6983 once blocked); the GENERAL AUTHENTICATE under C_Sign;
@@ -17,27 +17,23 @@ from pathlib import Path
 
 import pytest
 
-from p11spy.decoder import opensc_debug
 from p11spy.decoder.events import Apdu, Call, Event, PcscCall
-
-from .card import bench
-from .card.bench import CardBench
-from .conftest import read_trace
-from .readers import exchanges
-from .test_clients import keytool_list, need
-from .test_run import P11SPY, split_message
-
-piv_card = bench.piv_card
+from p11spy.decoder.formats.opensc_debug import reader as opensc_debug
+from testbed.card_station import CardStation, write_opensc_conf
+from tests.conftest import read_trace
+from tests.readers import exchanges
+from tests.test_clients import keytool_list, need
+from tests.test_run import P11SPY, split_message
 
 TIMEOUT = 60
 WRONG_PIN = "975312"  # digits that appear nowhere else in a trace (the serial is 0s)
-SESSION_CLIENT = Path(__file__).parent / "card" / "session_client.py"
+SESSION_CLIENT = Path(__file__).parent / "clients" / "session_client.py"
 VERIFY, GENERAL_AUTHENTICATE = 0x20, 0x87
 
 
 @dataclass
 class Traced:
-    """A client run under `p11spy run` on the bench, and the events of its traces."""
+    """A client run under `p11spy run` on the station, and the events of its traces."""
 
     result: subprocess.CompletedProcess[str]
     traces: list[Path]
@@ -60,7 +56,7 @@ class Traced:
         return found[0]
 
 
-def traced(card: CardBench, out: Path, cmd: list[str], env: dict[str, str] | None = None,
+def traced(card: CardStation, out: Path, cmd: list[str], env: dict[str, str] | None = None,
            timeout: float = TIMEOUT) -> Traced:
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -73,7 +69,7 @@ def traced(card: CardBench, out: Path, cmd: list[str], env: dict[str, str] | Non
     return Traced(res, paths, [e for p in paths for e in read_trace(p)])
 
 
-def pkcs11_tool(card: CardBench, *args: str) -> list[str]:
+def pkcs11_tool(card: CardStation, *args: str) -> list[str]:
     return ["pkcs11-tool", "--module", card.module, *args]
 
 
@@ -83,7 +79,7 @@ def ins(a: Apdu) -> int:
 
 # --- wrong PIN: 63C2, 63C1, 63C0, then 6983 ---------------------------------------------------
 
-def test_wrong_pin_counts_down_under_login_then_locks(piv_card: CardBench,
+def test_wrong_pin_counts_down_under_login_then_locks(piv_card: CardStation,
                                                       tmp_path: Path) -> None:
     seen = []
     for attempt in range(4):
@@ -104,7 +100,7 @@ def test_wrong_pin_counts_down_under_login_then_locks(piv_card: CardBench,
                     ("63C0", "CKR_PIN_INCORRECT"), ("6983", "CKR_PIN_LOCKED")]
 
 
-def test_decode_shows_the_verify_under_the_failed_login(piv_card: CardBench,
+def test_decode_shows_the_verify_under_the_failed_login(piv_card: CardStation,
                                                         tmp_path: Path) -> None:
     """What a user reads: `p11spy decode --errors` prints the failed C_Login with its VERIFY,
     masked, and the card's 63C2."""
@@ -121,14 +117,14 @@ def test_decode_shows_the_verify_under_the_failed_login(piv_card: CardBench,
 
 # --- the same APDUs as OpenSC's own debug log -------------------------------------------------
 
-def _debug_conf(card: CardBench, d: Path) -> tuple[dict[str, str], Path]:
+def _debug_conf(card: CardStation, d: Path) -> tuple[dict[str, str], Path]:
     """The user's own OPENSC_CONF with the debug log switched on, as OpenSC documents it."""
     log = d / "opensc-debug.log"
-    conf = bench.write_opensc_conf(d / "opensc-debug.conf", {"debug": 9, "debug_file": log})
+    conf = write_opensc_conf(d / "opensc-debug.conf", {"debug": 9, "debug_file": log})
     return {**card.env, "OPENSC_CONF": str(conf)}, log
 
 
-def test_every_apdu_of_opensc_debug_log_is_in_the_trace(piv_card: CardBench,
+def test_every_apdu_of_opensc_debug_log_is_in_the_trace(piv_card: CardStation,
                                                        tmp_path: Path) -> None:
     """Login, find, sign: every exchange OpenSC logs at debug 9 is in the trace with the same
     bytes, in the same order, under a call of the same function. The one difference allowed
@@ -156,7 +152,7 @@ def test_every_apdu_of_opensc_debug_log_is_in_the_trace(piv_card: CardBench,
     assert {"C_Login", "C_Sign"} <= functions and None not in functions
 
 
-def test_signature_apdus_are_under_c_sign(piv_card: CardBench, tmp_path: Path) -> None:
+def test_signature_apdus_are_under_c_sign(piv_card: CardStation, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.write_bytes(b"sign me")
     t = traced(piv_card, tmp_path, pkcs11_tool(
@@ -176,7 +172,7 @@ def test_signature_apdus_are_under_c_sign(piv_card: CardBench, tmp_path: Path) -
 
 # --- a pulled card ------------------------------------------------------------------------------
 
-def test_card_pulled_during_the_signature(piv_card: CardBench, tmp_path: Path) -> None:
+def test_card_pulled_during_the_signature(piv_card: CardStation, tmp_path: Path) -> None:
     """The card vanishes while GENERAL AUTHENTICATE is in flight: the trace shows the failed
     exchange and its PC/SC error under C_Sign, the module's return value, and the client ends
     at once. (pcscd answers SCARD_E_NOT_TRANSACTED for an exchange cut off in flight; a card
@@ -195,7 +191,7 @@ def test_card_pulled_during_the_signature(piv_card: CardBench, tmp_path: Path) -
     assert ins(failed[-1]) == GENERAL_AUTHENTICATE and failed[-1].response is None
 
 
-def test_card_pulled_between_calls_of_a_live_session(piv_card: CardBench,
+def test_card_pulled_between_calls_of_a_live_session(piv_card: CardStation,
                                                     tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [P11SPY, "run", "-o", str(tmp_path / "t-%p.p11"), "--", sys.executable,
@@ -221,7 +217,7 @@ def test_card_pulled_between_calls_of_a_live_session(piv_card: CardBench,
 
 # --- every client, configured as its user has it ------------------------------------------------
 
-def _nss(card: CardBench, d: Path) -> list[str]:
+def _nss(card: CardStation, d: Path) -> list[str]:
     need("certutil", "libnss3-tools")
     db = d / "nssdb"
     db.mkdir()
@@ -233,7 +229,7 @@ def _nss(card: CardBench, d: Path) -> list[str]:
     return ["certutil", "-d", f"sql:{db}", "-L", "-h", "all"]
 
 
-def _keytool(card: CardBench, d: Path) -> list[str]:
+def _keytool(card: CardStation, d: Path) -> list[str]:
     need("keytool", "openjdk-17-jdk-headless")
     return keytool_list(card.module, card.pin, d, "Card")
 
@@ -254,7 +250,7 @@ CLIENTS = {
 
 
 @pytest.mark.parametrize("client", list(CLIENTS))
-def test_client_traced_with_its_apdus(client: str, piv_card: CardBench, tmp_path: Path) -> None:
+def test_client_traced_with_its_apdus(client: str, piv_card: CardStation, tmp_path: Path) -> None:
     """Each client, configured only as its user has it (pkcs11-tool and python-pkcs11 given
     the module path, p11tool from p11-kit's registry, certutil from its NSS database, keytool
     from a SunPKCS11 file), does its job under `p11spy run` and its trace has OpenSC's calls
@@ -273,7 +269,7 @@ def test_client_traced_with_its_apdus(client: str, piv_card: CardBench, tmp_path
 
 # --- programs linked to libpcsclite directly ----------------------------------------------------
 
-def test_opensc_tool_linked_to_pcsclite_is_traced(piv_card: CardBench, tmp_path: Path) -> None:
+def test_opensc_tool_linked_to_pcsclite_is_traced(piv_card: CardStation, tmp_path: Path) -> None:
     """opensc-tool calls libpcsclite itself (no PKCS#11 module): its PC/SC calls and APDUs are
     recorded, outside any call, also with the user's own OPENSC_DEBUG on."""
     env = {**piv_card.env, "OPENSC_DEBUG": "3"}
@@ -292,10 +288,10 @@ def test_opensc_tool_linked_to_pcsclite_is_traced(piv_card: CardBench, tmp_path:
 
 # --- a PIN-pad reader ---------------------------------------------------------------------------
 
-IOCTL_VERIFY_PIN_DIRECT = 0x42330006  # what tests/card/pinpad.c announces, as CCID does
+IOCTL_VERIFY_PIN_DIRECT = 0x42330006  # what testbed/pinpad.c announces, as CCID does
 
 
-def _pinpad_login(card: CardBench, out: Path) -> tuple[Traced, Call, PcscCall]:
+def _pinpad_login(card: CardStation, out: Path) -> tuple[Traced, Call, PcscCall]:
     t = traced(card, out, pkcs11_tool(card, "--login", "-O"))
     login = t.one("C_Login")
     assert login.args["pPin"] is None and login.args["ulPinLen"] == 0  # the keypad has it
@@ -307,7 +303,7 @@ def _pinpad_login(card: CardBench, out: Path) -> tuple[Traced, Call, PcscCall]:
 
 
 @pytest.mark.parametrize("piv_card", [{"pinpad": WRONG_PIN}], indirect=True)
-def test_pin_pad_verify_structure_is_masked(piv_card: CardBench, tmp_path: Path) -> None:
+def test_pin_pad_verify_structure_is_masked(piv_card: CardStation, tmp_path: Path) -> None:
     """OpenSC sees the reader's VERIFY_PIN_DIRECT feature and lets the keypad take the PIN:
     C_Login has no PIN, the PIN_VERIFY_STRUCTURE goes by SCardControl, masked like a PIN, and
     the card's answer comes back through it."""
@@ -319,7 +315,7 @@ def test_pin_pad_verify_structure_is_masked(piv_card: CardBench, tmp_path: Path)
 
 
 @pytest.mark.parametrize("piv_card", [{"pinpad": "123456"}], indirect=True)
-def test_pin_pad_right_pin_and_structure_in_clear_on_request(piv_card: CardBench,
+def test_pin_pad_right_pin_and_structure_in_clear_on_request(piv_card: CardStation,
                                                             tmp_path: Path) -> None:
     t = traced(piv_card, tmp_path, ["env", "P11SPY_LOG_SECRETS=1", *pkcs11_tool(
         piv_card, "--login", "-O")])

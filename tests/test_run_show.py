@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import SOFTHSM_MODULE, Token
-from .test_tui import _tmux, _wait_screen, tmux_session
+from tests.conftest import SOFTHSM_MODULE, Token
+from tests.test_tui import _tmux, _wait_screen, tmux_session
 
 P11SPY = str(Path(sys.executable).parent / "p11spy")
 

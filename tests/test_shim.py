@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from p11spy.decoder.events import Call, ModuleInfo, Process, Warning_
-
-from .conftest import REPO, SO_PIN, Token, make_token, read_trace, run
+from tests.conftest import REPO, SO_PIN, Token, make_token, read_trace, run
 
 CLIENTS = REPO / "tests" / "clients"
 OPENSC = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from p11spy.decoder import p11log
 from p11spy.decoder.events import Call
-
-from .conftest import REPO, SO_PIN, run
+from p11spy.decoder.formats.p11spy import reader as p11log
+from tests.conftest import REPO, SO_PIN, run
 
 textual = pytest.importorskip("textual")
 
@@ -34,10 +33,10 @@ from p11spy.tui.call_list import CallList  # noqa: E402
 from p11spy.tui.dialogs import FilterScreen, HelpScreen, PromptScreen  # noqa: E402
 from p11spy.tui.loader import open_index  # noqa: E402
 from p11spy.tui.p11_index import P11Index  # noqa: E402
-from p11spy.tui.sample_trace import TraceWriter, grow, login_story, ulong  # noqa: E402
 from p11spy.tui.stats_screen import StatsScreen  # noqa: E402
 from p11spy.tui.trace_view import TraceView  # noqa: E402
 from p11spy.tui.view import Filter, View  # noqa: E402
+from tests.traces import TraceWriter, grow, login_story, ulong  # noqa: E402
 
 FIXTURES = REPO / "fixtures"
 OPENSC_WRONG_PIN = FIXTURES / "opensc-debug" / "written-0.24-linux-wrong-pin.log"
@@ -242,15 +241,6 @@ def test_grow_repeats_records_with_new_call_numbers(story: Path, tmp_path: Path)
     assert len(idx.kinds) == count
     assert idx.stats.errors == len(idx.errors) > 10
     assert all(len(idx.apdu_kids(r)) == 1 for r in idx.errors)  # each copy keeps its APDU
-
-
-def test_core_never_imports_textual() -> None:
-    code = ("import sys; from p11spy.decoder import cli; cli.build_parser(); "
-            "import p11spy.tui.commands, p11spy.tui.p11_index, p11spy.tui.search; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    assert res.stdout.strip() == "[]"
 
 
 def test_show_is_a_subcommand_and_needs_a_terminal(story: Path) -> None:

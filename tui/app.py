@@ -18,14 +18,14 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
-from . import redacted
-from .dialogs import FilterScreen, HelpScreen, PromptScreen
-from .findings import FindingsScreen
-from .loader import open_index
-from .stats_screen import StatsScreen
-from .trace_index import TraceIndex
-from .trace_view import TraceView
-from .view import Filter
+from p11spy.tui import redacted
+from p11spy.tui.dialogs import FilterScreen, HelpScreen, PromptScreen
+from p11spy.tui.findings import FindingsScreen
+from p11spy.tui.loader import open_index
+from p11spy.tui.stats_screen import StatsScreen
+from p11spy.tui.trace_index import TraceIndex
+from p11spy.tui.trace_view import TraceView
+from p11spy.tui.view import Filter
 
 THEME = "ansi-dark"  # the terminal's own colours; P11SPY_THEME picks another Textual theme
 
@@ -220,7 +220,7 @@ class ShowApp(App[int]):
 
     @work(thread=True, group="redact", exit_on_error=False)
     def _redact_for_view(self, tv: TraceView) -> None:
-        from p11spy.decoder.cli import UserError
+        from p11spy.errors import UserError
 
         try:
             path, n = redacted.redacted_copy(tv.index.path,
@@ -252,7 +252,7 @@ class ShowApp(App[int]):
 
     @work(thread=True, group="redact", exit_on_error=False)
     def _export(self, tv: TraceView, src: Path) -> None:
-        from p11spy.decoder.cli import UserError
+        from p11spy.errors import UserError
 
         try:
             dest, n = redacted.export(src)
@@ -281,7 +281,7 @@ class ShowApp(App[int]):
 
 def run_show(paths: list[str], follow: bool = False, fmt: str | None = None) -> int:
     """Open the viewer on trace files (as `p11spy show` and `make demo` do); the exit status."""
-    from p11spy.decoder.cli import UserError
+    from p11spy.errors import UserError
 
     try:
         app = ShowApp.for_paths(paths, follow, fmt)

@@ -19,9 +19,9 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from .row_text import Columns, call_parts, kid_parts
-from .trace_index import LRU
-from .view import View
+from p11spy.tui.row_text import Columns, call_parts, kid_parts
+from p11spy.tui.trace_index import LRU
+from p11spy.tui.view import View
 
 ROLES = ("num", "time", "thread", "func", "args", "ok", "error", "warning", "more", "apdu",
          "dim", "dur", "cursor")

@@ -16,13 +16,13 @@ from rich.style import Style
 from rich.text import Text
 from rich.tree import Tree
 
+from p11spy.decoder.apdu import CommandApdu, ResponseApdu, decode_command, decode_response
 from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall, Warning_
 from p11spy.decoder.render import call_text, pcsc_text
 from p11spy.decoder.values import format_time
-
-from .explain import explain_rv, explain_sw, sw_class
-from .row_text import fmt_duration, header_text, masked_hex
-from .trace_index import TraceIndex
+from p11spy.tui.explain import explain_rv, explain_sw, sw_class
+from p11spy.tui.row_text import fmt_duration, header_text, masked_hex
+from p11spy.tui.trace_index import TraceIndex
 
 MAX_LOG_LINES = 300  # log lines of one call shown (OpenSC debug logs can have thousands)
 MAX_APDUS = 200
@@ -96,7 +96,7 @@ def _call(index: TraceIndex, rec: int, c: Call, st: dict[str, Style]) -> Rendera
         facts.append(fmt_duration(c.duration_us))
     if c.source:
         facts.append(c.source)
-    why = explain_rv(c.rv, c.rv_name) if failed else []
+    why = explain_rv(c.rv) if failed else []
     if why:  # the meaning at once, under the name; causes and checks after the arguments
         parts.append(Text(why[0], _role(st, "explain")))
     parts.append(Text(" · ".join(facts), _role(st, "dim")))
@@ -227,26 +227,12 @@ def _hex(b: bytes, limit: int = 64) -> str:
     return h + (f" … ({len(b)} bytes)" if len(b) > limit else "")
 
 
-def _decode_command(command: bytes) -> Any:
-    try:
-        from p11spy.decoder.apdu import decode_command
-    except ImportError:
-        return None
-    try:
-        return decode_command(command)
-    except Exception:  # noqa: BLE001
-        return None
+def _decode_command(command: bytes) -> CommandApdu:
+    return decode_command(command)  # never raises: what does not parse is kept as hex
 
 
-def _decode_response(response: bytes, cmd: Any) -> Any:
-    try:
-        from p11spy.decoder.apdu import decode_response
-    except ImportError:
-        return None
-    try:
-        return decode_response(response, cmd)
-    except Exception:  # noqa: BLE001
-        return None
+def _decode_response(response: bytes, cmd: CommandApdu | None) -> ResponseApdu:
+    return decode_response(response, cmd)
 
 
 def _raw(index: TraceIndex, rec: int, kid: int | None, st: dict[str, Style]) -> RenderableType:

@@ -12,8 +12,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
-from .trace_index import TraceIndex
-from .view import Filter
+from p11spy.tui.trace_index import TraceIndex
+from p11spy.tui.view import Filter
 
 KEYS_HELP = [
     ("e / E", "next / previous failed call"),

@@ -19,8 +19,18 @@ from pathlib import Path
 from typing import BinaryIO
 
 from p11spy.decoder.events import Apdu, Call, Event, LogLine, ModuleInfo, PcscCall, Process
-
-from .trace_index import APDU, CALL, ERROR, LOG, MODULE, NO_ID, PCSC, PROCESS, WARNING, TraceIndex
+from p11spy.tui.trace_index import (
+    APDU,
+    CALL,
+    ERROR,
+    LOG,
+    MODULE,
+    NO_ID,
+    PCSC,
+    PROCESS,
+    WARNING,
+    TraceIndex,
+)
 
 POLL = 0.25
 RAW_LINES = 400  # lines of one call shown in the raw view
@@ -103,7 +113,7 @@ class EventIndex(TraceIndex):
         self.size = path.stat().st_size
 
     def scan(self, cancelled: Callable[[], bool], follow: bool = False) -> None:
-        from p11spy.decoder.commands import formats
+        from p11spy.decoder.formats.registry import formats
 
         reader = formats()[self.format_name]
         lf = LineFile(self.path, cancelled, follow)

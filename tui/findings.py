@@ -20,8 +20,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from p11spy.decoder.diagnose import RANK, Finding, diagnose
-
-from .trace_index import CALL, TraceIndex
+from p11spy.tui.trace_index import CALL, TraceIndex
 
 COLOURS = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -94,7 +93,7 @@ class FindingsScreen(Screen[int | None]):
             self._show(self.findings)
 
     def _diagnose(self) -> None:
-        from p11spy.decoder.commands import open_events
+        from p11spy.decoder.formats.registry import open_events
 
         found = diagnose(open_events(self.index.path, self.index.format_name
                                      if self.index.format_name != "?" else None))

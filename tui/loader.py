@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from p11spy.decoder.cli import UserError
-
-from .trace_index import TraceIndex
+from p11spy.errors import UserError
+from p11spy.tui.trace_index import TraceIndex
 
 
 def open_index(path: Path, fmt: str | None = None, follow: bool = False) -> TraceIndex:
     """An index (not yet scanned) for a trace file, its format detected unless given. An
     empty file followed is taken for a p11spy trace the shim has only just created."""
-    from p11spy.decoder.commands import detect, formats
+    from p11spy.decoder.formats.registry import detect, formats
 
     if not path.exists():
         raise UserError(f"{path}: no such file")
@@ -28,9 +27,9 @@ def open_index(path: Path, fmt: str | None = None, follow: bool = False) -> Trac
     if name not in formats():
         raise UserError(f"{path}: unknown format {name!r} (known: {', '.join(formats())})")
     if name == "p11spy":
-        from .p11_index import P11Index
+        from p11spy.tui.p11_index import P11Index
 
         return P11Index(path)
-    from .event_index import EventIndex
+    from p11spy.tui.event_index import EventIndex
 
     return EventIndex(path, name)

@@ -1,6 +1,6 @@
 """Index of a p11spy binary trace built from the record headers alone.
 
-Why: the fixed record header (spy/logformat.py RECORD) already says type, function, pid,
+Why: the fixed record header (facts/logformat.py RECORD) already says type, function, pid,
 thread, time, duration and return value, so the scan unpacks one struct per record (plus the
 first field, for the session handle) and never decodes arguments. Records are read with
 os.pread in 1 MiB chunks rather than mmap, so scanning a 1 GB file does not leave it resident
@@ -22,15 +22,14 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from p11spy.decoder import p11log
 from p11spy.decoder.events import Event, Warning_
+from p11spy.decoder.formats.p11spy import reader as p11log
 from p11spy.decoder.summary import FunctionStats, Summary
 from p11spy.decoder.values import format_time, rv_name
-from p11spy.spy import logformat as lf
-from p11spy.spy import pcsc
-from p11spy.spy.pkcs11 import functions
-
-from .trace_index import (
+from p11spy.facts import logformat as lf
+from p11spy.facts import pcsc
+from p11spy.facts.pkcs11 import functions
+from p11spy.tui.trace_index import (
     APDU,
     CALL,
     ERROR,

@@ -13,9 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from p11spy.decoder import redact
-from p11spy.decoder.commands import detect
-from p11spy.decoder.redact_command import redact_file
+from p11spy.decoder.formats.registry import detect
+from p11spy.decoder.masking import Options
+from p11spy.decoder.redact import redact_file
 
 _TMP: Path | None = None
 
@@ -34,12 +34,7 @@ def export_path(path: Path) -> Path:
 
 
 def fmt_of(path: Path, fmt: str | None = None) -> str:
-    name = fmt or detect(path)
-    if name not in redact.MASKERS:
-        from p11spy.decoder.cli import UserError
-
-        raise UserError(f"{path.name}: p11spy cannot redact {name} traces")
-    return name
+    return fmt or detect(path)
 
 
 def redacted_copy(path: Path, fmt: str | None = None) -> tuple[Path, int]:
@@ -47,10 +42,10 @@ def redacted_copy(path: Path, fmt: str | None = None) -> tuple[Path, int]:
     name = fmt_of(path, fmt)
     folder = Path(tempfile.mkdtemp(dir=_tmpdir()))
     dest = folder / export_path(path).name
-    return dest, len(redact_file(path, dest, name, redact.Options()))
+    return dest, len(redact_file(path, dest, name, Options()))
 
 
 def export(path: Path, fmt: str | None = None) -> tuple[Path, int]:
     """Writes the redacted trace next to the original; its path and the places masked."""
     dest = export_path(path)
-    return dest, len(redact_file(path, dest, fmt_of(path, fmt), redact.Options()))
+    return dest, len(redact_file(path, dest, fmt_of(path, fmt), Options()))

@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
+from p11spy.decoder.apdu import ins_name, pin_field, sw_meaning
 from p11spy.decoder.events import Apdu, Call, Event, LogLine, ModuleInfo, PcscCall, Process
-
-from .explain import sw_class
-from .trace_index import TraceIndex, session_text
+from p11spy.tui.explain import sw_class
+from p11spy.tui.trace_index import TraceIndex, session_text
 
 Part = tuple[str, str]
 
@@ -190,13 +190,7 @@ def kid_text(e: Event) -> tuple[str, str]:
 def masked_hex(command: bytes, limit: int = 64) -> str:
     """A command as hex with its PIN bytes (VERIFY, CHANGE, ...) shown as **, as the APDU
     decoder masks them, whatever the trace recorded."""
-    span = None
-    try:
-        from p11spy.decoder.apdu_pin import pin_field
-
-        span = pin_field(command)
-    except ImportError:
-        pass
+    span = pin_field(command)
     cells = [f"{b:02X}" for b in command[:limit]]
     if span is not None:
         start, length = span
@@ -208,8 +202,6 @@ def masked_hex(command: bytes, limit: int = 64) -> str:
 def _ins_name(command: bytes) -> str | None:
     if len(command) < 2:
         return None
-    from p11spy.decoder.apdu_names import ins_name
-
     return ins_name(command[0], command[1])
 
 
@@ -239,9 +231,5 @@ def kid_parts(index: TraceIndex, kid: int, e: Event, cols: Columns) -> list[Part
 
 def _sw_meaning(sw: str | None) -> str:
     if not sw:
-        return ""
-    try:
-        from p11spy.decoder.apdu_sw import sw_meaning
-    except ImportError:
         return ""
     return sw_meaning(int(sw, 16))

@@ -16,10 +16,9 @@ from itertools import chain
 
 from p11spy.decoder.events import Apdu, Call, LogLine, PcscCall
 from p11spy.decoder.render import apdu_text, call_text, pcsc_text
-from p11spy.spy.pkcs11 import constants
-
-from .trace_index import APDU, PCSC, TraceIndex
-from .view import LOW, SHIFT, View
+from p11spy.facts.pkcs11 import constants
+from p11spy.tui.trace_index import APDU, PCSC, TraceIndex
+from p11spy.tui.view import LOW, SHIFT, View
 
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2}[\s:]?)+")
 _NUMBER = re.compile(r"(0x[0-9a-fA-F]+|\d+)")

@@ -14,9 +14,10 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from .explain import sw_class
-from .row_text import fmt_duration
-from .trace_index import TraceIndex
+from p11spy.decoder.apdu import sw_meaning
+from p11spy.tui.explain import sw_class
+from p11spy.tui.row_text import fmt_duration
+from p11spy.tui.trace_index import TraceIndex
 
 BAR = 30
 
@@ -63,11 +64,6 @@ def status_word_table(index: TraceIndex) -> Table | Text:
     t.add_column("count", justify="right")
     t.add_column("")
     t.add_column("meaning")
-    try:
-        from p11spy.decoder.apdu_sw import sw_meaning
-    except ImportError:  # the APDU decoder is optional
-        def sw_meaning(_sw: int) -> str:
-            return ""
     for sw, n in items:
         colour = {"ok": "green", "more": "cyan", "warning": "yellow"}.get(sw_class(sw), "red")
         meaning = sw_meaning(int(sw, 16)) if sw != "none" else "no response"

@@ -21,10 +21,10 @@ from textual.timer import Timer
 from textual.widgets import ProgressBar, Static
 from textual.worker import Worker, get_current_worker
 
-from . import detail, search
-from .call_list import CallList
-from .trace_index import TraceIndex
-from .view import Filter, View
+from p11spy.tui import detail, search
+from p11spy.tui.call_list import CallList
+from p11spy.tui.trace_index import TraceIndex
+from p11spy.tui.view import Filter, View
 
 TICK = 0.1
 INLINE_FILTER = 100_000  # rows a filter takes in on the UI thread; more goes to a worker

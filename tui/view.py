@@ -15,7 +15,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .trace_index import ERROR, KIND_MASK, LRU, WARNING, TraceIndex
+from p11spy.tui.trace_index import ERROR, KIND_MASK, LRU, WARNING, TraceIndex
 
 SHIFT = 16
 LOW = (1 << SHIFT) - 1

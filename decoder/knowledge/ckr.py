@@ -1,13 +1,13 @@
 """What each PKCS#11 return value (CKR_*) means to someone debugging a client.
 
 Only texts, keyed by name: the names and numbers are the project's constant table
-(p11spy.spy.pkcs11.constants.FAMILIES["CKR"]), so there is one list of CKR numbers. A test checks
+(p11spy.facts.pkcs11.constants.FAMILIES["CKR"]), so there is one list of CKR numbers. A test checks
 that every name there has a text here and that nothing here is missing from it.
 """
 
 from __future__ import annotations
 
-from . import Text
+from p11spy.decoder.knowledge import Text
 
 _BUG = "a bug in the calling program"
 _TRACE_ARGS = "the arguments of this call in the trace"

@@ -7,7 +7,7 @@ but their numbers are not confirmed, so those are known by name only (value None
 
 from __future__ import annotations
 
-from . import Entry as _E
+from p11spy.decoder.knowledge import Entry as _E
 
 _KDB = ("the key repository path (MQ: SSLKEYR / MQSSLKEYR, without the .kdb) and that the "
         "service user can read the .kdb, .sth and .rdb files")

@@ -8,7 +8,7 @@ say so. CTGSK and AMQ entries are message ids (value None); MQ reason codes are 
 
 from __future__ import annotations
 
-from . import Entry as _E
+from p11spy.decoder.knowledge import Entry as _E
 
 _TOKEN = ("the token label exactly as the module reports it (e.g. 'UserPIN (mytoken)'; list "
           "with runmqakm -keydb -list -crypto <module> or pkcs11-tool -L), and the PIN")

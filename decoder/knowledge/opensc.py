@@ -7,7 +7,7 @@ CKR_GENERAL_ERROR, which is why that code says so little.
 
 from __future__ import annotations
 
-from . import Entry as _E
+from p11spy.decoder.knowledge import Entry as _E
 
 _GEN = "CKR_GENERAL_ERROR"
 _DEBUG = "the lines before it in the OpenSC debug log (OPENSC_DEBUG=9)"

@@ -8,7 +8,7 @@ Windows LONG shows them as negative numbers.
 
 from __future__ import annotations
 
-from . import Entry as _E
+from p11spy.decoder.knowledge import Entry as _E
 
 _U = "SC_ERROR_UNKNOWN"
 _WIN = "Windows only (smart card minidriver / Base CSP layer); pcsc-lite does not define it."

@@ -8,8 +8,8 @@ word (a card driver may check status words itself first).
 
 from __future__ import annotations
 
-from . import Entry as _E
-from . import Pattern as _P
+from p11spy.decoder.knowledge import Entry as _E
+from p11spy.decoder.knowledge import Pattern as _P
 
 _FAILED = "SC_ERROR_CARD_CMD_FAILED"
 _PARAMS = "SC_ERROR_INCORRECT_PARAMETERS"

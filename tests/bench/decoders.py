@@ -55,7 +55,7 @@ def _child(kind: str, fmt: str, path: Path) -> dict[str, float]:
                 FLOOR.match(line)
                 n += 1
     elif kind == "read":
-        from p11spy.decoder.commands import formats
+        from p11spy.decoder.formats.registry import formats
 
         with path.open("rb") as f:
             for _ in formats()[fmt].read(f):

@@ -9,7 +9,7 @@ invalid calls) under each tracer; the exercise runs only its valid calls there, 
 pkcs11-spy crashes on some of the invalid ones (NULL arguments).
 
 Then the decoders (tests/bench/decoders.py: each reader against a regex floor, and redact
-against decode) and the viewer (tui/bench.py: first screen, full index and memory for 100 MB
+against decode) and the viewer (tests/bench/tui.py: first screen, full index and memory for 100 MB
 and 1 GB traces). P11SPY_BENCH_ONLY=shim,decoders,tui picks parts (default: all).
 """
 
@@ -30,7 +30,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 
 
 def shim() -> str:
-    from p11spy.spy.commands import shim_path
+    from p11spy.spy.shims import shim_path
 
     return str(shim_path(SOFTHSM))
 
@@ -86,7 +86,7 @@ def main() -> int:
             print(f"  {k:<{width}}  {v:>14}", flush=True)
     if "tui" in parts:
         print("\np11spy show (headless at 120x40, a fresh process per size)", flush=True)
-        subprocess.run([sys.executable, "-m", "p11spy.tui.bench"], check=True)
+        subprocess.run([sys.executable, "-m", "tests.bench.tui"], cwd=REPO, check=True)
     return 0
 
 

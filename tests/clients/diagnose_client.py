@@ -13,8 +13,8 @@ import sys
 
 import cffi
 
-from p11spy.spy.codegen import function_list_cdef
-from p11spy.spy.pkcs11 import constants
+from p11spy.facts.pkcs11 import constants
+from p11spy.facts.pkcs11.cdecl import function_list_cdef
 
 F = constants.FAMILIES
 C = {**F["CKA"].names, **F["CKM"].names, **F["CKO"].names, **F["CKK"].names,

@@ -12,9 +12,9 @@ import sys
 
 import cffi
 
-from p11spy.spy.codegen import function_list_cdef
-from p11spy.spy.pkcs11 import constants, functions
-from p11spy.spy.pkcs11.model import Role
+from p11spy.facts.pkcs11 import constants, functions
+from p11spy.facts.pkcs11.cdecl import function_list_cdef
+from p11spy.facts.pkcs11.model import Role
 
 F = constants.FAMILIES
 CKR = F["CKR"]

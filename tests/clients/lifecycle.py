@@ -14,7 +14,7 @@ import sys
 
 import cffi
 
-from p11spy.spy.codegen import function_list_cdef
+from p11spy.facts.pkcs11.cdecl import function_list_cdef
 
 ffi = cffi.FFI()
 ffi.cdef(function_list_cdef())

@@ -1,0 +1,75 @@
+"""`p11spy decode`: a trace as text blocks, JSON Lines or a summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from p11spy.decoder.events import Call, Event
+from p11spy.decoder.formats import NAMES
+
+
+def _selected(events: Iterator[Event], args: argparse.Namespace) -> Iterator[Event]:
+    """The calls --errors / --function pick, each with what happened under it (its APDUs,
+    PC/SC calls and log lines, which readers yield after the call)."""
+    if not (args.errors or args.function):
+        yield from events
+        return
+    kept: set[int] = set()
+    for e in events:
+        if isinstance(e, Call):
+            if (args.errors and not e.rv) or (args.function and e.function not in args.function):
+                continue
+            kept.add(e.seq)
+            yield e
+        elif getattr(e, "parent", None) in kept:
+            yield e
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from p11spy.decoder import render, summary
+    from p11spy.decoder.formats.registry import open_events
+
+    out = sys.stdout
+    if args.summary:
+        s = summary.Summary()
+        for name in args.files:
+            for e in _selected(open_events(Path(name), args.format), args):
+                s.add(e)
+        if args.json:
+            render.jsonl([_Json(s.to_json())], out)
+        else:
+            summary.text(s, out)
+        return 0
+    emit = render.jsonl if args.json else render.text
+    for name in args.files:
+        emit(_selected(open_events(Path(name), args.format), args), out)
+    return 0
+
+
+class _Json:
+    """Anything with to_json, for the JSON Lines renderer."""
+
+    def __init__(self, data: dict) -> None:
+        self.data = data
+
+    def to_json(self) -> dict:
+        return self.data
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("decode", help="print a trace as readable text or JSON Lines",
+                       description="Print the calls of a trace, one block per call, or as JSON "
+                                   "Lines (--json) for tools.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="one JSON object per event and line")
+    p.add_argument("--errors", action="store_true", help="only calls that did not return CKR_OK")
+    p.add_argument("--function", action="append", metavar="NAME",
+                   help="only calls of this function (repeatable)")
+    p.add_argument("--summary", action="store_true",
+                   help="per function counts, errors and times; status words; slowest calls")
+    p.add_argument("--format", choices=sorted(NAMES),
+                   help="the trace's format (default: detect)")
+    p.set_defaults(func=_decode)

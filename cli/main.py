@@ -1,0 +1,57 @@
+"""The `p11spy` command: one argparse frame over the command modules of this package.
+
+It sits on top of every part and nothing imports it. Command modules import the heavy parts of
+the decoder and the viewer only when their command runs, so `p11spy --version` and `p11spy run`
+start fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from p11spy.cli import capture, decode, diagnose, explain, redact, show
+from p11spy.errors import UserError
+
+# Each command module offers register(subparsers); the order is the order of `p11spy --help`.
+COMMANDS = (capture, decode, explain, redact, diagnose, show)
+
+
+def _version() -> str:
+    try:
+        return version("p11spy")
+    except PackageNotFoundError:  # running from a checkout without installing
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="p11spy",
+        description="PKCS#11 traffic spy and trace decoder.",
+    )
+    parser.add_argument("--version", action="version", version=f"p11spy {_version()}")
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"p11spy {args.subcommand}: {exc}", file=sys.stderr)
+        return exc.status
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

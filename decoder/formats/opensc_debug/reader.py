@@ -1,0 +1,938 @@
+"""Reads OpenSC debug logs (OPENSC_DEBUG=N, or `debug = N;` in opensc.conf) into events.
+
+Users already have these logs: they are the only place OpenSC shows the APDUs under its PKCS#11
+module. Versions 0.16 to 0.27 on Linux, macOS and Windows are read, and the older
+`Outgoing APDU data [ N bytes] ====` dumps; the format and its quirks (prefix variants,
+`T:0x<decimal>`, frame-less lines, continuation lines, hex dumps, 4 KiB truncation, ANSI
+colours) are described in the project's reference notes.
+
+What becomes what:
+
+* A PKCS#11 call is rebuilt per (pid, thread) from the lines OpenSC's own `C_*` functions log:
+  their `file:line:func:` location names the function; frame-less (MSVC) lines are recognised
+  by their text. An entry line (`C_Login(0x.., 1)`, `C_Finalize()`) starts a call. A result
+  line (`C_GetSlotInfo(0x0) = CKR_OK`, `C_GetTokenInfo(0) returns CKR_OK`, `fLogin() rv 160`)
+  ends it with its CK_RV; an end line without one (`returned 1 slots`) ends it with rv None.
+  A call that logs no end stays open until the next call or a new OpenSC context starts on its
+  thread (rv None).
+* Functions that log nothing on entry (C_Initialize, C_Sign, C_GetAttributeValue, ...) first
+  appear with their result, after the work they did. OpenSC logs on a thread only inside a
+  PKCS#11 call, so the lines logged on that thread since the previous call ended (or since the
+  context banner, for C_Initialize) are taken as that call's start and children; its time
+  and duration count from the first of them. Lines no call takes are LogLines with parent None.
+* Every other line is a LogLine under the call open on its thread; a multi-line message is one
+  LogLine. `Outgoing APDU` / `Incoming APDU` dumps become Apdu events (command, and the
+  response of the next Incoming dump on the same thread); their dump lines are not repeated as
+  LogLines. Bytes are kept as logged: a VERIFY logged at level 9 carries the PIN in clear.
+
+seq: events are numbered in the order they are emitted. A call's rv is known only at its end,
+so a call is emitted when it ends, followed at once by its children in file order; lines no
+call takes are emitted when it is clear none will (a call starts with its entry line, a new
+context starts, the end of the file, or more than PENDING_MAX of them wait). seq thus follows
+the file except that a call and its children come together where the call ended, after what
+other threads logged meanwhile.
+
+Time: OpenSC logs local time with milliseconds. Windows lines carry a date; Unix lines only
+the time of day, and the date is taken from the file's modification time (the end of the log),
+stepping back a day when the log starts later in the day than it ended and forward at each
+midnight crossing. Both are read in the decoding machine's time zone (set TZ to the zone of
+the machine that wrote the log); a dateless log spanning more than a day cannot be placed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import time as _time
+from collections.abc import Iterator
+from dataclasses import fields
+from typing import Any, BinaryIO, NamedTuple
+
+from p11spy.decoder import values as V
+from p11spy.decoder.events import Apdu, Call, Event, LogLine, Warning_
+from p11spy.facts.pkcs11 import constants
+from p11spy.facts.pkcs11.functions import BY_NAME
+from p11spy.facts.pkcs11.model import Function, Role
+
+CHUNK = 1 << 20  # bytes read at a time (then up to the end of the line)
+MAX_LINE = 1 << 16  # characters of one line kept; the rest is dropped with a warning
+MAX_TEXT = 1 << 16  # characters of one multi-line message kept
+PENDING_MAX = 20000  # lines kept per thread for a call that may still claim them
+
+# The prefix of a log line; cheap checks on the first characters choose the expression.
+# Groups: thread key (pid and thread as printed), date, time, application.
+_TAIL = r"([0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]+)(?: |$)(?:\[([^\]]*)\] ?)?"
+_DATE = r"([0-9]{4}-[0-9]{2}-[0-9]{2})"
+_RX_PID = re.compile(r"(P:[0-9]+; T:[^ ]+) (?:" + _DATE + " )?" + _TAIL)  # 0.18+ Windows, 0.20+
+_RX_HEX = re.compile(r"(0x[0-9a-fA-F]+) (?:" + _DATE + " )?" + _TAIL)  # Unix up to 0.19
+_RX_DATE = re.compile(r"()" + _DATE + " " + _TAIL)  # Windows before 0.18
+_RX_TIME = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]+$")
+_RX_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_RX_APDU_HEAD = re.compile(r"(Outgoing|Incoming) APDU( data)? *[\[(] *([0-9]+) bytes?")
+_RX_NAME = re.compile(r"C_\w+")
+_RX_RESULT = re.compile(r"(C_\w+)(?:\(.*\))?\s*(?:==?|returns)\s*(\S+)\s*$")
+_RX_INT = re.compile(r"-?(?:0x[0-9a-fA-F]+|[0-9]+)")
+
+# Functions that log a line when called (OpenSC 0.16-0.27). The others show up first with
+# their result, and take the lines logged on their thread before it (see the docstring).
+ENTRY_LOGGED = frozenset({
+    "C_Finalize", "C_GetInfo", "C_GetSlotList", "C_GetSlotInfo", "C_GetTokenInfo",
+    "C_InitToken", "C_InitPIN", "C_SetPIN", "C_OpenSession", "C_CloseSession",
+    "C_CloseAllSessions", "C_GetSessionInfo", "C_Login", "C_Logout", "C_WaitForSlotEvent",
+    "C_DestroyObject", "C_FindObjectsInit", "C_DigestInit", "C_Digest", "C_Decrypt",
+    "C_DecryptUpdate", "C_DecryptFinal", "C_GetInterfaceList", "C_GetInterface",
+})
+# Functions whose result OpenSC logs: open at the end of the file means the log was cut.
+EXIT_LOGGED = frozenset({
+    "C_Initialize", "C_GetSlotInfo", "C_GetTokenInfo", "C_InitToken", "C_InitPIN",
+    "C_OpenSession", "C_GetSessionInfo", "C_Login", "C_WaitForSlotEvent", "C_GetAttributeValue",
+    "C_DigestInit", "C_Digest", "C_DigestUpdate", "C_DigestFinal", "C_EncryptInit", "C_Encrypt",
+    "C_EncryptUpdate", "C_EncryptFinal", "C_DecryptInit", "C_SignInit", "C_Sign",
+    "C_SignUpdate", "C_SignFinal", "C_VerifyInit", "C_VerifyUpdate", "C_VerifyFinal",
+    "C_Verify", "C_GenerateRandom",
+})
+# Entry lines that do not start with the function's name.
+_ENTRY_TEXT = {"C_SetPIN": "Changing PIN ("}
+# Lines of the form C_X(...) that OpenSC logs in the middle of a call, not at its entry.
+_NOT_ENTRY = ("C_GetSessionInfo(slot:",)
+# Result lines other than `C_X(...) = <rv>` / `C_X(...) returns <rv>`: prefix -> function.
+_RESULT_PREFIX = {"fLogin() rv ": "C_Login", "C_InitPIN() init-pin result ": "C_InitPIN"}
+_RESULT_FIXED = {"C_Initialize(): Cryptoki already initialized": 0x191}
+# Last lines of functions that log no CK_RV: (prefix, suffix) that ends the call, rv unknown.
+_END_LINES = {
+    "C_GetSlotList": (("returned ", " slots"), ("was only a size inquiry", ""),
+                      ("buffer was too small", "")),
+    "C_FindObjectsInit": (("", " matching objects"),),
+    "C_GetInterfaceList": (("returned ", " interfaces"),),
+}
+# Frame-less lines that belong to a function without naming it.
+_FRAMELESS_FN = {"fLogin() rv ": "C_Login"}
+# Argument names OpenSC prints that differ from the specification's.
+_ARG_ALIAS = {"token": "tokenPresent"}
+# Functions that print a handle in hex without 0x (`C_GetTokenInfo(%lx)`).
+_BARE_HEX = frozenset({"C_GetTokenInfo"})
+# Words in an entry line that say an output buffer was NULL (a length query).
+_LENGTH_QUERY_WORDS = frozenset({"plug-n-play"})
+# Lines inside a call that report an output: function -> ((message prefix, parameter), ...).
+_OUT_LINES = {
+    "C_OpenSession": (("C_OpenSession handle: ", "phSession"),),
+    "C_GetSlotList": (("returned ", "pulCount"), ("was only a size inquiry (", "pulCount"),
+                      ("buffer was too small (needed ", "pulCount")),
+}
+_LENGTH_QUERY_OUT = ("was only a size inquiry",)
+_SCALAR_ROLES = frozenset({Role.HANDLE, Role.ENUM, Role.FLAGS, Role.BOOL, Role.ULONG,
+                           Role.LENGTH})
+_TEXT_ROLES = frozenset({Role.TEXT_FIXED, Role.CSTRING})
+_CKR = constants.FAMILIES["CKR"]
+_HEX_DIGITS = "0123456789abcdefABCDEF"
+
+# LogLine and Call are built positionally on the hot path (three times faster than by
+# keyword); should the event model's field order change, build by keyword rather than
+# misassign.
+if [f.name for f in fields(LogLine)][:7] == ["seq", "type", "parent", "text", "pid", "tid",
+                                             "time"]:
+    _logline = LogLine
+else:  # pragma: no cover - only if events.py changes
+    def _logline(seq, _type, parent, text, pid, tid, t):  # type: ignore[no-redef]
+        return LogLine(seq=seq, parent=parent, text=text, pid=pid, tid=tid, time=t)
+_CALL_FIELDS = ["seq", "type", "function", "rv", "rv_name", "pid", "tid", "time", "duration_us",
+                "args", "length_query", "call_number", "source"]
+if [f.name for f in fields(Call)][:13] == _CALL_FIELDS:
+    _call = Call
+else:  # pragma: no cover - only if events.py changes
+    def _call(*values):  # type: ignore[no-redef]
+        return Call(**{k: v for k, v in zip(_CALL_FIELDS, values, strict=True) if k != "type"})
+_RV_NAMES: dict[int | None, str | None] = {None: None}
+
+
+def _rv_name(rv: int | None) -> str | None:
+    name = _RV_NAMES.get(rv)
+    if name is None and rv is not None:
+        name = _RV_NAMES[rv] = V.rv_name(rv)
+    return name
+
+
+def sniff(head: bytes) -> bool:
+    """Whether a file's first bytes are an OpenSC debug log (a prefixed line with `[app]`)."""
+    text = head.decode("utf-8", "replace")
+    if "\x1b" in text:
+        text = _RX_ANSI.sub("", text)
+    if "OpenSC PKCS#11 spy" in text:  # pkcs11-spy output shares the P:/T: prefix
+        return False
+    for line in text.splitlines()[:64]:
+        line = line.lstrip("\ufeff")
+        rx = _prefix_rx(line)
+        if rx is not None:
+            m = rx.match(line)
+            if m is not None and m.group(4) is not None:
+                return True
+    return False
+
+
+def _prefix_rx(line: str) -> re.Pattern[str] | None:
+    """The expression for a line's prefix, by its first characters; None: no prefix."""
+    c = line[:2]
+    if c == "P:":
+        return _RX_PID
+    if c == "0x":
+        return _RX_HEX
+    if c[:1].isdigit() and line[4:5] == "-":
+        return _RX_DATE
+    return None
+
+
+class _OpenCall:
+    """A call whose end has not been read yet, with what it logged so far."""
+
+    __slots__ = ("function", "start", "end", "entry", "rv", "rv_seen", "line", "args",
+                 "length_query", "children")
+
+    def __init__(self, function: str, start: float | None, line: int, entry: bool) -> None:
+        self.function = function
+        self.start = start
+        self.end: float | None = None  # time of its result or end line
+        self.entry = entry  # its start is in the log (entry line, or lines it took)
+        self.rv: int | None = None
+        self.rv_seen = False
+        self.line = line
+        self.args: dict[str, Any] = {}
+        self.length_query = False
+        self.children: list[Event] = []
+
+
+class _Thread:
+    """What one (pid, thread) is doing: its open call, or the lines logged since its last
+    call ended, and the Outgoing APDU waiting for its response."""
+
+    __slots__ = ("pid", "tid", "call", "pending", "pending_line", "marker_at", "last_out",
+                 "last_out_line", "ended")
+
+    def __init__(self, key: str) -> None:
+        self.pid, self.tid = _ids(key)
+        self.call: _OpenCall | None = None
+        self.pending: list[Event] = []
+        self.pending_line = 0  # line of pending[0]
+        self.marker_at = -1  # len(pending) just after a context-creation line
+        self.last_out: Apdu | None = None
+        self.last_out_line = 0
+        # (function, seq) of the call an end line without rv just closed: OpenSC may log a
+        # line or two of it after that line (`VSS Returning a new slot list`)
+        self.ended: tuple[str, int] | None = None
+
+
+def _ids(key: str) -> tuple[int | None, int | None]:
+    """pid and thread id from `P:<pid>; T:<tid>` or `0x<hex>`. The digits after `T:0x` are
+    decimal (OpenSC prints them with %lu); those of the old `0x<tid>` prefix are hex."""
+    try:
+        if key.startswith("P:"):
+            pid_s, _, tid_s = key[2:].partition("; T:")
+            if tid_s.startswith("0x"):
+                tid_s = tid_s[2:]
+            tid = int(tid_s) if tid_s.isdigit() else int(tid_s, 16)
+            return int(pid_s), tid
+        if key.startswith("0x"):
+            return None, int(key, 16)
+    except ValueError:
+        pass
+    return None, None
+
+
+def _rv_value(token: str) -> int | None:
+    """A CK_RV as OpenSC prints it: a name, 0x%08lX, or decimal."""
+    token = token.rstrip(".,;")
+    if token.startswith("CKR_"):
+        try:
+            return _CKR.value_of(token)
+        except KeyError:
+            return None
+    try:
+        v = int(token, 16) if token[:2] in ("0x", "0X") else int(token)
+    except ValueError:
+        return None
+    return v & 0xFFFFFFFFFFFFFFFF
+
+
+def _result(fn: str, msg: str) -> tuple[bool, int | None]:
+    """(whether msg is fn's result line, its CK_RV)."""
+    fixed = _RESULT_FIXED.get(msg)
+    if fixed is not None:
+        return True, fixed
+    for prefix, owner in _RESULT_PREFIX.items():
+        if owner == fn and msg.startswith(prefix):
+            return True, _rv_value(msg[len(prefix):].strip())
+    if msg.startswith(fn) and ("=" in msg or " returns " in msg):
+        m = _RX_RESULT.match(msg)
+        if m is not None and m.group(1) == fn:
+            return True, _rv_value(m.group(2))
+    return False, None
+
+
+def _is_end(fn: str, msg: str) -> bool:
+    """Whether msg is the last line fn logs when it logs no CK_RV."""
+    return any(msg.startswith(p) and msg.endswith(s) for p, s in _END_LINES.get(fn, ()))
+
+
+def _is_entry(fn: str, msg: str) -> bool:
+    """Whether msg is the line fn logs first: `C_X(args)` alone or followed by ` called`."""
+    special = _ENTRY_TEXT.get(fn)
+    if special is not None:
+        return msg.startswith(special)
+    if not msg.startswith(fn + "(") or msg.startswith(_NOT_ENTRY):
+        return False
+    rest = msg[msg.rfind(")") + 1:]
+    return rest == "" or rest.startswith(" called")
+
+
+def _arg_value(fdesc: Function, name: str, raw: str) -> tuple[str, Any] | None:
+    """One argument rendered as the p11spy trace reader renders it; None if it does not fit."""
+    try:
+        p = fdesc.param(_ARG_ALIAS.get(name, name))
+    except KeyError:
+        return None
+    raw = raw.strip()
+    if p.role in _TEXT_ROLES:
+        return p.name, raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == "'" else raw
+    if p.role not in _SCALAR_ROLES:
+        return None
+    try:
+        if raw[:2] in ("0x", "0X"):
+            v = int(raw, 16)
+        else:
+            v = int(raw, 16) if fdesc.name in _BARE_HEX else int(raw)
+    except ValueError:
+        return None
+    return p.name, V.scalar(p, v)
+
+
+def _parse_args(fn: str, msg: str, args: dict[str, Any]) -> bool:
+    """Arguments of an entry or result line `C_X(a, name=b, name:c)` into args; whether the
+    line says an output buffer was NULL."""
+    fdesc = BY_NAME[fn]
+    close = msg.rfind(")")
+    inner = msg[len(fn) + 1:close] if close > len(fn) else ""
+    length_query = False
+    if not inner:
+        return length_query
+    for i, part in enumerate(inner.split(",")):
+        part = part.strip()
+        if part in _LENGTH_QUERY_WORDS:
+            length_query = True
+            continue
+        name = ""
+        for sep in ("=", ":"):
+            if sep in part and not part.startswith(("0x", "'")):
+                name, _, part = part.partition(sep)
+                name = name.strip()
+                break
+        if not name:
+            if i >= len(fdesc.params):
+                continue
+            name = fdesc.params[i].name
+        got = _arg_value(fdesc, name, part)
+        if got is not None and got[0] not in args:
+            args[got[0]] = got[1]
+    return length_query
+
+
+def _parse_out(fn: str, msg: str, args: dict[str, Any]) -> bool:
+    """An output a call reports on the way (`C_OpenSession handle: 0x..`) into args; whether
+    it says the call only asked for a length."""
+    for prefix, pname in _OUT_LINES.get(fn, ()):
+        if msg.startswith(prefix):
+            m = _RX_INT.match(msg, len(prefix))
+            if m is None:
+                break
+            v = int(m.group(), 16) if "0x" in m.group() else int(m.group())
+            p = BY_NAME[fn].param(pname)
+            args[pname] = {"out": v} if p.role is Role.LENGTH_PTR else v
+            return prefix.startswith(_LENGTH_QUERY_OUT)
+    return False
+
+
+class _LineInfo(NamedTuple):
+    """What one line of a PKCS#11 function says about its call."""
+
+    entry: bool  # the function's first line
+    done: bool  # its result line
+    rv: int | None
+    end: bool  # its last line, without a result
+    args: dict[str, Any]  # arguments (or outputs) the line shows
+    length_query: bool
+
+
+_INFO_CACHE: dict[tuple[str, str], _LineInfo] = {}
+
+
+def _line_info(fn: str, msg: str) -> _LineInfo:
+    """The meaning of a function's line; cached, as the same lines recur all through a log."""
+    key = (fn, msg)
+    info = _INFO_CACHE.get(key)
+    if info is None:
+        entry = _is_entry(fn, msg)
+        done, rv = _result(fn, msg)
+        args: dict[str, Any] = {}
+        if entry or (done and msg.startswith(fn + "(")):
+            lq = _parse_args(fn, msg, args)
+        else:
+            lq = _parse_out(fn, msg, args)
+        info = _LineInfo(entry, done, rv, not done and _is_end(fn, msg), args, lq)
+        if len(_INFO_CACHE) > 4096:
+            _INFO_CACHE.clear()
+        _INFO_CACHE[key] = info
+    return info
+
+
+_CLASS_CACHE: dict[str, tuple[str | None, bool, _LineInfo | None]] = {}
+
+
+def _classify(text: str) -> tuple[str | None, bool, _LineInfo | None]:
+    """What a line (after its `[app] `) is: (the PKCS#11 function it comes from, whether it
+    starts an OpenSC context, what it says about the call). Cached by text: the same lines
+    recur all through a log."""
+    func: str | None = None
+    msg = text
+    i = text.find(": ")
+    if i < 0 and text[-1:] == ":":
+        i = len(text) - 1
+    head = text[:i] if i > 0 else ""
+    if head and head.count(":") == 2 and " " not in head:  # `file:line:func: msg`
+        func = head[head.rfind(":") + 1:]
+        msg = text[i + 2:]
+    fn: str | None = None
+    # the start of a context creation: the configuration file line, then the banner
+    marker = func == "process_config_file" or msg.startswith("=====")
+    if func is not None and func.startswith("C_") and func in BY_NAME:
+        fn = func
+    elif msg.startswith("C_"):
+        # frame-less (MSVC builds), or logged by a helper (0.23's get_info_version logs
+        # `C_GetInfo()`): the message names the function; from a helper, only an entry or
+        # result line counts
+        name = _RX_NAME.match(msg)
+        if name is not None and name.group() in BY_NAME:
+            n = name.group()
+            if func is None or _is_entry(n, msg) or _result(n, msg)[0]:
+                fn = n
+    elif func is None:
+        for prefix, owner in _FRAMELESS_FN.items():
+            if msg.startswith(prefix):
+                fn = owner
+    cls = (fn, marker, None if fn is None else _line_info(fn, msg))
+    if len(_CLASS_CACHE) > 8192:
+        _CLASS_CACHE.clear()
+    _CLASS_CACHE[text] = cls
+    return cls
+
+
+class _Clock:
+    """A line's local date and time to epoch seconds (the module docstring says how)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        try:
+            ref = os.fstat(f.fileno()).st_mtime
+        except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+            ref = _time.time()
+        lt = _time.localtime(ref)
+        self.ymd = (lt.tm_year, lt.tm_mon, lt.tm_mday)
+        self.ref_sod = lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec
+        self.day = 0  # days added to ymd
+        self.last_sod: int | None = None
+        self.key: tuple[str | None, str] = (None, "")
+        self.base: float | None = None
+
+    def second(self, date: str | None, hms: str) -> float | None:
+        """Epoch seconds of `HH:MM:SS` (on `YYYY-MM-DD` when the line has a date)."""
+        self.key = (date, hms)
+        try:
+            h, m, s = int(hms[0:2]), int(hms[3:5]), int(hms[6:8])
+            if date is not None:
+                y, mo, d = int(date[0:4]), int(date[5:7]), int(date[8:10])
+            else:
+                sod = h * 3600 + m * 60 + s
+                if self.last_sod is None:
+                    self.day = -1 if sod > self.ref_sod else 0
+                elif sod < self.last_sod - 43200:  # midnight passed
+                    self.day += 1
+                self.last_sod = sod
+                y, mo, d = self.ymd
+                d += self.day
+            self.base = _time.mktime((y, mo, d, h, m, s, 0, 0, -1))
+        except (ValueError, OverflowError):
+            self.base = None
+        return self.base
+
+
+class _Reader:
+    """The state machine over the lines of one log."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.clock = _Clock(f)
+        self.n = 0  # next seq
+        self.ready: list[Event] = []  # emitted, handed out at the next prefixed line
+        self.threads: dict[str, _Thread] = {}
+        self.lineno = 0
+        # the record (a prefixed line and its continuation lines) being read
+        self.cur: LogLine | None = None
+        self.cur_parts: list[str] | None = None
+        self.cur_len = 0
+        self.cur_dropped = 0
+        self.apdu_record = False  # the record is an APDU dump (blank / ==== lines follow)
+        # an APDU hex dump being read
+        self.dump: Apdu | None = None
+        self.dump_out = False
+        self.dump_left = 0
+        self.dump_buf = bytearray()
+        self.dump_declared = 0
+        self.dump_line = 0
+        self.dump_th: _Thread | None = None
+        self.orphan_warned = False
+        self.long_lines: list[tuple[int, int]] = []  # (index in chunk, length) of cut lines
+
+    # -- emitting -------------------------------------------------------------------------
+
+    def emit(self, e: Event) -> None:
+        e.seq = self.n
+        self.n += 1
+        self.ready.append(e)
+
+    def warn(self, line: int, message: str) -> None:
+        self.emit(Warning_(seq=0, message=f"line {line}: {message}"))
+
+    def route(self, th: _Thread, e: Event) -> None:
+        """An event logged on th: into its open call, or kept for a call that may claim it."""
+        c = th.call
+        if c is not None:
+            c.children.append(e)
+            return
+        pending = th.pending
+        if not pending:
+            th.pending_line = self.lineno
+        pending.append(e)
+        if len(pending) > PENDING_MAX:
+            self.flush_pending(th)
+
+    def flush_pending(self, th: _Thread) -> None:
+        """What th logged outside calls, out with parent None."""
+        if th.last_out is not None and th.call is None:
+            th.last_out = None  # an answer after this would arrive too late to attach
+        pending, th.pending = th.pending, []
+        th.marker_at = -1
+        n = self.n
+        for e in pending:
+            e.seq = n
+            n += 1
+        self.n = n
+        self.ready.extend(pending)
+
+    def open_call(self, th: _Thread, fn: str, t: float | None, line: int, entry: bool) -> None:
+        c = _OpenCall(fn, t, line, entry)
+        if th.pending:
+            if not entry and fn not in ENTRY_LOGGED:
+                # logs nothing on entry: what its thread logged since is its start
+                c.children = th.pending
+                c.start = getattr(th.pending[0], "time", t)
+                c.line = th.pending_line
+                c.entry = True
+                th.pending = []
+                th.marker_at = -1
+            else:
+                self.flush_pending(th)
+        th.call = c
+
+    def close_call(self, th: _Thread) -> None:
+        c = th.call
+        if c is None:
+            return
+        th.call = None
+        duration = None
+        if c.entry and c.start is not None and c.end is not None:
+            duration = float(round((c.end - c.start) * 1e6))  # the log has ms
+        call = _call(0, "call", c.function, c.rv, _rv_name(c.rv), th.pid, th.tid, c.start,
+                     duration, c.args, c.length_query, None, f"line {c.line}")
+        n = self.n
+        call.seq = parent = n
+        for e in c.children:
+            n += 1
+            e.seq = n
+            e.parent = parent  # type: ignore[attr-defined]
+        self.n = n + 1
+        self.ready.append(call)
+        self.ready.extend(c.children)
+        th.last_out = None
+
+    # -- records ----------------------------------------------------------------------------
+
+    def end_record(self) -> None:
+        """The current record is complete: join its text, finish a dump cut short."""
+        if self.dump is not None:
+            self.end_dump(truncated=True)
+        if self.cur_parts is not None and self.cur is not None:
+            parts = self.cur_parts
+            while parts and not parts[-1]:
+                parts.pop()
+            if self.cur_dropped:
+                parts.append(f"[{self.cur_dropped} more lines not kept]")
+            if parts:
+                self.cur.text = "\n".join([self.cur.text, *parts])
+        self.cur = None
+        self.cur_parts = None
+        self.cur_len = 0
+        self.cur_dropped = 0
+        self.apdu_record = False
+
+    def slow_line(self, th: _Thread, text: str, t: float | None) -> None:
+        """A line that may come from a PKCS#11 function or start an OpenSC context."""
+        cls = _CLASS_CACHE.get(text)
+        if cls is None:
+            cls = _classify(text)
+        fn, marker, info = cls
+        ll = _logline(0, "log", None, text, th.pid, th.tid, t)
+        self.cur = ll
+        if fn is None or info is None:
+            if marker:
+                # a new context: whatever was open on this thread is over
+                self.close_call(th)
+                if th.marker_at != len(th.pending):
+                    self.flush_pending(th)
+                self.route(th, ll)
+                th.marker_at = len(th.pending)
+            else:
+                self.route(th, ll)
+            return
+        c = th.call
+        ended = th.ended
+        if (c is None and ended is not None and ended[0] == fn and not info.entry
+                and not th.pending and not info.done and not info.end):
+            ll.seq, ll.parent = self.n, ended[1]  # a late line of the call just ended
+            self.n += 1
+            self.ready.append(ll)
+            return
+        th.ended = None
+        if c is None or c.function != fn or info.entry:
+            self.close_call(th)
+            self.open_call(th, fn, t, self.lineno, info.entry)
+            c = th.call
+            assert c is not None
+        c.children.append(ll)
+        if info.args:
+            args = c.args
+            for k, v in info.args.items():
+                if k not in args:
+                    args[k] = dict(v) if isinstance(v, dict) else v
+        if info.length_query:
+            c.length_query = True
+        if info.done:
+            c.rv, c.rv_seen, c.end = info.rv, True, t
+            self.close_call(th)
+        elif info.end:
+            c.end = t
+            self.close_call(th)
+            th.ended = (fn, self.n - 1 - len(c.children))
+
+    # -- APDU dumps -------------------------------------------------------------------------
+
+    def start_dump(self, head: re.Match[str], th: _Thread, t: float | None, line: int) -> None:
+        self.apdu_record = True
+        outgoing = head.group(1) == "Outgoing"
+        declared = int(head.group(3))
+        if outgoing:
+            apdu = Apdu(seq=0, command=b"", pid=th.pid, tid=th.tid, time=t,
+                        source=f"line {line}")
+            self.route(th, apdu)
+            th.last_out, th.last_out_line = apdu, line
+        else:
+            out = th.last_out
+            if out is None:
+                self.warn(line, "Incoming APDU with no Outgoing APDU before it on its thread")
+                apdu = Apdu(seq=0, command=b"", pid=th.pid, tid=th.tid, time=t,
+                            source=f"line {line}")
+                self.route(th, apdu)
+            else:
+                apdu = out
+                if out.time is not None and t is not None:
+                    out.duration_us = float(round((t - out.time) * 1e6))
+            th.last_out = None
+        self.dump, self.dump_out, self.dump_th = apdu, outgoing, th
+        self.dump_left = self.dump_declared = declared
+        self.dump_buf = bytearray()
+        self.dump_line = line
+        if declared == 0:
+            self.end_dump(truncated=False)
+
+    def dump_line_in(self, line: str) -> bool:
+        """One line of the hex dump; False when it is none (the dump was cut short)."""
+        k = 16 if self.dump_left > 16 else self.dump_left
+        chunk = line[:3 * k]
+        try:
+            b = bytes.fromhex(chunk)
+        except ValueError:  # cut inside the line: keep its whole bytes
+            b = bytearray()
+            for tok in chunk.split():
+                if len(tok) != 2 or tok.strip(_HEX_DIGITS):
+                    break
+                b.append(int(tok, 16))
+        self.dump_buf += b
+        self.dump_left -= len(b)
+        if len(b) < k:
+            self.end_dump(truncated=True)
+            return bool(b)
+        if self.dump_left == 0:
+            self.end_dump(truncated=False)
+        return True
+
+    def end_dump(self, truncated: bool) -> None:
+        apdu = self.dump
+        self.dump = None
+        if apdu is None:
+            return
+        data = bytes(self.dump_buf)
+        if truncated:
+            kind = "Outgoing" if self.dump_out else "Incoming"
+            self.warn(self.dump_line, f"{kind} APDU of {self.dump_declared} bytes is cut short "
+                                      f"in the log after {len(data)} bytes")
+        if self.dump_out:
+            apdu.command = data
+        else:
+            apdu.response = data
+
+    # -- continuation lines -----------------------------------------------------------------
+
+    def continuation(self, line: str, th: _Thread | None) -> None:
+        """A line without prefix: more of the current record (th logged it), or stray text."""
+        if self.dump is not None and self.dump_line_in(line):
+            return
+        cur = self.cur
+        if cur is not None and self.cur_parts is None and th is not None:
+            head = _RX_APDU_HEAD.match(line) if line[:1] in "OI" else None
+            if head is not None and cur.text[-1:] in ": ":
+                # the record `file:line:func: ` + `Outgoing APDU (N bytes):` is a dump
+                self.unroute(th, cur)
+                self.cur = None
+                self.start_dump(head, th, cur.time, self.lineno - 1)
+                return
+        if self.apdu_record:
+            if not line or line.startswith("====="):
+                return  # the blank line (0.22+) or ==== line (old format) closing a dump
+        elif cur is not None:
+            parts = self.cur_parts
+            if parts is None:
+                parts = self.cur_parts = []
+            if self.cur_len < MAX_TEXT:
+                parts.append(line)
+                self.cur_len += len(line) + 1
+            else:
+                self.cur_dropped += 1
+            return
+        # text outside any record: before the first log line, or after an APDU dump
+        if not self.apdu_record:
+            th = None
+        self.apdu_record = False
+        if th is None:
+            if not self.orphan_warned:
+                self.orphan_warned = True
+                self.warn(self.lineno, "text that is not an OpenSC log line (kept as a log line)")
+            ll = _logline(0, "log", None, line, None, None, None)
+            self.emit(ll)
+        else:
+            ll = _logline(0, "log", None, line, th.pid, th.tid, None)
+            self.route(th, ll)
+        self.cur, self.cur_parts, self.cur_len = ll, [], len(line)
+
+    def unroute(self, th: _Thread, e: Event) -> None:
+        """Takes back the event just routed (a line that turned out to head an APDU dump)."""
+        for box in (th.call.children if th.call is not None else None, th.pending, self.ready):
+            if box and box[-1] is e:
+                box.pop()
+                if box is self.ready and e.seq == self.n - 1:
+                    self.n -= 1
+                return
+
+    # -- the whole file ---------------------------------------------------------------------
+
+    def chunks(self) -> Iterator[list[str]]:
+        """The file's lines, a chunk of whole lines at a time: decoding, CRLF and colours are
+        handled per chunk, not per line. Memory stays at one chunk: a line longer than
+        MAX_LINE is cut there (self.long_lines says which, for a warning)."""
+        f = self.f
+        first = True
+        while True:
+            data = f.read(CHUNK)
+            if not data:
+                return
+            cut = -1
+            if data[-1:] != b"\n":
+                data += f.readline(MAX_LINE)
+                start = data.rfind(b"\n") + 1
+                if data[-1:] != b"\n" and len(data) - start > MAX_LINE:
+                    # the last line goes on: keep its start, skip to the next line
+                    skipped = len(data) - start - MAX_LINE
+                    while True:
+                        more = f.readline(MAX_LINE)
+                        skipped += len(more)
+                        if not more or more[-1:] == b"\n":
+                            break
+                    cut = data.count(b"\n")
+                    data = data[:start + MAX_LINE] + b"\n"
+            text = data.decode("utf-8", "replace")
+            if "\r" in text:
+                text = text.replace("\r\n", "\n").removesuffix("\r")
+            if "\x1b" in text:
+                text = _RX_ANSI.sub("", text)
+            if first:
+                first = False
+                text = text.removeprefix("\ufeff")
+            lines = text.split("\n")
+            if lines[-1] == "":
+                lines.pop()
+            if cut >= 0:
+                self.long_lines.append((cut, MAX_LINE + skipped))
+            if lines and max(map(len, lines)) > MAX_LINE:
+                for i, ln in enumerate(lines):
+                    if len(ln) > MAX_LINE and i != cut:
+                        lines[i] = ln[:MAX_LINE]
+                        self.long_lines.append((i, len(ln)))
+            yield lines
+
+    def run(self) -> Iterator[Event]:
+        """The hot loop: most lines are plain log lines inside or between calls and take
+        only the cheap checks here; the rest go to the methods above."""
+        ready = self.ready
+        threads = self.threads
+        clock = self.clock
+        rx_pid, rx_hex, rx_date = _RX_PID, _RX_HEX, _RX_DATE
+        logline = _logline
+        long_lines = self.long_lines
+        last_date: str | None = None
+        last_tstr = ""
+        last_k0: str | None = None
+        last_k1 = ""
+        th: _Thread | None = None
+        pid = tid = None
+        busy = False  # the record has more than its first line: end_record() has work
+        t: float | None = None
+        lineno = 0
+        for lines in self.chunks():
+            for i, length in long_lines:
+                self.warn(lineno + i + 1, f"line of about {length} bytes: only the first "
+                                          f"{MAX_LINE} characters kept")
+            long_lines.clear()
+            for lineno, line in enumerate(lines, lineno + 1):  # noqa: B020 - continues
+                # Unix builds' prefixes (0.20+ `P:<pid>; T:0x<tid> <time> [app] <text>`, up to
+                # 0.19 `0x<tid> <time> [app] <text>`) split on spaces, cheaper than a regex;
+                # anything else that starts like a prefix goes through the regexes.
+                c2 = line[:2]
+                if c2 == "P:":
+                    try:
+                        k0, k1, tstr, app, text = line.split(" ", 4)
+                    except ValueError:
+                        app = ""
+                elif c2 == "0x":
+                    k0 = ""
+                    try:
+                        k1, tstr, app, text = line.split(" ", 3)
+                    except ValueError:
+                        app = ""
+                else:
+                    app = ""
+                    if line[4:5] != "-" or not c2.isdigit():
+                        if self.dump is not None:  # a line of an APDU dump, the common case
+                            k = self.dump_left if self.dump_left < 16 else 16
+                            try:
+                                data = bytes.fromhex(line[:3 * k])
+                            except ValueError:
+                                data = b""
+                            if len(data) == k:
+                                self.dump_buf += data
+                                self.dump_left -= k
+                                if not self.dump_left:
+                                    self.end_dump(truncated=False)
+                                busy = True
+                                continue
+                        self.lineno = lineno
+                        busy = True
+                        self.continuation(line, th)
+                        continue
+                fast = app[:1] == "[" and (tstr == last_tstr or _RX_TIME.match(tstr) is not None)
+                if fast:
+                    date = None
+                else:
+                    rx = rx_pid if c2 == "P:" else rx_hex if c2 == "0x" else rx_date
+                    m = rx.match(line)
+                    if m is None:
+                        self.lineno = lineno
+                        busy = True
+                        self.continuation(line, th)
+                        continue
+                    key, date, tstr = m.group(1, 2, 3)
+                    k0, _, k1 = key.partition(" ") if c2 == "P:" else ("", "", key)
+                    text = line[m.end():]
+                if busy:
+                    self.end_record()
+                    busy = False
+                if ready:
+                    yield from ready
+                    ready.clear()
+                if tstr != last_tstr or date != last_date:
+                    last_tstr, last_date = tstr, date
+                    hms = tstr[:8]
+                    base = clock.base if (date, hms) == clock.key else clock.second(date, hms)
+                    frac = tstr[9:12]
+                    t = None if base is None else base + int(frac) / 10 ** len(frac)
+                if k1 != last_k1 or k0 != last_k0:
+                    last_k0, last_k1 = k0, k1
+                    key = f"{k0} {k1}" if k0 else k1
+                    th = threads.get(key)
+                    if th is None:
+                        th = threads[key] = _Thread(key)
+                    pid, tid = th.pid, th.tid
+                assert th is not None
+                if "C_" in text or "ctx.c:" in text or (
+                        not fast and ("=====" in text or "fLogin" in text)):
+                    # maybe a PKCS#11 line or the start of a context (frame-less lines, which
+                    # only MSVC builds write, cannot take the fast path: they have no `[app] `
+                    # before 0.20 and no location to tell)
+                    self.lineno = lineno
+                    self.slow_line(th, text, t)
+                    continue
+                ll = logline(0, "log", None, text, pid, tid, t)
+                self.cur = ll
+                call = th.call
+                if call is not None:
+                    call.children.append(ll)
+                else:
+                    pending = th.pending
+                    if not pending:
+                        th.pending_line = lineno
+                    pending.append(ll)
+                    if len(pending) > PENDING_MAX:
+                        self.flush_pending(th)
+        self.lineno = lineno
+        self.finish()
+        yield from ready
+        ready.clear()
+
+    def finish(self) -> None:
+        self.end_record()
+        if self.lineno == 0:
+            self.emit(Warning_(seq=0, message="the file is empty"))
+            return
+        if not self.threads:
+            self.emit(Warning_(seq=0, message="no OpenSC debug log line found: is this an "
+                                              "OpenSC debug log (OPENSC_DEBUG)?"))
+        for th in self.threads.values():
+            if th.last_out is not None and th.last_out.response is None:
+                self.warn(th.last_out_line, "Outgoing APDU has no Incoming APDU before the "
+                                            "end of the log")
+            c = th.call
+            if c is not None:
+                self.close_call(th)
+                if c.function in EXIT_LOGGED and not c.rv_seen:
+                    self.warn(c.line, f"{c.function} (pid {th.pid}, thread {th.tid}) has no "
+                                      "result line before the end of the log")
+            self.flush_pending(th)
+
+
+def read(f: BinaryIO) -> Iterator[Event]:
+    """Events of an OpenSC debug log, streamed line by line."""
+    return _Reader(f).run()

@@ -1,0 +1,463 @@
+"""Redacts p11spy's own binary traces (facts/LOGFORMAT.md), record by record, in constant memory.
+
+Why in place: a record keeps its length and its fields their kinds, so the redacted trace
+decodes to the same calls with the same arguments, a secret's bytes reading as `*` (0x2A).
+Only --hide-lengths changes lengths (a record's length would otherwise tell the PIN's), and
+then the record is rewritten whole. Which bytes are secret comes from the PKCS#11 table
+(Role.PIN parameters, secret attributes, PIN fields of mechanism structs) and from
+apdu_pin.pin_field for the APDUs of the preloaded spy's PC/SC records. Unreadable stretches
+between records are masked whole: nobody can tell what they hold.
+
+The process header of a redacted trace says "secrets": false and "redacted": true (see
+facts/LOGFORMAT.md), rewritten compactly and padded with blanks to its old length.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from p11spy.decoder.apdu import pin_field
+from p11spy.decoder.masking import (
+    HIDDEN_PIN_LENGTH,
+    MARK,
+    Finding,
+    Options,
+    Report,
+    attribute_is_secret,
+    is_key_class,
+)
+from p11spy.facts import logformat as lf
+from p11spy.facts import pcsc
+from p11spy.facts.pkcs11 import functions, structs
+from p11spy.facts.pkcs11.constants import CKA, CKO
+from p11spy.facts.pkcs11.model import Function, Role
+
+CHUNK = 1 << 20
+MAX_RECORD = 1 << 30
+_CLASS = CKA.value_of("CKA_CLASS")
+_SENSITIVE = CKA.value_of("CKA_SENSITIVE")
+_PUBLIC = CKO.value_of("CKO_PUBLIC_KEY")
+_PRIVATE = CKO.value_of("CKO_PRIVATE_KEY")
+_TRANSMIT = pcsc.BY_NAME["SCardTransmit"].index
+_CONTROL = pcsc.BY_NAME["SCardControl"].index
+# PC/SC parameters holding reader names (masked with --strict): function -> parameter indexes.
+_READER_PARAMS = {pcsc.BY_NAME[n].index: {p for p, q in enumerate(pcsc.BY_NAME[n].params)
+                                          if q.name in ("szReader", "mszReaders", "szReaderName",
+                                                        "rgReaderStates")}
+                  for n in ("SCardConnect", "SCardListReaders", "SCardStatus",
+                            "SCardGetStatusChange")}
+# Text fields of info structs that identify a device (--strict): struct -> field names.
+_IDENTIFYING_TEXT = {"CK_TOKEN_INFO": ("label", "serialNumber"),
+                     "CK_SLOT_INFO": ("slotDescription",)}
+
+
+def _text_spans(struct: str, names: tuple[str, ...]) -> list[tuple[int, int]]:
+    """(offset, size) of leading fixed-size text fields of a struct (they are all bytes, so
+    their offsets do not depend on the platform's alignment)."""
+    spans, off = [], 0
+    for f in structs.STRUCTS[struct].fields:
+        if f.role is not Role.TEXT_FIXED or f.size is None:
+            break
+        if f.name in names:
+            spans.append((off, f.size))
+        off += f.size
+    return spans
+
+
+_STRUCT_SPANS = {s: _text_spans(s, n) for s, n in _IDENTIFYING_TEXT.items()}
+
+
+def _mask(buf: bytearray, start: int, end: int) -> bool:
+    """Marker bytes over buf[start:end]; whether anything changed."""
+    if start >= end or all(b == MARK for b in buf[start:end]):
+        return False
+    buf[start:end] = bytes([MARK]) * (end - start)
+    return True
+
+
+def _chunks(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """(WHOLE, record) for each whole record, (JUNK, bytes) for stretches that are none,
+    (CUT, the rest of the file) for a record the file ends inside: the reader stops there,
+    as p11log.records does, so the stretches are the reader's own."""
+    buf = bytearray()
+    eof = False
+
+    def fill(n: int) -> bool:
+        nonlocal eof
+        while len(buf) < n and not eof:
+            more = f.read(max(CHUNK, n - len(buf)))
+            if more:
+                buf.extend(more)
+            else:
+                eof = True
+        return len(buf) >= n
+
+    while fill(1):
+        if fill(lf.RECORD.size) and buf[:4] == lf.MAGIC:
+            length = int.from_bytes(buf[4:8], "little")
+            if lf.RECORD.size <= length <= MAX_RECORD:
+                if fill(length):
+                    yield WHOLE, bytes(buf[:length])
+                    del buf[:length]
+                    continue
+                yield CUT, bytes(buf)
+                return
+        nxt = buf.find(lf.MAGIC, 1)
+        while nxt < 0 and not eof:
+            fill(len(buf) + CHUNK)
+            nxt = buf.find(lf.MAGIC, 1)
+        end = len(buf) if nxt < 0 else nxt
+        yield JUNK, bytes(buf[:end])
+        del buf[:end]
+
+
+WHOLE, JUNK, CUT = range(3)
+
+
+class _Field:
+    __slots__ = ("param", "phase", "kind", "flags", "data")
+
+    def __init__(self, param: int, phase: int, kind: int, flags: int, data: bytearray) -> None:
+        self.param, self.phase, self.kind, self.flags, self.data = param, phase, kind, flags, data
+
+
+def _split(rec: bytes) -> tuple[list[_Field], bytes]:
+    """A call or PC/SC record's fields, and any bytes after the last whole one."""
+    out = []
+    off = lf.RECORD.size
+    while off + lf.FIELD.size <= len(rec):
+        param, phase, kind, flags, n = lf.FIELD.unpack_from(rec, off)
+        if off + lf.FIELD.size + n > len(rec):
+            break
+        off += lf.FIELD.size
+        out.append(_Field(param, phase, kind, flags, bytearray(rec[off:off + n])))
+        off += n
+    return out, rec[off:]
+
+
+def _join(rec: bytes, fields: list[_Field], rest: bytes) -> bytes:
+    body = b"".join(lf.FIELD.pack(f.param, f.phase, f.kind, f.flags, len(f.data)) + f.data
+                    for f in fields)
+    head = bytearray(rec[:lf.RECORD.size])
+    head[4:8] = (lf.RECORD.size + len(body) + len(rest)).to_bytes(4, "little")
+    return bytes(head) + body + rest
+
+
+def _u64(b: bytes | bytearray, off: int = 0) -> int:
+    return int.from_bytes(b[off:off + 8], "little")
+
+
+class _Redactor:
+    def __init__(self, opts: Options, report: Report) -> None:
+        self.opts = opts
+        self.report = report
+        self.objects: dict[tuple[int, int], int] = {}  # (pid, handle) -> CKO class
+        self.pin_controls: set[int] = set()  # SCardControl codes that carry PIN structures
+
+    def found(self, offset: int, what: str) -> None:
+        self.report(Finding(f"offset {offset}", what))
+
+    # -- records -----------------------------------------------------------------------------
+
+    def record(self, rec: bytes, offset: int) -> bytes:
+        rtype = rec[8]
+        if rtype == lf.RecordType.PROCESS:
+            return self.process(rec, offset)
+        if rtype == lf.RecordType.MODULE and self.opts.strict:
+            return self.module(rec, offset)
+        if rtype == lf.RecordType.CALL:
+            fidx = int.from_bytes(rec[10:12], "little")
+            if fidx < len(functions.FUNCTIONS):
+                return self.call(rec, offset, functions.FUNCTIONS[fidx])
+        if rtype == lf.RecordType.PCSC:
+            return self.pcsc(rec, offset)
+        return rec
+
+    def process(self, rec: bytes, offset: int) -> bytes:
+        body = rec[lf.RECORD.size:]
+        try:
+            info = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return rec
+        if not isinstance(info, dict):
+            return rec
+        if info.get("secrets"):
+            self.found(offset, "process header: recorded with secrets in clear")
+        if self.opts.strict:
+            for key in ("exe", "module", "output"):
+                if isinstance(info.get(key), str) and _masked_path(info[key]) != info[key]:
+                    self.found(offset, f"process header: {key} (a path)")
+                    info[key] = _masked_path(info[key])
+        if self.opts.strict and info.get("uid") not in (None, 0):
+            info["uid"] = 0
+        info["secrets"] = False
+        info["redacted"] = True
+        text = json.dumps(info, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > len(body):
+            return rec  # a header written by another tool, with no room: left as it was
+        return rec[:lf.RECORD.size] + text + b" " * (len(body) - len(text))
+
+    def module(self, rec: bytes, offset: int) -> bytes:
+        body = rec[lf.RECORD.size:]
+        try:
+            info = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return rec
+        if not isinstance(info, dict) or not isinstance(info.get("path"), str):
+            return rec
+        masked = _masked_path(info["path"])
+        if masked == info["path"]:
+            return rec
+        self.found(offset, "module record: path")
+        info["path"] = masked
+        text = json.dumps(info, separators=(",", ":"), ensure_ascii=False).encode()
+        return rec[:lf.RECORD.size] + text + b" " * max(0, len(body) - len(text))
+
+    def call(self, rec: bytes, offset: int, fn: Function) -> bytes:
+        pid = int.from_bytes(rec[12:16], "little")
+        fields, rest = _split(rec)
+        by_name = {fn.params[f.param].name: f for f in fields
+                   if f.param < len(fn.params) and f.phase == lf.Phase.IN}
+        obj = by_name.get("hObject")
+        handle = _u64(obj.data) if obj is not None and obj.kind == lf.Kind.ULONG else None
+        known = self.objects.get((pid, handle)) if handle is not None else None
+        created: int | None = None
+        resized = False
+        for f in fields:
+            if f.param >= len(fn.params):
+                continue
+            p = fn.params[f.param]
+            what = f"{fn.name} {p.name}"
+            if p.role is Role.PIN and f.kind == lf.Kind.BYTES:
+                if self.opts.hide_lengths and len(f.data) != HIDDEN_PIN_LENGTH:
+                    f.data = bytearray([MARK]) * HIDDEN_PIN_LENGTH
+                    length = by_name.get(p.length or "")
+                    if length is not None and length.kind == lf.Kind.ULONG:
+                        length.data = bytearray(HIDDEN_PIN_LENGTH.to_bytes(8, "little"))
+                    resized = True
+                    self.found(offset, f"{what} (PIN)")
+                elif _mask(f.data, 0, len(f.data)):
+                    self.found(offset, f"{what} (PIN)")
+            elif p.role is Role.PIN and f.kind == lf.Kind.DIGEST:
+                if _mask(f.data, lf.DIGEST.size - 8, len(f.data)):
+                    self.found(offset, f"{what} (PIN)")
+            elif self.opts.strict and f.kind == lf.Kind.BYTES and (
+                    p.name == "pUsername" or (p.role is Role.TEXT_FIXED and p.name == "pLabel")):
+                if _mask(f.data, 0, len(f.data)):
+                    self.found(offset, f"{what} (identifying)")
+            elif self.opts.strict and f.kind == lf.Kind.STRUCT and p.struct in _STRUCT_SPANS:
+                for start, size in _STRUCT_SPANS[p.struct]:
+                    if _mask(f.data, start, min(start + size, len(f.data))):
+                        self.found(offset, f"{what} (identifying)")
+            elif f.kind == lf.Kind.TEMPLATE:
+                cls = _template_class(f.data)
+                if p.role is Role.TEMPLATE_INOUT:
+                    keyctx = is_key_class(cls if cls is not None else known)
+                    if cls is not None and handle is not None:
+                        self.objects[(pid, handle)] = cls
+                elif cls is not None or _sensitive(f.data):
+                    keyctx = _sensitive(f.data) or bool(is_key_class(cls))
+                    created = cls
+                elif fn.name in ("C_SetAttributeValue", "C_CopyObject"):
+                    keyctx = is_key_class(known)  # the object's class, if seen before
+                else:  # as the shim: a template that does not say is no key's unless it makes one
+                    keyctx = p.kind == functions.KEY_TEMPLATE
+                self.template(f.data, 0, keyctx, offset, what, 0)
+            elif f.kind == lf.Kind.MECHANISM:
+                self.mechanism(f.data, offset, what)
+            if f.phase == lf.Phase.OUT and p.role is Role.HANDLE_OUT and \
+                    f.kind == lf.Kind.ULONG and p.kind == "object":
+                out = _u64(f.data)
+                if p.name == "phPublicKey":
+                    self.objects[(pid, out)] = _PUBLIC
+                elif p.name == "phPrivateKey" or (created is None and
+                                                  fn.name in ("C_GenerateKey", "C_UnwrapKey",
+                                                              "C_DeriveKey")):
+                    self.objects[(pid, out)] = _PRIVATE  # some key: masked alike
+                elif created is not None:
+                    self.objects[(pid, out)] = created
+        if resized:
+            return _join(rec, fields, rest)
+        return _join(rec, fields, rest) if fields else rec
+
+    def template(self, data: bytearray, off: int, keyctx: bool | None, offset: int,
+                 what: str, depth: int) -> int:
+        """Masks a TEMPLATE payload at data[off:] in place; returns its end."""
+        if off + 8 > len(data):
+            return len(data)
+        count = _u64(data, off)
+        off += 8
+        for _ in range(count):
+            if off + lf.ATTRIBUTE.size > len(data):
+                return len(data)
+            atype, _alen, vkind, n = lf.ATTRIBUTE.unpack_from(data, off)
+            off += lf.ATTRIBUTE.size
+            end = min(off + n, len(data))
+            if vkind == lf.Kind.TEMPLATE and depth == 0:
+                inner = bytearray(data[off:end])
+                cls = _template_class(inner)
+                ictx = keyctx if cls is None else is_key_class(cls)
+                self.template(inner, 0, ictx, offset, what, depth + 1)
+                data[off:end] = inner
+            elif vkind in (lf.Kind.BYTES, lf.Kind.DIGEST):
+                why = attribute_is_secret(atype, keyctx, self.opts.strict)
+                start = off if vkind == lf.Kind.BYTES else off + lf.DIGEST.size - 8
+                if why and _mask(data, start, end):
+                    self.found(offset, f"{what} {CKA.name_of(atype)} ({why})")
+            off = end
+        return off
+
+    def mechanism(self, data: bytearray, offset: int, what: str) -> None:
+        """PIN fields (PBKDF2 passwords) of a mechanism's struct parameter."""
+        if len(data) < lf.MECHANISM.size:
+            return
+        mtype, size, pkind, _n = lf.MECHANISM.unpack_from(data)
+        name = structs.struct_for_mechanism(mtype)
+        if pkind != lf.Kind.STRUCT or name is None:
+            return
+        desc = structs.STRUCTS[name]
+        lengths = {f.name: f for f in desc.fields}
+        off = lf.MECHANISM.size + size
+        for f in desc.fields:  # the blobs follow in table order, as p11log reads them
+            if f.role not in (Role.BYTES_IN, Role.PIN) or not f.length or f.size is not None:
+                continue
+            if lengths[f.length].ctype != "CK_ULONG" or off + lf.BLOB.size > len(data):
+                continue
+            kind, n = lf.BLOB.unpack_from(data, off)
+            off += lf.BLOB.size
+            if f.role is Role.PIN and kind == lf.Kind.BYTES and _mask(data, off, off + n):
+                self.found(offset, f"{what} {f.name} (PIN)")
+            off += n
+
+    def pcsc(self, rec: bytes, offset: int) -> bytes:
+        fidx = int.from_bytes(rec[10:12], "little")
+        if fidx >= len(pcsc.FUNCTIONS):
+            return rec
+        fields, rest = _split(rec)
+        values = {(f.param, f.phase): f for f in fields}
+        resized = False
+        if fidx == _TRANSMIT:
+            f = values.get((2, lf.Phase.IN))
+            if f is not None and f.kind == lf.Kind.BYTES:
+                resized = self.apdu(f, values.get((3, lf.Phase.IN)), offset)
+            r = values.get((5, lf.Phase.OUT))
+            if self.opts.strict and r is not None and r.kind == lf.Kind.BYTES \
+                    and _mask(r.data, 0, len(r.data) - 2):
+                self.found(offset, "APDU response data (identifying)")
+        elif fidx == _CONTROL:
+            code = values.get((1, lf.Phase.IN))
+            code_v = _u64(code.data) if code is not None else None
+            out = values.get((4, lf.Phase.OUT))
+            if code_v == pcsc.CM_IOCTL_GET_FEATURE_REQUEST and out is not None and \
+                    out.kind == lf.Kind.BYTES:
+                self.pin_controls |= pcsc.pin_pad_codes(bytes(out.data))
+            f = values.get((2, lf.Phase.IN))
+            if code_v in self.pin_controls and f is not None and f.kind == lf.Kind.BYTES \
+                    and _mask(f.data, 0, len(f.data)):
+                self.found(offset, "SCardControl PIN-pad structure (PIN)")
+        elif self.opts.strict and fidx in _READER_PARAMS:
+            for f in fields:
+                if f.param in _READER_PARAMS[fidx] and f.kind in (lf.Kind.BYTES,
+                                                                  lf.Kind.CSTRING):
+                    if self.reader_names(f.data, pcsc.FUNCTIONS[fidx].params[f.param].name):
+                        self.found(offset, f"{pcsc.FUNCTIONS[fidx].name} reader name "
+                                           f"(identifying)")
+        return _join(rec, fields, rest) if (resized or fields) else rec
+
+    def apdu(self, f: _Field, length: _Field | None, offset: int) -> bool:
+        """Masks the PIN of a command APDU in place; True if its length changed."""
+        span = pin_field(bytes(f.data))
+        if span is None:
+            return False
+        start, n = span
+        end = min(start + n, len(f.data))
+        if self.opts.hide_lengths and start == 5 and end - start != HIDDEN_PIN_LENGTH:
+            f.data = f.data[:4] + bytearray([HIDDEN_PIN_LENGTH, *[MARK] * HIDDEN_PIN_LENGTH]) \
+                + f.data[end:]
+            if length is not None and length.kind == lf.Kind.ULONG:
+                length.data = bytearray(len(f.data).to_bytes(8, "little"))
+            self.found(offset, f"{_ins_name(f.data)} APDU data (PIN)")
+            return True
+        if not self.opts.hide_lengths:
+            while end > start and f.data[end - 1] == 0xFF:  # PIV pads PINs with FF
+                end -= 1
+        if _mask(f.data, start, end):
+            self.found(offset, f"{_ins_name(f.data)} APDU data (PIN)")
+        return False
+
+    def reader_names(self, data: bytearray, name: str) -> bool:
+        changed = False
+        if name != "rgReaderStates":
+            for i, b in enumerate(data):
+                if b and b != MARK:
+                    data[i] = MARK
+                    changed = True
+            return changed
+        off = 0
+        while off + 17 <= len(data):
+            al = data[off + 16]
+            off += 17 + al
+            if off >= len(data):
+                break
+            nl = data[off]
+            changed |= _mask(data, off + 1, min(off + 1 + nl, len(data)))
+            off += 1 + nl
+        return changed
+
+
+def _ins_name(command: bytes | bytearray) -> str:
+    from p11spy.decoder.apdu import ins_name
+
+    return ins_name(command[0], command[1]) or f"INS {command[1]:02X}"
+
+
+def _template_attrs(data: bytearray) -> Iterator[tuple[int, int, bytes]]:
+    """(type, value kind, payload) of a template's top-level attributes."""
+    if len(data) < 8:
+        return
+    count = _u64(data)
+    off = 8
+    for _ in range(count):
+        if off + lf.ATTRIBUTE.size > len(data):
+            return
+        atype, _alen, vkind, n = lf.ATTRIBUTE.unpack_from(data, off)
+        off += lf.ATTRIBUTE.size
+        yield atype, vkind, bytes(data[off:off + n])
+        off += n
+
+
+def _template_class(data: bytearray) -> int | None:
+    for atype, vkind, payload in _template_attrs(data):
+        if atype == _CLASS and vkind == lf.Kind.BYTES and len(payload) == 8:
+            return _u64(payload)
+    return None
+
+
+def _sensitive(data: bytearray) -> bool:
+    return any(atype == _SENSITIVE and vkind == lf.Kind.BYTES and payload[:1] not in (b"", b"\0")
+               for atype, vkind, payload in _template_attrs(data))
+
+
+def _masked_path(path: str) -> str:
+    """A path with every character but the separators masked."""
+    return "".join(c if c in "/\\" else "*" for c in path)
+
+
+def redact(fin: BinaryIO, fout: BinaryIO | None, opts: Options, report: Report) -> None:
+    r = _Redactor(opts, report)
+    offset = 0
+    for kind, data in _chunks(fin):
+        if kind == WHOLE:
+            out = r.record(data, offset)
+        else:  # unreadable: masked, but a record marker and its length stay, so that the
+            buf = bytearray(data)  # reader stops or resynchronises where it did before
+            keep = min(8, len(buf)) if buf[:4] == lf.MAGIC else 0
+            if _mask(buf, keep, len(buf)):
+                r.found(offset, f"{len(buf) - keep} unreadable bytes (masked: they may hold "
+                                f"anything)")
+            out = bytes(buf)
+        if fout is not None:
+            fout.write(out)
+        offset += len(data)

@@ -1,0 +1,400 @@
+"""Reads p11spy's own binary traces (facts/LOGFORMAT.md) into events.
+
+Streams record by record from a file object, so memory stays flat however large the trace.
+A damaged stretch is reported as a warning naming its byte offset, and reading resumes at the
+next record marker.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from p11spy.decoder import values as V
+from p11spy.decoder.events import Apdu, Call, Event, ModuleInfo, PcscCall, Process, Warning_
+from p11spy.facts import logformat as lf
+from p11spy.facts import pcsc
+from p11spy.facts.pkcs11 import functions, structs
+from p11spy.facts.pkcs11.model import Function, Param, Role
+
+CHUNK = 1 << 20
+MAX_RECORD = 1 << 30
+
+
+def sniff(head: bytes) -> bool:
+    """Whether the first bytes of a file are a p11spy trace."""
+    return head.startswith(lf.MAGIC)
+
+
+def records(f: BinaryIO) -> Iterator[tuple[int, bytes] | tuple[int, str]]:
+    """(offset, record bytes) for each whole record; (offset, message) for damage."""
+    buf = bytearray()
+    pos = 0  # index in buf of the next record
+    base = 0  # file offset of buf[0]
+    eof = False
+
+    def have(n: int) -> bool:
+        """Makes n bytes available from pos, unless the file ends first."""
+        nonlocal buf, pos, base, eof
+        if len(buf) - pos >= n:
+            return True
+        if pos:
+            del buf[:pos]
+            base += pos
+            pos = 0
+        while len(buf) < n and not eof:
+            more = f.read(max(CHUNK, n - len(buf)))
+            if more:
+                buf += more
+            else:
+                eof = True
+        return len(buf) >= n
+
+    while True:
+        if not have(lf.RECORD.size):
+            if len(buf) > pos:
+                yield base + pos, f"file ends inside a record header ({len(buf) - pos} bytes)"
+            return
+        length = int.from_bytes(buf[pos + 4:pos + 8], "little")
+        if buf[pos:pos + 4] != lf.MAGIC or not lf.RECORD.size <= length <= MAX_RECORD:
+            start = base + pos
+            nxt = buf.find(lf.MAGIC, pos + 1)
+            while nxt < 0 and not eof:
+                pos = max(pos, len(buf) - 3)
+                have(len(buf) - pos + CHUNK)
+                nxt = buf.find(lf.MAGIC, pos)
+            if nxt < 0:
+                yield start, "unreadable bytes up to the end of the file"
+                return
+            yield start, f"unreadable bytes ({base + nxt - start} skipped)"
+            pos = nxt
+            continue
+        if not have(length):
+            yield base + pos, f"file ends inside a record ({len(buf) - pos} of {length} bytes)"
+            return
+        yield base + pos, bytes(buf[pos:pos + length])
+        pos += length
+
+
+# What decoding a damaged record or field raises: the reader turns it into a warning.
+DAMAGED = (IndexError, ValueError, KeyError, struct.error)
+
+
+def _fields(rec: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
+    off = lf.RECORD.size
+    while off + lf.FIELD.size <= len(rec):
+        param, phase, kind, flags, n = lf.FIELD.unpack_from(rec, off)
+        off += lf.FIELD.size
+        yield param, phase, kind, flags, rec[off:off + n]
+        off += n
+
+
+def _u64(b: bytes, off: int = 0) -> int:
+    return int.from_bytes(b[off:off + 8], "little")
+
+
+def _value(kind: int, data: bytes, render) -> Any:
+    """Generic payload kinds; render() handles BYTES/STRUCT/ULONG for the parameter's role."""
+    if kind == lf.Kind.NULL:
+        return None
+    if kind == lf.Kind.MASKED:
+        length, cls, extra = lf.MASKED.unpack_from(data)
+        return V.masked(length, cls, extra)
+    if kind == lf.Kind.DIGEST:
+        length, h = lf.DIGEST.unpack_from(data)
+        return {"length": length, "fnv1a64": f"{h:016x}", "prefix": data[16:].hex()}
+    if kind == lf.Kind.UNREAD:
+        return {"unread": True, "length": _u64(data)}
+    return render(kind, data)
+
+
+def _template(data: bytes) -> list[dict[str, Any]]:
+    count = _u64(data)
+    off = 8
+    out = []
+    for _ in range(count):
+        atype, alen, vkind, n = lf.ATTRIBUTE.unpack_from(data, off)
+        off += lf.ATTRIBUTE.size
+        payload = data[off:off + n]
+        off += n
+        entry: dict[str, Any] = {"type": V.name_in("CKA", atype)}
+        entry["len"] = "CK_UNAVAILABLE_INFORMATION" if alen == V.CK_UNAVAILABLE_INFORMATION \
+            else alen
+        if vkind == lf.Kind.TEMPLATE:
+            entry["value"] = _template(payload)
+        elif vkind == lf.Kind.BYTES:
+            entry["value"] = V.attribute_value(atype, payload)
+        elif vkind in (lf.Kind.MASKED, lf.Kind.DIGEST):
+            entry["value"] = _value(vkind, payload, None)
+        out.append(entry)
+    return out
+
+
+def _mechanism(data: bytes) -> dict[str, Any]:
+    mtype, plen, pkind, n = lf.MECHANISM.unpack_from(data)
+    payload = data[lf.MECHANISM.size:lf.MECHANISM.size + n]
+    out: dict[str, Any] = {"mechanism": V.name_in("CKM", mtype)}
+    if pkind == lf.Kind.NULL:
+        out["parameter"] = None
+    elif pkind == lf.Kind.BYTES:
+        out["parameter"] = payload.hex()
+    elif pkind == lf.Kind.UNREAD:
+        out["parameter"] = {"unread": True, "length": plen}
+    elif pkind == lf.Kind.STRUCT:
+        out["parameter"] = _mech_struct(mtype, plen, payload)
+    return out
+
+
+def _mech_struct(mtype: int, size: int, payload: bytes) -> Any:
+    name = structs.struct_for_mechanism(mtype)
+    if name is None:
+        return payload[:size].hex()
+    rendered = V.struct_value(name, payload[:size])
+    if not isinstance(rendered, dict):
+        return rendered
+    desc = structs.STRUCTS[name]
+    lengths = {f.name: f for f in desc.fields}
+    off = size
+    for f in desc.fields:
+        if f.role not in (Role.BYTES_IN, Role.PIN) or not f.length or f.size is not None:
+            continue
+        if lengths[f.length].ctype != "CK_ULONG" or off + lf.BLOB.size > len(payload):
+            continue
+        kind, n = lf.BLOB.unpack_from(payload, off)
+        off += lf.BLOB.size
+        blob = payload[off:off + n]
+        off += n
+        rendered[f.name] = _value(kind, blob, lambda _k, d: d.hex())
+    return rendered
+
+
+def _interfaces(data: bytes) -> list[dict[str, Any]]:
+    out = []
+    off = 0
+    while off + 11 <= len(data):
+        flags = _u64(data, off)
+        major, minor, nl = data[off + 8], data[off + 9], data[off + 10]
+        name = data[off + 11:off + 11 + nl].decode("utf-8", "replace")
+        off += 11 + nl
+        out.append({"name": name, "version": f"{major}.{minor}",
+                    "flags": V.name_in("CKF_INTERFACE", flags)})
+    return out
+
+
+def _render_param(p: Param, kind: int, data: bytes) -> Any:
+    if kind == lf.Kind.ULONG:
+        return V.scalar(p, _u64(data))
+    if kind == lf.Kind.BYTES:
+        if p.role is Role.TEXT_FIXED:
+            return data.decode("utf-8", "replace").rstrip(" \x00")
+        if p.role in (Role.INTERFACE_LIST_OUT, Role.INTERFACE_OUT):
+            found = _interfaces(data)
+            return found if p.role is Role.INTERFACE_LIST_OUT else (found or [None])[0]
+        return data.hex()
+    if kind == lf.Kind.CSTRING:
+        return data.decode("utf-8", "replace")
+    if kind == lf.Kind.TEMPLATE:
+        return _template(data)
+    if kind == lf.Kind.MECHANISM:
+        return _mechanism(data)
+    if kind == lf.Kind.STRUCT:
+        if p.role is Role.FUNCTION_LIST_OUT:
+            return {"version": f"{data[0]}.{data[1]}"} if len(data) >= 2 else data.hex()
+        name = p.struct or ("CK_C_INITIALIZE_ARGS" if p.role is Role.INIT_ARGS else "")
+        return V.struct_value(name, data)
+    if kind == lf.Kind.ULONG_ARRAY:
+        items = [_u64(data, i) for i in range(0, len(data) - 7, 8)]
+        if p.kind in ("slot", "object", None):
+            return items
+        return [V.name_in(p.kind, v) for v in items]
+    return data.hex()
+
+
+# Roles whose input and output both matter: recorded as {"in": ..., "out": ...}.
+_INOUT = frozenset({Role.LENGTH_PTR, Role.TEMPLATE_INOUT, Role.BYTES_INOUT})
+# Output roles whose NULL input pointer means the call only asked for a length.
+_TWO_CALL = frozenset({Role.BYTES_OUT, Role.ARRAY_OUT, Role.INTERFACE_LIST_OUT})
+
+
+def decode_call(rec: bytes, seq: int, offset: int) -> Call:
+    _, _, _, _mod, fidx, pid, tid, start_us, dur_ns, rv, number = lf.RECORD.unpack_from(rec)
+    fn: Function | None = functions.FUNCTIONS[fidx] if fidx < len(functions.FUNCTIONS) else None
+    call = Call(
+        seq=seq, function=fn.name if fn else f"function #{fidx}", rv=rv, rv_name=V.rv_name(rv),
+        pid=pid, tid=tid, time=V.utc(start_us), duration_us=dur_ns / 1000.0,
+        call_number=number, source=f"offset {offset}",
+    )
+    if fn is None:
+        return call
+    args: dict[str, Any] = {}
+    for param, phase, kind, _flags, data in _fields(rec):
+        if param >= len(fn.params):
+            continue
+        p = fn.params[param]
+        try:
+            v = _value(kind, data, lambda k, d, p=p: _render_param(p, k, d))
+        except DAMAGED as exc:  # a damaged field stays hex
+            v = {"undecodable": data.hex(), "error": str(exc)}
+        if p.role in _INOUT:
+            slot = args.setdefault(p.name, {})
+            slot["in" if phase == lf.Phase.IN else "out"] = v
+        else:
+            args[p.name] = v
+        if p.role in _TWO_CALL and phase == lf.Phase.IN and kind == lf.Kind.NULL:
+            call.length_query = True
+    call.args = {p.name: args[p.name] for p in fn.params if p.name in args}
+    return call
+
+
+MASK_FILL = b"*"  # stands for each byte of masked APDU data
+
+
+def _masked_apdu(data: bytes) -> tuple[bytes, dict[str, Any]]:
+    """An APDU recorded with its data masked: header, data as '*' bytes, trailer."""
+    hl = data[0]
+    header = data[1:1 + hl]
+    length, cls, extra = lf.MASKED.unpack_from(data, 1 + hl)
+    if length > 65536:  # no APDU carries more: the record is damaged
+        raise ValueError(f"masked APDU data of {length} bytes")
+    off = 1 + hl + lf.MASKED.size
+    tl = data[off]
+    trailer = data[off + 1:off + 1 + tl]
+    return header + MASK_FILL * length + trailer, V.masked(length, cls, extra)
+
+
+def _reader_states(data: bytes) -> list[dict[str, Any]]:
+    out = []
+    off = 0
+    while off + 17 <= len(data):
+        cur, ev = _u64(data, off), _u64(data, off + 8)
+        al = data[off + 16]
+        atr = data[off + 17:off + 17 + al]
+        off += 17 + al
+        nl = data[off]
+        name = data[off + 1:off + 1 + nl].decode("utf-8", "replace")
+        off += 1 + nl
+        out.append({"reader": name, "current_state": f"0x{cur:x}", "event_state": f"0x{ev:x}",
+                    "atr": atr.hex()})
+    return out
+
+
+def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
+    """A PC/SC record as an Apdu (SCardTransmit) or a PcscCall, with its parent's call number."""
+    _, _, _, _mod, fidx, pid, tid, start_us, dur_ns, rv, _number = lf.RECORD.unpack_from(rec)
+    fn = pcsc.FUNCTIONS[fidx] if fidx < len(pcsc.FUNCTIONS) else None
+    parent = 0
+    values: dict[tuple[int, int], tuple[int, bytes]] = {}
+    for param, phase, kind, _flags, data in _fields(rec):
+        if param == pcsc.PARENT_PARAM:
+            parent = _u64(data)
+        else:
+            values[(param, phase)] = (kind, data)
+    common = {"seq": seq, "pid": pid, "tid": tid, "time": V.utc(start_us),
+              "duration_us": dur_ns / 1000.0}
+    if fn is not None and fn.name == "SCardTransmit":
+        kind, data = values.get((2, lf.Phase.IN), (lf.Kind.NULL, b""))
+        masked = kind == lf.Kind.APDU_MASKED
+        command = _masked_apdu(data)[0] if masked else (data if kind == lf.Kind.BYTES else b"")
+        rkind, rdata = values.get((5, lf.Phase.OUT), (lf.Kind.NULL, b""))
+        response = rdata if rkind == lf.Kind.BYTES else None
+        return parent, Apdu(command=command, response=response, masked=masked,
+                            error=None if rv == 0 else V.pcsc_rv_name(rv),
+                            source=f"offset {offset}", **common)
+    args: dict[str, Any] = {}
+    if fn is not None:
+        for (param, phase), (kind, data) in sorted(values.items()):
+            if param >= len(fn.params):
+                continue
+            p = fn.params[param]
+            if p.name == "rgReaderStates" and kind == lf.Kind.BYTES:
+                v: Any = _reader_states(data)
+            elif p.name in ("mszReaders", "szReaderName") and kind == lf.Kind.BYTES:
+                v = [r for r in data.decode("utf-8", "replace").split("\0") if r]
+            else:
+                v = _value(kind, data, lambda k, d, p=p: _render_param(p, k, d))
+            if p.role in _INOUT:
+                args.setdefault(p.name, {})["in" if phase == lf.Phase.IN else "out"] = v
+            else:
+                args[p.name] = v
+    name = fn.name if fn else f"PC/SC function #{fidx}"
+    return parent, PcscCall(function=name, rv=rv, rv_name=V.pcsc_rv_name(rv), args=args,
+                            **common)
+
+
+def read(f: BinaryIO) -> Iterator[Event]:
+    """Events in file order, except that the PC/SC records a call made (written before the
+    call's own record, which is written when it returns) follow their call."""
+    seq = 0
+    pending: dict[tuple[int, int], list[Event]] = {}  # (pid, call number) -> children
+    modules: dict[tuple[int, int], str | None] = {}  # (pid, module index) -> path
+
+    def adopt(children: list[Event], parent_seq: int | None) -> Iterator[Event]:
+        nonlocal seq
+        for child in children:
+            child.seq = seq
+            child.parent = parent_seq  # type: ignore[attr-defined]
+            seq += 1
+            yield child
+
+    for offset, rec in records(f):
+        if isinstance(rec, str):
+            yield Warning_(seq=seq, message=f"byte {offset}: {rec}")
+            seq += 1
+            continue
+        rtype = rec[8]
+        pid = int.from_bytes(rec[12:16], "little")
+        if rtype == lf.RecordType.PCSC:
+            try:
+                parent, event = decode_pcsc(rec, -1, offset)
+            except DAMAGED as exc:
+                yield Warning_(seq=seq, message=f"byte {offset}: damaged PC/SC record ({exc})")
+                seq += 1
+                continue
+            if parent:
+                pending.setdefault((pid, parent), []).append(event)
+            else:
+                yield from adopt([event], None)
+            continue
+        if rtype == lf.RecordType.CALL:
+            try:
+                call = decode_call(rec, seq, offset)
+            except DAMAGED as exc:
+                yield Warning_(seq=seq, message=f"byte {offset}: damaged call record ({exc})")
+                seq += 1
+                continue
+            call.module = modules.get((pid, rec[9]))
+            seq += 1
+            yield call
+            yield from adopt(pending.pop((pid, call.call_number or 0), []), call.seq)
+            continue
+        if rtype == lf.RecordType.PROCESS:
+            try:
+                info = json.loads(rec[lf.RECORD.size:].decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                info = {"unreadable_header": True}
+            yield Process(seq=seq, pid=pid, info=info)
+        elif rtype == lf.RecordType.MODULE:
+            try:
+                info = json.loads(rec[lf.RECORD.size:].decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                info = {}
+            if isinstance(info.get("index"), int):
+                modules[(pid, info["index"])] = info.get("path")
+            yield ModuleInfo(seq=seq, pid=pid, info={"loaded": info.get("path"),
+                                                     "index": info.get("index")})
+        elif rtype == lf.RecordType.MODULE_INFO:
+            info = {}
+            for _p, _ph, kind, _fl, data in _fields(rec):
+                if kind == lf.Kind.STRUCT:
+                    info = V.struct_value("CK_INFO", data)
+            yield ModuleInfo(seq=seq, pid=pid, info=info if isinstance(info, dict) else {})
+        else:
+            yield Warning_(seq=seq, message=f"byte {offset}: record of unknown type {rtype}")
+        seq += 1
+    for (pid, number), children in pending.items():
+        yield Warning_(seq=seq, message=f"process {pid}: call #{number} never returned "
+                                        f"(the client stopped inside it)")
+        seq += 1
+        yield from adopt(children, None)

@@ -1,0 +1,2 @@
+"""Build scripts of the shim, outside the runtime package: C generated from the fact tables
+(codegen.py) and compiled (build.py)."""
