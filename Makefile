@@ -5,16 +5,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SHIM := spy/libp11spy.so
 
-APT_PACKAGES := softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools libpcsclite1 vsmartcard-vpcd \
-	python3-virtualsmartcard gnutls-bin libnss3-tools libengine-pkcs11-openssl openssl \
-	openjdk-17-jdk-headless tmux build-essential
+# Everything the shim build and the tests use: python3-venv makes .venv, python3-dev has Python.h
+# for the cffi build, libpcsclite-dev has PCSC/ifdhandler.h for the bench's PIN-pad reader driver
+# and pcsc-spy, build-essential the C compiler for the shim and the tests' small C programs.
+APT_PACKAGES := softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools libpcsclite1 libpcsclite-dev \
+	vsmartcard-vpcd python3-virtualsmartcard gnutls-bin libnss3-tools libengine-pkcs11-openssl \
+	openssl openjdk-17-jdk-headless tmux build-essential python3-dev python3-venv
 
 .PHONY: setup test bench demo lint clean shim
 
 setup: .stamps/apt $(VENV)/.installed $(SHIM)
 
-# Install only what is missing, so a second run asks apt nothing.
-.stamps/apt:
+# Install only what is missing, so a second run asks apt nothing. The stamp depends on this
+# Makefile, so a package added to the list above is installed by the next make.
+.stamps/apt: Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -23,9 +27,9 @@ setup: .stamps/apt $(VENV)/.installed $(SHIM)
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
-	@mkdir -p .stamps && touch $@
+	@mkdir -p .stamps && echo $(APT_PACKAGES) > $@
 
-$(VENV)/bin/python:
+$(VENV)/bin/python: | .stamps/apt
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python

@@ -12,12 +12,12 @@ from p11spy.facts.pkcs11 import attributes, constants
 from p11spy.facts.pkcs11.constants import FAMILIES, lookup
 from p11spy.facts.pkcs11.model import ValueType
 
-ERROR_CODES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "error-codes.md"
+ERROR_CODES = Path(__file__).resolve().parent / "reference" / "error-codes.md"
 _ROW = re.compile(r"^\|\s*(CKR_\w+)\s*\|\s*(0x[0-9A-Fa-f]+)\s*\|\s*(\d+)\s*\|")
 
 
 def _reference_ckr() -> dict[str, int]:
-    """Section 2 of the error-code notes: one table row per CKR_ name."""
+    """Section 2 of tests/reference/error-codes.md: one table row per CKR_ name."""
     text = ERROR_CODES.read_text(encoding="utf-8")  # a missing file fails the test
     start = text.index("\n## 2.")
     end = text.index("\n## 3.", start)

@@ -17,7 +17,7 @@ from p11spy.decoder.codes import SYSTEMS, Code, by_name, explain_rv, explain_sw,
 from p11spy.decoder.knowledge.ckr import CKR as CKR_TEXTS
 from p11spy.facts.pkcs11.constants import FAMILIES
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "reference"
 ERROR_CODES = REFERENCE / "error-codes.md"
 FIELD_NOTES = REFERENCE / "field-notes.md"
 P11SPY = str(Path(sys.executable).parent / "p11spy")
