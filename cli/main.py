@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.status
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file the user named, that the system refused: one line
+        if exc.filename is None:
+            raise
+        print(f"p11spy {args.subcommand}: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

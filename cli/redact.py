@@ -6,28 +6,28 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 from p11spy.decoder import masking, redact
 from p11spy.decoder.formats import NAMES
-from p11spy.decoder.formats.registry import detect
+from p11spy.decoder.formats.registry import open_trace, seekable
 from p11spy.decoder.masking import search
 from p11spy.errors import UserError
 
 
-def _format(path: Path, fmt: str | None) -> str:
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory")
-    return fmt or detect(path)
+def _open(path: Path, fmt: str | None, passes: int = 1) -> tuple[str, BinaryIO]:
+    """The trace and its format; a pipe or standard input can be read only once."""
+    if passes > 1 and not seekable(path):
+        raise UserError(f"{path}: --pin reads the trace twice; save the stream to a file first")
+    return open_trace(path, fmt)
 
 
 def _check(args: argparse.Namespace, opts: masking.Options) -> int:
     status = 0
     for name in args.files:
         path = Path(name)
-        fmt = _format(path, args.format)
-        with redact.open_input(path) as f:
+        fmt, f = _open(path, args.format, 2 if args.pin else 1)
+        with f:
             found = redact.check(fmt, f, opts)
         for pin in args.pin or []:
             with redact.open_input(path) as f:
@@ -47,22 +47,27 @@ def _redact(args: argparse.Namespace, opts: masking.Options) -> int:
     if len(args.files) != 1:
         raise UserError("redact one file at a time (or use --check for several)")
     src = Path(args.files[0])
-    fmt = _format(src, args.format)
     if args.in_place:
         if args.output:
             raise UserError("--in-place and --output exclude each other")
-        with redact.open_input(src) as fin, redact.atomic_output(src) as fout:
+        if not seekable(src):
+            raise UserError(f"{src}: --in-place needs a file, not a stream")
+        fmt, fin = _open(src, args.format)
+        with fin, redact.atomic_output(src) as fout:
             found = redact.redact(fmt, fin, fout, opts)
         dest = src
     elif args.output and args.output != "-":
         dest = Path(args.output)
         if dest.is_dir():
             raise UserError(f"{dest}: is a directory")
-        found = redact.redact_file(src, dest, fmt, opts)
+        fmt, fin = _open(src, args.format)
+        found = redact.redact_stream(fin, src, dest, fmt, opts)
     else:
+        fmt, fin = _open(src, args.format)
         if fmt == "p11spy" and sys.stdout.isatty():
+            fin.close()
             raise UserError("a p11spy trace is binary: name an output with -o")
-        with redact.open_input(src) as fin:
+        with fin:
             found = redact.redact(fmt, fin, sys.stdout.buffer, opts)
         sys.stdout.flush()
         dest = None

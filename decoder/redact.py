@@ -64,7 +64,10 @@ def atomic_output(target: Path) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as f:
             yield f
         os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise UserError(f"{target}: cannot replace it ({exc.strerror})") from exc
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -72,8 +75,15 @@ def atomic_output(target: Path) -> Iterator[BinaryIO]:
 
 
 def redact_file(src: Path, dest: Path, fmt: str, opts: Options) -> list[Finding]:
-    """Redacts src into dest (atomically); the places masked. For the TUI's export too."""
-    if _same_file(src, dest):
-        raise UserError(f"{dest}: is the input; use --in-place to replace it")
-    with open_input(src) as fin, atomic_output(dest) as fout:
-        return redact(fmt, fin, fout, opts)
+    """Redacts src into dest (atomically); the places masked. For the viewer's export too."""
+    return redact_stream(open_input(src), src, dest, fmt, opts)
+
+
+def redact_stream(fin: BinaryIO, src: Path, dest: Path, fmt: str, opts: Options
+                  ) -> list[Finding]:
+    """Redacts an opened trace (closed after) into dest (atomically); the places masked."""
+    with fin:
+        if _same_file(src, dest):
+            raise UserError(f"{dest}: is the input; use --in-place to replace it")
+        with atomic_output(dest) as fout:
+            return redact(fmt, fin, fout, opts)

@@ -8,10 +8,12 @@ can offer them without importing a reader.
 
 from __future__ import annotations
 
+import io
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from p11spy.decoder.events import Event
 from p11spy.decoder.formats import NAMES
@@ -45,9 +47,51 @@ def formats() -> dict[str, ModuleType]:
     return {name: f.reader for name, f in FORMATS.items()}
 
 
-def detect(path: Path) -> str:
-    with path.open("rb") as f:
-        head = f.read(4096)
+HEAD = 4096  # bytes a reader's sniff() sees
+STDIN = "-"
+
+
+class _Replay(io.RawIOBase):
+    """A stream that gives back the bytes already read from it, then the rest: a pipe or a
+    FIFO can be read only once, so the head that told its format must not be lost."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def, override]
+        if self._head:
+            n = min(len(b), len(self._head))
+            b[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read1(len(b)) if hasattr(self._rest, "read1") else \
+            self._rest.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._rest.close()
+        super().close()
+
+
+def _open(path: Path) -> BinaryIO:
+    if str(path) == STDIN:
+        return sys.stdin.buffer
+    try:
+        if path.is_dir():
+            raise UserError(f"{path}: is a directory")
+        return path.open("rb")
+    except FileNotFoundError as exc:
+        raise UserError(f"{path}: no such file") from exc
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror}") from exc
+
+
+def _sniff(path: Path, head: bytes) -> str:
     if not head:
         raise UserError(f"{path}: the file is empty")
     for name, fmt in FORMATS.items():
@@ -56,16 +100,37 @@ def detect(path: Path) -> str:
     raise UserError(f"{path}: not a trace format p11spy reads (use --format to say which)")
 
 
-def open_events(path: Path, fmt: str | None = None) -> Iterator[Event]:
-    """Events of one trace file, its format detected unless given."""
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory")
-    name = fmt or detect(path)
+def seekable(path: Path) -> bool:
+    """Whether the trace can be read more than once (a file, not a pipe, FIFO or stdin)."""
+    return str(path) != STDIN and path.is_file()
+
+
+def open_trace(path: Path, fmt: str | None = None) -> tuple[str, BinaryIO]:
+    """The trace opened once, and its format (detected unless given). Works on files, pipes,
+    FIFOs and `-` (standard input): what was read to detect the format is read again."""
+    f = _open(path)
     try:
-        f = path.open("rb")
-    except OSError as exc:
-        raise UserError(f"{path}: {exc.strerror}") from exc
+        if seekable(path):
+            name = fmt or _sniff(path, f.read(HEAD))
+            f.seek(0)
+            return name, f
+        head = f.read(HEAD)
+        name = fmt or _sniff(path, head)
+        return name, io.BufferedReader(_Replay(head, f))
+    except BaseException:
+        f.close()
+        raise
+
+
+def detect(path: Path) -> str:
+    """The format of a trace file (read once: for files, not pipes)."""
+    name, f = open_trace(path)
+    f.close()
+    return name
+
+
+def open_events(path: Path, fmt: str | None = None) -> Iterator[Event]:
+    """Events of one trace (a file, a pipe, a FIFO or `-`), its format detected unless given."""
+    name, f = open_trace(path, fmt)
     with f:
         yield from FORMATS[name].reader.read(f)
