@@ -52,8 +52,9 @@ def _redact(args: argparse.Namespace, opts: masking.Options) -> int:
             raise UserError("--in-place and --output exclude each other")
         if not seekable(src):
             raise UserError(f"{src}: --in-place needs a file, not a stream")
+        owner = redact.in_place_owner(src)
         fmt, fin = _open(src, args.format)
-        with fin, redact.atomic_output(src) as fout:
+        with fin, redact.atomic_output(src, owner) as fout:
             found = redact.redact(fmt, fin, fout, opts)
         dest = src
     elif args.output and args.output != "-":

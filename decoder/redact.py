@@ -52,9 +52,30 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def in_place_owner(path: Path) -> tuple[int, int]:
+    """The owner a trace redacted in place keeps; refuses a name that is not the file's only one.
+
+    Replacing a symbolic link or one of several hard links would leave the unredacted trace
+    under the other name, so those are refused with the name to use instead.
+    """
+    try:
+        st = path.lstat()
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror}") from exc
+    if path.is_symlink():
+        raise UserError(f"{path}: is a symbolic link to {os.path.realpath(path)}; redact that "
+                        "file itself (replacing the link would leave it unredacted)")
+    if st.st_nlink > 1:
+        raise UserError(f"{path}: has {st.st_nlink} hard links; the other names would keep the "
+                        "unredacted trace: redact into a new file with -o and remove them")
+    return st.st_uid, st.st_gid
+
+
 @contextlib.contextmanager
-def atomic_output(target: Path) -> Iterator[BinaryIO]:
-    """A file (mode 0600) that replaces target only when the block ends without error."""
+def atomic_output(target: Path, owner: tuple[int, int] | None = None) -> Iterator[BinaryIO]:
+    """A file (mode 0600) that replaces target only when the block ends without error; given
+    owner (uid, gid), it keeps that owner where we may set it (root redacting a user's trace
+    in place must not take it from them)."""
     folder = target.parent if str(target.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
@@ -63,6 +84,8 @@ def atomic_output(target: Path) -> Iterator[BinaryIO]:
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
+            if owner is not None and os.geteuid() == 0:
+                os.fchown(f.fileno(), *owner)
         os.chmod(tmp, 0o600)
         try:
             os.replace(tmp, target)

@@ -80,3 +80,29 @@ def test_unreadable_file_is_one_line(tmp_path: Path) -> None:
                              timeout=60)
         assert res.returncode == 2, (cmd, res.stderr)
         assert res.stderr.strip() == f"p11spy {cmd[0]}: {trace}: Permission denied"
+
+
+def test_in_place_refuses_links_and_keeps_the_owner(tmp_path: Path) -> None:
+    """A symbolic or second hard link would keep the unredacted trace under the other name."""
+    trace = FIXTURES / "pkcs11-spy" / "real-0.23-login-wrong-pin.log"
+    orig = tmp_path / "orig.log"
+    shutil.copy(trace, orig)
+    link = tmp_path / "link.log"
+    link.symlink_to(orig)
+    res = p11spy("redact", "--in-place", str(link))
+    assert res.returncode == 2 and b"symbolic link" in res.stderr
+    assert res.stderr.count(b"\n") == 1
+    assert orig.read_bytes() == trace.read_bytes() and link.is_symlink()
+    hard = tmp_path / "hard.log"
+    os.link(orig, hard)
+    res = p11spy("redact", "--in-place", str(hard))
+    assert res.returncode == 2 and b"2 hard links" in res.stderr
+    assert orig.read_bytes() == trace.read_bytes()
+    hard.unlink()
+    os.chown(orig, 65534, 65534)  # a user's trace, redacted in place by root
+    res = p11spy("redact", "--in-place", str(orig))
+    assert res.returncode == 0, res.stderr
+    assert orig.read_bytes() != trace.read_bytes()
+    assert p11spy("redact", "--check", str(orig)).returncode == 0
+    st = orig.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o600)
