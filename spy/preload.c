@@ -8,6 +8,8 @@
  *    back wrappers and keeps the real addresses;
  *  - the SCard symbols themselves, for programs linked to libpcsclite (opensc-tool, pcsc_scan).
  * A client that never loads a module or talks to a reader leaves no trace file.
+ *
+ * Under `p11spy run` the spy reports to run instead of the client's stderr (see p11_status).
  */
 
 #include <link.h>
@@ -30,6 +32,53 @@ static unsigned long g_pin_ctl[4];     /* control codes of the PIN-pad features 
 static int g_npin_ctl;
 static char g_wrap[4096];              /* P11SPY_WRAP: colon-separated modules to wrap */
 static Dl_info g_self;
+
+/* ---- Reporting to `p11spy run` -------------------------------------------------------------
+ * run creates a status file of its own (0600, in a folder of its own) and names it in
+ * P11SPY_RUN_STATUS. Each process that loads the spy appends one-line facts to it, "PID KIND
+ * TEXT": loaded (the spy is in this program), trace (the file it writes), skipped (a module
+ * --module did not name), env-cleared, error (a complaint, which under run never goes to the
+ * client's stderr). From these run tells the user what happened. Once run has ended the file
+ * is gone: a process that outlived the run (a background job) or started after it stays
+ * silent and traces nothing it had not begun. */
+static char g_status[PATH_MAX];
+static int g_run_over;
+
+static void p11_status(const char *kind, const char *text)
+{
+    if (!g_status[0]) return;
+    int fd = open(g_status, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        if (errno == ENOENT) g_run_over = 1;
+        return;
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid()) {
+        char line[PATH_MAX + 2 * 64];
+        int n = snprintf(line, sizeof line, "%d %s ", (int)getpid(), kind);
+        for (const char *t = text; *t && n < (int)sizeof line - 1; t++)
+            line[n++] = *t == '\n' ? ' ' : *t;
+        line[n++] = '\n';
+        ssize_t w = write(fd, line, (size_t)n); /* one write: lines of processes never mix */
+        (void)w;
+    }
+    close(fd);
+}
+
+static void p11_status_complaint(const char *line)
+{
+    p11_status("error", strncmp(line, "p11spy: ", 8) == 0 ? line + 8 : line);
+}
+
+/* A program that cleared its environment starts its own programs without the spy. */
+static void p11_status_env(void)
+{
+    static int said;
+    if (g_status[0] && !said && !getenv("P11SPY_RUN_STATUS")) {
+        said = 1;
+        p11_status("env-cleared", "");
+    }
+}
 
 static void p11_resolve_real_dlsym(void)
 {
@@ -71,7 +120,10 @@ static int p11_trace_open(void)
         if (__atomic_compare_exchange_n(&g_open_state, &expected, 1, 0, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE)) {
             int ok = p11_open_output();
-            if (ok) p11_write_header(0);
+            if (ok) {
+                p11_write_header(0);
+                p11_status("trace", g_cfg.output);
+            }
             __atomic_store_n(&g_open_state, ok ? 2 : 3, __ATOMIC_RELEASE);
             return ok;
         }
@@ -85,6 +137,7 @@ static void p11_preload_atfork_child(void)
 {
     if (__atomic_load_n(&g_open_state, __ATOMIC_ACQUIRE) == 1) g_open_state = g_fd >= 0 ? 2 : 0;
     p11_atfork_child();
+    if (g_fd >= 0) p11_status("trace", g_cfg.output);
 }
 
 static int p11_wanted(const char *path)
@@ -114,7 +167,14 @@ static struct p11_module *p11_module_of(void *handle, void *sym)
     pthread_mutex_lock(&g_ctx_lock);
     for (int i = 0; i < g_nmods; i++)
         if (g_mods[i].handle == info.dli_fbase) m = &g_mods[i];
-    if (!m && g_nmods < P11_MAX_MODULES && p11_wanted(info.dli_fname)) {
+    if (!m && !p11_wanted(info.dli_fname)) {
+        pthread_mutex_unlock(&g_ctx_lock);
+        static void *said;
+        if (said != info.dli_fbase) p11_status("skipped", info.dli_fname);
+        said = info.dli_fbase;
+        return NULL;
+    }
+    if (!m && g_nmods < P11_MAX_MODULES) {
         m = &g_mods[g_nmods];
         m->index = g_nmods;
         m->handle = info.dli_fbase; /* identifies the object; never passed to dlclose */
@@ -127,6 +187,7 @@ static struct p11_module *p11_module_of(void *handle, void *sym)
         g_entry[g_nmods].mod = m;
         __atomic_store_n(&g_nmods, g_nmods + 1, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&g_ctx_lock);
+        p11_status_env();
         if (p11_trace_open()) p11_announce_module(m);
         return m;
     }
@@ -599,7 +660,29 @@ static void p11_init(void)
     const char *wrap = getenv("P11SPY_WRAP");
     snprintf(g_wrap, sizeof g_wrap, "%s", wrap ? wrap : "");
     g_cfg.module[0] = 0;
-    if (!p11_load_options()) return;
+    if (g_run_over || !p11_load_options()) return;
     pthread_atfork(NULL, NULL, p11_preload_atfork_child);
     g_ready = 1;
+}
+
+/* At load, before the program's main(): the settings are read now, while the environment is
+ * still the one run gave (a daemon may clear it before it loads a module), and run is told
+ * the spy is in this program. */
+__attribute__((constructor)) static void p11_preload_start(void)
+{
+    const char *status = secure_getenv("P11SPY_RUN_STATUS");
+    if (status && *status && strlen(status) < sizeof g_status) {
+        snprintf(g_status, sizeof g_status, "%s", status);
+        g_complain_to = p11_status_complaint;
+        char exe[PATH_MAX] = "";
+        ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        exe[k > 0 ? k : 0] = 0;
+        p11_status("loaded", exe);
+    }
+    p11_ready();
+}
+
+__attribute__((destructor)) static void p11_preload_end(void)
+{
+    if (!g_run_over) p11_status_env();
 }

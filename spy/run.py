@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import os
 import shutil
 import signal
@@ -17,21 +16,7 @@ from pathlib import Path
 from p11spy.errors import UserError
 from p11spy.spy.shims import PRELOAD
 
-
-def _pattern_glob(pattern: str) -> str:
-    """The files a P11SPY_OUTPUT pattern can produce, as a glob."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "%" and i + 1 < len(pattern):
-            nxt = pattern[i + 1]
-            out.append("%" if nxt == "%" else (str(os.getuid()) if nxt == "u" else "*"))
-            i += 2
-            continue
-        out.append(glob.escape(c))
-        i += 1
-    return "".join(out)
+from .runstatus import StatusFile, last_words
 
 
 def _default_folder() -> Path:
@@ -89,20 +74,18 @@ def run_traced(args: argparse.Namespace) -> int:
         env.pop("P11SPY_WRAP", None)
     if args.log_secrets:
         env["P11SPY_LOG_SECRETS"] = "1"
-    started = time.time()
+    status_file = StatusFile()
+    env["P11SPY_RUN_STATUS"] = str(status_file.path)
     try:
-        status = _run_shown(command, env, output) if args.show else _run_child(command, env)
+        child, status = (_run_shown(command, env, output) if args.show
+                         else _run_child(command, env))
+        words = last_words(status_file.read(), command, env, child, args.module)
     finally:
+        status_file.remove()
         if folder is not None:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: the client left no trace
-    traces = sorted(p for p in glob.glob(_pattern_glob(output))
-                    if os.path.getmtime(p) >= started - 1 and os.path.getsize(p))
-    if traces:
-        print(f"p11spy: {len(traces)} trace(s): {' '.join(traces)}", file=sys.stderr)
-    else:
-        print("p11spy: no trace: the command loaded no PKCS#11 module and used no reader",
-              file=sys.stderr)
+    print("\n".join(words), file=sys.stderr)
     return 128 - status if status < 0 else status
 
 
@@ -113,17 +96,17 @@ def _start(command: list[str], env: dict[str, str], **popen: object) -> subproce
         raise UserError(f"cannot run {command[0]}: {exc.strerror}", status=127) from exc
 
 
-def _run_child(command: list[str], env: dict[str, str]) -> int:
+def _run_child(command: list[str], env: dict[str, str]) -> tuple[int, int]:
     child = _start(command, env)
     # The terminal's Ctrl-C reaches the client; we wait for it to finish and report.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        return child.wait()
+        return child.pid, child.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
-def _run_shown(command: list[str], env: dict[str, str], trace: str) -> int:
+def _run_shown(command: list[str], env: dict[str, str], trace: str) -> tuple[int, int]:
     """The client in the background, the viewer following its trace in the foreground.
 
     The client gets no terminal: its input is /dev/null and its output is kept and printed
@@ -156,4 +139,4 @@ def _run_shown(command: list[str], env: dict[str, str], trace: str) -> int:
         with contextlib.suppress(OSError):
             if not os.path.getsize(trace):
                 os.unlink(trace)  # nothing was traced: no empty file left behind
-    return status
+    return child.pid, status

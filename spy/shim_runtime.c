@@ -101,12 +101,20 @@ static __thread struct p11_tls t_tls;
 /* ------------------------------------------------------------------------------------------ */
 /* Small helpers                                                                               */
 
+/* Where complaints go instead of stderr: the preloaded spy under `p11spy run` tells run. */
+static void (*g_complain_to)(const char *line);
+
 static void p11_complain(const char *fmt, const char *a, const char *b)
 {
     char line[2 * PATH_MAX + 256];
     int n = snprintf(line, sizeof line, "p11spy: ");
     n += snprintf(line + n, sizeof line - (size_t)n, fmt, a ? a : "", b ? b : "");
     if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
+    if (g_complain_to) {
+        line[n] = 0;
+        g_complain_to(line);
+        return;
+    }
     line[n++] = '\n';
     ssize_t w = write(2, line, (size_t)n);
     (void)w;

@@ -1,0 +1,108 @@
+"""What the preloaded spy tells `p11spy run`, and the true last words run makes of it.
+
+Each process the spy is loaded into appends one-line facts, "PID KIND TEXT", to a status file
+that run creates for itself (spy/preload.c, p11_status): loaded (with the program), trace (the
+file it writes), skipped (a module --module did not name), shim (a p11spy shim, whose calls the
+shim records), env-cleared, error (a complaint that would otherwise land on the client's
+stderr). So run lists the traces its own processes wrote, never a file that only matches the
+pattern, and says why there is none instead of guessing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NO_MODULE = "the command loaded no PKCS#11 module and used no reader"
+_HINT = re.compile(r"\s*\((?:set|check) P11SPY_OUTPUT\)")
+
+
+@dataclass
+class Status:
+    """The facts, by kind, in the order they came."""
+
+    loaded: dict[int, str] = field(default_factory=dict)
+    traces: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    env_cleared: list[int] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, pid: int, kind: str, text: str) -> None:
+        if kind == "loaded":
+            self.loaded[pid] = text
+        elif kind == "env-cleared":
+            self.env_cleared.append(pid)
+        elif kind == "error":
+            self.errors.append((pid, _HINT.sub(" (choose another -o)", text)))
+        elif kind in ("trace", "skipped"):
+            seen = self.traces if kind == "trace" else self.skipped
+            if text not in seen:
+                seen.append(text)
+
+    def program(self, pid: int) -> str:
+        return f"{os.path.basename(self.loaded.get(pid, '')) or 'a program'} (pid {pid})"
+
+
+class StatusFile:
+    """run's own status file: 0600 in a new 0700 folder, removed with it when the run ends
+    (the spy in a process that outlives the run then finds no file and stays silent)."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="p11spy-run-"))
+        self.path = self.folder / "status"
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+    def read(self) -> Status:
+        status = Status()
+        with self.path.open("rb") as f:
+            for raw in f:
+                pid, _, rest = raw.decode("utf-8", "replace").rstrip("\n").partition(" ")
+                kind, _, text = rest.partition(" ")
+                if pid.isdigit():
+                    status.add(int(pid), kind, text)
+        return status
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _privilege(command: str, env: dict[str, str]) -> str | None:
+    """"setuid" or "setgid" if the loader would refuse to preload anything into command."""
+    path = command if "/" in command else shutil.which(command, path=env.get("PATH"))
+    try:
+        mode = os.stat(path).st_mode if path else 0
+    except OSError:
+        return None
+    return "setuid" if mode & stat.S_ISUID else "setgid" if mode & stat.S_ISGID else None
+
+
+def last_words(status: Status, command: list[str], env: dict[str, str], child: int,
+               modules: list[str] | None) -> list[str]:
+    """The lines run ends with: what went wrong in the spy, then the traces or why none."""
+    lines = [f"p11spy: {status.program(pid)}: {text}" for pid, text in status.errors]
+    traces = [t for t in status.traces if os.path.isfile(t) and os.path.getsize(t)]
+    if traces:
+        return [*lines, f"p11spy: {len(traces)} trace(s): {' '.join(traces)}"]
+    privilege = None if child in status.loaded else _privilege(command[0], env)
+    if status.errors:
+        why = "the trace file could not be opened (above)"
+    elif privilege:
+        why = (f"{command[0]} is {privilege}: the system preloads nothing into a setuid or "
+               "setgid program (trace it with the shim instead: see `p11spy lib`)")
+    elif not status.loaded:
+        why = (f"the spy was not loaded into {command[0]}: the system did not preload it "
+               "(a statically linked program?)")
+    elif modules and status.skipped:
+        why = (f"--module {':'.join(modules)} matched none of the modules loaded: "
+               f"{' '.join(status.skipped)}")
+    elif status.env_cleared:
+        who = ", ".join(status.program(pid) for pid in status.env_cleared)
+        why = f"{NO_MODULE}; {who} cleared its environment, and what it started ran without the spy"
+    else:
+        why = NO_MODULE
+    return [*lines, f"p11spy: no trace: {why}"]

@@ -1,0 +1,183 @@
+"""`p11spy run` tells the truth and leaves the client as it was (issue 13, `p11spy run` part).
+
+Real clients over SoftHSM2 (pkcs11-tool, Python's ctypes, Debian's setgid ssh-agent) and a
+small C program in tests/run_clients/: a client that clears its environment before it loads a
+module, as daemons do.
+
+Every run here gets PCSCLITE_CSOCK_NAME pointing at a socket that does not exist, so OpenSC
+never reaches a pcscd the card bench may be running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from p11spy.decoder.events import Call
+
+from .conftest import SOFTHSM_MODULE, Token, read_trace
+from .test_clients import need
+from .test_run import TIMEOUT, p11spy_run, plain_env, split_message
+
+HERE = Path(__file__).resolve().parent
+OPENSC = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
+OPENSC_ONEPIN = "/usr/lib/x86_64-linux-gnu/onepin-opensc-pkcs11.so"
+P11KIT_PROXY = "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
+SHIM_2 = HERE.parent / "spy" / "libp11spy-2.so"  # the shim for 2.x modules such as SoftHSM2
+
+
+def env_for(token: Token, tmp: Path) -> dict[str, str]:
+    return {**plain_env(), "SOFTHSM2_CONF": str(token.conf),
+            "PCSCLITE_CSOCK_NAME": str(tmp / "no-pcscd.comm")}
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/run_clients/*.c, compiled."""
+    out = tmp_path_factory.mktemp("run-clients")
+    for src in (HERE / "run_clients").glob("*.c"):
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(out / src.stem), str(src), "-ldl"],
+                       check=True, timeout=TIMEOUT)
+    return out
+
+
+def calls(paths: list[Path]) -> list[Call]:
+    return [e for p in paths for e in read_trace(p) if isinstance(e, Call)]
+
+
+# --- 1. true messages -----------------------------------------------------------------------
+
+def test_setgid_client_is_named(tmp_path: Path) -> None:
+    """Debian's ssh-agent is setgid: the loader preloads nothing into it. The run says so,
+    instead of claiming the command loaded no module."""
+    agent = need("ssh-agent", "openssh-client")
+    if not os.stat(agent).st_mode & (stat.S_ISGID | stat.S_ISUID):
+        pytest.fail(f"{agent} is not setgid here: this test needs Debian's ssh-agent")
+    res = p11spy_run(["ssh-agent", "-a", str(tmp_path / "agent.sock"), "sh", "-c",
+                      "echo $SSH_AGENT_PID"], plain_env(), "-o", str(tmp_path / "t-%p.p11"))
+    with_pid = res.stdout.strip()
+    if with_pid.isdigit():
+        os.kill(int(with_pid), signal.SIGTERM)  # the agent outlives its command for a while
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ("p11spy: no trace: ssh-agent is setgid: the system preloads nothing "
+                          "into a setuid or setgid program (trace it with the shim instead: "
+                          "see `p11spy lib`)\n")
+
+
+def test_client_that_clears_its_environment_is_traced_into_the_run(
+        token: Token, programs: Path, tmp_path: Path) -> None:
+    """A client that calls clearenv() before it loads a module is traced where -o says, and
+    the run lists that trace; nothing goes to the default folder."""
+    out = tmp_path / "out"
+    out.mkdir()
+    default = Path(f"/tmp/p11spy-{os.getuid()}")
+    before = set(default.glob("clearenv-*.p11"))
+    res = p11spy_run([str(programs / "clearenv"), SOFTHSM_MODULE, str(token.conf)],
+                     env_for(token, tmp_path), "-o", str(out / "%n-%p.p11"))
+    assert res.returncode == 0 and res.stdout.startswith("SoftHSM"), res.stderr
+    _, _, paths = split_message(res.stderr)
+    assert paths == sorted(out.iterdir()) and len(paths) == 1
+    assert [c.function for c in calls(paths)] == ["C_GetFunctionList", "C_Initialize",
+                                                 "C_GetInfo", "C_Finalize"]
+    assert set(default.glob("clearenv-*.p11")) == before
+
+
+CLEARS_THEN_RUNS = """
+import os, subprocess, sys
+os.environ.clear()
+os.environ["SOFTHSM2_CONF"] = sys.argv[1]
+subprocess.run(["pkcs11-tool", "--module", sys.argv[2], "-L"], check=True,
+               stdout=subprocess.DEVNULL)
+"""
+
+
+def test_client_that_clears_the_environment_of_its_children_is_named(
+        token: Token, tmp_path: Path) -> None:
+    """A program that clears its environment starts the next one without the spy: the run
+    names the program that did it."""
+    need("pkcs11-tool", "opensc")
+    res = p11spy_run([sys.executable, "-c", CLEARS_THEN_RUNS, str(token.conf), SOFTHSM_MODULE],
+                     env_for(token, tmp_path), "-o", str(tmp_path / "t-%p.p11"))
+    assert res.returncode == 0, res.stderr
+    exe = os.path.basename(os.path.realpath(sys.executable))
+    assert re.fullmatch(r"p11spy: no trace: the command loaded no PKCS#11 module and used no "
+                        rf"reader; {re.escape(exe)} \(pid \d+\) cleared its environment, and "
+                        r"what it started ran without the spy\n", res.stderr), res.stderr
+
+
+def test_unopenable_trace_is_said_once_by_run_naming_o(token: Token, tmp_path: Path) -> None:
+    """A trace file that cannot be opened: the client's stderr stays its own, and run says
+    why, naming -o (the thing to change under run), not P11SPY_OUTPUT."""
+    need("pkcs11-tool", "opensc")
+    cmd = ["pkcs11-tool", "--module", SOFTHSM_MODULE, "-L"]
+    pattern = str(tmp_path / "%n" / "t.p11")  # the folder is made per program: it is missing
+    res = p11spy_run(cmd, env_for(token, tmp_path), "-o", pattern)
+    assert res.returncode == 0 and "p11spy-test" in res.stdout
+    lines = res.stderr.splitlines()
+    assert len(lines) == 2, res.stderr
+    assert re.fullmatch(rf"p11spy: pkcs11-tool \(pid \d+\): cannot open trace file "
+                        rf"{re.escape(str(tmp_path))}/pkcs11-tool/t.p11: No such file or "
+                        r"directory \(choose another -o\)", lines[0]), lines[0]
+    assert lines[1] == "p11spy: no trace: the trace file could not be opened (above)"
+    assert "P11SPY_OUTPUT" not in res.stderr
+
+
+# --- 3. its own files only ------------------------------------------------------------------
+
+def test_run_lists_only_the_traces_it_wrote(token: Token, tmp_path: Path) -> None:
+    """Files in the -o folder that match the pattern but were not written by this run (an
+    earlier run's, someone else's, made a moment before) are not listed."""
+    need("pkcs11-tool", "opensc")
+    env = env_for(token, tmp_path)
+    pattern = str(tmp_path / "t-%p.p11")
+    cmd = ["pkcs11-tool", "--module", SOFTHSM_MODULE, "-L"]
+    first = p11spy_run(cmd, env, "-o", pattern)
+    _, _, earlier = split_message(first.stderr)
+    planted = tmp_path / "t-99999.p11"
+    planted.write_bytes(earlier[0].read_bytes())
+    res = p11spy_run(cmd, env, "-o", pattern)
+    _, _, paths = split_message(res.stderr)
+    assert len(paths) == 1 and paths[0] not in (planted, earlier[0]), res.stderr
+    assert sorted(tmp_path.glob("t-*.p11")) == sorted([planted, earlier[0], paths[0]])
+
+
+# --- 4. background jobs that outlive the run ------------------------------------------------
+
+LATE_LOADER = """
+import ctypes, sys, time
+time.sleep(1.5)  # the run is over by now
+lib = ctypes.CDLL(sys.argv[1])
+fl = ctypes.c_void_p()
+print("C_GetFunctionList", lib.C_GetFunctionList(ctypes.byref(fl)))
+"""
+
+
+def test_background_jobs_stay_silent_after_the_run(token: Token, tmp_path: Path) -> None:
+    """A job the command leaves running, which loads a module after the run ended (and one
+    started after it), prints nothing of the spy's, leaves no file, and works as without it."""
+    need("pkcs11-tool", "opensc")
+    top = Path(f"/tmp/p11spy-{os.getuid()}")
+    before = set(top.rglob("*")) if top.is_dir() else set()
+    jobs = (f"( {sys.executable} -c '{LATE_LOADER}' {SOFTHSM_MODULE} >{tmp_path}/a.out "
+            f"2>{tmp_path}/a.err </dev/null & "
+            f"sleep 1.5; pkcs11-tool --module {SOFTHSM_MODULE} -L >{tmp_path}/b.out "
+            f"2>{tmp_path}/b.err </dev/null ) &")
+    res = p11spy_run(["sh", "-c", jobs], env_for(token, tmp_path))  # the default folder
+    assert res.returncode == 0, res.stderr
+    deadline = time.time() + TIMEOUT
+    while time.time() < deadline and not all(
+            (tmp_path / f).exists() and (tmp_path / f).stat().st_size for f in ("a.out", "b.out")):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert (tmp_path / "a.out").read_text() == "C_GetFunctionList 0\n"
+    assert "p11spy-test" in (tmp_path / "b.out").read_text()
+    assert (tmp_path / "a.err").read_text() == "" and (tmp_path / "b.err").read_text() == ""
+    assert (set(top.rglob("*")) if top.is_dir() else set()) == before
