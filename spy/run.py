@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -85,25 +86,47 @@ def run_traced(args: argparse.Namespace) -> int:
         if folder is not None:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: the client left no trace
+    if status < 0:
+        name = signal.Signals(-status).name
+        if -status not in (signal.SIGINT, signal.SIGPIPE):  # as a shell: those go unsaid
+            words.insert(0, f"p11spy run: client killed by {name}")
     print("\n".join(words), file=sys.stderr)
     return 128 - status if status < 0 else status
+
+
+# How a shell reports a command it could not start: 127 not found, 126 found but not runnable.
+_NOT_FOUND = (errno.ENOENT, errno.ENOTDIR)
 
 
 def _start(command: list[str], env: dict[str, str], **popen: object) -> subprocess.Popen:
     try:
         return subprocess.Popen(command, env=env, **popen)  # type: ignore[call-overload]
     except OSError as exc:
-        raise UserError(f"cannot run {command[0]}: {exc.strerror}", status=127) from exc
+        raise UserError(f"cannot run {command[0]}: {exc.strerror}",
+                        status=127 if exc.errno in _NOT_FOUND else 126) from exc
+
+
+_FORWARD = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+_SI_KERNEL = 0x80  # si_code of a signal the terminal sent (to the client as well)
 
 
 def _run_child(command: list[str], env: dict[str, str]) -> tuple[int, int]:
-    child = _start(command, env)
-    # The terminal's Ctrl-C reaches the client; we wait for it to finish and report.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """The client's pid and wait status. SIGTERM, SIGINT and SIGHUP sent to run (kill) are
+    passed on to the client; the ones the terminal sends (Ctrl-C, hang-up) reach the client
+    by themselves, since it is in run's process group, and are not sent twice."""
+    waited = {*_FORWARD, signal.SIGCHLD}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
     try:
-        return child.pid, child.wait()
+        child = _start(command, env,
+                       preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old))
+        while child.poll() is None:
+            info = signal.sigtimedwait(waited, 1.0)
+            if info and info.si_signo != signal.SIGCHLD and info.si_code != _SI_KERNEL:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, info.si_signo)
+        return child.pid, child.returncode
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _run_shown(command: list[str], env: dict[str, str], trace: str) -> tuple[int, int]:
@@ -111,7 +134,8 @@ def _run_shown(command: list[str], env: dict[str, str], trace: str) -> tuple[int
 
     The client gets no terminal: its input is /dev/null and its output is kept and printed
     when the viewer closes, so neither garbles the other's screen. It runs in a session of its
-    own, so a Ctrl-C meant for the viewer does not reach it.
+    own, so a Ctrl-C meant for the viewer does not reach it; SIGTERM and SIGHUP sent to run
+    are passed on to it.
     """
     fd = os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     os.close(fd)  # the viewer follows it from the start; the spy appends to it
@@ -119,6 +143,8 @@ def _run_shown(command: list[str], env: dict[str, str], trace: str) -> tuple[int
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             child = _start(command, env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                            start_new_session=True)
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, lambda n, _f: os.kill(child.pid, n))
             viewer = [str(Path(sys.executable).parent / "p11spy"), "show", "--follow",
                       "--format", "p11spy", trace]
             try:

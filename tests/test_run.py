@@ -518,18 +518,22 @@ def plain_env() -> dict[str, str]:
             if not k.startswith(("P11SPY_", "PKCS11SPY")) and k != "LD_PRELOAD"}
 
 
-@pytest.mark.parametrize(("script", "direct", "status"), [
-    ("exit 0", 0, 0), ("exit 3", 3, 3), ("exit 255", 255, 255),
-    ("kill -TERM $$", -15, 128 + 15), ("kill -KILL $$", -9, 128 + 9),
+@pytest.mark.parametrize(("script", "direct", "status", "said"), [
+    ("exit 0", 0, 0, ""), ("exit 3", 3, 3, ""), ("exit 255", 255, 255, ""),
+    ("kill -TERM $$", -15, 128 + 15, "p11spy run: client killed by SIGTERM\n"),
+    ("kill -KILL $$", -9, 128 + 9, "p11spy run: client killed by SIGKILL\n"),
+    ("kill -SEGV $$", -11, 128 + 11, "p11spy run: client killed by SIGSEGV\n"),
+    ("kill -INT $$", -2, 128 + 2, ""),  # as a shell, which says nothing for SIGINT either
 ])
-def test_exit_status_is_the_commands(script: str, direct: int, status: int,
+def test_exit_status_is_the_commands(script: str, direct: int, status: int, said: str,
                                      tmp_path: Path) -> None:
-    """The run exits with the command's status, 128+N for a command killed by signal N; a
-    shell loads no PKCS#11 module, so no trace is left and the last line says so."""
+    """The run exits with the command's status, 128+N for a command killed by signal N, and
+    names the signal in one line as a shell does; a shell loads no PKCS#11 module, so no
+    trace is left and the last line says so."""
     assert subprocess.run(["sh", "-c", script], timeout=TIMEOUT).returncode == direct
     res = p11spy_run(["sh", "-c", script], plain_env(), "-o", str(tmp_path / "t-%p.p11"))
     assert res.returncode == status
-    assert res.stderr == NO_TRACE and res.stdout == ""
+    assert res.stderr == said + NO_TRACE and res.stdout == ""
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,12 +10,14 @@ never reaches a pcscd the card bench may be running.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
 import stat
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from p11spy.decoder.events import Call
 
 from .conftest import SOFTHSM_MODULE, Token, read_trace
 from .test_clients import need
-from .test_run import TIMEOUT, p11spy_run, plain_env, split_message
+from .test_run import P11SPY, TIMEOUT, p11spy_run, plain_env, split_message
 
 HERE = Path(__file__).resolve().parent
 OPENSC = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
@@ -128,6 +130,82 @@ def test_unopenable_trace_is_said_once_by_run_naming_o(token: Token, tmp_path: P
                         r"directory \(choose another -o\)", lines[0]), lines[0]
     assert lines[1] == "p11spy: no trace: the trace file could not be opened (above)"
     assert "P11SPY_OUTPUT" not in res.stderr
+
+
+# --- 2. signals and exit status -------------------------------------------------------------
+
+SLEEPER = """
+import os, signal, sys, time
+got = []
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, lambda n, f: got.append(n))
+open(sys.argv[1], "w").write(str(os.getpid()))
+deadline = time.time() + 20
+while not got and time.time() < deadline:
+    time.sleep(0.05)
+time.sleep(0.3)  # a second copy of the signal would arrive now
+print(" ".join(signal.Signals(n).name for n in got))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signal_to_run_reaches_the_client_once(sig: signal.Signals, tmp_path: Path) -> None:
+    """kill -TERM/-INT/-HUP of `p11spy run` is passed on to the client, once; run waits for
+    the client, then ends as usual."""
+    ready = tmp_path / "pid"
+    run = subprocess.Popen([P11SPY, "run", "-o", str(tmp_path / "t-%p.p11"), "--",
+                            sys.executable, "-c", SLEEPER, str(ready)], env=plain_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           stdin=subprocess.DEVNULL)
+    deadline = time.time() + TIMEOUT
+    while not (ready.exists() and ready.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    client = int(ready.read_text())
+    run.send_signal(sig)
+    out, err = run.communicate(timeout=TIMEOUT)
+    assert out == f"{sig.name}\n", (out, err)
+    assert run.returncode == 0, err
+    with pytest.raises(ProcessLookupError):
+        os.kill(client, 0)
+
+
+def test_ctrl_c_at_the_terminal_reaches_the_client_once(tmp_path: Path) -> None:
+    """Ctrl-C at the terminal signals the client and run alike (one process group): run does
+    not pass its copy on, so the client gets one SIGINT, not two."""
+    ready = tmp_path / "pid"
+    master, slave = os.openpty()
+
+    def own_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    run = subprocess.Popen([P11SPY, "run", "-o", str(tmp_path / "t-%p.p11"), "--",
+                            sys.executable, "-c", SLEEPER, str(ready)], env=plain_env(),
+                           stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, preexec_fn=own_terminal)
+    os.close(slave)
+    try:
+        deadline = time.time() + TIMEOUT
+        while not (ready.exists() and ready.read_text()) and time.time() < deadline:
+            time.sleep(0.05)
+        os.write(master, b"\x03")
+        out, err = run.communicate(timeout=TIMEOUT)
+    finally:
+        os.close(master)
+    assert out == "SIGINT\n", (out, err)
+    assert run.returncode == 0, err
+
+
+def test_command_that_cannot_be_executed_is_126(tmp_path: Path) -> None:
+    """As a shell: 126 for a file that exists but cannot be executed, 127 when not found."""
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\necho ran\n")
+    for cmd, status, why in ((str(script), 126, "Permission denied"),
+                             (str(tmp_path), 126, "Permission denied"),
+                             (str(tmp_path / "missing"), 127, "No such file or directory")):
+        res = p11spy_run([cmd], plain_env(), "-o", str(tmp_path / "t-%p.p11"))
+        assert (res.returncode, res.stdout) == (status, ""), res.stderr
+        assert res.stderr == f"p11spy run: cannot run {cmd}: {why}\n"
 
 
 # --- 3. its own files only ------------------------------------------------------------------
