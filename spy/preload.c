@@ -32,6 +32,7 @@ static unsigned long g_pin_ctl[4];     /* control codes of the PIN-pad features 
 static int g_npin_ctl;
 static char g_wrap[4096];              /* P11SPY_WRAP: colon-separated modules to wrap */
 static Dl_info g_self;
+static int (*p11_real_dlclose)(void *);
 
 /* ---- Reporting to `p11spy run` -------------------------------------------------------------
  * run creates a status file of its own (0600, in a folder of its own) and names it in
@@ -82,10 +83,13 @@ static void p11_status_env(void)
 
 static void p11_resolve_real_dlsym(void)
 {
-    if (p11_real_dlsym) return;
+    if (p11_real_dlsym && p11_real_dlclose) return;
     p11_real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
     if (!p11_real_dlsym)
         p11_real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+    p11_real_dlclose = (int (*)(void *))dlvsym(RTLD_NEXT, "dlclose", "GLIBC_2.34");
+    if (!p11_real_dlclose)
+        p11_real_dlclose = (int (*)(void *))dlvsym(RTLD_NEXT, "dlclose", "GLIBC_2.2.5");
 }
 
 /* dlsym(RTLD_NEXT, ...) means "after the caller", and the caller is no longer the real dlsym's
@@ -100,7 +104,7 @@ static void *p11_dlsym_next(void *caller, const char *name)
         void *h = dlopen(l->l_name[0] ? l->l_name : NULL, RTLD_LAZY | RTLD_NOLOAD);
         if (!h) continue;
         void *p = p11_real_dlsym(h, name);
-        dlclose(h);
+        p11_real_dlclose(h);
         if (p) return p;
     }
     return NULL;
@@ -157,42 +161,101 @@ static int p11_wanted(const char *path)
     return 0;
 }
 
-/* The module that defines sym, registered on first sight (NULL: not one to wrap). */
+static void p11_module_entries(struct p11_module *m, void *handle)
+{
+    m->get_function_list = (CK_RV(*)(void *))p11_real_dlsym(handle, "C_GetFunctionList");
+    m->get_interface_list =
+        (CK_RV(*)(CK_INTERFACE *, CK_ULONG *))p11_real_dlsym(handle, "C_GetInterfaceList");
+    m->get_interface = (CK_RV(*)(CK_UTF8CHAR *, CK_VERSION *, CK_INTERFACE **,
+                                 CK_FLAGS))p11_real_dlsym(handle, "C_GetInterface");
+}
+
+/* The module that defines sym, registered on first sight (NULL: not one to wrap). A module is
+ * known by its file and where it is loaded: another module later loaded at the address of an
+ * unloaded one is a module of its own, and a module loaded again keeps its index. */
 static struct p11_module *p11_module_of(void *handle, void *sym)
 {
     Dl_info info;
     if (!dladdr(sym, &info) || !info.dli_fname) return NULL;
     if (info.dli_fbase == g_self.dli_fbase) return NULL; /* our own entry points */
-    struct p11_module *m = NULL;
+    struct p11_module *m = NULL, *again = NULL;
     pthread_mutex_lock(&g_ctx_lock);
-    for (int i = 0; i < g_nmods; i++)
+    for (int i = 0; i < g_nmods; i++) {
+        if (strcmp(g_mods[i].path, info.dli_fname) != 0) continue;
         if (g_mods[i].handle == info.dli_fbase) m = &g_mods[i];
-    if (!m && !p11_wanted(info.dli_fname)) {
-        pthread_mutex_unlock(&g_ctx_lock);
+        else if (!g_mods[i].handle) again = &g_mods[i];
+    }
+    if (!m && again) { /* unloaded (dlclose), now loaded again */
+        again->handle = info.dli_fbase;
+        p11_module_entries(again, handle);
+        m = again;
+    }
+    pthread_mutex_unlock(&g_ctx_lock);
+    if (m) return m;
+    if (!p11_wanted(info.dli_fname)) {
         static void *said;
         if (said != info.dli_fbase) p11_status("skipped", info.dli_fname);
         said = info.dli_fbase;
         return NULL;
     }
-    if (!m && g_nmods < P11_MAX_MODULES) {
+    pthread_mutex_lock(&g_ctx_lock);
+    if (g_nmods < P11_MAX_MODULES) {
         m = &g_mods[g_nmods];
         m->index = g_nmods;
         m->handle = info.dli_fbase; /* identifies the object; never passed to dlclose */
         snprintf(m->path, sizeof m->path, "%s", info.dli_fname);
-        m->get_function_list = (CK_RV(*)(void *))p11_real_dlsym(handle, "C_GetFunctionList");
-        m->get_interface_list =
-            (CK_RV(*)(CK_INTERFACE *, CK_ULONG *))p11_real_dlsym(handle, "C_GetInterfaceList");
-        m->get_interface = (CK_RV(*)(CK_UTF8CHAR *, CK_VERSION *, CK_INTERFACE **,
-                                     CK_FLAGS))p11_real_dlsym(handle, "C_GetInterface");
+        p11_module_entries(m, handle);
         g_entry[g_nmods].mod = m;
         __atomic_store_n(&g_nmods, g_nmods + 1, __ATOMIC_RELEASE);
-        pthread_mutex_unlock(&g_ctx_lock);
-        p11_status_env();
-        if (p11_trace_open()) p11_announce_module(m);
-        return m;
     }
     pthread_mutex_unlock(&g_ctx_lock);
+    if (!m) return NULL;
+    p11_status_env();
+    if (p11_trace_open()) p11_announce_module(m);
     return m;
+}
+
+/* After a dlclose: forget the modules no longer loaded, their function lists and the PC/SC
+ * functions, so that whatever is loaded at their addresses next is looked at afresh (and no
+ * wrapper calls into an unloaded library). */
+static void p11_forget_unloaded(void)
+{
+    pthread_mutex_lock(&g_ctx_lock);
+    for (int i = 0; i < g_nmods; i++) {
+        struct p11_module *m = &g_mods[i];
+        Dl_info info;
+        if (!m->handle || (dladdr(m->handle, &info) && info.dli_fbase == m->handle &&
+                           info.dli_fname && strcmp(info.dli_fname, m->path) == 0))
+            continue;
+        m->handle = NULL;
+        for (int k = 0; k < P11_MAX_CTX; k++) {
+            if (!g_ctx[k].used || g_ctx[k].mod != m) continue;
+            int kept = 0;
+            for (int j = 0; j < g_nifaces; j++)
+                if (g_ifaces[j].pFunctionList != (void *)&g_ctx[k].ours)
+                    g_ifaces[kept++] = g_ifaces[j];
+            g_nifaces = kept;
+            g_ctx[k].used = 0;
+        }
+    }
+    pthread_mutex_unlock(&g_ctx_lock);
+    /* The same for libpcsclite, which OpenSC loads and unloads with itself. */
+    for (int i = 0; i < P11_SC_N; i++) {
+        void *p = __atomic_load_n(&g_sc_real[i], __ATOMIC_ACQUIRE);
+        Dl_info info;
+        if (p && !(dladdr(p, &info) && info.dli_sname &&
+                   strcmp(info.dli_sname, p11_sc_names[i]) == 0))
+            __atomic_store_n(&g_sc_real[i], NULL, __ATOMIC_RELEASE);
+    }
+}
+
+P11_EXPORT int dlclose(void *handle)
+{
+    p11_resolve_real_dlsym();
+    if (!p11_real_dlclose) return -1;
+    int rv = p11_real_dlclose(handle);
+    if (rv == 0 && __atomic_load_n(&g_nmods, __ATOMIC_ACQUIRE)) p11_forget_unloaded();
+    return rv;
 }
 
 static void *p11_entry(int module, int which);   /* generated: the module's entry points */

@@ -1,8 +1,9 @@
 """`p11spy run` tells the truth and leaves the client as it was (issue 13, `p11spy run` part).
 
-Real clients over SoftHSM2 (pkcs11-tool, Python's ctypes, Debian's setgid ssh-agent) and a
-small C program in tests/run_clients/: a client that clears its environment before it loads a
-module, as daemons do.
+Real clients over SoftHSM2 and OpenSC (pkcs11-tool, Python's ctypes, Debian's setgid
+ssh-agent) and two small C programs in tests/run_clients/: a client that clears its
+environment before it loads a module, as daemons do, and one that loads two modules in turn,
+each where the other was unloaded.
 
 Every run here gets PCSCLITE_CSOCK_NAME pointing at a socket that does not exist, so OpenSC
 never reaches a pcscd the card bench may be running.
@@ -11,6 +12,7 @@ never reaches a pcscd the card bench may be running.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import signal
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import termios
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,8 @@ from .test_clients import need
 from .test_run import P11SPY, TIMEOUT, p11spy_run, plain_env, split_message
 
 HERE = Path(__file__).resolve().parent
+OPENSC = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
+OPENSC_ONEPIN = "/usr/lib/x86_64-linux-gnu/onepin-opensc-pkcs11.so"
 OPENSC = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 OPENSC_ONEPIN = "/usr/lib/x86_64-linux-gnu/onepin-opensc-pkcs11.so"
 P11KIT_PROXY = "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
@@ -53,6 +58,15 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def calls(paths: list[Path]) -> list[Call]:
     return [e for p in paths for e in read_trace(p) if isinstance(e, Call)]
+
+
+def module_of_calls(paths: list[Path]) -> Counter:
+    """(function, module path) of every call, counted, from `decode --json`."""
+    res = subprocess.run([P11SPY, "decode", "--json", *map(str, paths)], capture_output=True,
+                         text=True, timeout=TIMEOUT, check=True)
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    return Counter((r["function"], r.get("module")) for r in rows
+                   if r.get("function", "").startswith("C_"))
 
 
 # --- 1. true messages -----------------------------------------------------------------------
@@ -259,3 +273,27 @@ def test_background_jobs_stay_silent_after_the_run(token: Token, tmp_path: Path)
     assert "p11spy-test" in (tmp_path / "b.out").read_text()
     assert (tmp_path / "a.err").read_text() == "" and (tmp_path / "b.err").read_text() == ""
     assert (set(top.rglob("*")) if top.is_dir() else set()) == before
+
+
+# --- 5. a module loaded where another was unloaded ------------------------------------------
+
+def test_module_loaded_at_an_unloaded_modules_address_is_traced(
+        programs: Path, tmp_path: Path) -> None:
+    """OpenSC and its one-PIN build, loaded in turn, 20 times: the loader puts each where the
+    other was. Every round is traced, each call under the module that answered it (and the
+    function lists of unloaded modules do not use up the spy's room for new ones)."""
+    need("pkcs11-tool", "opensc")  # the OpenSC modules
+    for m in (OPENSC, OPENSC_ONEPIN):
+        if not Path(m).is_file():
+            pytest.fail(f"{m} is missing: install opensc-pkcs11")
+    env = {**plain_env(), "PCSCLITE_CSOCK_NAME": str(tmp_path / "no-pcscd.comm")}
+    res = p11spy_run([str(programs / "swap"), OPENSC, OPENSC_ONEPIN, "20"], env, "-o",
+                     str(tmp_path / "t-%p.p11"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    bases = [line.split()[1] for line in res.stdout.splitlines()]
+    assert len(bases) == 20 and len(set(bases)) < 20, res.stdout  # some address was reused
+    _, _, paths = split_message(res.stderr)
+    infos = [c for c in calls(paths) if c.function == "C_GetInfo"]
+    assert len(infos) == 20
+    assert module_of_calls(paths)[("C_GetInfo", OPENSC)] == 10
+    assert module_of_calls(paths)[("C_GetInfo", OPENSC_ONEPIN)] == 10
