@@ -9,7 +9,8 @@
  *  - the SCard symbols themselves, for programs linked to libpcsclite (opensc-tool, pcsc_scan).
  * A client that never loads a module or talks to a reader leaves no trace file.
  *
- * Under `p11spy run` the spy reports to run instead of the client's stderr (see p11_status).
+ * Under `p11spy run` the spy reports to run instead of the client's stderr (see p11_status),
+ * and never wraps a p11spy shim nor the modules a shim loads: the shim records those calls.
  */
 
 #include <link.h>
@@ -38,10 +39,10 @@ static int (*p11_real_dlclose)(void *);
  * run creates a status file of its own (0600, in a folder of its own) and names it in
  * P11SPY_RUN_STATUS. Each process that loads the spy appends one-line facts to it, "PID KIND
  * TEXT": loaded (the spy is in this program), trace (the file it writes), skipped (a module
- * --module did not name), env-cleared, error (a complaint, which under run never goes to the
- * client's stderr). From these run tells the user what happened. Once run has ended the file
- * is gone: a process that outlived the run (a background job) or started after it stays
- * silent and traces nothing it had not begun. */
+ * --module did not name), shim (a p11spy shim it left alone), env-cleared, error (a
+ * complaint, which under run never goes to the client's stderr). From these run tells the user
+ * what happened. Once run has ended the file is gone: a process that outlived the run (a
+ * background job) or started after it stays silent and traces nothing it had not begun. */
 static char g_status[PATH_MAX];
 static int g_run_over;
 
@@ -161,6 +162,60 @@ static int p11_wanted(const char *path)
     return 0;
 }
 
+/* Whether the object at base (named fname) is one of our shims: it exports the shim's marker.
+ * The answers are kept, so the object is opened once (base and name together name it). */
+static int p11_is_shim(void *base, const char *fname)
+{
+    static struct { void *base; char name[128]; int shim; } seen[16];
+    static int nseen;
+    size_t len = strlen(fname);
+    const char *tail = len < sizeof seen[0].name ? fname : fname + len - (sizeof seen[0].name - 1);
+    int shim = 0, found = 0;
+    pthread_mutex_lock(&g_ctx_lock);
+    for (int i = 0; i < nseen && !found; i++)
+        if (seen[i].base == base && strcmp(seen[i].name, tail) == 0) {
+            found = 1;
+            shim = seen[i].shim;
+        }
+    pthread_mutex_unlock(&g_ctx_lock);
+    if (found) return shim;
+    void *h = dlopen(fname, RTLD_LAZY | RTLD_NOLOAD);
+    if (h) {
+        /* Only the object's own marker counts: dlsym on a handle also searches its needs. */
+        void *mark = p11_real_dlsym(h, "p11spy_shim_version");
+        Dl_info mi;
+        shim = mark && dladdr(mark, &mi) && mi.dli_fbase == base;
+        p11_real_dlclose(h);
+    }
+    dlerror(); /* our lookup must not leave an error for the client's next dlerror() */
+    pthread_mutex_lock(&g_ctx_lock);
+    if (nseen < (int)(sizeof seen / sizeof seen[0])) {
+        seen[nseen].base = base;
+        snprintf(seen[nseen].name, sizeof seen[nseen].name, "%s", tail);
+        seen[nseen++].shim = shim;
+    }
+    pthread_mutex_unlock(&g_ctx_lock);
+    return shim;
+}
+
+/* Calls through a shim are the shim's to record: the shim is not wrapped, nor is a module that
+ * the shim itself looks up (caller), else each call would be recorded two or three times.
+ * run is told where the shim's trace goes (the same pattern, so the same file name). */
+static int p11_shim_involved(void *caller, const Dl_info *mod)
+{
+    Dl_info ci;
+    if (caller && dladdr(caller, &ci) && ci.dli_fname && ci.dli_fbase != g_self.dli_fbase &&
+        p11_is_shim(ci.dli_fbase, ci.dli_fname))
+        return 1;
+    if (!p11_is_shim(mod->dli_fbase, mod->dli_fname)) return 0;
+    char out[PATH_MAX];
+    if (g_status[0] && p11_expand(g_cfg.output_pattern, out, sizeof out)) {
+        p11_status("shim", mod->dli_fname);
+        p11_status("trace", out);
+    }
+    return 1;
+}
+
 static void p11_module_entries(struct p11_module *m, void *handle)
 {
     m->get_function_list = (CK_RV(*)(void *))p11_real_dlsym(handle, "C_GetFunctionList");
@@ -173,7 +228,7 @@ static void p11_module_entries(struct p11_module *m, void *handle)
 /* The module that defines sym, registered on first sight (NULL: not one to wrap). A module is
  * known by its file and where it is loaded: another module later loaded at the address of an
  * unloaded one is a module of its own, and a module loaded again keeps its index. */
-static struct p11_module *p11_module_of(void *handle, void *sym)
+static struct p11_module *p11_module_of(void *handle, void *sym, void *caller)
 {
     Dl_info info;
     if (!dladdr(sym, &info) || !info.dli_fname) return NULL;
@@ -198,6 +253,7 @@ static struct p11_module *p11_module_of(void *handle, void *sym)
         said = info.dli_fbase;
         return NULL;
     }
+    if (p11_shim_involved(caller, &info)) return NULL;
     pthread_mutex_lock(&g_ctx_lock);
     if (g_nmods < P11_MAX_MODULES) {
         m = &g_mods[g_nmods];
@@ -260,7 +316,7 @@ P11_EXPORT int dlclose(void *handle)
 
 static void *p11_entry(int module, int which);   /* generated: the module's entry points */
 
-static void *p11_intercept_pkcs11(void *handle, const char *name, void *sym)
+static void *p11_intercept_pkcs11(void *handle, const char *name, void *sym, void *caller)
 {
     static const char *const entries[3] = {"C_GetFunctionList", "C_GetInterfaceList",
                                            "C_GetInterface"};
@@ -270,7 +326,7 @@ static void *p11_intercept_pkcs11(void *handle, const char *name, void *sym)
     if (which < 0 || !p11_ready()) return sym;
     /* dlsym on our own handle or on the default scope may answer with a module's symbol: the
      * module is found from the address, whatever the handle was. */
-    struct p11_module *m = p11_module_of(handle, sym);
+    struct p11_module *m = p11_module_of(handle, sym, caller);
     if (!m) return sym;
     /* The entry point found must be the module's own one we recorded, else pass it on. */
     void *own = which == 0 ? (void *)m->get_function_list
@@ -304,7 +360,7 @@ P11_EXPORT void *dlsym(void *handle, const char *name)
     if (!p11_real_dlsym) return NULL;
     void *sym = handle == RTLD_NEXT ? p11_dlsym_next(caller, name) : p11_real_dlsym(handle, name);
     if (!sym) return sym;
-    if (name[0] == 'C' && name[1] == '_') return p11_intercept_pkcs11(handle, name, sym);
+    if (name[0] == 'C' && name[1] == '_') return p11_intercept_pkcs11(handle, name, sym, caller);
     if (name[0] == 'S' && strncmp(name, "SCard", 5) == 0) return p11_intercept_scard(name, sym);
     return sym;
 }

@@ -95,6 +95,7 @@ struct p11_tls {
     int busy;
     pid_t tid;
     uint64_t call_seq;             /* the call running on this thread (for APDU records) */
+    struct p11_rec *cur;           /* the record of that call */
 };
 static __thread struct p11_tls t_tls;
 
@@ -174,6 +175,8 @@ struct p11_rec {
     int failed;                    /* out of memory: the record is dropped */
     uint64_t start_us, t0, t1, seq, prev_seq;
     unsigned fn, mod, type;
+    struct p11_rec *outer;         /* the call this one was made from, on this thread */
+    int passed_on;                 /* it called another module's function: not recorded */
     struct { int param; const unsigned char *p; CK_ULONG n; } pending[P11_MAX_PENDING];
     int npending;
 };
@@ -250,6 +253,14 @@ static void p11_rec_begin(struct p11_rec *r, unsigned fn, unsigned mod)
     r->seq = __atomic_add_fetch(&g_seq, 1, __ATOMIC_RELAXED);
     r->prev_seq = t_tls.call_seq;
     t_tls.call_seq = r->seq;
+    /* A module that answers by calling another module (p11-kit-proxy over SoftHSM) makes two
+     * records of one call: only the inner one, of the module that answered, is kept. A call
+     * into the same module (from a notify callback) is a call of its own. */
+    r->outer = t_tls.cur;
+    t_tls.cur = r;
+    if (r->outer && mod < P11_MAX_MODULES && r->outer->mod < P11_MAX_MODULES &&
+        r->outer->mod != mod)
+        r->outer->passed_on = 1;
     unsigned char zero[P11_RECORD_SIZE] = {0};
     p11_put(r, zero, sizeof zero);
 }
@@ -284,8 +295,9 @@ static void p11_rec_finish(struct p11_rec *r, CK_RV rv)
 {
     p11_flush_pending(r, rv);
     p11_rec_header(r, r->type, r->mod, r->fn, r->t1 - r->t0, rv, r->seq);
-    if (!r->failed) p11_write_all(r->buf, r->len);
+    if (!r->failed && !r->passed_on) p11_write_all(r->buf, r->len);
     t_tls.call_seq = r->prev_seq;
+    t_tls.cur = r->outer;
     if (r->owned) free(r->buf);
     else t_tls.busy = 0;
 }
@@ -1064,6 +1076,9 @@ static int p11_load_module(void)
 }
 
 #if !P11SPY_PRELOAD
+/* Found by p11_load_module in a module that is one of our shims. */
+P11_EXPORT const char p11spy_shim_version[] = P11SPY_VERSION;
+
 static void p11_init(void)
 {
     g_pid = getpid();

@@ -1,9 +1,9 @@
 """`p11spy run` tells the truth and leaves the client as it was (issue 13, `p11spy run` part).
 
 Real clients over SoftHSM2 and OpenSC (pkcs11-tool, Python's ctypes, Debian's setgid
-ssh-agent) and two small C programs in tests/run_clients/: a client that clears its
-environment before it loads a module, as daemons do, and one that loads two modules in turn,
-each where the other was unloaded.
+ssh-agent, p11-kit-proxy, the p11spy shim) and two small C programs in tests/run_clients/: a
+client that clears its environment before it loads a module, as daemons do, and one that loads
+two modules in turn, each where the other was unloaded.
 
 Every run here gets PCSCLITE_CSOCK_NAME pointing at a socket that does not exist, so OpenSC
 never reaches a pcscd the card bench may be running.
@@ -33,8 +33,6 @@ from .test_clients import need
 from .test_run import P11SPY, TIMEOUT, p11spy_run, plain_env, split_message
 
 HERE = Path(__file__).resolve().parent
-OPENSC = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
-OPENSC_ONEPIN = "/usr/lib/x86_64-linux-gnu/onepin-opensc-pkcs11.so"
 OPENSC = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 OPENSC_ONEPIN = "/usr/lib/x86_64-linux-gnu/onepin-opensc-pkcs11.so"
 P11KIT_PROXY = "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
@@ -297,3 +295,59 @@ def test_module_loaded_at_an_unloaded_modules_address_is_traced(
     assert len(infos) == 20
     assert module_of_calls(paths)[("C_GetInfo", OPENSC)] == 10
     assert module_of_calls(paths)[("C_GetInfo", OPENSC_ONEPIN)] == 10
+
+
+# --- 6. nesting: each call once, under the module that answered -----------------------------
+
+def test_run_around_the_shim_records_each_call_once(token: Token, tmp_path: Path) -> None:
+    """`p11spy run` around pkcs11-tool using the shim over SoftHSM2: one process header, each
+    call once, under SoftHSM2 (the shim records; the preloaded spy leaves it alone), the same
+    calls as pkcs11-tool makes on SoftHSM2 directly under run."""
+    need("pkcs11-tool", "opensc")
+    env = env_for(token, tmp_path)
+    plain = p11spy_run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "-L"], env, "-o",
+                       str(tmp_path / "plain-%p.p11"))
+    _, _, direct = split_message(plain.stderr)
+    res = p11spy_run(["pkcs11-tool", "--module", str(SHIM_2), "-L"],
+                     {**env, "P11SPY_MODULE": SOFTHSM_MODULE}, "-o",
+                     str(tmp_path / "t-%p.p11"))
+    assert res.returncode == 0 and "p11spy-test" in res.stdout, res.stderr
+    _, _, paths = split_message(res.stderr)
+    assert len(paths) == 1
+    headers = subprocess.run([P11SPY, "decode", str(paths[0])], capture_output=True,
+                             text=True, timeout=TIMEOUT).stdout
+    assert headers.count("== process ") == 1, headers
+    got = module_of_calls(paths)
+    assert {m for _, m in got} == {SOFTHSM_MODULE}, got
+    assert got == module_of_calls(direct)
+
+
+def test_p11kit_proxy_calls_are_recorded_once_under_the_real_module(
+        token: Token, tmp_path: Path) -> None:
+    """pkcs11-tool over p11-kit-proxy, whose registry has SoftHSM2 only: each call the proxy
+    passes on is recorded once, under SoftHSM2, not a second time under the proxy."""
+    need("pkcs11-tool", "opensc")
+    if not Path(P11KIT_PROXY).is_file():
+        pytest.fail(f"{P11KIT_PROXY} is missing: install p11-kit-modules")
+    home = tmp_path / "home"
+    config = home / ".config" / "pkcs11"
+    (config / "modules").mkdir(parents=True)
+    (config / "pkcs11.conf").write_text("user-config: only\n")
+    (config / "modules" / "softhsm2.module").write_text(f"module: {SOFTHSM_MODULE}\n")
+    env = {**env_for(token, tmp_path), "HOME": str(home)}
+    res = p11spy_run(["pkcs11-tool", "--module", P11KIT_PROXY, "-L"], env, "-o",
+                     str(tmp_path / "t-%p.p11"))
+    assert res.returncode == 0 and "p11spy-test" in res.stdout, res.stderr
+    _, _, paths = split_message(res.stderr)
+    got = module_of_calls(paths)
+    softhsm = [m for _, m in got if m and m.endswith("libsofthsm2.so")]
+    assert softhsm, got
+    assert not [k for k in got if k[1] == P11KIT_PROXY and k[0] != "C_GetFunctionList"], got
+    plain = p11spy_run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "-L"], env, "-o",
+                       str(tmp_path / "plain-%p.p11"))
+    _, _, direct = split_message(plain.stderr)
+    # pkcs11-tool asks for each slot's token once, through the proxy as directly
+    token_infos = Counter(m for f, m in got.elements() if f == "C_GetTokenInfo")
+    assert list(token_infos.values()) == [module_of_calls(direct)[("C_GetTokenInfo",
+                                                                   SOFTHSM_MODULE)]], got
+    assert next(iter(token_infos)).endswith("libsofthsm2.so")
