@@ -46,6 +46,21 @@ static int (*p11_real_dlclose)(void *);
 static char g_status[PATH_MAX];
 static int g_run_over;
 
+static char g_exe[PATH_MAX];            /* this program, for the "loaded" line */
+static pid_t g_status_pid;             /* the process that said "loaded" */
+
+static void p11_status_line(int fd, pid_t pid, const char *kind, const char *text)
+{
+    char line[PATH_MAX + 2 * 64];
+    int n = snprintf(line, sizeof line, "%d %s ", (int)pid, kind);
+    for (const char *t = text; *t && n < (int)sizeof line - 1; t++)
+        line[n++] = *t == '\n' ? ' ' : *t;
+    line[n++] = '\n';
+    ssize_t w = write(fd, line, (size_t)n); /* one write: lines of processes never mix */
+    (void)w;
+}
+
+/* One fact; a forked child says "loaded" first, so run can name it. */
 static void p11_status(const char *kind, const char *text)
 {
     if (!g_status[0]) return;
@@ -56,13 +71,12 @@ static void p11_status(const char *kind, const char *text)
     }
     struct stat st;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid()) {
-        char line[PATH_MAX + 2 * 64];
-        int n = snprintf(line, sizeof line, "%d %s ", (int)getpid(), kind);
-        for (const char *t = text; *t && n < (int)sizeof line - 1; t++)
-            line[n++] = *t == '\n' ? ' ' : *t;
-        line[n++] = '\n';
-        ssize_t w = write(fd, line, (size_t)n); /* one write: lines of processes never mix */
-        (void)w;
+        pid_t me = getpid();
+        if (me != g_status_pid) {
+            g_status_pid = me;
+            p11_status_line(fd, me, "loaded", g_exe);
+        }
+        if (strcmp(kind, "loaded") != 0) p11_status_line(fd, me, kind, text);
     }
     close(fd);
 }
@@ -82,6 +96,76 @@ static void p11_status_env(void)
     }
 }
 
+/* Programs started without the spy: a program that starts another with an environment that no
+ * longer names run's status file (env -i, a daemon's clean-up) starts it untraced, and run is
+ * told which. The call itself is passed on untouched. The real functions are looked up when
+ * the spy is loaded, never in a vfork child. */
+static int (*p11_real_execve)(const char *, char *const[], char *const[]);
+static int (*p11_real_execvpe)(const char *, char *const[], char *const[]);
+static int (*p11_real_fexecve)(int, char *const[], char *const[]);
+static int (*p11_real_spawn[2])(pid_t *, const char *, const void *, const void *,
+                                char *const[], char *const[]);
+extern char **environ;
+
+static void p11_check_exec(const char *file, char *const envp[])
+{
+    if (!g_status[0] || g_run_over) return;
+    for (char *const *e = envp; e && *e; e++)
+        if (strncmp(*e, "P11SPY_RUN_STATUS=", 18) == 0) return;
+    p11_status("env-cleared", file ? file : "");
+}
+
+P11_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+    p11_check_exec(path, envp);
+    if (!p11_real_execve) return errno = ENOSYS, -1;
+    return p11_real_execve(path, argv, envp);
+}
+
+P11_EXPORT int execv(const char *path, char *const argv[])
+{
+    return execve(path, argv, environ);
+}
+
+P11_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+    p11_check_exec(file, envp);
+    if (!p11_real_execvpe) return errno = ENOSYS, -1;
+    return p11_real_execvpe(file, argv, envp);
+}
+
+P11_EXPORT int execvp(const char *file, char *const argv[])
+{
+    return execvpe(file, argv, environ);
+}
+
+P11_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+    p11_check_exec(argv[0], envp);
+    if (!p11_real_fexecve) return errno = ENOSYS, -1;
+    return p11_real_fexecve(fd, argv, envp);
+}
+
+static int p11_spawn(int which, pid_t *pid, const char *file, const void *actions,
+                     const void *attr, char *const argv[], char *const envp[])
+{
+    p11_check_exec(file, envp);
+    if (!p11_real_spawn[which]) return ENOSYS;
+    return p11_real_spawn[which](pid, file, actions, attr, argv, envp);
+}
+
+P11_EXPORT int posix_spawn(pid_t *pid, const char *path, const void *actions, const void *attr,
+                           char *const argv[], char *const envp[])
+{
+    return p11_spawn(0, pid, path, actions, attr, argv, envp);
+}
+
+P11_EXPORT int posix_spawnp(pid_t *pid, const char *file, const void *actions, const void *attr,
+                            char *const argv[], char *const envp[])
+{
+    return p11_spawn(1, pid, file, actions, attr, argv, envp);
+}
+
 static void p11_resolve_real_dlsym(void)
 {
     if (p11_real_dlsym && p11_real_dlclose) return;
@@ -91,6 +175,23 @@ static void p11_resolve_real_dlsym(void)
     p11_real_dlclose = (int (*)(void *))dlvsym(RTLD_NEXT, "dlclose", "GLIBC_2.34");
     if (!p11_real_dlclose)
         p11_real_dlclose = (int (*)(void *))dlvsym(RTLD_NEXT, "dlclose", "GLIBC_2.2.5");
+}
+
+static void p11_resolve_real_exec(void)
+{
+    p11_resolve_real_dlsym();
+    if (!p11_real_dlsym) return;
+    p11_real_execve = (int (*)(const char *, char *const[], char *const[]))p11_real_dlsym(
+        RTLD_NEXT, "execve");
+    p11_real_execvpe = (int (*)(const char *, char *const[], char *const[]))p11_real_dlsym(
+        RTLD_NEXT, "execvpe");
+    p11_real_fexecve =
+        (int (*)(int, char *const[], char *const[]))p11_real_dlsym(RTLD_NEXT, "fexecve");
+    static const char *const spawn[2] = {"posix_spawn", "posix_spawnp"};
+    for (int i = 0; i < 2; i++)
+        p11_real_spawn[i] = (int (*)(pid_t *, const char *, const void *, const void *,
+                                     char *const[], char *const[]))p11_real_dlsym(RTLD_NEXT,
+                                                                                  spawn[i]);
 }
 
 /* dlsym(RTLD_NEXT, ...) means "after the caller", and the caller is no longer the real dlsym's
@@ -789,14 +890,14 @@ static void p11_init(void)
  * the spy is in this program. */
 __attribute__((constructor)) static void p11_preload_start(void)
 {
+    p11_resolve_real_exec();
     const char *status = secure_getenv("P11SPY_RUN_STATUS");
     if (status && *status && strlen(status) < sizeof g_status) {
         snprintf(g_status, sizeof g_status, "%s", status);
         g_complain_to = p11_status_complaint;
-        char exe[PATH_MAX] = "";
-        ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        exe[k > 0 ? k : 0] = 0;
-        p11_status("loaded", exe);
+        ssize_t k = readlink("/proc/self/exe", g_exe, sizeof g_exe - 1);
+        g_exe[k > 0 ? k : 0] = 0;
+        p11_status("loaded", "");
     }
     p11_ready();
 }

@@ -3,9 +3,9 @@
 Each process the spy is loaded into appends one-line facts, "PID KIND TEXT", to a status file
 that run creates for itself (spy/preload.c, p11_status): loaded (with the program), trace (the
 file it writes), skipped (a module --module did not name), shim (a p11spy shim, whose calls the
-shim records), env-cleared, error (a complaint that would otherwise land on the client's
-stderr). So run lists the traces its own processes wrote, never a file that only matches the
-pattern, and says why there is none instead of guessing.
+shim records), env-cleared (with the program it started so, if any), error (a complaint that
+would otherwise land on the client's stderr). So run lists the traces its own processes wrote,
+never a file that only matches the pattern, and says why there is none instead of guessing.
 """
 
 from __future__ import annotations
@@ -29,14 +29,16 @@ class Status:
     loaded: dict[int, str] = field(default_factory=dict)
     traces: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    env_cleared: list[int] = field(default_factory=list)
+    env_cleared: dict[int, list[str]] = field(default_factory=dict)
     errors: list[tuple[int, str]] = field(default_factory=list)
 
     def add(self, pid: int, kind: str, text: str) -> None:
         if kind == "loaded":
             self.loaded[pid] = text
-        elif kind == "env-cleared":
-            self.env_cleared.append(pid)
+        elif kind == "env-cleared":  # with the program it started that way, if it did
+            started = self.env_cleared.setdefault(pid, [])
+            if text and os.path.basename(text) not in started:
+                started.append(os.path.basename(text))
         elif kind == "error":
             self.errors.append((pid, _HINT.sub(" (choose another -o)", text)))
         elif kind in ("trace", "skipped"):
@@ -81,6 +83,18 @@ def _privilege(command: str, env: dict[str, str]) -> str | None:
     return "setuid" if mode & stat.S_ISUID else "setgid" if mode & stat.S_ISGID else None
 
 
+def _cleared(status: Status) -> str:
+    """Who started what with a cleared environment; else who cleared it (and exited)."""
+    cleared = status.env_cleared
+    if any(cleared.values()):  # who started what that way says more than who cleared
+        cleared = {pid: started for pid, started in cleared.items() if started}
+    return "; ".join(
+        f"{status.program(pid)} started {', '.join(started)} with a cleared environment, so "
+        "without the spy" if started else
+        f"{status.program(pid)} cleared its environment, so what it started ran without the spy"
+        for pid, started in cleared.items())
+
+
 def last_words(status: Status, command: list[str], env: dict[str, str], child: int,
                modules: list[str] | None) -> list[str]:
     """The lines run ends with: what went wrong in the spy, then the traces or why none."""
@@ -101,8 +115,7 @@ def last_words(status: Status, command: list[str], env: dict[str, str], child: i
         why = (f"--module {':'.join(modules)} matched none of the modules loaded: "
                f"{' '.join(status.skipped)}")
     elif status.env_cleared:
-        who = ", ".join(status.program(pid) for pid in status.env_cleared)
-        why = f"{NO_MODULE}; {who} cleared its environment, and what it started ran without the spy"
+        why = _cleared(status)
     else:
         why = NO_MODULE
     return [*lines, f"p11spy: no trace: {why}"]

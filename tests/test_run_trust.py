@@ -122,9 +122,34 @@ def test_client_that_clears_the_environment_of_its_children_is_named(
                      env_for(token, tmp_path), "-o", str(tmp_path / "t-%p.p11"))
     assert res.returncode == 0, res.stderr
     exe = os.path.basename(os.path.realpath(sys.executable))
-    assert re.fullmatch(r"p11spy: no trace: the command loaded no PKCS#11 module and used no "
-                        rf"reader; {re.escape(exe)} \(pid \d+\) cleared its environment, and "
-                        r"what it started ran without the spy\n", res.stderr), res.stderr
+    assert re.fullmatch(rf"p11spy: no trace: {re.escape(exe)} \(pid \d+\) started pkcs11-tool "
+                        r"with a cleared environment, so without the spy\n", res.stderr), \
+        res.stderr
+
+
+def test_env_i_is_named(token: Token, tmp_path: Path) -> None:
+    """`env -i` starts its command with an empty environment, so without the spy: the run names
+    env and the program it started."""
+    need("pkcs11-tool", "opensc")
+    res = p11spy_run(["env", "-i", f"SOFTHSM2_CONF={token.conf}", "pkcs11-tool", "--module",
+                      SOFTHSM_MODULE, "-L"], env_for(token, tmp_path), "-o",
+                     str(tmp_path / "t-%p.p11"))
+    assert res.returncode == 0 and "p11spy-test" in res.stdout, res.stderr
+    assert re.fullmatch(r"p11spy: no trace: env \(pid \d+\) started pkcs11-tool with a cleared "
+                        r"environment, so without the spy\n", res.stderr), res.stderr
+
+
+def test_static_program_is_named(tmp_path: Path) -> None:
+    """A statically linked program (Debian's ldconfig) gets nothing preloaded: the run says
+    the spy was not loaded into it."""
+    ldconfig = "/sbin/ldconfig"
+    if "static" not in subprocess.run(["file", "-L", ldconfig], capture_output=True,
+                                      text=True, timeout=TIMEOUT).stdout:
+        pytest.fail(f"{ldconfig} is not statically linked here: this test needs Debian's")
+    res = p11spy_run([ldconfig, "--version"], plain_env(), "-o", str(tmp_path / "t-%p.p11"))
+    assert res.returncode == 0 and "ldconfig" in res.stdout
+    assert res.stderr == (f"p11spy: no trace: the spy was not loaded into {ldconfig}: the system "
+                          "did not preload it (a statically linked program?)\n")
 
 
 def test_unopenable_trace_is_said_once_by_run_naming_o(token: Token, tmp_path: Path) -> None:
