@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from typing import Any, TextIO
 
@@ -44,10 +45,14 @@ def _arg_lines(name: str, v: Any, indent: str) -> list[str]:
     return [f"{indent}{name} = {_short(v)}"]
 
 
-def call_text(c: Call) -> list[str]:
+def call_text(c: Call, module: bool = False) -> list[str]:
+    """The call as text; with module, the head names the module that answered it (wanted
+    where a trace holds calls to several modules)."""
     dur = "" if c.duration_us is None else (
         f"{c.duration_us:.1f} us" if c.duration_us < 10 else f"{c.duration_us:.0f} us")
     head = f"#{c.seq} {c.function}  pid {c.pid} tid {c.tid}  {format_time(c.time)}  {dur}"
+    if module and c.module:
+        head = f"{head.rstrip()}  module {os.path.basename(c.module)}"
     lines = [head.rstrip()]
     for name, v in c.args.items():
         lines += _arg_lines(name, v, "    ")
@@ -88,9 +93,12 @@ def pcsc_text(p: PcscCall) -> str:
 
 
 def text(events: Iterable[Event], out: TextIO) -> None:
+    modules: set[str] = set()  # the modules seen so far: once several, each call names its own
     for e in events:
         if isinstance(e, Call):
-            out.write("\n".join(call_text(e)) + "\n")
+            if e.module:
+                modules.add(e.module)
+            out.write("\n".join(call_text(e, module=len(modules) > 1)) + "\n")
         elif isinstance(e, Apdu):
             out.write("\n".join(apdu_text(e)) + "\n")
         elif isinstance(e, PcscCall):
@@ -102,6 +110,7 @@ def text(events: Iterable[Event], out: TextIO) -> None:
             out.write(f"== process {e.pid}: {info.get('exe', '?')} "
                       f"(module {module}, secrets {secrets})\n")
         elif isinstance(e, ModuleInfo) and "loaded" in e.info:
+            modules.add(e.info["loaded"])
             out.write(f"== module {e.info.get('index')}: {e.info['loaded']}\n")
         elif isinstance(e, ModuleInfo):
             i = e.info

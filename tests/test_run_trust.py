@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 
 from p11spy.decoder.events import Call
+from p11spy.tui import detail
+from p11spy.tui.p11_index import P11Index
 
 from .conftest import SOFTHSM_MODULE, Token, read_trace
 from .test_clients import need
@@ -320,6 +322,19 @@ def test_module_loaded_at_an_unloaded_modules_address_is_traced(
     assert len(infos) == 20
     assert module_of_calls(paths)[("C_GetInfo", OPENSC)] == 10
     assert module_of_calls(paths)[("C_GetInfo", OPENSC_ONEPIN)] == 10
+    # text decode and the viewer name the module too, once the trace holds several
+    text = subprocess.run([P11SPY, "decode", str(paths[0])], capture_output=True, text=True,
+                          timeout=TIMEOUT, check=True).stdout
+    heads = [line for line in text.splitlines() if " C_GetInfo " in line]
+    named = [h.rpartition("  module ")[2] if "  module " in h else None for h in heads]
+    assert named == [None] + ["onepin-opensc-pkcs11.so", "opensc-pkcs11.so"] * 9 + \
+        ["onepin-opensc-pkcs11.so"], heads
+    index = P11Index(paths[0])
+    index.scan(lambda: False)
+    panes = [detail.plain(detail.build(index, r)) for r in index.rows
+             if index.function(r) == "C_GetInfo"]
+    assert [f"module {m}" in pane for pane, m in zip(panes, [OPENSC, OPENSC_ONEPIN] * 10,
+                                                      strict=True)] == [True] * 20
 
 
 # --- 6. nesting: each call once, under the module that answered -----------------------------

@@ -90,6 +90,8 @@ def _call(index: TraceIndex, rec: int, c: Call, st: dict[str, Style]) -> Rendera
     if c.call_number is not None:
         facts.append(f"call #{c.call_number}")
     facts.append(f"pid {c.pid}")
+    if c.module and len(index.modules) > 1:  # the trace holds calls to several modules
+        facts.append(f"module {c.module}")
     facts.append(index.describe_thread(index.threads[rec]).split(":")[0] + f" (tid {c.tid})")
     facts.append(format_time(c.time))
     if c.duration_us is not None:

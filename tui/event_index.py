@@ -149,6 +149,8 @@ class EventIndex(TraceIndex):
             session = self.session_id(pid, handle if isinstance(handle, int) else None)
             failed = bool(e.rv)
             self._by_seq[e.seq] = rec
+            if e.module:
+                self.modules.add(e.module)
             self._stats.add_call(e.function, e.rv, e.rv_name, e.duration_us, rec)
         elif isinstance(e, Apdu):
             kind, fid, failed = APDU, self.func_id("APDU"), bool(e.error)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import io
+import json
 import os
 import re
 import time
@@ -87,6 +88,7 @@ class P11Index(TraceIndex):
         self.kid_list = array("I")
         self._pending: dict[tuple[int, int], list[int]] = {}
         self._seq_order: array | None = None  # seq -> record, built when first asked
+        self._module_paths: dict[tuple[int, int], str] = {}  # (pid, module index) -> path
         self._fd = os.open(path, os.O_RDONLY)
         self.size = os.fstat(self._fd).st_size
 
@@ -250,6 +252,8 @@ class P11Index(TraceIndex):
             else:
                 kind = {lf.RecordType.PROCESS: PROCESS, lf.RecordType.MODULE: MODULE,
                         lf.RecordType.MODULE_INFO: MODULE}.get(rtype, WARNING)
+                if rtype == lf.RecordType.MODULE:
+                    self._module(pid, buf[p + hs:p + length])
                 if kind == WARNING:
                     self.warnings[rec] = f"byte {base + p}: record of unknown type {rtype}"
                 offsets.append(base + p)
@@ -339,6 +343,16 @@ class P11Index(TraceIndex):
         length = int.from_bytes(head[4:8], "little")
         return head[:length] if length <= len(head) else os.pread(self._fd, length, off)
 
+    def _module(self, pid: int, body: bytes) -> None:
+        """Which module path a call record's module index names, in this process."""
+        try:
+            info = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return
+        if isinstance(info, dict) and isinstance(info.get("index"), int) and info.get("path"):
+            self._module_paths[(pid, info["index"])] = str(info["path"])
+            self.modules.add(str(info["path"]))
+
     def _decode(self, rec: int) -> Event:
         kind = self.kind(rec)
         if kind == WARNING:
@@ -346,7 +360,9 @@ class P11Index(TraceIndex):
         data = self.record_bytes(rec)
         off = self.offsets[rec]
         if kind == CALL:
-            return p11log.decode_call(data, rec, off)
+            call = p11log.decode_call(data, rec, off)
+            call.module = self._module_paths.get((call.pid or 0, data[9]))
+            return call
         if kind in (APDU, PCSC):
             return p11log.decode_pcsc(data, rec, off)[1]
         for e in p11log.read(io.BytesIO(data)):

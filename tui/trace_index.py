@@ -94,6 +94,7 @@ class TraceIndex:
         # list marks those rows); filled by the findings panel
         self.marks: dict[int, str] = {}
         self.findings_at: dict[int, list[Any]] = {}  # row -> the findings citing it (Finding)
+        self.modules: set[str] = set()  # the modules that answered calls (where the trace says)
 
     # -- ids ---------------------------------------------------------------------------------
 
