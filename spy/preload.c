@@ -60,17 +60,19 @@ static void p11_status_line(int fd, pid_t pid, const char *kind, const char *tex
     (void)w;
 }
 
-/* One fact; a forked child says "loaded" first, so run can name it. */
-static void p11_status(const char *kind, const char *text)
+/* One fact; a forked child says "loaded" first, so run can name it. 0 if run could not be
+ * told (the run is over, or the program now runs as another user). */
+static int p11_status(const char *kind, const char *text)
 {
-    if (!g_status[0]) return;
+    if (!g_status[0]) return 0;
     int fd = open(g_status, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         if (errno == ENOENT) g_run_over = 1;
-        return;
+        return 0;
     }
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid()) {
+    int ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid();
+    if (ok) {
         pid_t me = getpid();
         if (me != g_status_pid) {
             g_status_pid = me;
@@ -79,11 +81,26 @@ static void p11_status(const char *kind, const char *text)
         if (strcmp(kind, "loaded") != 0) p11_status_line(fd, me, kind, text);
     }
     close(fd);
+    return ok;
 }
 
+/* A complaint goes to run, with the hint naming -o (what to change under run); on stderr only
+ * when run is there but cannot be told (a program that changed user), never once the run is
+ * over (a background job must stay silent). */
 static void p11_status_complaint(const char *line)
 {
-    p11_status("error", strncmp(line, "p11spy: ", 8) == 0 ? line + 8 : line);
+    static const char hint[] = "(set P11SPY_OUTPUT)";
+    char out[2 * PATH_MAX + 256];
+    const char *text = strncmp(line, "p11spy: ", 8) == 0 ? line + 8 : line;
+    const char *at = strstr(text, hint);
+    int n = at ? snprintf(out, sizeof out, "%.*s(choose another -o)%s", (int)(at - text), text,
+                          at + sizeof hint - 1)
+               : snprintf(out, sizeof out, "%s", text);
+    if (p11_status("error", out) || g_run_over || n < 0) return;
+    char err[sizeof out + 16];
+    n = snprintf(err, sizeof err, "p11spy: %s\n", out);
+    ssize_t w = write(2, err, n < (int)sizeof err ? (size_t)n : sizeof err - 1);
+    (void)w;
 }
 
 /* A program that cleared its environment starts its own programs without the spy. */

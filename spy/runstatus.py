@@ -11,15 +11,15 @@ never a file that only matches the pattern, and says why there is none instead o
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from p11spy.errors import UserError
+
 NO_MODULE = "the command loaded no PKCS#11 module and used no reader"
-_HINT = re.compile(r"\s*\((?:set|check) P11SPY_OUTPUT\)")
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Status:
             if text and os.path.basename(text) not in started:
                 started.append(os.path.basename(text))
         elif kind == "error":
-            self.errors.append((pid, _HINT.sub(" (choose another -o)", text)))
+            self.errors.append((pid, text))
         elif kind in ("trace", "skipped"):
             seen = self.traces if kind == "trace" else self.skipped
             if text not in seen:
@@ -55,7 +55,11 @@ class StatusFile:
     (the spy in a process that outlives the run then finds no file and stays silent)."""
 
     def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="p11spy-run-"))
+        try:
+            self.folder = Path(tempfile.mkdtemp(prefix="p11spy-run-"))
+        except OSError as exc:
+            raise UserError(f"cannot create a folder in {tempfile.gettempdir()}: "
+                            f"{exc.strerror} (set TMPDIR)") from exc
         self.path = self.folder / "status"
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
 

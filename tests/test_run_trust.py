@@ -171,6 +171,29 @@ def test_unopenable_trace_is_said_once_by_run_naming_o(token: Token, tmp_path: P
     assert "P11SPY_OUTPUT" not in res.stderr
 
 
+def test_client_that_changes_user_still_says_why_it_has_no_trace(
+        token: Token, tmp_path: Path) -> None:
+    """A client that becomes another user cannot write run's status file (nor, here, the trace
+    folder): its complaint then goes to its stderr, as without run, once, naming -o."""
+    need("pkcs11-tool", "opensc")
+    if os.geteuid() != 0:
+        pytest.skip("changing user (setpriv) needs root")
+    out = tmp_path / "out"
+    out.mkdir(mode=0o700)
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "pkcs11-tool",
+           "--module", SOFTHSM_MODULE, "-I"]
+    env = env_for(token, tmp_path)
+    direct = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    res = p11spy_run(cmd, env, "-o", str(out / "t-%p.p11"))
+    assert (res.returncode, res.stdout) == (direct.returncode, direct.stdout)
+    spy_lines = [ln for ln in res.stderr.splitlines() if ln.startswith("p11spy: ")]
+    assert len(spy_lines) == 2, res.stderr
+    assert re.fullmatch(rf"p11spy: cannot open trace file {re.escape(str(out))}/t-\d+\.p11: "
+                        r"Permission denied \(choose another -o\)", spy_lines[0]), spy_lines
+    assert spy_lines[1].startswith("p11spy: no trace: ")
+    assert list(out.iterdir()) == []
+
+
 # --- 2. signals and exit status -------------------------------------------------------------
 
 SLEEPER = """
