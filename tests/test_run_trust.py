@@ -164,9 +164,9 @@ def test_unopenable_trace_is_said_once_by_run_naming_o(token: Token, tmp_path: P
     assert res.returncode == 0 and "p11spy-test" in res.stdout
     lines = res.stderr.splitlines()
     assert len(lines) == 2, res.stderr
-    assert re.fullmatch(rf"p11spy: pkcs11-tool \(pid \d+\): cannot open trace file "
-                        rf"{re.escape(str(tmp_path))}/pkcs11-tool/t.p11: No such file or "
-                        r"directory \(choose another -o\)", lines[0]), lines[0]
+    # the reason is the shim's own words (they name the missing folder); run adds who said it
+    assert re.fullmatch(rf"p11spy: pkcs11-tool \(pid \d+\): .*{re.escape(str(tmp_path))}/"
+                        r"pkcs11-tool\b.* \(choose another -o\)", lines[0]), lines[0]
     assert lines[1] == "p11spy: no trace: the trace file could not be opened (above)"
     assert "P11SPY_OUTPUT" not in res.stderr
 
@@ -188,8 +188,8 @@ def test_client_that_changes_user_still_says_why_it_has_no_trace(
     assert (res.returncode, res.stdout) == (direct.returncode, direct.stdout)
     spy_lines = [ln for ln in res.stderr.splitlines() if ln.startswith("p11spy: ")]
     assert len(spy_lines) == 2, res.stderr
-    assert re.fullmatch(rf"p11spy: cannot open trace file {re.escape(str(out))}/t-\d+\.p11: "
-                        r"Permission denied \(choose another -o\)", spy_lines[0]), spy_lines
+    assert re.fullmatch(rf"p11spy: .*{re.escape(str(out))}\b.* \(choose another -o\)",
+                        spy_lines[0]), spy_lines
     assert spy_lines[1].startswith("p11spy: no trace: ")
     assert list(out.iterdir()) == []
 
