@@ -231,6 +231,40 @@ def test_signal_to_run_reaches_the_client_once(sig: signal.Signals, tmp_path: Pa
         os.kill(client, 0)
 
 
+def running(pid: int) -> bool:
+    """Whether pid is a live process (not gone, nor a zombie waiting for its parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_sigterm_to_run_show_reaches_the_client(tmp_path: Path) -> None:
+    """Under --show the client has a session of its own (the viewer's keys are not for it):
+    SIGTERM sent to run is passed on to it, and it is gone before the viewer is closed."""
+    from .test_tui import _tmux, _wait_screen, tmux_session
+
+    ready = tmp_path / "pid"
+    trace = tmp_path / "live.p11"
+    cmd = (f"{P11SPY} run --show -o {trace} -- {sys.executable} -c '{SLEEPER}' {ready}; "
+           "echo EXITED $?; sleep 60")
+    with tmux_session(cmd, plain_env(), "run-show-term") as session:
+        _wait_screen(session, lambda s: "q Quit" in s, timeout=60)
+        deadline = time.time() + TIMEOUT
+        while not (ready.exists() and ready.read_text()) and time.time() < deadline:
+            time.sleep(0.05)
+        client = int(ready.read_text())
+        run = int(Path(f"/proc/{client}/stat").read_text().rsplit(")", 1)[1].split()[1])  # ppid
+        os.kill(run, signal.SIGTERM)
+        deadline = time.time() + 10
+        while running(client) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not running(client), "the client still runs"
+        _tmux("send-keys", "-t", session, "q")
+        text = _wait_screen(session, lambda s: "EXITED" in s)
+        assert "SIGTERM" in text and "EXITED 0" in text, text
+
+
 def test_ctrl_c_at_the_terminal_reaches_the_client_once(tmp_path: Path) -> None:
     """Ctrl-C at the terminal signals the client and run alike (one process group): run does
     not pass its copy on, so the client gets one SIGINT, not two."""
