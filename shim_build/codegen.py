@@ -327,6 +327,7 @@ def generate() -> str:
         *(_impl(fn) for fn in functions.FUNCTIONS),
         _wrappers(),
         "#if P11SPY_PRELOAD",
+        (SPY / "preload_report.c").read_text(),
         (SPY / "preload.c").read_text(),
         "#else",
         _EXPORTS,
