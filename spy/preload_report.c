@@ -100,11 +100,17 @@ static void p11_check_exec(const char *file, char *const envp[])
     p11_status("env-cleared", file ? file : "");
 }
 
+static int p11_exec(int (*real)(const char *, char *const[], char *const[]), const char *file,
+                    char *const argv[], char *const envp[])
+{
+    p11_check_exec(file, envp);
+    if (!real) return errno = ENOSYS, -1;
+    return real(file, argv, envp);
+}
+
 P11_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
-    p11_check_exec(path, envp);
-    if (!p11_real_execve) return errno = ENOSYS, -1;
-    return p11_real_execve(path, argv, envp);
+    return p11_exec(p11_real_execve, path, argv, envp);
 }
 
 P11_EXPORT int execv(const char *path, char *const argv[])
@@ -114,9 +120,7 @@ P11_EXPORT int execv(const char *path, char *const argv[])
 
 P11_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
-    p11_check_exec(file, envp);
-    if (!p11_real_execvpe) return errno = ENOSYS, -1;
-    return p11_real_execvpe(file, argv, envp);
+    return p11_exec(p11_real_execvpe, file, argv, envp);
 }
 
 P11_EXPORT int execvp(const char *file, char *const argv[])
