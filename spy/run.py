@@ -144,7 +144,7 @@ def _run_shown(command: list[str], env: dict[str, str], trace: str) -> tuple[int
             child = _start(command, env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                            start_new_session=True)
             for sig in (signal.SIGTERM, signal.SIGHUP):
-                signal.signal(sig, lambda n, _f: os.kill(child.pid, n))
+                signal.signal(sig, lambda n, _f: child.send_signal(n))  # not once reaped
             viewer = [str(Path(sys.executable).parent / "p11spy"), "show", "--follow",
                       "--format", "p11spy", trace]
             try:
