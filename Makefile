@@ -7,10 +7,12 @@ SHIM := spy/libp11spy.so
 
 # Everything the shim build and the tests use: python3-venv makes .venv, python3-dev has Python.h
 # for the cffi build, libpcsclite-dev has PCSC/ifdhandler.h for the bench's PIN-pad reader driver
-# and pcsc-spy, build-essential the C compiler for the shim and the tests' small C programs.
+# and pcsc-spy, libp11-kit-dev has p11-kit/pkcs11.h for the shim tests' C clients,
+# build-essential the C compiler for the shim and the tests' small C programs.
 APT_PACKAGES := softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools libpcsclite1 libpcsclite-dev \
 	vsmartcard-vpcd python3-virtualsmartcard gnutls-bin libnss3-tools libengine-pkcs11-openssl \
-	openssl openjdk-17-jdk-headless tmux build-essential python3-dev python3-venv
+	openssl openjdk-17-jdk-headless tmux build-essential python3-dev python3-venv \
+	libp11-kit-dev
 
 .PHONY: setup test bench demo lint clean shim
 

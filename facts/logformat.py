@@ -40,6 +40,7 @@ class RecordType(IntEnum):
     MODULE_INFO = 3  # the real module's CK_INFO, fetched after a successful C_Initialize
     MODULE = 4  # JSON: a module the shim wraps ({"index", "path"}); calls name it by index
     PCSC = 5  # one PC/SC call a module made (function = index in facts/pcsc.py)
+    DROPPED = 6  # one ULONG field: records before this one that could not be written
 
 
 class Phase(IntEnum):

@@ -23,9 +23,24 @@ DEFAULT_OUTPUT = "/tmp/p11spy-%u/%n-%p.p11"
 # The three entry points the shim answers itself (they hand out our lists, not the module's).
 _SPECIAL_CALLS = {
     "C_GetFunctionList": "p11_do_get_function_list(c->mod, {args})",
-    "C_GetInterfaceList": "p11_do_get_interface_list(c->mod, {args})",
-    "C_GetInterface": "p11_do_get_interface(c->mod, {args})",
+    "C_GetInterfaceList": "p11_do_get_interface_list(c->mod, &r, {args})",
+    "C_GetInterface": "p11_do_get_interface(c->mod, &r, {args})",
 }
+
+# What the shim notes after a call returns: the module's CK_INFO once initialized, and whether
+# the client still uses the module (it is unloaded with the shim only when finalized).
+_AFTER_CALL = {
+    "C_Initialize": "if (rv == CKR_OK_) p11_module_info(c);",
+    "C_Finalize": "if (rv == CKR_OK_) __atomic_store_n(&c->mod->live, 0, __ATOMIC_RELEASE);",
+}
+
+# Object classes whose CKA_VALUE (and other key-only attributes) hold no secret. Values of
+# every other class, vendor-defined and unknown ones included, are masked: CKO_OTP_KEY holds
+# a key, and a class we do not know may too.
+PUBLIC_CLASSES = ("CKO_DATA", "CKO_CERTIFICATE", "CKO_PUBLIC_KEY", "CKO_HW_FEATURE",
+                  "CKO_DOMAIN_PARAMETERS", "CKO_MECHANISM", "CKO_PROFILE", "CKO_VALIDATION",
+                  "CKO_TRUST")
+SECURE_CONF = "/etc/p11spy.conf"  # the only setting a setuid/setgid program takes
 
 
 def _decl(p: Param) -> str:
@@ -136,8 +151,8 @@ def _impl(fn: Function) -> str:
     body += ["    p11_rec_call_start(&r);", f"    rv = {call};", "    p11_rec_call_end(&r);"]
     for i, p in enumerate(params):
         body += [f"    {line}" for line in _out_capture(fn, i, p)]
-    if fn.name == "C_Initialize":
-        body.append("    if (rv == CKR_OK_) p11_module_info(c);")
+    if fn.name in _AFTER_CALL:
+        body.append(f"    {_AFTER_CALL[fn.name]}")
     body += ["    p11_rec_finish(&r, rv);", "    return rv;", "}", ""]
     return "\n".join(body)
 
@@ -148,6 +163,7 @@ def _defines() -> str:
     lines = [
         f'#define P11SPY_VERSION "{_version()}"',
         f'#define P11SPY_DEFAULT_OUTPUT "{DEFAULT_OUTPUT}"',
+        f'#define P11SPY_SECURE_CONF "{SECURE_CONF}"',
         f"#define P11_NFUNCS {len(functions.FUNCTIONS)}",
         f"#define P11_N_2_40 {counts['2.40']}",
         f"#define P11_N_3_0 {counts['3.0']}",
@@ -169,6 +185,14 @@ def _attr_secret() -> str:
             lines.append(f"    case 0x{a.value:x}UL: return 1; /* {a.name} */")
         elif a.secret_if_key:
             lines.append(f"    case 0x{a.value:x}UL: return 2; /* {a.name} */")
+    lines += ["    default: return 0;", "    }", "}", ""]
+    return "\n".join(lines)
+
+
+def _public_class() -> str:
+    cko = constants.FAMILIES["CKO"]
+    lines = ["static int p11_public_class(CK_ULONG cls)", "{", "    switch (cls) {"]
+    lines += [f"    case 0x{cko.value_of(n):x}UL: return 1; /* {n} */" for n in PUBLIC_CLASSES]
     lines += ["    default: return 0;", "    }", "}", ""]
     return "\n".join(lines)
 
@@ -255,9 +279,11 @@ static void p11_fill_ctx(int i, void *real_list, CK_VERSION version, int nslots)
 """
 
 _EXPORTS = """
+/* In a setuid/setgid program (g_passthrough) calls go to the module untraced. */
 P11_EXPORT CK_RV C_GetFunctionList(void **ppFunctionList)
 {
     if (!p11_ready()) return CKR_GENERAL_ERROR_;
+    if (g_passthrough) return p11_do_get_function_list(g_entry[0].mod, ppFunctionList);
     return impl_C_GetFunctionList(&g_entry[0], ppFunctionList);
 }
 
@@ -267,6 +293,8 @@ P11_EXPORT CK_RV C_GetFunctionList(void **ppFunctionList)
 P11_EXPORT CK_RV C_GetInterfaceList(CK_INTERFACE *pInterfacesList, CK_ULONG *pulCount)
 {
     if (!p11_ready()) return CKR_GENERAL_ERROR_;
+    if (g_passthrough)
+        return p11_do_get_interface_list(g_entry[0].mod, NULL, pInterfacesList, pulCount);
     return impl_C_GetInterfaceList(&g_entry[0], pInterfacesList, pulCount);
 }
 
@@ -274,6 +302,9 @@ P11_EXPORT CK_RV C_GetInterface(CK_UTF8CHAR *pInterfaceName, CK_VERSION *pVersio
                                 CK_INTERFACE **ppInterface, CK_FLAGS flags)
 {
     if (!p11_ready()) return CKR_GENERAL_ERROR_;
+    if (g_passthrough)
+        return p11_do_get_interface(g_entry[0].mod, NULL, pInterfaceName, pVersion, ppInterface,
+                                    flags);
     return impl_C_GetInterface(&g_entry[0], pInterfaceName, pVersion, ppInterface, flags);
 }
 #endif
@@ -323,6 +354,7 @@ def generate() -> str:
         function_list_struct(),
         (SPY / "shim_runtime.c").read_text(),
         _attr_secret(),
+        _public_class(),
         _mech_desc(),
         *(_impl(fn) for fn in functions.FUNCTIONS),
         _wrappers(),

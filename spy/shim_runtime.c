@@ -15,12 +15,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <link.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/auxv.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
@@ -32,6 +34,7 @@ _Static_assert(sizeof(CK_ULONG) == 8, "p11spy records CK_ULONG as 8 bytes");
 
 #define CKR_OK_ 0x0UL
 #define CKR_GENERAL_ERROR_ 0x5UL
+#define CKR_ARGUMENTS_BAD_ 0x7UL
 #define CKR_FUNCTION_NOT_SUPPORTED_ 0x54UL
 #define CKR_BUFFER_TOO_SMALL_ 0x150UL
 #define CKR_ATTRIBUTE_SENSITIVE_ 0x11UL
@@ -61,6 +64,7 @@ struct p11_module {
     CK_RV (*get_function_list)(void *);
     CK_RV (*get_interface_list)(CK_INTERFACE *, CK_ULONG *);
     CK_RV (*get_interface)(CK_UTF8CHAR *, CK_VERSION *, CK_INTERFACE **, CK_FLAGS);
+    int live;                      /* initialized by the client and not finalized since */
 };
 
 /* One wrapped function list: the real list, its slots, and the list handed to the client. */
@@ -83,11 +87,25 @@ static struct p11_ctx g_ctx[P11_MAX_CTX];
 static pthread_mutex_t g_ctx_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static int g_ready;                /* 1 once the module is loaded and the trace open */
-static int g_fd = -1;
+static int g_secure;               /* setuid/setgid (AT_SECURE): the environment is not ours */
+static int g_passthrough;          /* calls go to the module untraced (setuid/setgid) */
+static int g_fd = -1;              /* the trace; g_fd_dev/g_fd_ino say which file it is */
+static dev_t g_fd_dev;
+static ino_t g_fd_ino;
+static int g_quiet;                /* no complaint on stderr (reopening the trace) */
+static uint64_t g_dropped;         /* records lost to failed writes, not yet reported */
+static pthread_mutex_t g_out_lock = PTHREAD_MUTEX_INITIALIZER;
 static pid_t g_pid;
 static uint64_t g_seq;
 static CK_INTERFACE g_ifaces[P11_MAX_CTX];
 static int g_nifaces;
+#define P11_SHIM_MODULE 255
+static struct p11_module g_shim_mod = {
+    .index = P11_SHIM_MODULE,
+    .path = "p11spy shim: answered from the module's C_GetFunctionList (the module has no "
+            "PKCS#11 3.0 interfaces)",
+};
+static int g_shim_announced;
 
 struct p11_tls {
     unsigned char *buf;
@@ -107,6 +125,7 @@ static void (*g_complain_to)(const char *line);
 
 static void p11_complain(const char *fmt, const char *a, const char *b)
 {
+    if (g_quiet) return;
     char line[2 * PATH_MAX + 256];
     int n = snprintf(line, sizeof line, "p11spy: ");
     n += snprintf(line + n, sizeof line - (size_t)n, fmt, a ? a : "", b ? b : "");
@@ -151,18 +170,96 @@ static uint64_t p11_fnv1a(const unsigned char *p, size_t n)
     return h;
 }
 
-static void p11_write_all(const void *data, size_t n)
+static int p11_fd_is_ours(int fd)
+{
+    struct stat st;
+    return fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == g_fd_ino && st.st_dev == g_fd_dev;
+}
+
+static int p11_open_path(void);
+static void p11_write_header(pid_t ppid_if_fork);
+static void p11_announce_all(void);
+
+/* The trace descriptor, checked before each write (one fstat): a client that closed it
+ * (closefrom, a daemon's clean-up) and opened a file of its own under the same number must
+ * never receive our records. Then the trace is reopened by name (appending to it), silently;
+ * if that fails, tracing stops. The client's descriptor is never written to nor closed. */
+static int p11_out_fd(void)
+{
+    int fd = __atomic_load_n(&g_fd, __ATOMIC_ACQUIRE);
+    if (fd < 0 || p11_fd_is_ours(fd)) return fd;
+    int reopened = 0;
+    pthread_mutex_lock(&g_out_lock);
+    if (__atomic_load_n(&g_fd, __ATOMIC_ACQUIRE) == fd) {
+        __atomic_store_n(&g_fd, -1, __ATOMIC_RELEASE);
+        g_quiet = 1; /* stderr may no longer be a terminal anyone reads */
+        reopened = p11_open_path();
+        g_quiet = 0;
+    }
+    fd = __atomic_load_n(&g_fd, __ATOMIC_ACQUIRE);
+    pthread_mutex_unlock(&g_out_lock);
+    if (reopened == 2) { /* the trace was removed meanwhile: the new file says whose it is */
+        p11_write_header(0);
+        p11_announce_all();
+    }
+    return fd;
+}
+
+/* A record cut short by a failed write would swallow the records after it (its length says
+ * more bytes follow): the part written is cut off again, if the file still ends with it. */
+static void p11_undo_partial(int fd, const unsigned char *rec, size_t k)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size < (off_t)k) return;
+    off_t at = st.st_size - (off_t)k;
+    unsigned char tail[4096];
+    for (size_t done = 0; done < k;) {
+        size_t step = k - done < sizeof tail ? k - done : sizeof tail;
+        if (pread(fd, tail, step, at + (off_t)done) != (ssize_t)step ||
+            memcmp(tail, rec + done, step) != 0)
+            return;
+        done += step;
+    }
+    if (ftruncate(fd, at) != 0) return;
+}
+
+/* 1 if the whole buffer reached the file. */
+static int p11_write_fd(int fd, const void *data, size_t n)
 {
     const unsigned char *p = data;
-    while (n > 0 && g_fd >= 0) {
-        ssize_t w = write(g_fd, p, n);
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
         if (w < 0) {
             if (errno == EINTR) continue;
-            return; /* disk full, closed descriptor: the application must not notice */
+            /* disk full, file too large: the application must not notice */
+            if (p != data) p11_undo_partial(fd, data, (size_t)(p - (const unsigned char *)data));
+            return 0;
         }
         p += w;
         n -= (size_t)w;
     }
+    return 1;
+}
+
+static void p11_dropped_record(unsigned char *rec, uint64_t count);   /* below */
+
+/* Writes one record. Records lost to a failed write (full disk) are counted; the count is
+ * written as a DROPPED record before the next record that can be written, so a reader knows
+ * calls are missing and how many. */
+static void p11_write_all(const void *data, size_t n)
+{
+    int fd = p11_out_fd();
+    if (fd < 0) return;
+    uint64_t lost = __atomic_exchange_n(&g_dropped, 0, __ATOMIC_ACQ_REL);
+    if (lost) {
+        unsigned char rec[P11_RECORD_SIZE + P11_FIELD_SIZE + 8];
+        p11_dropped_record(rec, lost);
+        if (!p11_write_fd(fd, rec, sizeof rec)) {
+            __atomic_add_fetch(&g_dropped, lost + (n ? 1 : 0), __ATOMIC_ACQ_REL);
+            return;
+        }
+    }
+    if (n && !p11_write_fd(fd, data, n)) __atomic_add_fetch(&g_dropped, 1, __ATOMIC_ACQ_REL);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -287,6 +384,20 @@ static void p11_rec_header(struct p11_rec *r, unsigned type, unsigned mod, unsig
     memcpy(h + 32, &dur, 8);
     memcpy(h + 40, &rv, 8);
     memcpy(h + 48, &seq, 8);
+}
+
+/* A DROPPED record: one ULONG field, how many records before it could not be written. */
+static void p11_dropped_record(unsigned char *rec, uint64_t count)
+{
+    struct p11_rec r = {0};
+    r.buf = rec;
+    r.cap = P11_RECORD_SIZE + P11_FIELD_SIZE + 8;
+    r.owned = 1; /* a caller's buffer of the right size: p11_reserve never reallocates it */
+    r.start_us = p11_now_us();
+    unsigned char zero[P11_RECORD_SIZE] = {0};
+    p11_put(&r, zero, sizeof zero);
+    p11_field(&r, 0, PH_OUT, K_ULONG, 0, &count, 8);
+    p11_rec_header(&r, REC_DROPPED, 0, 0, 0, 0, 0);
 }
 
 static void p11_flush_pending(struct p11_rec *r, CK_RV rv);
@@ -473,15 +584,18 @@ static int p11_attr_secret(CK_ATTRIBUTE_TYPE t);   /* generated: 0 no, 1 always,
 
 #define KEYCTX_UNKNOWN (-1)
 
-/* Whether a template says its object is a secret or private key, or sensitive. */
+static int p11_public_class(CK_ULONG cls);   /* generated: classes that hold no secret */
+
+/* Whether a template's object may hold key material: 1 when its class may (any class not
+ * known to hold no secret: keys, OTP keys, vendor-defined and unknown classes) or it is
+ * sensitive, 0 for a class known to hold none, KEYCTX_UNKNOWN when it does not say. */
 static int p11_template_keyctx(const CK_ATTRIBUTE *a, CK_ULONG n)
 {
     int ctx = KEYCTX_UNKNOWN;
     for (CK_ULONG i = 0; i < n; i++) {
         if (!a[i].pValue || a[i].ulValueLen == CK_UNAVAILABLE_) continue;
         if (a[i].type == P11_CKA_CLASS && a[i].ulValueLen == sizeof(CK_ULONG)) {
-            CK_ULONG cls = *(const CK_ULONG *)a[i].pValue;
-            if (cls == P11_CKO_SECRET_KEY || cls == P11_CKO_PRIVATE_KEY) return 1;
+            if (!p11_public_class(*(const CK_ULONG *)a[i].pValue)) return 1;
             ctx = 0;
         } else if (a[i].type == P11_CKA_SENSITIVE && a[i].ulValueLen >= 1) {
             if (*(const CK_BBOOL *)a[i].pValue) return 1;
@@ -626,11 +740,7 @@ static void p11_template_inout_out(struct p11_rec *r, int param, CK_RV rv, CK_SE
             CK_ATTRIBUTE q = {P11_CKA_CLASS, &cls, sizeof cls};
             CK_RV (*gav)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ATTRIBUTE *, CK_ULONG) =
                 real_gav;
-            if (gav(hs, ho, &q, 1) == CKR_OK_ && cls != P11_CKO_SECRET_KEY &&
-                cls != P11_CKO_PRIVATE_KEY)
-                ctx = 0;
-            else
-                ctx = 1;
+            ctx = gav(hs, ho, &q, 1) == CKR_OK_ && p11_public_class(cls) ? 0 : 1;
         }
     }
     size_t at = p11_field_begin(r, param, PH_OUT, K_TEMPLATE, 0);
@@ -815,9 +925,9 @@ static void p11_interfaces_out(struct p11_rec *r, int param, CK_RV rv, const CK_
 
 static const char *p11_env2(const char *a, const char *b)
 {
-    const char *v = getenv(a);
+    const char *v = secure_getenv(a);
     if (v && *v) return v;
-    v = getenv(b);
+    v = secure_getenv(b);
     return v && *v ? v : NULL;
 }
 
@@ -953,36 +1063,82 @@ static void p11_announce_module(struct p11_module *m)
     p11_write_json_record(REC_MODULE, (unsigned)m->index, js);
 }
 
-static int p11_open_output(void)
+/* Whether a directory may hold our trace: ours or root's, and writable by no one else unless
+ * sticky (then no one else can rename or remove our file in it). The default folder must be
+ * ours and writable by no one else at all. */
+static int p11_dir_ok(const char *dir, int is_default)
 {
-    if (!p11_expand(g_cfg.output_pattern, g_cfg.output, sizeof g_cfg.output)) {
-        p11_complain("trace file name too long: %s (set P11SPY_OUTPUT)%s",
-                     g_cfg.output_pattern, NULL);
+    struct stat st;
+    if ((is_default ? lstat(dir, &st) : stat(dir, &st)) != 0 || !S_ISDIR(st.st_mode)) {
+        p11_complain("%s is not a directory (set P11SPY_OUTPUT)%s", dir, NULL);
         return 0;
     }
-    if (g_cfg.output_is_default) {
-        char dir[PATH_MAX];
-        snprintf(dir, sizeof dir, "%s", g_cfg.output);
-        char *slash = strrchr(dir, '/');
-        if (slash) {
-            *slash = 0;
-            if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-                p11_complain("cannot create %s: %s (set P11SPY_OUTPUT)", dir, strerror(errno));
-                return 0;
-            }
-            struct stat st;
-            if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) {
-                p11_complain("%s is not a directory of ours (set P11SPY_OUTPUT)%s", dir, NULL);
-                return 0;
-            }
-        }
+    int others_write = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
+    int owner_ok = is_default ? st.st_uid == geteuid() : st.st_uid == geteuid() || st.st_uid == 0;
+    if (!owner_ok || (others_write && (is_default || !(st.st_mode & S_ISVTX)))) {
+        p11_complain("%s is not a directory of ours: another user owns it or may write in it "
+                     "(set P11SPY_OUTPUT)%s", dir, NULL);
+        return 0;
     }
-    int fd = open(g_cfg.output, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    return 1;
+}
+
+/* Why an existing file opened as the trace must not be appended to (NULL: it may): only a
+ * regular file of ours with no other name, empty or already a p11spy trace. */
+static const char *p11_existing_refusal(int fd, const struct stat *st)
+{
+    if (!S_ISREG(st->st_mode)) return "is not a regular file";
+    if (st->st_uid != geteuid()) return "belongs to another user";
+    if (st->st_nlink != 1) return "has other names (hard links)";
+    char magic[4];
+    if (st->st_size > 0 && (pread(fd, magic, 4, 0) != 4 || memcmp(magic, "P11R", 4) != 0))
+        return "exists and is not a p11spy trace";
+    return NULL;
+}
+
+/* Opens the trace g_cfg.output: a new file (mode 0600, never through a link), or an existing
+ * p11spy trace of ours to append to (its mode tightened to 0600). Non-blocking while opening,
+ * so that a FIFO planted at the name cannot hang the client. 2: created, 1: appending. */
+static void p11_announce_all(void)
+{
+    for (int i = 0; i < g_nmods; i++) p11_announce_module(&g_mods[i]);
+    if (__atomic_load_n(&g_shim_announced, __ATOMIC_ACQUIRE)) p11_announce_module(&g_shim_mod);
+}
+
+static int p11_open_path(void)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", g_cfg.output);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        *(slash == dir ? slash + 1 : slash) = 0;
+        if (g_cfg.output_is_default && mkdir(dir, 0700) != 0 && errno != EEXIST) {
+            p11_complain("cannot create %s: %s (set P11SPY_OUTPUT)", dir, strerror(errno));
+            return 0;
+        }
+    } else {
+        snprintf(dir, sizeof dir, ".");
+    }
+    if (!p11_dir_ok(dir, g_cfg.output_is_default)) return 0;
+    const int flags = O_RDWR | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
+    int fd = open(g_cfg.output, flags | O_CREAT | O_EXCL, 0600);
+    int created = fd >= 0;
+    if (fd < 0 && errno == EEXIST) fd = open(g_cfg.output, flags);
     if (fd < 0) {
         p11_complain("cannot open trace file %s: %s (set P11SPY_OUTPUT)", g_cfg.output,
                      strerror(errno));
         return 0;
     }
+    struct stat st;
+    const char *why = fstat(fd, &st) != 0 ? "cannot be examined"
+                      : created ? NULL : p11_existing_refusal(fd, &st);
+    if (why) {
+        close(fd);
+        p11_complain("trace file %s %s (set P11SPY_OUTPUT)", g_cfg.output, why);
+        return 0;
+    }
+    if (st.st_mode & 077) fchmod(fd, 0600);
+    fcntl(fd, F_SETFL, O_APPEND); /* blocking from now on: a regular file never waits long */
     /* Keep the descriptor clear of 0-2 so a client that closes stdio cannot catch our writes. */
     if (fd <= 2) {
         int hi = fcntl(fd, F_DUPFD_CLOEXEC, 3);
@@ -990,8 +1146,21 @@ static int p11_open_output(void)
         if (hi < 0) return 0;
         fd = hi;
     }
-    g_fd = fd;
-    return 1;
+    g_fd_dev = st.st_dev;
+    g_fd_ino = st.st_ino;
+    __atomic_store_n(&g_fd, fd, __ATOMIC_RELEASE);
+    return created ? 2 : 1;
+}
+
+/* Opens the trace named by P11SPY_OUTPUT's pattern. */
+static int p11_open_output(void)
+{
+    if (!p11_expand(g_cfg.output_pattern, g_cfg.output, sizeof g_cfg.output)) {
+        p11_complain("trace file name too long: %s (set P11SPY_OUTPUT)%s",
+                     g_cfg.output_pattern, NULL);
+        return 0;
+    }
+    return p11_open_path() != 0;
 }
 
 static void p11_atfork_child(void)
@@ -1002,25 +1171,33 @@ static void p11_atfork_child(void)
     if (g_fd < 0) return;
     if (strstr(g_cfg.output_pattern, "%p")) {
         int old = g_fd;
+        int old_ours = p11_fd_is_ours(old);
         g_fd = -1;
-        if (p11_open_output()) close(old);
-        else g_fd = old;
+        if (p11_open_output()) {
+            if (old_ours) close(old);
+        } else if (old_ours) {
+            g_fd = old;
+        }
     }
     p11_write_header(parent);
-    for (int i = 0; i < g_nmods; i++) p11_announce_module(&g_mods[i]);
+    p11_announce_all();
 }
 
-/* Settings shared by the shim and the preloaded spy. */
+/* Settings shared by the shim and the preloaded spy. In a setuid/setgid program (AT_SECURE)
+ * the environment belongs to the caller, not to the program's owner: nothing in it is read
+ * (secure_getenv), and the shim traces nothing there (see p11_load_config). */
 static int p11_load_options(void)
 {
+    g_secure = getauxval(AT_SECURE) != 0;
+    if (g_secure) return 0;
     const char *out = p11_env2("P11SPY_OUTPUT", "PKCS11SPY_OUTPUT");
     g_cfg.output_is_default = out == NULL;
     snprintf(g_cfg.output_pattern, sizeof g_cfg.output_pattern, "%s",
              out ? out : P11SPY_DEFAULT_OUTPUT);
-    const char *sec = getenv("P11SPY_LOG_SECRETS");
+    const char *sec = secure_getenv("P11SPY_LOG_SECRETS");
     g_cfg.secrets = sec && strcmp(sec, "1") == 0;
     g_cfg.max_buffer = 65536;
-    const char *mb = getenv("P11SPY_MAX_BUFFER");
+    const char *mb = secure_getenv("P11SPY_MAX_BUFFER");
     if (mb && *mb) {
         char *end;
         unsigned long long v = strtoull(mb, &end, 10);
@@ -1030,8 +1207,40 @@ static int p11_load_options(void)
     return 1;
 }
 
+/* The module named by `module = /absolute/path` in P11SPY_SECURE_CONF, which must be a
+ * regular file of root's that no one else may write: the only setting a setuid/setgid
+ * program takes, and only to pass calls through untraced. */
+static int p11_secure_config(void)
+{
+    int fd = open(P11SPY_SECURE_CONF, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    struct stat st;
+    char text[PATH_MAX + 64];
+    ssize_t k = -1;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == 0 &&
+        !(st.st_mode & (S_IWGRP | S_IWOTH)))
+        k = read(fd, text, sizeof text - 1);
+    if (fd >= 0) close(fd);
+    if (k >= 0) {
+        text[k] = 0;
+        for (char *save = NULL, *ln = strtok_r(text, "\n", &save); ln;
+             ln = strtok_r(NULL, "\n", &save)) {
+            char path[PATH_MAX];
+            if (sscanf(ln, " module = %4095s", path) == 1 && path[0] == '/') {
+                snprintf(g_cfg.module, sizeof g_cfg.module, "%s", path);
+                g_passthrough = 1;
+                return 1;
+            }
+        }
+    }
+    p11_complain("setuid/setgid program: the environment configures nothing here; name the "
+                 "real module in " P11SPY_SECURE_CONF " (root's, \"module = /path/to/module.so\")"
+                 " to pass calls through untraced%s%s", NULL, NULL);
+    return 0;
+}
+
 static int p11_load_config(void)
 {
+    if (g_secure) return p11_secure_config();
     const char *module = p11_env2("P11SPY_MODULE", "PKCS11SPY");
     if (!module) {
         p11_complain("no real PKCS#11 module named: set P11SPY_MODULE to its path "
@@ -1042,21 +1251,25 @@ static int p11_load_config(void)
     return p11_load_options();
 }
 
+/* Loads the real module the way dlopen finds it (a path, or a bare file name searched like
+ * any library), refusing a p11spy shim: one naming itself as its module would recurse. */
 static int p11_load_module(void)
 {
-    struct stat st;
-    if (stat(g_cfg.module, &st) != 0) {
-        p11_complain("real module %s: %s (check P11SPY_MODULE)", g_cfg.module, strerror(errno));
-        return 0;
-    }
+    const char *var = g_secure ? P11SPY_SECURE_CONF : "P11SPY_MODULE";
     int flags = RTLD_NOW | RTLD_LOCAL;
-    const char *deep = getenv("P11SPY_DEEPBIND");
+    const char *deep = secure_getenv("P11SPY_DEEPBIND");
     if (deep && strcmp(deep, "1") == 0) flags |= RTLD_DEEPBIND;
     struct p11_module *m = &g_mods[0];
     m->handle = dlopen(g_cfg.module, flags);
     if (!m->handle) {
         const char *e = dlerror();
-        p11_complain("cannot load real module: %s (check P11SPY_MODULE)%s", e ? e : "?", NULL);
+        p11_complain("cannot load real module: %s (check %s)", e ? e : "?", var);
+        return 0;
+    }
+    if (dlsym(m->handle, "p11spy_shim_version")) {
+        p11_complain("%s is a p11spy shim, not the real module (check %s)", g_cfg.module, var);
+        dlclose(m->handle);
+        m->handle = NULL;
         return 0;
     }
     m->get_function_list = (CK_RV(*)(void *))dlsym(m->handle, "C_GetFunctionList");
@@ -1064,12 +1277,15 @@ static int p11_load_module(void)
         (CK_RV(*)(CK_INTERFACE *, CK_ULONG *))dlsym(m->handle, "C_GetInterfaceList");
     m->get_interface = (CK_RV(*)(CK_UTF8CHAR *, CK_VERSION *, CK_INTERFACE **, CK_FLAGS))dlsym(
         m->handle, "C_GetInterface");
-    snprintf(m->path, sizeof m->path, "%s", g_cfg.module);
+    struct link_map *lm = NULL;
+    const char *loaded = dlinfo(m->handle, RTLD_DI_LINKMAP, &lm) == 0 && lm && lm->l_name[0]
+                         ? lm->l_name : g_cfg.module;
+    snprintf(m->path, sizeof m->path, "%s", loaded);
     g_entry[0].mod = m;
     g_nmods = 1;
     if (!m->get_function_list && !m->get_interface) {
         p11_complain("%s is not a PKCS#11 module: it exports neither C_GetFunctionList nor "
-                     "C_GetInterface (check P11SPY_MODULE)%s", g_cfg.module, NULL);
+                     "C_GetInterface (check %s)", g_cfg.module, var);
         return 0;
     }
     return 1;
@@ -1082,11 +1298,38 @@ P11_EXPORT const char p11spy_shim_version[] = P11SPY_VERSION;
 static void p11_init(void)
 {
     g_pid = getpid();
-    if (!p11_load_config() || !p11_load_module() || !p11_open_output()) return;
+    g_secure = getauxval(AT_SECURE) != 0;
+    if (!p11_load_config() || !p11_load_module()) return;
+    if (g_passthrough) {
+        g_ready = 1;
+        return;
+    }
+    if (!p11_open_output()) return;
     pthread_atfork(NULL, NULL, p11_atfork_child);
     p11_write_header(0);
     p11_announce_module(&g_mods[0]);
     g_ready = 1;
+}
+
+/* Unloaded by the client's dlclose (or at exit): the trace descriptor goes with us, and so
+ * does the real module once the client finalized it (no call can be running in it then). */
+__attribute__((destructor)) static void p11_unload(void)
+{
+    int fd = __atomic_exchange_n(&g_fd, -1, __ATOMIC_ACQ_REL);
+    if (fd >= 0 && p11_fd_is_ours(fd)) {
+        uint64_t lost = __atomic_exchange_n(&g_dropped, 0, __ATOMIC_ACQ_REL);
+        if (lost) {
+            unsigned char rec[P11_RECORD_SIZE + P11_FIELD_SIZE + 8];
+            p11_dropped_record(rec, lost);
+            p11_write_fd(fd, rec, sizeof rec);
+        }
+        close(fd);
+    }
+    struct p11_module *m = &g_mods[0];
+    if (m->handle && !g_passthrough && !__atomic_load_n(&m->live, __ATOMIC_ACQUIRE)) {
+        dlclose(m->handle);
+        m->handle = NULL;
+    }
 }
 #else
 static void p11_init(void);
@@ -1106,6 +1349,7 @@ static void p11_fill_info(struct p11_rec *r, const void *info)
 
 static void p11_module_info(struct p11_ctx *c)
 {
+    __atomic_store_n(&c->mod->live, 1, __ATOMIC_RELEASE);
     CK_RV (*get_info)(CK_INFO *) = (CK_RV(*)(CK_INFO *))c->real[P11_FN_C_GetInfo];
     if (!get_info) return;
     CK_INFO info;
@@ -1132,7 +1376,7 @@ static int p11_slots_for(CK_VERSION v)
 /* The wrapped list mirroring real_list (made on first sight), or NULL if none can be made. */
 static void *p11_wrap_list(struct p11_module *m, void *real_list, int nslots)
 {
-    if (!real_list || nslots <= 0) return NULL;
+    if (!real_list || nslots <= 0 || g_passthrough) return NULL;
     void *out = NULL;
     pthread_mutex_lock(&g_ctx_lock);
     for (int i = 0; i < P11_MAX_CTX; i++) {
@@ -1179,7 +1423,7 @@ static void *p11_wrap_function_list(struct p11_module *m, void *real_list)
 /* Our copy of an interface: the module's may be read-only, and must stay untouched. */
 static CK_INTERFACE *p11_wrap_interface(struct p11_module *m, CK_INTERFACE *real)
 {
-    if (!p11_is_pkcs11_iface(real)) return real; /* vendor interfaces pass through untraced */
+    if (!p11_is_pkcs11_iface(real) || g_passthrough) return real; /* vendor ones: untraced */
     CK_VERSION v;
     memcpy(&v, real->pFunctionList, sizeof v);
     void *ours = p11_wrap_list(m, real->pFunctionList, p11_slots_for(v));
@@ -1214,10 +1458,47 @@ static CK_RV p11_do_get_function_list(struct p11_module *m, void **pp)
     return rv;
 }
 
-static CK_RV p11_do_get_interface_list(struct p11_module *m, CK_INTERFACE *list,
-                                       CK_ULONG *count)
+/* A module without PKCS#11 3.0 interfaces, behind the 3.x shim: the shim offers the module's
+ * function list as the "PKCS 11" interface, with the list's version, as p11-kit and
+ * pkcs11-spy do, so that a client asking for interfaces (NSS) works as with the 2.x module
+ * itself. The calls it answers so are recorded under a module of their own, the shim. */
+static CK_INTERFACE g_emulated;
+
+static CK_RV p11_emulated_interface(struct p11_module *m, struct p11_rec *r, CK_INTERFACE *out)
 {
-    if (!m->get_interface_list) return CKR_FUNCTION_NOT_SUPPORTED_;
+    if (r) {
+        r->mod = P11_SHIM_MODULE;
+        if (!__atomic_exchange_n(&g_shim_announced, 1, __ATOMIC_ACQ_REL))
+            p11_announce_module(&g_shim_mod);
+    }
+    void *list = NULL;
+    CK_RV rv = p11_do_get_function_list(m, &list);
+    if (rv != CKR_OK_) return rv;
+    if (!list) return CKR_GENERAL_ERROR_;
+    out->pInterfaceName = (CK_UTF8CHAR *)"PKCS 11";
+    out->pFunctionList = list;
+    out->flags = 0;
+    return CKR_OK_;
+}
+
+static CK_RV p11_do_get_interface_list(struct p11_module *m, struct p11_rec *r,
+                                       CK_INTERFACE *list, CK_ULONG *count)
+{
+    if (!m->get_interface_list) {
+        if (!m->get_function_list) return CKR_FUNCTION_NOT_SUPPORTED_;
+        if (!count) return CKR_ARGUMENTS_BAD_;
+        CK_INTERFACE one;
+        CK_RV rv = p11_emulated_interface(m, r, &one);
+        if (rv != CKR_OK_ || !list) {
+            if (rv == CKR_OK_) *count = 1;
+            return rv;
+        }
+        CK_ULONG room = *count;
+        *count = 1;
+        if (room < 1) return CKR_BUFFER_TOO_SMALL_;
+        list[0] = one;
+        return CKR_OK_;
+    }
     CK_RV rv = m->get_interface_list(list, count);
     if (rv == CKR_OK_ && list && count) {
         for (CK_ULONG i = 0; i < *count; i++) {
@@ -1231,10 +1512,27 @@ static CK_RV p11_do_get_interface_list(struct p11_module *m, CK_INTERFACE *list,
     return rv;
 }
 
-static CK_RV p11_do_get_interface(struct p11_module *m, CK_UTF8CHAR *name, CK_VERSION *version,
-                                  CK_INTERFACE **pp, CK_FLAGS flags)
+static CK_RV p11_do_get_interface(struct p11_module *m, struct p11_rec *r, CK_UTF8CHAR *name,
+                                  CK_VERSION *version, CK_INTERFACE **pp, CK_FLAGS flags)
 {
-    if (!m->get_interface) return CKR_FUNCTION_NOT_SUPPORTED_;
+    if (!m->get_interface) {
+        if (!m->get_function_list) return CKR_FUNCTION_NOT_SUPPORTED_;
+        if (!pp) return CKR_ARGUMENTS_BAD_;
+        CK_INTERFACE one;
+        CK_RV rv = p11_emulated_interface(m, r, &one);
+        if (rv != CKR_OK_) return rv;
+        CK_VERSION v;
+        memcpy(&v, one.pFunctionList, sizeof v);
+        if ((name && strcmp((const char *)name, "PKCS 11") != 0) ||
+            (version && (version->major != v.major || version->minor != v.minor)) ||
+            (flags & ~one.flags))
+            return CKR_ARGUMENTS_BAD_;
+        pthread_mutex_lock(&g_ctx_lock);
+        g_emulated = one;
+        pthread_mutex_unlock(&g_ctx_lock);
+        *pp = &g_emulated;
+        return CKR_OK_;
+    }
     CK_INTERFACE *real = NULL;
     CK_RV rv = m->get_interface(name, version, pp ? &real : NULL, flags);
     if (rv == CKR_OK_ && pp) *pp = real ? p11_wrap_interface(m, real) : NULL;

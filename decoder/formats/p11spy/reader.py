@@ -390,6 +390,11 @@ def read(f: BinaryIO) -> Iterator[Event]:
                 if kind == lf.Kind.STRUCT:
                     info = V.struct_value("CK_INFO", data)
             yield ModuleInfo(seq=seq, pid=pid, info=info if isinstance(info, dict) else {})
+        elif rtype == lf.RecordType.DROPPED:
+            lost = next((_u64(d) for _p, _ph, kind, _fl, d in _fields(rec)
+                         if kind == lf.Kind.ULONG and len(d) == 8), 0)
+            yield Warning_(seq=seq, message=f"process {pid}: {lost} record(s) missing here: "
+                                            "the shim could not write them (disk full?)")
         else:
             yield Warning_(seq=seq, message=f"byte {offset}: record of unknown type {rtype}")
         seq += 1
