@@ -1116,15 +1116,15 @@ static const char *p11_existing_refusal(int fd, const struct stat *st)
     return NULL;
 }
 
-/* Opens the trace g_cfg.output: a new file (mode 0600, never through a link), or an existing
- * p11spy trace of ours to append to (its mode tightened to 0600). Non-blocking while opening,
- * so that a FIFO planted at the name cannot hang the client. 2: created, 1: appending. */
 static void p11_announce_all(void)
 {
     for (int i = 0; i < g_nmods; i++) p11_announce_module(&g_mods[i]);
     if (__atomic_load_n(&g_shim_announced, __ATOMIC_ACQUIRE)) p11_announce_module(&g_shim_mod);
 }
 
+/* Opens the trace g_cfg.output: a new file (mode 0600, never through a link), or an existing
+ * p11spy trace of ours to append to (its mode tightened to 0600). Non-blocking while opening,
+ * so that a FIFO planted at the name cannot hang the client. 2: created, 1: appending. */
 static int p11_open_path(void)
 {
     char dir[PATH_MAX];
