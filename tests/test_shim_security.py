@@ -181,6 +181,17 @@ def test_own_file_that_is_no_trace_is_left_alone(token, tmp_path, spy_env, shim)
     assert trace.read_text() == "my notes\n"
 
 
+def test_file_with_other_names_is_refused(token, tmp_path, spy_env, shim):
+    """A hard link to the name would make the trace readable under another name."""
+    trace = tmp_path / "t.p11"
+    env = spy_env(token, trace)
+    assert _getfl(shim, env).stdout.strip() == "C_GetFunctionList rv=0"
+    os.link(trace, tmp_path / "elsewhere.p11")
+    size = trace.stat().st_size
+    _refused(_getfl(shim, env), "has other names")
+    assert trace.stat().st_size == size
+
+
 def test_own_trace_is_appended_to_and_made_private(token, tmp_path, spy_env, shim):
     trace = tmp_path / "t.p11"
     env = spy_env(token, trace)
@@ -256,18 +267,25 @@ def test_key_values_of_classes_that_may_hold_keys_are_masked(token, tmp_path, sp
     assert b"plain-data-value-0a11" in raw
 
 
-def test_full_disk_says_how_many_records_are_missing(token, tmp_path, spy_env, shim):
+@pytest.mark.parametrize("after", [20, 0])
+def test_full_disk_says_how_many_records_are_missing(token, tmp_path, spy_env, shim, after):
     """Writes failing (file size limit, as a full disk): the client sees nothing; the trace
-    says how many records are missing where they are missing, and stays readable."""
+    says how many records are missing, where they are missing: as soon as a write works
+    again (after=20 more calls), or when the shim is unloaded at exit (after=0: the limit
+    lasts past C_Finalize), and stays readable."""
     prog = build("fulldisk", tmp_path)
     trace = tmp_path / "f.p11"
-    res = run([str(prog), str(shim), "3000", "50", "20"], spy_env(token, trace))
+    res = run([str(prog), str(shim), "3000", "50", str(after)], spy_env(token, trace))
     assert res.returncode == 0 and res.stdout == "failures 0\n", res.stderr
     events = read_trace(trace)
     notes = [e.message for e in events if isinstance(e, Warning_)]
     assert notes and all("record(s) missing here" in n for n in notes)
     missing = sum(int(n.split(": ", 1)[1].split()[0]) for n in notes)
-    infos = [e for e in events if isinstance(e, Call) and e.function == "C_GetInfo"]
-    assert 0 < missing < 70 and len(infos) + missing == 70
-    assert [e.function for e in events if isinstance(e, Call)][-1] == "C_Finalize"
+    calls = [e.function for e in events if isinstance(e, Call)]
+    made = 50 + after + 1  # C_GetInfo calls and C_Finalize
+    assert 0 < missing < made and calls.count("C_GetInfo") + ("C_Finalize" in calls) + missing \
+        == made
+    assert ("C_Finalize" in calls) == (after > 0)
+    if not after:
+        assert isinstance(events[-1], Warning_)  # written at unload, after everything else
     assert any(isinstance(e, ModuleInfo) for e in events)
