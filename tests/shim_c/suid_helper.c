@@ -1,4 +1,4 @@
-/* A setuid-root helper whose PKCS#11 module path is fixed at build time (as root-owned
+/* A setuid-root (or setgid-root) helper whose PKCS#11 module path is fixed at build time (as root-owned
  * configuration fixes it, e.g. a PAM module's), here the shim: C_GetFunctionList, then
  * C_Initialize, C_GetInfo, C_Finalize if that worked. Build with -DSHIM='"path"'. */
 #include <p11-kit/pkcs11.h>
@@ -8,7 +8,8 @@
 
 int main(void)
 {
-    printf("helper: ruid=%d euid=%d\n", (int)getuid(), (int)geteuid());
+    printf("helper: ruid=%d euid=%d rgid=%d egid=%d\n", (int)getuid(), (int)geteuid(),
+           (int)getgid(), (int)getegid());
     void *h = dlopen(SHIM, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         printf("dlopen: %s\n", dlerror());
