@@ -34,12 +34,6 @@ _AFTER_CALL = {
     "C_Finalize": "if (rv == CKR_OK_) __atomic_store_n(&c->mod->live, 0, __ATOMIC_RELEASE);",
 }
 
-# Object classes whose CKA_VALUE (and other key-only attributes) hold no secret. Values of
-# every other class, vendor-defined and unknown ones included, are masked: CKO_OTP_KEY holds
-# a key, and a class we do not know may too.
-PUBLIC_CLASSES = ("CKO_DATA", "CKO_CERTIFICATE", "CKO_PUBLIC_KEY", "CKO_HW_FEATURE",
-                  "CKO_DOMAIN_PARAMETERS", "CKO_MECHANISM", "CKO_PROFILE", "CKO_VALIDATION",
-                  "CKO_TRUST")
 SECURE_CONF = "/etc/p11spy.conf"  # the only setting a setuid/setgid program takes
 
 
@@ -170,8 +164,6 @@ def _defines() -> str:
         f"#define P11_N_3_2 {counts['3.2']}",
         f"#define P11_CKA_CLASS 0x{fams['CKA'].value_of('CKA_CLASS'):x}UL",
         f"#define P11_CKA_SENSITIVE 0x{fams['CKA'].value_of('CKA_SENSITIVE'):x}UL",
-        f"#define P11_CKO_SECRET_KEY 0x{fams['CKO'].value_of('CKO_SECRET_KEY'):x}UL",
-        f"#define P11_CKO_PRIVATE_KEY 0x{fams['CKO'].value_of('CKO_PRIVATE_KEY'):x}UL",
         "#define P11_CKF_ARRAY_ATTRIBUTE 0x40000000UL",
     ]
     lines += [f"#define P11_FN_{fn.name} {fn.index}" for fn in functions.FUNCTIONS]
@@ -189,10 +181,11 @@ def _attr_secret() -> str:
     return "\n".join(lines)
 
 
-def _public_class() -> str:
+def _keyless_class() -> str:
     cko = constants.FAMILIES["CKO"]
-    lines = ["static int p11_public_class(CK_ULONG cls)", "{", "    switch (cls) {"]
-    lines += [f"    case 0x{cko.value_of(n):x}UL: return 1; /* {n} */" for n in PUBLIC_CLASSES]
+    lines = ["static int p11_keyless_class(CK_ULONG cls)", "{", "    switch (cls) {"]
+    lines += [f"    case 0x{cko.value_of(n):x}UL: return 1; /* {n} */"
+              for n in sorted(attributes.KEYLESS_CLASSES, key=cko.value_of)]
     lines += ["    default: return 0;", "    }", "}", ""]
     return "\n".join(lines)
 
@@ -354,7 +347,7 @@ def generate() -> str:
         function_list_struct(),
         (SPY / "shim_runtime.c").read_text(),
         _attr_secret(),
-        _public_class(),
+        _keyless_class(),
         _mech_desc(),
         *(_impl(fn) for fn in functions.FUNCTIONS),
         _wrappers(),

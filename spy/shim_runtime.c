@@ -604,7 +604,7 @@ static int p11_attr_secret(CK_ATTRIBUTE_TYPE t);   /* generated: 0 no, 1 always,
 
 #define KEYCTX_UNKNOWN (-1)
 
-static int p11_public_class(CK_ULONG cls);   /* generated: classes that hold no secret */
+static int p11_keyless_class(CK_ULONG cls);   /* generated: classes known to hold no key */
 
 /* Whether a template's object may hold key material: 1 when its class may (any class not
  * known to hold no secret: keys, OTP keys, vendor-defined and unknown classes) or it is
@@ -615,7 +615,7 @@ static int p11_template_keyctx(const CK_ATTRIBUTE *a, CK_ULONG n)
     for (CK_ULONG i = 0; i < n; i++) {
         if (!a[i].pValue || a[i].ulValueLen == CK_UNAVAILABLE_) continue;
         if (a[i].type == P11_CKA_CLASS && a[i].ulValueLen == sizeof(CK_ULONG)) {
-            if (!p11_public_class(*(const CK_ULONG *)a[i].pValue)) return 1;
+            if (!p11_keyless_class(*(const CK_ULONG *)a[i].pValue)) return 1;
             ctx = 0;
         } else if (a[i].type == P11_CKA_SENSITIVE && a[i].ulValueLen >= 1) {
             if (*(const CK_BBOOL *)a[i].pValue) return 1;
@@ -760,7 +760,7 @@ static void p11_template_inout_out(struct p11_rec *r, int param, CK_RV rv, CK_SE
             CK_ATTRIBUTE q = {P11_CKA_CLASS, &cls, sizeof cls};
             CK_RV (*gav)(CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ATTRIBUTE *, CK_ULONG) =
                 real_gav;
-            ctx = gav(hs, ho, &q, 1) == CKR_OK_ && p11_public_class(cls) ? 0 : 1;
+            ctx = gav(hs, ho, &q, 1) == CKR_OK_ && p11_keyless_class(cls) ? 0 : 1;
         }
     }
     size_t at = p11_field_begin(r, param, PH_OUT, K_TEMPLATE, 0);

@@ -181,6 +181,13 @@ _SECRET = frozenset({
 # carry CKA_VALUE, and there it is not secret).
 _SECRET_IF_KEY = frozenset({"CKA_VALUE"})
 
+# Object classes known to hold no key material: there the attributes above that are secret only
+# in keys are not. Every other class may hold a key (CKO_OTP_KEY does; vendor-defined and
+# unknown classes may), so a capture masks them there.
+KEYLESS_CLASSES = frozenset({"CKO_DATA", "CKO_CERTIFICATE", "CKO_PUBLIC_KEY", "CKO_HW_FEATURE",
+                             "CKO_DOMAIN_PARAMETERS", "CKO_MECHANISM", "CKO_PROFILE",
+                             "CKO_VALIDATION", "CKO_TRUST"})
+
 
 def _build() -> dict[str, Attribute]:
     """One Attribute per CKA name, aliases typed as the name they stand for. Stops the import
@@ -191,6 +198,9 @@ def _build() -> dict[str, Attribute]:
             raise ValueError(f"attributes.py names {name}, which the CKA family does not have")
         if CKA.canonical[CKA.names[name]] != name:
             raise ValueError(f"attributes.py names the alias {name}; use the canonical name")
+    for name in KEYLESS_CLASSES:
+        if name not in FAMILIES["CKO"].names:
+            raise ValueError(f"attributes.py names {name}, which the CKO family does not have")
     for name, (vtype, fam) in _TYPED.items():
         if (vtype in (ValueType.ENUM, ValueType.FLAGS)) != (fam is not None) or (
                 fam is not None and fam not in FAMILIES):
