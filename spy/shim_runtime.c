@@ -21,8 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/auxv.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
@@ -1103,10 +1104,17 @@ static int p11_dir_ok(const char *dir, int is_default)
     return 1;
 }
 
+/* /dev/null takes the trace too: the shim then keeps none (P11SPY_OUTPUT=/dev/null). */
+static int p11_is_dev_null(const struct stat *st)
+{
+    return S_ISCHR(st->st_mode) && st->st_rdev == makedev(1, 3);
+}
+
 /* Why an existing file opened as the trace must not be appended to (NULL: it may): only a
- * regular file of ours with no other name, empty or already a p11spy trace. */
+ * regular file of ours with no other name, empty or already a p11spy trace, or /dev/null. */
 static const char *p11_existing_refusal(int fd, const struct stat *st)
 {
+    if (p11_is_dev_null(st)) return NULL;
     if (!S_ISREG(st->st_mode)) return "is not a regular file";
     if (st->st_uid != geteuid()) return "belongs to another user";
     if (st->st_nlink != 1) return "has other names (hard links)";
@@ -1157,7 +1165,7 @@ static int p11_open_path(void)
         p11_complain("trace file %s %s (set P11SPY_OUTPUT)", g_cfg.output, why);
         return 0;
     }
-    if (st.st_mode & 077) fchmod(fd, 0600);
+    if (S_ISREG(st.st_mode) && (st.st_mode & 077)) fchmod(fd, 0600);
     fcntl(fd, F_SETFL, O_APPEND); /* blocking from now on: a regular file never waits long */
     /* Keep the descriptor clear of 0-2 so a client that closes stdio cannot catch our writes. */
     if (fd <= 2) {

@@ -187,6 +187,16 @@ def test_own_file_that_is_no_trace_is_left_alone(token, tmp_path, spy_env, shim)
     assert trace.read_text() == "my notes\n"
 
 
+def test_dev_null_takes_the_trace_and_keeps_its_mode(token, spy_env, shim):
+    """P11SPY_OUTPUT=/dev/null: the shim works and keeps no trace; /dev/null stays 0666."""
+    before = os.stat("/dev/null")
+    res = _getfl(shim, spy_env(token, Path("/dev/null")))
+    assert res.stdout.strip() == "C_GetFunctionList rv=0" and res.stderr == ""
+    after = os.stat("/dev/null")
+    assert stat.S_IMODE(after.st_mode) == stat.S_IMODE(before.st_mode) == 0o666
+    assert after.st_uid == before.st_uid == 0
+
+
 def test_file_with_other_names_is_refused(token, tmp_path, spy_env, shim):
     """A hard link to the name would make the trace readable under another name."""
     trace = tmp_path / "t.p11"
