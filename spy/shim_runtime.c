@@ -271,7 +271,8 @@ static void p11_write_all(const void *data, size_t n)
 {
     int fd = p11_out_fd();
     if (fd < 0) return;
-    uint64_t lost = __atomic_exchange_n(&g_dropped, 0, __ATOMIC_ACQ_REL);
+    uint64_t lost = __atomic_load_n(&g_dropped, __ATOMIC_RELAXED) /* no locked op per record */
+                    ? __atomic_exchange_n(&g_dropped, 0, __ATOMIC_ACQ_REL) : 0;
     if (lost) {
         unsigned char rec[P11_RECORD_SIZE + P11_FIELD_SIZE + 8];
         p11_dropped_record(rec, lost);
