@@ -93,7 +93,7 @@ static int g_passthrough;          /* calls go to the module untraced (setuid/se
 static int g_fd = -1;              /* the trace; g_fd_dev/g_fd_ino say which file it is */
 static dev_t g_fd_dev;
 static ino_t g_fd_ino;
-static pid_t g_fd_owner;           /* the owner mark on the trace's open file description */
+static int g_fd_marked;            /* O_NOATIME marks the trace's open file description */
 static int g_quiet;                /* no complaint on stderr (reopening the trace) */
 static uint64_t g_dropped;         /* records lost to failed writes, not yet reported */
 static pthread_mutex_t g_out_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -172,27 +172,30 @@ static uint64_t p11_fnv1a(const unsigned char *p, size_t n)
     return h;
 }
 
+/* Whether fd is still the trace's open file description. The shim marks its description with
+ * O_NOATIME (the trace is never read, so atime does not matter), and checks the status flags
+ * with one F_GETFL per record (~50 ns): a file the client opened under the same number, after
+ * closing ours, does not carry O_RDWR|O_APPEND|O_NOATIME. st_dev/st_ino cannot tell (and fstat
+ * costs ~400 ns on a file being appended to): once the client closed our descriptor and the
+ * trace was deleted, the client's new file may get the very same inode number. They are the
+ * test only where the mark cannot be set (a file we may not set O_NOATIME on: /dev/null). */
 static int p11_fd_is_ours(int fd)
 {
+    if (fd < 0) return 0;
+    if (g_fd_marked) {
+        int fl = fcntl(fd, F_GETFL);
+        return fl >= 0 && (fl & (O_ACCMODE | O_APPEND | O_NOATIME)) ==
+                              (O_RDWR | O_APPEND | O_NOATIME);
+    }
     struct stat st;
-    return fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == g_fd_ino && st.st_dev == g_fd_dev;
+    return fstat(fd, &st) == 0 && st.st_ino == g_fd_ino && st.st_dev == g_fd_dev;
 }
 
-/* The same question asked cheaply, once per record: our open file description carries an
- * owner mark (F_SETOWN_EX, thread g_fd_owner; no O_ASYNC, so no signal is ever sent), which a
- * file the client opened under the same number does not. fstat costs ~400 ns on a file being
- * appended to, F_GETOWN_EX ~50. Without the mark, fstat it is. */
-static int p11_fd_marked(int fd)
-{
-    if (!g_fd_owner) return p11_fd_is_ours(fd);
-    struct f_owner_ex o;
-    return fcntl(fd, F_GETOWN_EX, &o) == 0 && o.type == F_OWNER_TID && o.pid == g_fd_owner;
-}
-
+/* Marks a just-opened trace (and makes it blocking: it was opened O_NONBLOCK). */
 static void p11_mark_fd(int fd)
 {
-    struct f_owner_ex o = {F_OWNER_TID, p11_tid()};
-    g_fd_owner = fcntl(fd, F_SETOWN_EX, &o) == 0 ? o.pid : 0;
+    g_fd_marked = fcntl(fd, F_SETFL, O_APPEND | O_NOATIME) == 0;
+    if (!g_fd_marked) fcntl(fd, F_SETFL, O_APPEND);
 }
 
 static int p11_open_path(void);
@@ -206,12 +209,10 @@ static void p11_announce_all(void);
 static int p11_out_fd(void)
 {
     int fd = __atomic_load_n(&g_fd, __ATOMIC_ACQUIRE);
-    if (fd < 0 || p11_fd_marked(fd)) return fd;
+    if (fd < 0 || p11_fd_is_ours(fd)) return fd;
     int reopened = 0;
     pthread_mutex_lock(&g_out_lock);
-    if (__atomic_load_n(&g_fd, __ATOMIC_ACQUIRE) == fd && p11_fd_is_ours(fd)) {
-        p11_mark_fd(fd); /* ours after all (the mark was lost): mark it again */
-    } else if (__atomic_load_n(&g_fd, __ATOMIC_ACQUIRE) == fd) {
+    if (__atomic_load_n(&g_fd, __ATOMIC_ACQUIRE) == fd) {
         __atomic_store_n(&g_fd, -1, __ATOMIC_RELEASE);
         g_quiet = 1; /* stderr may no longer be a terminal anyone reads */
         reopened = p11_open_path();
@@ -1167,7 +1168,9 @@ static int p11_open_path(void)
         return 0;
     }
     if (S_ISREG(st.st_mode) && (st.st_mode & 077)) fchmod(fd, 0600);
-    fcntl(fd, F_SETFL, O_APPEND); /* blocking from now on: a regular file never waits long */
+    g_fd_dev = st.st_dev;
+    g_fd_ino = st.st_ino;
+    p11_mark_fd(fd); /* blocking from now on: a regular file never waits long */
     /* Keep the descriptor clear of 0-2 so a client that closes stdio cannot catch our writes. */
     if (fd <= 2) {
         int hi = fcntl(fd, F_DUPFD_CLOEXEC, 3);
@@ -1175,9 +1178,6 @@ static int p11_open_path(void)
         if (hi < 0) return 0;
         fd = hi;
     }
-    g_fd_dev = st.st_dev;
-    g_fd_ino = st.st_ino;
-    p11_mark_fd(fd);
     __atomic_store_n(&g_fd, fd, __ATOMIC_RELEASE);
     return created ? 2 : 1;
 }

@@ -153,6 +153,23 @@ def test_client_closing_descriptors_never_gets_records_in_its_own_file(token, tm
     assert calls[-3:] == ["C_GetInfo", "C_GetSlotList", "C_Finalize"]
 
 
+def test_trace_removed_and_descriptor_reused_starts_a_new_trace(token, tmp_path, spy_env,
+                                                                  shim):
+    """The trace deleted (rotated), then closefrom(3) and a file of the client's own: the
+    shim starts the trace afresh, saying again whose it is and which module it traces."""
+    prog = build("fdreuse", tmp_path)
+    own = tmp_path / "own.txt"
+    trace = tmp_path / "t.p11"
+    res = run([str(prog), str(shim), str(own), str(trace)], spy_env(token, trace))
+    assert res.returncode == 0, res.stderr
+    assert own.read_bytes() == b"client line 1\nclient line 2\n"
+    events = read_trace(trace)
+    assert isinstance(events[0], Process) and events[0].info["module"] == SOFTHSM_MODULE
+    assert [e.info.get("loaded") for e in events if isinstance(e, ModuleInfo)] == [SOFTHSM_MODULE]
+    assert [e.function for e in events if isinstance(e, Call)] == [
+        "C_GetInfo", "C_GetSlotList", "C_Finalize"]
+
+
 def _getfl(shim: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     from .test_shim import CLIENTS, PY
 
