@@ -53,11 +53,12 @@ def test_exercise_through_opensc_interfaces(tmp_path, spy_env, shim):
     """OpenSC offers PKCS#11 3.0 interfaces: each of its functions behaves the same through
     the shim, and the shim offers the same interfaces with the same versions and flags."""
     tok = Token(tmp_path / "none.conf", "none", module=OPENSC)
-    env = {**os.environ, "OPENSC_CONF": "/dev/null"}
-    direct = run([PY, str(CLIENTS / "exercise.py"), OPENSC], env)
+    # No PC/SC service for either run: a pcscd some other test started (with a card or not)
+    # would otherwise change what OpenSC answers between the two runs.
+    quiet = {"OPENSC_CONF": "/dev/null", "PCSCLITE_CSOCK_NAME": str(tmp_path / "no-pcscd")}
+    direct = run([PY, str(CLIENTS / "exercise.py"), OPENSC], {**os.environ, **quiet})
     trace = tmp_path / "o.p11"
-    spied = run([PY, str(CLIENTS / "exercise.py"), str(shim)], {**spy_env(tok, trace),
-                                                                 "OPENSC_CONF": "/dev/null"})
+    spied = run([PY, str(CLIENTS / "exercise.py"), str(shim)], {**spy_env(tok, trace), **quiet})
     assert direct.returncode == 0, direct.stderr
     assert spied.stdout == direct.stdout
     assert "interface PKCS 11 3.0" in direct.stdout
