@@ -326,3 +326,42 @@ def test_strict_masks_what_identifies(tmp_path: Path) -> None:
     assert counts(out) == counts(src)
     assert p11spy("redact", "--check", out).returncode == 0
     assert p11spy("redact", "--check", "--strict", src).returncode == 1
+
+
+@pytest.mark.parametrize("tracer", ["p11spy", "pkcs11-spy"])
+@pytest.mark.parametrize("client", ["classes", "noclass"])
+def test_redact_masks_what_the_shim_masks(client, tracer, token, tmp_path, spy_env, shim):
+    """A trace made with secrets shown (p11spy's, or OpenSC's pkcs11-spy log): key values under
+    OTP, vendor-defined and unknown classes, in templates that name no class, and in a search
+    by value are each found by --check, masked by redact (as the shim masks them at capture),
+    and --check is then clean."""
+    from p11spy.decoder.masking import search
+    from tests.conftest import USER_PIN, run
+    from tests.cprogs import build
+
+    prog = build(client, tmp_path)
+    trace = tmp_path / "shown.trace"
+    if tracer == "p11spy":
+        module, env = shim, spy_env(token, trace, P11SPY_LOG_SECRETS="1")
+    else:
+        module = SPY_MODULE
+        env = {**token.env, "PKCS11SPY": token.module, "PKCS11SPY_OUTPUT": str(trace)}
+    res = run([str(prog), str(module), USER_PIN], env)
+    assert res.returncode == 0, res.stderr
+    secrets = [line.split()[-1].encode() for line in res.stdout.splitlines()
+               if "secret" in line]
+
+    def found(path: Path) -> list[bytes]:
+        """The secrets a trace holds, as bytes, hex or split across dump lines."""
+        enc = [search.Encoding("value", s) for s in secrets]
+        with path.open("rb") as f:
+            return list(search.search_encodings(f, enc, tracer == "p11spy"))
+
+    assert secrets and len(found(trace)) >= len(secrets)
+    check = subprocess.run([*P11SPY, "redact", "--check", str(trace)], capture_output=True,
+                           text=True)
+    assert check.returncode == 1
+    out = tmp_path / "red.p11"
+    assert subprocess.run([*P11SPY, "redact", str(trace), "-o", str(out)]).returncode == 0
+    assert found(out) == []
+    assert subprocess.run([*P11SPY, "redact", "--check", str(out)]).returncode == 0

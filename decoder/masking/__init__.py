@@ -33,7 +33,8 @@ HIDDEN_PIN_LENGTH = 8  # with --hide-lengths every PIN becomes this many marker 
 IDENTIFYING = frozenset({"CKA_LABEL", "CKA_SUBJECT", "CKA_ISSUER", "CKA_SERIAL_NUMBER",
                          "CKA_OWNER", "CKA_URL", "CKA_AC_ISSUER", "CKA_ATTR_TYPES",
                          "CKA_APPLICATION", "CKA_OBJECT_ID", "CKA_UNIQUE_ID"})
-KEY_CLASSES = frozenset({CKO.value_of("CKO_SECRET_KEY"), CKO.value_of("CKO_PRIVATE_KEY")})
+# Classes known to hold no key (facts): every other class, OTP and vendor-defined ones too, may.
+KEYLESS = frozenset(CKO.value_of(name) for name in attributes.KEYLESS_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ Report = Callable[[Finding], None]
 
 
 def is_key_class(value: int | None) -> bool | None:
-    """True for secret and private keys, False for other classes, None when unknown."""
-    return None if value is None else value in KEY_CLASSES
+    """False for classes known to hold no key, True for every other class (secret, private,
+    OTP, vendor-defined keys), None when the class is not known: as the shim decides."""
+    return None if value is None else value not in KEYLESS
 
 
 def attribute_is_secret(atype: int, keyctx: bool | None, strict: bool) -> str | None:

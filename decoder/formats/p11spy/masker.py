@@ -262,8 +262,8 @@ class _Redactor:
                     created = cls
                 elif fn.name in ("C_SetAttributeValue", "C_CopyObject"):
                     keyctx = is_key_class(known)  # the object's class, if seen before
-                else:  # as the shim: a template that does not say is no key's unless it makes one
-                    keyctx = p.kind == functions.KEY_TEMPLATE
+                else:  # as the shim: a template that does not say may be a key's
+                    keyctx = True if p.kind == functions.KEY_TEMPLATE else None
                 self.template(f.data, 0, keyctx, offset, what, 0)
             elif f.kind == lf.Kind.MECHANISM:
                 self.mechanism(f.data, offset, what)

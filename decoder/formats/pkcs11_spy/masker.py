@@ -303,7 +303,7 @@ class _Redactor:
             return sensitive or bool(is_key_class(cls))
         if fn in ("C_SetAttributeValue", "C_CopyObject"):
             return is_key_class(known)
-        return p is not None and p.kind == functions.KEY_TEMPLATE
+        return True if p is not None and p.kind == functions.KEY_TEMPLATE else None
 
     def wants_block(self) -> bool:
         """A template has begun and nothing of it is held yet: take its lines at once."""
