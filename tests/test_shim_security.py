@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from p11spy.decoder.events import Call, ModuleInfo, Process, Warning_
+from p11spy.tui.p11_index import P11Index
 
 from .conftest import SOFTHSM_MODULE, USER_PIN, read_trace, run
 from .cprogs import build
@@ -322,3 +323,6 @@ def test_full_disk_says_how_many_records_are_missing(token, tmp_path, spy_env, s
     if not after:
         assert isinstance(events[-1], Warning_)  # written at unload, after everything else
     assert any(isinstance(e, ModuleInfo) for e in events)
+    index = P11Index(trace)  # the viewer says the same, where decode says it
+    index.scan(lambda: False)
+    assert sorted(index.warnings.values()) == sorted(notes)

@@ -254,7 +254,9 @@ class P11Index(TraceIndex):
                         lf.RecordType.MODULE_INFO: MODULE}.get(rtype, WARNING)
                 if rtype == lf.RecordType.MODULE:
                     self._module(pid, buf[p + hs:p + length])
-                if kind == WARNING:
+                if rtype == lf.RecordType.DROPPED:
+                    self.warnings[rec] = p11log.dropped_message(pid, bytes(buf[p:p + length]))
+                elif kind == WARNING:
                     self.warnings[rec] = f"byte {base + p}: record of unknown type {rtype}"
                 offsets.append(base + p)
                 kinds.append(kind)

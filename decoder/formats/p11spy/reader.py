@@ -391,10 +391,7 @@ def read(f: BinaryIO) -> Iterator[Event]:
                     info = V.struct_value("CK_INFO", data)
             yield ModuleInfo(seq=seq, pid=pid, info=info if isinstance(info, dict) else {})
         elif rtype == lf.RecordType.DROPPED:
-            lost = next((_u64(d) for _p, _ph, kind, _fl, d in _fields(rec)
-                         if kind == lf.Kind.ULONG and len(d) == 8), 0)
-            yield Warning_(seq=seq, message=f"process {pid}: {lost} record(s) missing here: "
-                                            "the shim could not write them (disk full?)")
+            yield Warning_(seq=seq, message=dropped_message(pid, rec))
         else:
             yield Warning_(seq=seq, message=f"byte {offset}: record of unknown type {rtype}")
         seq += 1
@@ -403,3 +400,11 @@ def read(f: BinaryIO) -> Iterator[Event]:
                                         f"(the client stopped inside it)")
         seq += 1
         yield from adopt(children, None)
+
+
+def dropped_message(pid: int, rec: bytes) -> str:
+    """What a DROPPED record says, for decode and the viewer alike."""
+    lost = next((_u64(d) for _p, _ph, kind, _fl, d in _fields(rec)
+                 if kind == lf.Kind.ULONG and len(d) == 8), 0)
+    return f"process {pid}: {lost} record(s) missing here: the shim could not write them " \
+           "(disk full?)"
