@@ -106,3 +106,25 @@ def test_in_place_refuses_links_and_keeps_the_owner(tmp_path: Path) -> None:
     assert p11spy("redact", "--check", str(orig)).returncode == 0
     st = orig.stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o600)
+
+
+def test_sigterm_during_redact_leaves_no_partial_output(tmp_path: Path) -> None:
+    """Stopped by SIGTERM (a service manager, `timeout`), redact removes its temporary file and
+    leaves what was at the output name before."""
+    one = (FIXTURES / "pkcs11-spy" / "real-0.23-login-wrong-pin.log").read_bytes()
+    big = tmp_path / "big.log"
+    with big.open("wb") as f:
+        for _ in range(max(1, (200 << 20) // len(one))):
+            f.write(one)
+    out = tmp_path / "out.log"
+    out.write_text("kept\n")
+    proc = subprocess.Popen([P11SPY, "redact", str(big), "-o", str(out)],
+                            stderr=subprocess.DEVNULL)
+    for _ in range(200):  # until its temporary file exists
+        if any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
+            break
+        threading.Event().wait(0.05)
+    proc.terminate()
+    assert proc.wait(30) == 128 + 15
+    assert out.read_text() == "kept\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.log", "out.log"]
