@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from p11spy.decoder.events import Call, Event
 from p11spy.decoder.formats import NAMES
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from p11spy.decoder.events import Event
 
 
 def _selected(events: Iterator[Event], args: argparse.Namespace) -> Iterator[Event]:
     """The calls --errors / --function pick, each with what happened under it (its APDUs,
     PC/SC calls and log lines, which readers yield after the call)."""
+    from p11spy.decoder.events import Call
+
     if not (args.errors or args.function):
         yield from events
         return
@@ -29,6 +34,8 @@ def _selected(events: Iterator[Event], args: argparse.Namespace) -> Iterator[Eve
 
 
 def _decode(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from p11spy.decoder import render, summary
     from p11spy.decoder.formats.registry import open_events
 

@@ -8,15 +8,14 @@ each file), each under its name.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import textwrap
-from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from p11spy.decoder.diagnose import RULES, Finding, code_meaning, counts, diagnose
 from p11spy.decoder.formats import NAMES
-from p11spy.decoder.formats.registry import open_events
+
+if TYPE_CHECKING:
+    from p11spy.decoder.diagnose import Finding
 
 WIDTH = 100
 
@@ -28,6 +27,8 @@ def _wrap(label: str, text: str) -> list[str]:
 
 
 def finding_lines(f: Finding) -> list[str]:
+    from p11spy.decoder.diagnose import code_meaning
+
     lines = [f"[{f.severity}] {f.title}  ({f.rule})"]
     lines += _wrap("why", f.explanation)
     if f.evidence:
@@ -46,6 +47,8 @@ def finding_lines(f: Finding) -> list[str]:
 
 
 def _summary(findings: list[Finding]) -> str:
+    from p11spy.decoder.diagnose import counts
+
     n = counts(findings)
     parts = [f"{v} {k}" + ("s" if v != 1 and k != "info" else "") for k, v in n.items() if v]
     return ", ".join(parts) if parts else "no findings"
@@ -58,6 +61,12 @@ def text(name: str, findings: list[Finding], out: TextIO) -> None:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from p11spy.decoder.diagnose import diagnose
+    from p11spy.decoder.formats.registry import open_events
+
     out = sys.stdout
     options = {"token_label": args.token_label}
     worst = 0
@@ -77,15 +86,32 @@ def _diagnose(args: argparse.Namespace) -> int:
     return worst
 
 
+class _HelpWithRules(argparse.Action):
+    """-h/--help that names the rules at the end: only asking for help imports the rule table,
+    so that the parser, which every p11spy command builds, stays cheap."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show this help message and the rules, and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from p11spy.decoder.diagnose import RULES
+
+        parser.epilog = "rules: " + ", ".join(sorted(RULES))
+        parser.print_help()
+        parser.exit()
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "diagnose", help="say what went wrong in a trace, with the evidence",
+        "diagnose", add_help=False, help="say what went wrong in a trace, with the evidence",
         description="Read a trace (p11spy, pkcs11-spy or OPENSC_DEBUG) and report what went "
                     "wrong, most important first: each finding with its severity, what it means, "
                     "the calls and APDUs that show it (by #seq, as `p11spy decode` numbers "
                     "them) and what to do. Exit status: 0 nothing above info, 1 errors or "
-                    "warnings found, 2 bad input.",
-        epilog="rules: " + ", ".join(sorted(RULES)))
+                    "warnings found, 2 bad input.")
+    p.add_argument("-h", "--help", action=_HelpWithRules)
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per finding and line (fields in the README)")

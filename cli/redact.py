@@ -6,23 +6,28 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from p11spy.decoder import masking, redact
 from p11spy.decoder.formats import NAMES
-from p11spy.decoder.formats.registry import open_trace, seekable
-from p11spy.decoder.masking import search
 from p11spy.errors import UserError
+
+if TYPE_CHECKING:
+    from p11spy.decoder import masking
 
 
 def _open(path: Path, fmt: str | None, passes: int = 1) -> tuple[str, BinaryIO]:
     """The trace and its format; a pipe or standard input can be read only once."""
+    from p11spy.decoder.formats.registry import open_trace, seekable
+
     if passes > 1 and not seekable(path):
         raise UserError(f"{path}: --pin reads the trace twice; save the stream to a file first")
     return open_trace(path, fmt)
 
 
 def _check(args: argparse.Namespace, opts: masking.Options) -> int:
+    from p11spy.decoder import redact
+    from p11spy.decoder.masking import search
+
     status = 0
     for name in args.files:
         path = Path(name)
@@ -44,6 +49,10 @@ def _check(args: argparse.Namespace, opts: masking.Options) -> int:
 
 
 def _redact(args: argparse.Namespace, opts: masking.Options) -> int:
+    from p11spy.decoder import redact
+    from p11spy.decoder.formats.registry import seekable
+    from p11spy.decoder.masking import search
+
     if len(args.files) != 1:
         raise UserError("redact one file at a time (or use --check for several)")
     src = Path(args.files[0])
@@ -86,6 +95,8 @@ def _redact(args: argparse.Namespace, opts: masking.Options) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from p11spy.decoder import masking
+
     opts = masking.Options(strict=args.strict, hide_lengths=args.hide_lengths)
     return _check(args, opts) if args.check else _redact(args, opts)
 

@@ -5,7 +5,6 @@ Capture's one home for these paths: `p11spy lib`, `p11spy run` and the tests all
 
 from __future__ import annotations
 
-import ctypes
 import os
 from pathlib import Path
 
@@ -19,6 +18,8 @@ PRELOAD = HERE / "libp11spy-preload.so"  # for LD_PRELOAD: wraps whatever module
 
 def module_has_interfaces(module: str) -> bool:
     """Whether a PKCS#11 module exports C_GetInterface (PKCS#11 3.0 and later)."""
+    import ctypes  # only `p11spy lib --module` asks; `p11spy run` starts without it
+
     try:
         lib = ctypes.CDLL(module, mode=os.RTLD_LOCAL | os.RTLD_LAZY)
     except OSError as exc:

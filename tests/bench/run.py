@@ -10,7 +10,9 @@ pkcs11-spy crashes on some of the invalid ones (NULL arguments).
 
 Then the decoders (tests/bench/decoders.py: each reader against a regex floor, and redact
 against decode) and the viewer (tests/bench/tui.py: first screen, full index and memory for 100 MB
-and 1 GB traces). P11SPY_BENCH_ONLY=shim,decoders,tui picks parts (default: all).
+and 1 GB traces), and start-up (tests/bench/startup.py: `p11spy --version` against `python -c
+pass`, `p11spy run -- pkcs11-tool -L` against the bare client). P11SPY_BENCH_ONLY=startup,shim,
+decoders,tui picks parts (default: all).
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def setup(root: Path) -> tuple[Path, dict[str, str]]:
     loop = root / "loop"
     subprocess.run(["gcc", "-O2", "-o", str(loop), str(REPO / "tests/bench/loop.c"), "-ldl",
                     "-lpthread"], check=True)
+    return loop, token_env(root)
+
+
+def token_env(root: Path) -> dict[str, str]:
+    """The environment of a client of a fresh SoftHSM2 token under root (PIN 1234)."""
     (root / "tokens").mkdir()
     conf = root / "softhsm2.conf"
     conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\n"
@@ -47,7 +54,7 @@ def setup(root: Path) -> tuple[Path, dict[str, str]]:
     env["SOFTHSM2_CONF"] = str(conf)
     subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "bench", "--pin",
                     "1234", "--so-pin", "5678"], check=True, capture_output=True, env=env)
-    return loop, env
+    return env
 
 
 def configs(root: Path, env: dict[str, str]) -> dict[str, tuple[str, dict[str, str], Path | None]]:
@@ -69,7 +76,10 @@ def rate(loop: Path, module: str, env: dict[str, str], func: str, threads: int) 
 
 
 def main() -> int:
-    parts = os.environ.get("P11SPY_BENCH_ONLY", "shim,decoders,tui").split(",")
+    parts = os.environ.get("P11SPY_BENCH_ONLY", "startup,shim,decoders,tui").split(",")
+    if "startup" in parts:
+        subprocess.run([sys.executable, str(REPO / "tests/bench/startup.py")], check=True)
+        print(flush=True)
     if "shim" in parts:
         shim_table()
     if "decoders" in parts:
