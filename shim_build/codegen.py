@@ -305,12 +305,10 @@ P11_EXPORT CK_RV C_GetInterface(CK_UTF8CHAR *pInterfaceName, CK_VERSION *pVersio
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    """The package's own constant: the wheel's build runs where p11spy is not installed."""
+    from p11spy import __version__
 
-    try:
-        return version("p11spy")
-    except PackageNotFoundError:
-        return "0+unknown"
+    return __version__
 
 
 def _preload_entries() -> str:

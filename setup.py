@@ -1,0 +1,84 @@
+"""The wheel builds the shims itself: `python -m build` (or `pip install .`) needs no make step.
+
+pyproject.toml holds the metadata; this file adds only the two things a declarative setup
+cannot say:
+- build_py first runs the shim build (`shim_build.build.main`, the same entry point as `make
+  setup`), so the wheel carries spy/libp11spy*.so as package data. In the isolated build
+  environment p11spy is not installed, so the fact tables the C is generated from are loaded
+  from this source tree as `p11spy.facts` (the package root `common/` as `p11spy`).
+- bdist_wheel names the wheel for what it holds: native code, so a platform tag (linux_x86_64),
+  and a Python tag of `py3` unless a shim links libpython (the cffi-embedded build does), in
+  which case it is `cp3XX` of the interpreter that built it. Not manylinux: no check of the
+  glibc symbols has been made here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from setuptools import Distribution, setup
+from setuptools.command.build_py import build_py as _build_py
+
+try:
+    from setuptools.command.bdist_wheel import bdist_wheel as _bdist_wheel
+except ImportError:  # an older setuptools (pyproject.toml asks for a new one)
+    from wheel.bdist_wheel import bdist_wheel as _bdist_wheel
+
+ROOT = Path(__file__).resolve().parent
+SHIMS = ("libp11spy.so", "libp11spy-2.so", "libp11spy-preload.so")
+
+
+def _load_package(name: str, folder: Path) -> None:
+    """Import folder as the package `name`, unless a package of that name is already loaded."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+def build_shims() -> None:
+    _load_package("p11spy", ROOT / "common")
+    _load_package("p11spy.facts", ROOT / "facts")
+    sys.path.insert(0, str(ROOT))
+    from shim_build.build import main
+
+    if main() != 0:
+        raise SystemExit("the shim build failed")
+
+
+def _links_libpython() -> bool:
+    return any(b"libpython3" in (ROOT / "spy" / so).read_bytes() for so in SHIMS)
+
+
+class build_py(_build_py):
+    def run(self) -> None:
+        # An editable install (`make setup`) leaves the shims to `make`, which rebuilds them
+        # when their sources change.
+        if not getattr(self, "editable_mode", False):
+            build_shims()
+            self.__dict__.pop("data_files", None)  # list package data again, with the shims
+        super().run()
+
+
+class NativeDistribution(Distribution):
+    """Holds native code (the shims) though it has no Python extension: so the wheel is
+    installed into platlib and is not called pure."""
+
+    def has_ext_modules(self) -> bool:
+        return True
+
+
+class bdist_wheel(_bdist_wheel):
+    def get_tag(self) -> tuple[str, str, str]:
+        _, _, plat = super().get_tag()
+        python = f"cp{sys.version_info[0]}{sys.version_info[1]}" if _links_libpython() else "py3"
+        return python, "none", plat
+
+
+setup(distclass=NativeDistribution, cmdclass={"build_py": build_py, "bdist_wheel": bdist_wheel})

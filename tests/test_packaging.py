@@ -1,0 +1,138 @@
+"""p11spy installs like any other package (issue 12): `python -m build` makes an sdist and,
+from that sdist, a wheel whose build compiles the shims; the wheel installs into a fresh
+virtualenv on a machine with no C compiler, and there `p11spy lib`, `run`, `decode` and `show`
+work as they do in the checkout.
+
+The build and the install take a minute or two (the build environment and the dependencies
+come from the package index, through pip's cache)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, SOFTHSM_MODULE, Token
+from tests.test_tui import _tmux, _wait_screen, tmux_session
+
+SHIMS = ("libp11spy.so", "libp11spy-2.so", "libp11spy-preload.so")
+TOOLS = ("pkcs11-tool", "softhsm2-util", "tmux", "sleep")  # what the tests run, besides the venv
+FIXTURE = REPO / "fixtures" / "p11spy" / "real-card-wrong-pin.p11"
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    res = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(REPO)],
+                         capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def wheel(dist: Path) -> Path:
+    (found,) = dist.glob("p11spy-*.whl")
+    return found
+
+
+@pytest.fixture(scope="module")
+def no_compiler(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PATH with the tools the tests run and no C compiler."""
+    tools = tmp_path_factory.mktemp("tools")
+    for name in TOOLS:
+        (tools / name).symlink_to(shutil.which(name))
+    path = str(tools)
+    for cc in ("cc", "gcc", "clang", "tcc", "zig"):
+        assert shutil.which(cc, path=path) is None
+    return path
+
+
+@pytest.fixture(scope="module")
+def venv(wheel: Path, no_compiler: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=300)
+    res = subprocess.run([str(root / "bin/python"), "-m", "pip", "install", "-q", str(wheel)],
+                         env=_env(root, no_compiler), cwd=root, capture_output=True, text=True,
+                         timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return root
+
+
+def _env(venv: Path, path: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("P11SPY", "PKCS11SPY", "PYTHON", "VIRTUAL_ENV"))}
+    return {**env, "PATH": f"{venv}/bin:{path}", **extra}
+
+
+def p11spy(venv: Path, path: str, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(venv / "bin/p11spy"), *args], env=_env(venv, path, **extra),
+                          cwd=venv, capture_output=True, text=True, timeout=120)
+
+
+def test_sdist_holds_what_the_build_needs_and_no_built_shim(dist: Path) -> None:
+    import tarfile
+
+    (sdist,) = dist.glob("p11spy-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    assert {"setup.py", "shim_build/build.py", "shim_build/codegen.py", "spy/shim_runtime.c",
+            "spy/preload.c", "facts/pkcs11/functions.py", "facts/LOGFORMAT.md"} <= names
+    assert not [n for n in names if n.endswith(".so")]
+
+
+def test_wheel_carries_the_shims_and_says_it_is_native(wheel: Path) -> None:
+    platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    assert wheel.name.endswith(f"-none-{platform}.whl"), wheel.name
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        assert {f"p11spy/spy/{so}" for so in SHIMS} <= names
+        assert "Root-Is-Purelib: false" in z.read("p11spy-0.1.0.dist-info/WHEEL").decode()
+
+
+def test_lib_names_a_shim_inside_the_venv(venv: Path, no_compiler: str) -> None:
+    res = p11spy(venv, no_compiler, "lib")
+    assert res.returncode == 0, res.stderr
+    shim = Path(res.stdout.strip())
+    assert shim.is_relative_to(venv) and shim.name == "libp11spy.so" and shim.is_file()
+    res = p11spy(venv, no_compiler, "lib", "--module", SOFTHSM_MODULE)
+    assert res.returncode == 0 and Path(res.stdout.strip()) == shim.with_name("libp11spy-2.so")
+
+
+def test_run_traces_a_real_client_and_the_trace_decodes(venv: Path, no_compiler: str,
+                                                        token: Token, tmp_path: Path) -> None:
+    res = p11spy(venv, no_compiler, "run", "-o", str(tmp_path / "%n-%p.p11"), "--",
+                 "pkcs11-tool", "--module", SOFTHSM_MODULE, "-L",
+                 SOFTHSM2_CONF=str(token.conf))
+    assert res.returncode == 0, res.stderr
+    assert token.label in res.stdout  # the client worked as without the spy
+    (trace,) = tmp_path.glob("pkcs11-tool-*.p11")
+    dec = p11spy(venv, no_compiler, "decode", str(trace))
+    assert dec.returncode == 0, dec.stderr
+    for call in ("C_Initialize", "C_GetSlotList", "C_GetTokenInfo", "C_Finalize"):
+        assert call in dec.stdout
+    assert token.label in dec.stdout
+
+
+def test_decode_and_diagnose_read_a_fixture_as_the_checkout_does(venv: Path,
+                                                                 no_compiler: str) -> None:
+    checkout = str(Path(sys.executable).parent / "p11spy")
+    for args in (["decode", str(FIXTURE)], ["diagnose", str(FIXTURE)]):
+        installed = p11spy(venv, no_compiler, *args)
+        here = subprocess.run([checkout, *args], capture_output=True, text=True, timeout=120)
+        assert installed.stdout == here.stdout and installed.returncode == here.returncode
+    assert "CKR_PIN_INCORRECT" in installed.stdout
+
+
+def test_show_opens_the_viewer_in_a_terminal(venv: Path, no_compiler: str) -> None:
+    cmd = f"{venv}/bin/p11spy show {FIXTURE}; echo EXITED $?; sleep 30"
+    with tmux_session(cmd, _env(venv, no_compiler, TZ="UTC"), "installed-show") as session:
+        text = _wait_screen(session, lambda s: "q Quit" in s and "C_Login" in s, timeout=60)
+        assert "e Next error" in text
+        _tmux("send-keys", "-t", session, "q")
+        assert "EXITED 0" in _wait_screen(session, lambda s: "EXITED" in s)
