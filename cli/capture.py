@@ -7,10 +7,13 @@ import os
 
 
 def _lib(args: argparse.Namespace) -> int:
-    module = args.module or os.environ.get("P11SPY_MODULE") or os.environ.get("PKCS11SPY")
-    from p11spy.spy.shims import shim_path
+    from p11spy.spy.shims import NATIVE, shim_path
 
-    print(shim_path(module or None))
+    arch = args.arch or NATIVE
+    module = args.module
+    if arch == NATIVE and not module:  # the variables name a module of this machine
+        module = os.environ.get("P11SPY_MODULE") or os.environ.get("PKCS11SPY")
+    print(shim_path(module or None, arch))
     return 0
 
 
@@ -37,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--module", metavar="PATH",
                    help="the real module (default: $P11SPY_MODULE, then $PKCS11SPY); for a "
                         "module without PKCS#11 3.0 interfaces the shim printed exports none")
+    p.add_argument("--arch", metavar="ARCH",
+                   help="the shim built for another architecture, named as `uname -m` names "
+                        "it (x86_64, aarch64, s390x, ppc64le); default: this machine's")
     p.set_defaults(func=_lib)
 
     r = sub.add_parser(

@@ -1,6 +1,9 @@
 """Where the built shims are, and which one a real module needs.
 
-Capture's one home for these paths: `p11spy lib`, `p11spy run` and the tests all ask here.
+Capture's one home for these paths: `p11spy lib`, `p11spy run`, `p11spy bundle` and the tests
+all ask here. This machine's shims are beside their C sources; shims cross-built for another
+architecture are in spy/<arch>/ (`python -m shim_build.build --arch s390x`), named as
+`uname -m` names the machine they are for.
 """
 
 from __future__ import annotations
@@ -14,6 +17,26 @@ HERE = Path(__file__).resolve().parent
 SHIM = HERE / "libp11spy.so"  # exports C_GetFunctionList, C_GetInterfaceList, C_GetInterface
 SHIM_2 = HERE / "libp11spy-2.so"  # exports C_GetFunctionList only, for 2.x modules
 PRELOAD = HERE / "libp11spy-preload.so"  # for LD_PRELOAD: wraps whatever modules load
+NAMES = (SHIM.name, SHIM_2.name, PRELOAD.name)
+NATIVE = {"amd64": "x86_64", "arm64": "aarch64"}.get(os.uname().machine.lower(),
+                                                     os.uname().machine.lower())
+
+
+def built_arches() -> list[str]:
+    """The architectures whose three shims are built, this machine's first."""
+    native = [NATIVE] if all((HERE / n).is_file() for n in NAMES) else []
+    return native + sorted(d.name for d in HERE.iterdir()
+                           if d.is_dir() and all((d / n).is_file() for n in NAMES))
+
+
+def shim_dir(arch: str = NATIVE) -> Path:
+    """The folder of one architecture's shims; a UserError naming those built if it is not."""
+    built = built_arches()
+    if arch not in built:
+        have = ", ".join(built) or "none: run `make setup`"
+        raise UserError(f"no shims built for {arch} (built: {have}; others: "
+                        f"`python -m shim_build.build --arch {arch}` in a checkout)")
+    return HERE if arch == NATIVE else HERE / arch
 
 
 def module_has_interfaces(module: str) -> bool:
@@ -27,9 +50,17 @@ def module_has_interfaces(module: str) -> bool:
     return hasattr(lib, "C_GetInterface")
 
 
-def shim_path(module: str | None = None) -> Path:
+def shim_path(module: str | None = None, arch: str = NATIVE) -> Path:
     """The built shim for a real module: the 2.x build for a module without C_GetInterface,
-    so that the client finds exactly the entry points the module has."""
+    so that the client finds exactly the entry points the module has. Which one a module of
+    another architecture needs cannot be asked by loading it: there the caller chooses."""
+    if arch != NATIVE:
+        if module is not None:
+            raise UserError(f"a module is checked by loading it, which works only for this "
+                            f"machine's architecture ({NATIVE}); for {arch}, take "
+                            f"{SHIM_2.name} if the module has no C_GetInterface "
+                            f"(`grep -c C_GetInterface MODULE` prints 0), else {SHIM.name}")
+        return shim_dir(arch) / SHIM.name
     path = SHIM if module is None or module_has_interfaces(module) else SHIM_2
     if not path.is_file():
         raise UserError(f"the shim is not built ({path} is missing): run `make setup`")

@@ -1,7 +1,7 @@
 """p11spy installs like any other package (issue 12): `python -m build` makes an sdist and,
 from that sdist, a wheel whose build compiles the shims; the wheel installs into a fresh
 virtualenv on a machine with no C compiler, and there `p11spy lib`, `run`, `decode` and `show`
-work as they do in the checkout.
+work as they do in the checkout, and `bundle` packs the shims it carries.
 
 The build and the install take a minute or two (the build environment and the dependencies
 come from the package index, through pip's cache)."""
@@ -13,11 +13,13 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from p11spy.spy.shims import NATIVE
 from tests.conftest import REPO, SOFTHSM_MODULE, Token
 from tests.test_tui import _tmux, _wait_screen, tmux_session
 
@@ -76,8 +78,6 @@ def p11spy(venv: Path, path: str, *args: str, **extra: str) -> subprocess.Comple
 
 
 def test_sdist_holds_what_the_build_needs_and_no_built_shim(dist: Path) -> None:
-    import tarfile
-
     (sdist,) = dist.glob("p11spy-*.tar.gz")
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
@@ -102,6 +102,14 @@ def test_lib_names_a_shim_inside_the_venv(venv: Path, no_compiler: str) -> None:
     assert shim.is_relative_to(venv) and shim.name == "libp11spy.so" and shim.is_file()
     res = p11spy(venv, no_compiler, "lib", "--module", SOFTHSM_MODULE)
     assert res.returncode == 0 and Path(res.stdout.strip()) == shim.with_name("libp11spy-2.so")
+
+
+def test_bundle_from_the_installed_package(venv: Path, no_compiler: str, tmp_path: Path) -> None:
+    res = p11spy(venv, no_compiler, "bundle", "-o", str(tmp_path / "b.tar.gz"))
+    assert res.returncode == 0, res.stderr
+    with tarfile.open(tmp_path / "b.tar.gz") as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    assert {"README.md", "SHA256SUMS", *(f"{NATIVE}/{so}" for so in SHIMS)} <= names
 
 
 def test_run_traces_a_real_client_and_the_trace_decodes(venv: Path, no_compiler: str,

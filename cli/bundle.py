@@ -1,0 +1,31 @@
+"""`p11spy bundle`: the command around spy/bundle.py (the shims and a README for a server
+without Python, in one tar.gz)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from p11spy.spy.bundle import default_name, write_bundle
+
+    dest = Path(args.output or default_name())
+    arches = write_bundle(dest)
+    print(f"p11spy bundle: {dest}: shims for {', '.join(arches)}, README.md for the server",
+          file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bundle", help="pack the shims and a README for a server without Python",
+        description="Write a tar.gz holding the shims of every architecture built (one folder "
+                    "each, named as `uname -m` names the machine) and a README: which "
+                    "variables to set, how to point MQ, Java, NSS or p11-kit at the shim, "
+                    "where the trace lands and how to read it here with `p11spy decode`.")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="the tarball to write (default: p11spy-shim-VERSION.tar.gz here)")
+    p.set_defaults(func=_bundle)

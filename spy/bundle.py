@@ -1,0 +1,85 @@
+"""`p11spy bundle`: the shims of every architecture built, with the server's README, in one
+tar.gz for a server that has no Python (issue 12).
+
+The server where a client fails is often one we may not install on: the bundle is unpacked in
+any folder and read with `tar` and `sha256sum`, nothing else. Its README (SERVER.md beside
+this file) says which variables to set and how each kind of client is pointed at the shim;
+SHA256SUMS lets the copy be checked there. The tarball is written beside its destination and
+renamed into place, so an interrupted run leaves no half bundle under the name asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from p11spy import __version__
+from p11spy.errors import UserError
+from p11spy.spy.shims import HERE, NAMES, built_arches, shim_dir
+
+README = HERE / "SERVER.md"
+
+
+def default_name() -> str:
+    return f"p11spy-shim-{__version__}.tar.gz"
+
+
+def readme(arches: list[str]) -> str:
+    return (README.read_text().replace("@VERSION@", __version__)
+            .replace("@ARCHES@", ", ".join(f"`{a}/`" for a in arches)))
+
+
+def _member(name: str, size: int, mode: int, mtime: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, mode, mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int, mtime: int) -> None:
+    tar.addfile(_member(name, len(data), mode, mtime), io.BytesIO(data))
+
+
+def write_bundle(dest: Path) -> list[str]:
+    """Writes the bundle to dest; returns the architectures it holds."""
+    arches = built_arches()
+    if not arches:
+        raise UserError("no shims are built: run `make setup` (or install the wheel)")
+    if dest.is_dir():
+        raise UserError(f"{dest} is a directory: name the file, e.g. {dest / default_name()}")
+    if not dest.parent.is_dir():
+        raise UserError(f"folder {dest.parent} does not exist")
+    top = f"p11spy-shim-{__version__}"
+    now = int(time.time())
+    files: list[tuple[str, bytes, int]] = []
+    for arch in arches:
+        folder = shim_dir(arch)
+        files += [(f"{arch}/{n}", (folder / n).read_bytes(), 0o755) for n in NAMES]
+    sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data, _ in files)
+    files += [("README.md", readme(arches).encode(), 0o644), ("SHA256SUMS", sums.encode(), 0o644)]
+    try:
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    except OSError as exc:
+        raise UserError(f"cannot write in {dest.parent}: {exc.strerror}") from exc
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o644 & ~umask)  # a bundle is for copying around, unlike a trace
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            for folder in [top, *(f"{top}/{a}" for a in arches)]:
+                info = _member(folder, 0, 0o755, now)
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            for name, data, mode in files:
+                _add(tar, f"{top}/{name}", data, mode, now)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return arches
