@@ -59,5 +59,5 @@ demo: setup
 	$(PY) -m demo
 
 clean:
-	rm -rf build .stamps spy/libp11spy.so spy/libp11spy-2.so spy/libp11spy-preload.so spy/_shim_build .pytest_cache
+	rm -rf build dist p11spy.egg-info .stamps spy/libp11spy.so spy/libp11spy-2.so spy/libp11spy-preload.so spy/_shim_build .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -6,10 +6,11 @@ cannot say:
   setup`), so the wheel carries spy/libp11spy*.so as package data. In the isolated build
   environment p11spy is not installed, so the fact tables the C is generated from are loaded
   from this source tree as `p11spy.facts` (the package root `common/` as `p11spy`).
-- bdist_wheel names the wheel for what it holds: native code, so a platform tag (linux_x86_64),
-  and a Python tag of `py3` unless a shim links libpython (the cffi-embedded build does), in
-  which case it is `cp3XX` of the interpreter that built it. Not manylinux: no check of the
-  glibc symbols has been made here.
+- bdist_wheel names the wheel for what it holds, read from the shims' ELF dynamic sections
+  (shim_build/elf.py): native code, so a platform tag, `manylinux2014_<arch>` only when every
+  shim needs nothing that policy does not allow (glibc symbols up to 2.17, no RUNPATH, no other
+  library), else `linux_<arch>`; and a Python tag of `py3`, unless a shim links libpython (as
+  the cffi-embedded build does), then `cp3XX` of the interpreter that built it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ except ImportError:  # an older setuptools (pyproject.toml asks for a new one)
     from wheel.bdist_wheel import bdist_wheel as _bdist_wheel
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))  # the build scripts, shim_build/
 SHIMS = ("libp11spy.so", "libp11spy-2.so", "libp11spy-preload.so")
 
 
@@ -45,15 +47,14 @@ def _load_package(name: str, folder: Path) -> None:
 def build_shims() -> None:
     _load_package("p11spy", ROOT / "common")
     _load_package("p11spy.facts", ROOT / "facts")
-    sys.path.insert(0, str(ROOT))
     from shim_build.build import main
 
-    if main() != 0:
-        raise SystemExit("the shim build failed")
-
-
-def _links_libpython() -> bool:
-    return any(b"libpython3" in (ROOT / "spy" / so).read_bytes() for so in SHIMS)
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the build's own options, not setup.py's
+    try:
+        if main() != 0:
+            raise SystemExit("the shim build failed")
+    finally:
+        sys.argv = argv
 
 
 class build_py(_build_py):
@@ -76,8 +77,14 @@ class NativeDistribution(Distribution):
 
 class bdist_wheel(_bdist_wheel):
     def get_tag(self) -> tuple[str, str, str]:
+        from shim_build import elf
+
         _, _, plat = super().get_tag()
-        python = f"cp{sys.version_info[0]}{sys.version_info[1]}" if _links_libpython() else "py3"
+        needs = [elf.needs(ROOT / "spy" / so) for so in SHIMS]
+        if all(elf.manylinux2014(n) for n in needs):
+            plat = plat.replace("linux_", "manylinux2014_", 1)
+        libpython = any(lib.startswith("libpython") for n in needs for lib in n.libraries)
+        python = f"cp{sys.version_info[0]}{sys.version_info[1]}" if libpython else "py3"
         return python, "none", plat
 
 

@@ -9,6 +9,7 @@ come from the package index, through pip's cache)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,13 +87,33 @@ def test_sdist_holds_what_the_build_needs_and_no_built_shim(dist: Path) -> None:
     assert not [n for n in names if n.endswith(".so")]
 
 
-def test_wheel_carries_the_shims_and_says_it_is_native(wheel: Path) -> None:
-    platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
-    assert wheel.name.endswith(f"-none-{platform}.whl"), wheel.name
+def test_wheel_carries_the_shims_and_says_it_is_native(wheel: Path, tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         assert {f"p11spy/spy/{so}" for so in SHIMS} <= names
         assert "Root-Is-Purelib: false" in z.read("p11spy-0.1.0.dist-info/WHEEL").decode()
+        z.extractall(tmp_path, [f"p11spy/spy/{so}" for so in SHIMS])
+    # Any Python 3 unless a shim links one interpreter's libpython (readelf, not our reader).
+    dynamic = "".join(subprocess.run(["readelf", "-d", str(tmp_path / "p11spy/spy" / so)],
+                                     capture_output=True, text=True, check=True).stdout
+                      for so in SHIMS)
+    python = f"cp{sys.version_info[0]}{sys.version_info[1]}" if "libpython" in dynamic else "py3"
+    assert wheel.name.startswith(f"p11spy-0.1.0-{python}-none-"), wheel.name
+
+
+def test_wheel_claims_manylinux_only_when_auditwheel_agrees(wheel: Path) -> None:
+    """auditwheel, the tool that judges manylinux wheels, reads the same shims: the wheel is
+    called manylinux2014 exactly when auditwheel finds it fit for glibc 2.17 or older, and
+    linux_<arch> otherwise (a shim that links libpython or a newer glibc)."""
+    res = subprocess.run([str(Path(sys.executable).parent / "auditwheel"), "show", str(wheel)],
+                         capture_output=True, text=True, timeout=120)
+    said = re.search(r'consistent with the following platform tag: "(\w+)"',
+                     " ".join(res.stdout.split()))
+    assert res.returncode == 0 and said, res.stdout + res.stderr
+    arch = sysconfig.get_platform().split("-", 1)[1].replace("-", "_")
+    fit = re.fullmatch(rf"manylinux_2_(\d+)_{arch}", said[1])
+    expected = f"manylinux2014_{arch}" if fit and int(fit[1]) <= 17 else f"linux_{arch}"
+    assert wheel.name.endswith(f"-none-{expected}.whl"), (wheel.name, said[1])
 
 
 def test_lib_names_a_shim_inside_the_venv(venv: Path, no_compiler: str) -> None:
