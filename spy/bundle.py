@@ -78,8 +78,10 @@ def write_bundle(dest: Path) -> list[str]:
                 tar.addfile(info)
             for name, data, mode in files:
                 _add(tar, f"{top}/{name}", data, mode, now)
-        os.replace(tmp, dest)
-    except BaseException:
+        os.replace(tmp, dest)  # replaces a link at dest, never writes through it
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot write {dest}: {exc.strerror or exc}") from exc
         raise
     return arches
