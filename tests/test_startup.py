@@ -41,7 +41,7 @@ def heavy(modules: list[str]) -> list[str]:
 
 @pytest.mark.parametrize("argv", [["--version"], ["--help"], ["run", "--", "true"],
                                   ["lib"], ["decode", "--help"], ["redact", "--help"],
-                                  ["show", "--help"]])
+                                  ["show", "--help"], ["bundle", "--help"]])
 def test_start_loads_nothing_heavy(argv: list[str]) -> None:
     assert heavy(loaded(*argv)) == []
 
