@@ -13,7 +13,7 @@ def _bundle(args: argparse.Namespace) -> int:
     from p11spy.spy.bundle import default_name, write_bundle
 
     dest = Path(args.output or default_name())
-    arches = write_bundle(dest)
+    arches = write_bundle(dest, args.arch)
     print(f"p11spy bundle: {dest}: shims for {', '.join(arches)}, README.md for the server",
           file=sys.stderr)
     return 0
@@ -28,4 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "where the trace lands and how to read it here with `p11spy decode`.")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="the tarball to write (default: p11spy-shim-VERSION.tar.gz here)")
+    p.add_argument("--arch", action="append", metavar="ARCH",
+                   help="only this architecture's shims (repeatable; default: every one built, "
+                        "as `p11spy lib --arch` names them)")
     p.set_defaults(func=_bundle)

@@ -46,11 +46,13 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int, mtime: int) ->
     tar.addfile(_member(name, len(data), mode, mtime), io.BytesIO(data))
 
 
-def write_bundle(dest: Path) -> list[str]:
-    """Writes the bundle to dest; returns the architectures it holds."""
-    arches = built_arches()
+def write_bundle(dest: Path, only: list[str] | None = None) -> list[str]:
+    """Writes the bundle of the architectures asked for (default: every one built) to dest;
+    returns the architectures it holds."""
+    arches = list(dict.fromkeys(only)) if only else built_arches()
     if not arches:
         raise UserError("no shims are built: run `make setup` (or install the wheel)")
+    folders = {arch: shim_dir(arch) for arch in arches}  # a UserError for one not built
     if dest.is_dir():
         raise UserError(f"{dest} is a directory: name the file, e.g. {dest / default_name()}")
     if not dest.parent.is_dir():
@@ -58,8 +60,7 @@ def write_bundle(dest: Path) -> list[str]:
     top = f"p11spy-shim-{__version__}"
     now = int(time.time())
     files: list[tuple[str, bytes, int]] = []
-    for arch in arches:
-        folder = shim_dir(arch)
+    for arch, folder in folders.items():
         files += [(f"{arch}/{n}", (folder / n).read_bytes(), 0o755) for n in NAMES]
     sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data, _ in files)
     files += [("README.md", readme(arches).encode(), 0o644), ("SHA256SUMS", sums.encode(), 0o644)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -105,9 +106,19 @@ def test_lib_arch_names_the_shims_the_bundle_holds() -> None:
     assert f"no shims built for {missing} (built: {', '.join(built_arches())}" in res.stderr
 
 
-def test_bundle_bad_output_is_one_line(tmp_path: Path) -> None:
-    for dest, said in ((tmp_path, "is a directory"), (tmp_path / "no" / "b.tar.gz",
-                                                      "does not exist")):
-        res = cli("bundle", "-o", str(dest))
+def test_bundle_of_one_arch(tmp_path: Path) -> None:
+    res = cli("bundle", "--arch", NATIVE, "-o", str(tmp_path / "one.tar.gz"))
+    assert res.returncode == 0 and f"shims for {NATIVE}," in res.stderr
+    with tarfile.open(tmp_path / "one.tar.gz") as tar:
+        folders = {n.split("/")[1] for n in tar.getnames() if n.count("/") == 2}
+    assert folders == {NATIVE}
+
+
+def test_bundle_bad_input_is_one_line(tmp_path: Path) -> None:
+    for args, said in ((["-o", str(tmp_path)], "is a directory"),
+                       (["-o", str(tmp_path / "no" / "b.tar.gz")], "does not exist"),
+                       (["--arch", "riscv64", "-o", str(tmp_path / "b.tar.gz")],
+                        "no shims built for riscv64")):
+        res = cli("bundle", *args)
         assert res.returncode == 2 and res.stderr.count("\n") == 1 and said in res.stderr
     assert list(tmp_path.iterdir()) == []
