@@ -6,9 +6,11 @@ import argparse
 import contextlib
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -135,9 +137,6 @@ def _run_shown(command: list[str], env: dict[str, str], trace: str) -> tuple[int
     own, so a Ctrl-C meant for the viewer does not reach it; SIGTERM and SIGHUP sent to run
     are passed on to it.
     """
-    import shutil  # here, not at the top: with tempfile they cost `p11spy run` a fast start
-    import tempfile
-
     fd = os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     os.close(fd)  # the viewer follows it from the start; the spy appends to it
     try:
