@@ -57,9 +57,9 @@ def shim_path(module: str | None = None, arch: str = NATIVE) -> Path:
     if arch != NATIVE:
         if module is not None:
             raise UserError(f"a module is checked by loading it, which works only for this "
-                            f"machine's architecture ({NATIVE}); for {arch}, take "
-                            f"{SHIM_2.name} if the module has no C_GetInterface "
-                            f"(`grep -c C_GetInterface MODULE` prints 0), else {SHIM.name}")
+                            f"machine's architecture ({NATIVE}); for {arch}, {SHIM.name} "
+                            f"works over any module, {SHIM_2.name} over one without "
+                            f"C_GetInterface (`grep -c C_GetInterface MODULE` prints 0)")
         return shim_dir(arch) / SHIM.name
     path = SHIM if module is None or module_has_interfaces(module) else SHIM_2
     if not path.is_file():
