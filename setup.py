@@ -7,7 +7,7 @@ cannot say:
   environment p11spy is not installed, so the fact tables the C is generated from are loaded
   from this source tree as `p11spy.facts` (the package root `common/` as `p11spy`).
 - bdist_wheel names the wheel for what it holds, read from the shims' ELF dynamic sections
-  (shim_build/elf.py): native code, so a platform tag, `manylinux2014_<arch>` only when every
+  (spy/elf.py): native code, so a platform tag, `manylinux2014_<arch>` only when every
   shim needs nothing that policy does not allow (glibc symbols up to 2.17, no RUNPATH, no other
   library), else `linux_<arch>`; and a Python tag of `py3`, unless a shim links libpython (as
   the cffi-embedded build does), then `cp3XX` of the interpreter that built it.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py as _build_py
@@ -32,21 +33,25 @@ sys.path.insert(0, str(ROOT))  # the build scripts, shim_build/
 SHIMS = ("libp11spy.so", "libp11spy-2.so", "libp11spy-preload.so")
 
 
-def _load_package(name: str, folder: Path) -> None:
-    """Import folder as the package `name`, unless a package of that name is already loaded."""
+def _load(name: str, path: Path) -> ModuleType:
+    """Import a file of this tree as the module `name` (a folder as a package), unless a module
+    of that name is already loaded."""
     if name in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
-                                                  submodule_search_locations=[str(folder)])
+        return sys.modules[name]
+    folder = path.is_dir()
+    spec = importlib.util.spec_from_file_location(
+        name, path / "__init__.py" if folder else path,
+        submodule_search_locations=[str(path)] if folder else None)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
+    return module
 
 
 def build_shims() -> None:
-    _load_package("p11spy", ROOT / "common")
-    _load_package("p11spy.facts", ROOT / "facts")
+    _load("p11spy", ROOT / "common")
+    _load("p11spy.facts", ROOT / "facts")
     from shim_build.build import main
 
     argv, sys.argv = sys.argv, sys.argv[:1]  # the build's own options, not setup.py's
@@ -77,8 +82,7 @@ class NativeDistribution(Distribution):
 
 class bdist_wheel(_bdist_wheel):
     def get_tag(self) -> tuple[str, str, str]:
-        from shim_build import elf
-
+        elf = _load("p11spy_elf", ROOT / "spy" / "elf.py")  # the reader p11spy bundle uses
         _, _, plat = super().get_tag()
         needs = [elf.needs(ROOT / "spy" / so) for so in SHIMS]
         if all(elf.manylinux2014(n) for n in needs):

@@ -13,9 +13,13 @@ def _bundle(args: argparse.Namespace) -> int:
     from p11spy.spy.bundle import default_name, write_bundle
 
     dest = Path(args.output or default_name())
-    arches = write_bundle(dest, args.arch)
-    print(f"p11spy bundle: {dest}: shims for {', '.join(arches)}, README.md for the server",
-          file=sys.stderr)
+    needs = write_bundle(dest, args.arch)
+    print(f"p11spy bundle: {dest}: shims for {', '.join(n.arch for n in needs)}, README.md "
+          f"for the server", file=sys.stderr)
+    for n in needs:
+        if n.beyond:  # e.g. shims built with cffi's embedding, which link one libpython
+            print(f"p11spy bundle: warning: the {n.arch} shims also need {', '.join(n.beyond)}"
+                  f": they load only on a server that has these", file=sys.stderr)
     return 0
 
 

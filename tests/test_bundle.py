@@ -6,6 +6,7 @@ the trace it leaves decodes here."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -59,6 +60,26 @@ def test_bundle_holds_every_arch_built_a_readme_and_sums(unpacked: Path) -> None
                    f"p11spy-shim-{__version__}", f"`{NATIVE}/`"):
         assert needed in readme, needed
     assert "@" not in readme.replace("user@", "")  # every placeholder filled
+
+
+def test_readme_states_what_the_shims_need(unpacked: Path) -> None:
+    """The README's line for an architecture agrees with binutils on its shims: the newest
+    glibc symbol version they ask for, and every library or RUNPATH beyond glibc."""
+    shims = [str(unpacked / NATIVE / n) for n in NAMES]
+    symbols = subprocess.run(["objdump", "-T", *shims], capture_output=True, text=True,
+                             check=True).stdout
+    newest = max(tuple(map(int, v.split("."))) for v in
+                 re.findall(r"\(GLIBC_(\d+(?:\.\d+)+)\)", symbols))
+    dynamic = subprocess.run(["readelf", "-d", *shims], capture_output=True, text=True,
+                             check=True).stdout
+    beyond = {lib for lib in re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dynamic)
+              if not re.fullmatch(r"lib(c|dl|pthread|m|rt)\.so\.\d|ld-linux.*", lib)}
+    beyond |= {f"RUNPATH {p}" for p in re.findall(r"\(RUNPATH\)\s+Library runpath: \[(.+?)\]",
+                                                  dynamic)}
+    line = next(x for x in (unpacked / "README.md").read_text().splitlines()
+                if x.startswith(f"- `{NATIVE}/`: "))
+    assert line.startswith(f"- `{NATIVE}/`: glibc {'.'.join(map(str, newest))} or later")
+    assert all(b in line for b in beyond) and (("nothing else" in line) == (not beyond)), line
 
 
 def test_unpacked_shim_traces_a_real_client_as_the_readme_says(unpacked: Path, token: Token,

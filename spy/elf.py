@@ -1,8 +1,9 @@
 """What a built shim needs from the machine that loads it, read from its ELF dynamic section:
 the libraries (DT_NEEDED), a RUNPATH/RPATH, and the symbol versions it asks of each library
-(.gnu.version_r). The wheel's build names the wheel from this (setup.py): manylinux2014 only
-when every shim needs nothing beyond what that policy allows. Pure Python, so it needs no
-binutils; 64-bit ELF of either byte order (x86_64, aarch64, s390x, ppc64le).
+(.gnu.version_r). `p11spy bundle` writes it into the server's README, and the wheel's build
+names the wheel from it (setup.py): manylinux2014 only when every shim needs nothing beyond
+what that policy allows. Pure Python, so it needs no binutils; 64-bit ELF of either byte order
+(x86_64, aarch64, s390x, ppc64le).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ SHT_DYNAMIC = 6
 SHT_GNU_VERNEED = 0x6FFFFFFE
 DT_NEEDED, DT_RPATH, DT_RUNPATH = 1, 15, 29
 
-# manylinux2014 (PEP 599): the libraries a wheel may link without carrying them, of glibc's
-# that the shims could use, and the newest glibc symbol version.
-MANYLINUX2014_LIBS = {"libc.so.6", "libdl.so.2", "libpthread.so.0", "libm.so.6", "librt.so.1"}
+# glibc's libraries the shims may link; every manylinux2014 system (PEP 599) has them, and
+# glibc symbol versions up to 2.17.
+GLIBC_LIBS = {"libc.so.6", "libdl.so.2", "libpthread.so.0", "libm.so.6", "librt.so.1"}
 MANYLINUX2014_GLIBC = (2, 17)
 
 
@@ -64,13 +65,29 @@ def needs(path: Path) -> Needs:
     return Needs(tuple(libraries), tuple(versions), runpath)
 
 
+def glibc(version: str) -> tuple[int, ...] | None:
+    """GLIBC_2.3.4 -> (2, 3, 4); None for another library's version (GCC_3.0, GLIBC_PRIVATE)."""
+    m = re.fullmatch(r"GLIBC_(\d+(?:\.\d+)+)", version)
+    return tuple(int(x) for x in m[1].split(".")) if m else None
+
+
+def oldest_glibc(n: Needs) -> tuple[int, ...]:
+    """The oldest glibc that has every glibc symbol version these needs ask for."""
+    return max((v for v in map(glibc, n.versions) if v), default=(2, 0))
+
+
+LOADER = re.compile(r"ld-linux[-\w.]*\.so\.\d|ld64\.so\.\d")
+
+
+def foreign(n: Needs) -> list[str]:
+    """What these needs ask of a machine beyond glibc itself: other libraries, a RUNPATH, a
+    symbol version that is not glibc's."""
+    return list(dict.fromkeys(
+        [lib for lib in n.libraries if lib not in GLIBC_LIBS and not LOADER.fullmatch(lib)]
+        + ([f"RUNPATH {n.runpath}"] if n.runpath else [])
+        + [v for v in n.versions if glibc(v) is None]))
+
+
 def manylinux2014(n: Needs) -> bool:
     """Whether a library with these needs loads on any manylinux2014 system."""
-    def glibc_ok(v: str) -> bool:
-        m = re.fullmatch(r"GLIBC_(\d+)\.(\d+)(?:\.\d+)?", v)
-        return m is not None and (int(m[1]), int(m[2])) <= MANYLINUX2014_GLIBC
-
-    loader = re.compile(r"ld-linux[-\w.]*\.so\.\d|ld64\.so\.\d")
-    return (n.runpath is None
-            and all(lib in MANYLINUX2014_LIBS or loader.fullmatch(lib) for lib in n.libraries)
-            and all(glibc_ok(v) for v in n.versions))
+    return not foreign(n) and all((glibc(v) or ()) <= MANYLINUX2014_GLIBC for v in n.versions)
