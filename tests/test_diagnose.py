@@ -297,7 +297,8 @@ def test_token_label_not_found_python_pkcs11(token, spy_env, shim_for, tmp_path)
     assert f.severity == "error"
     assert f.title == f"No token labelled '{wanted}' (did you mean '{LABEL}'?)"
     assert {c.function for c in cited_calls(f, events)} == {"C_GetTokenInfo"}
-    assert "AMQ9669E" in f.codes
+    # what MQ would say is related, not seen: this trace has no MQ in it
+    assert "AMQ9669E" in f.related_codes and "AMQ9669E" not in f.codes
     # without the label: only an informational note
     findings, _ = diagnosed(out)
     assert above_info(findings) == []
@@ -426,10 +427,42 @@ def test_every_finding_text_is_in_the_knowledge_base() -> None:
 
 
 def test_findings_quote_explain_for_their_codes(token, spy_env, shim_for, tmp_path) -> None:
-    findings, _, _ = client_trace("ebcdic", token, spy_env, shim_for, tmp_path)
+    findings, _, _ = client_trace("wrong-pin", token, spy_env, shim_for, tmp_path)
     data = one(findings, "pin-incorrect").to_json()
     assert data["code_meanings"]["CKR_PIN_INCORRECT"] == \
         codes.lookup("CKR_PIN_INCORRECT")[0].code.meaning
+
+
+def test_codes_the_trace_never_showed_are_only_related(token, spy_env, shim_for,
+                                                       tmp_path) -> None:
+    """SoftHSM2 has no card: a wrong PIN shows CKR_PIN_INCORRECT and no status word, so 63Cx
+    and OpenSC's SC_ERROR_PIN_CODE_INCORRECT are related codes, labelled so, not seen ones."""
+    findings, events, out = client_trace("wrong-pin", token, spy_env, shim_for, tmp_path)
+    assert "C_Login CKR_PIN_INCORRECT" in out.splitlines()
+    assert not any(isinstance(e, Apdu) for e in events)
+    f = one(findings, "pin-incorrect")
+    assert f.codes == ("CKR_PIN_INCORRECT",)
+    assert set(f.related_codes) == {"63Cx", "SC_ERROR_PIN_CODE_INCORRECT"}
+    row = f.to_json()
+    assert row["codes"] == ["CKR_PIN_INCORRECT"]
+    assert row["related_codes"] == list(f.related_codes)
+    assert set(row["code_meanings"]) == {"CKR_PIN_INCORRECT", *f.related_codes}
+    text = subprocess.run([P11SPY, "diagnose", str(tmp_path / "wrong-pin.p11")],
+                          capture_output=True, text=True).stdout
+    code_lines = [line for line in text.splitlines() if line.startswith("  code:")]
+    assert [line.split()[1] for line in code_lines] == ["CKR_PIN_INCORRECT:"]
+    related = text[text.index("  related:"):]
+    assert "does not show" in related and "63Cx:" in related
+
+
+def test_codes_an_opensc_log_shows_by_number() -> None:
+    """OpenSC's debug log writes its errors as numbers ("returning with: -1101") and PC/SC's
+    in hex: those count as seen; the MQ and GSKit messages of no-token do not."""
+    findings, _ = diagnosed(FIXTURES / "opensc-debug" / "real-0.23-L-debug3-stderr.log")
+    f = one(findings, "no-pcsc-service")
+    assert f.codes == ("SCARD_E_NO_SERVICE", "SC_ERROR_NO_READERS_FOUND")
+    assert one(findings, "no-token").codes == ()
+    assert set(one(findings, "no-token").related_codes) == {"AMQ9669E", "CTGSK2137W"}
 
 
 # --- the command ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from p11spy.decoder import codes
 from p11spy.decoder.diagnose import Finding, diagnose
 from p11spy.decoder.events import Apdu, Call, Event, PcscCall
 from p11spy.decoder.formats.registry import open_events
@@ -203,6 +204,12 @@ def test_card_no_driver_takes_in_an_opensc_debug_log(traces: CardTraces) -> None
     assert f.data["drivers"] == ["openpgp"]
     assert f.data["atr"].upper() == traces.atr
     assert "Drivers tried: openpgp." in f.explanation
+    # codes: those the log shows, apart from those it does not (SC_ERROR_WRONG_CARD is not in it)
+    log = traces.unknown_debug.read_text()
+    wrong_card = codes.lookup("SC_ERROR_WRONG_CARD")[0].code.value
+    assert f"{wrong_card} " not in log and "SC_ERROR_WRONG_CARD" not in log
+    assert "SC_ERROR_WRONG_CARD" in f.related_codes and "SC_ERROR_WRONG_CARD" not in f.codes
+    assert "CKR_TOKEN_NOT_RECOGNIZED" in f.codes
 
 
 def test_card_pulled_mid_signature(traces: CardTraces) -> None:

@@ -16,13 +16,14 @@ rules keep counters and the seqs they cite. Nothing grows with the number of eve
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from p11spy.decoder import codes
-from p11spy.decoder.events import Call, Event, Process
+from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall, Process
 from p11spy.decoder.knowledge.findings import FINDINGS
 
 ALREADY_INIT = 0x191  # CKR_CRYPTOKI_ALREADY_INITIALIZED
@@ -51,10 +52,11 @@ class Finding:
     explanation: str
     action: str
     evidence: list[Evidence] = field(default_factory=list)
-    codes: tuple[str, ...] = ()
+    codes: tuple[str, ...] = ()  # the codes of the situation that this trace shows
     pid: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
     more_evidence: int = 0  # evidence lines left off
+    related_codes: tuple[str, ...] = ()  # the situation's other codes, not in this trace
 
     @property
     def seqs(self) -> list[int]:
@@ -66,7 +68,9 @@ class Finding:
             "title": self.title, "explanation": self.explanation, "action": self.action,
             "evidence": [e.to_json() for e in self.evidence], "seqs": self.seqs,
             "more_evidence": self.more_evidence, "codes": list(self.codes),
-            "code_meanings": {c: m for c in self.codes if (m := code_meaning(c))},
+            "related_codes": list(self.related_codes),
+            "code_meanings": {c: m for c in (*self.codes, *self.related_codes)
+                              if (m := code_meaning(c))},
             "pid": self.pid, "data": self.data,
         }
 
@@ -88,6 +92,54 @@ def code_meaning(name: str) -> str | None:
     """The one-line meaning `p11spy explain` gives for a code named by a finding."""
     found = codes.lookup(name)
     return found[0].code.meaning if found else None
+
+
+# Code names and numbers as OpenSC's debug log writes them ("returning with: -1210",
+# "SCardEstablishContext failed: 0x8010001d", "C_Login() = CKR_PIN_INCORRECT")
+_LOG_NAMES = re.compile(r"\b(?:CKR|SCARD_[EWFS]|SC_ERROR)_[A-Z0-9_]+|\b(?:AMQ|CTGSK)\d{4}[EWI]\b")
+_LOG_NUMBERS = re.compile(r"(?<![\w-])(-1\d{3}|0x[0-9a-fA-F]{8})\b")
+
+
+class CodesSeen:
+    """The codes a trace showed: return values of calls and PC/SC calls, status words of APDUs,
+    names and numbers in log lines. A finding lists the codes of its situation in two groups,
+    those the trace showed and the related ones (what a card, OpenSC, IBM MQ or GSKit would
+    report instead), so that it never presents a code the trace never had. Bounded by the
+    number of distinct codes."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.sws: set[str] = set()
+        self.numbers: set[int] = set()
+
+    def update(self, e: Event) -> None:
+        if isinstance(e, (Call, PcscCall)) and e.rv_name:
+            self.names.add(e.rv_name)
+        elif isinstance(e, Apdu):
+            if e.sw is not None:
+                self.sws.add(e.sw)
+            if e.error:
+                self.names.add(e.error)
+        elif isinstance(e, LogLine):
+            self.names.update(_LOG_NAMES.findall(e.text))
+            self.numbers.update(int(n, 0) for n in _LOG_NUMBERS.findall(e.text))
+
+    def shows(self, name: str) -> bool:
+        if name in self.names:
+            return True
+        if re.fullmatch(r"[0-9A-F]{2}[0-9A-Fx]{2}", name):  # a status word or family (63Cx)
+            return any(re.fullmatch(name.replace("x", "[0-9A-F]"), sw) for sw in self.sws)
+        found = codes.lookup(name)
+        value = found[0].code.value if found else None
+        if value is None or not self.numbers:
+            return False
+        return value in self.numbers or (value & 0xFFFFFFFF) in self.numbers
+
+    def split(self, f: Finding) -> None:
+        """The finding's codes, cut into those this trace showed and the related rest."""
+        every = (*f.codes, *f.related_codes)
+        f.codes = tuple(c for c in every if self.shows(c))
+        f.related_codes = tuple(c for c in every if c not in f.codes)
 
 
 # --- what the trace established so far --------------------------------------------------------
@@ -176,6 +228,7 @@ class Tracker:
         self.recent: OrderedDict[int, CallFacts] = OrderedDict()
         self.process_headers = 0
         self.formats: set[str] = set()
+        self.codes = CodesSeen()
 
     def proc(self, pid: int | None) -> ProcessState:
         st = self.processes.get(pid)
@@ -201,6 +254,7 @@ class Tracker:
         return None if info is None else info.get("label")
 
     def update(self, e: Event) -> None:
+        self.codes.update(e)
         if isinstance(e, Process):
             self.process_headers += 1
             st = self.proc(e.pid)

@@ -31,6 +31,8 @@ def diagnose(events: Iterable[Event], rules: Iterable[str] | None = None,
     found: list[Finding] = []
     for r in active:
         found.extend(r.finish(t))
+    for f in found:
+        t.codes.split(f)
     order = {n: i for i, n in enumerate(names)}
     found.sort(key=lambda f: (RANK[f.severity], f.seqs[0] if f.seqs and f.severity != "info"
                               else 0, order.get(f.rule, 99)))

@@ -148,7 +148,8 @@ def main() -> int:
     c = Client(module)
     f = c.f
     bad_pins = {"ebcdic": pin.decode().encode("cp037"), "utf16": pin.decode().encode("utf-16-le"),
-                "newline": pin + b"\n", "nul": pin + b"\0", "short-pin": pin[:2]}
+                "newline": pin + b"\n", "nul": pin + b"\0", "short-pin": pin[:2],
+                "wrong-pin": b"0000"}
     if mode == "before-init":
         n = ffi.new("CK_ULONG *")
         say("C_GetSlotList", f.C_GetSlotList(0, ffi.NULL, n))
