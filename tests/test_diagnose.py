@@ -82,15 +82,15 @@ def client_trace(mode: str, token, spy_env, shim_for, tmp_path: Path, *extra: st
 
 # mode -> (the module's answer the client must print, rules above info, rule, title words)
 SHIM_CASES = {
-    "ebcdic": ("C_Login CKR_PIN_INCORRECT", {"pin-incorrect", "pin-encoding"},
+    "ebcdic": ("C_Login CKR_PIN_INCORRECT", {"pin-encoding"},
                "pin-encoding", "EBCDIC digits"),
-    "utf16": ("C_Login CKR_PIN_INCORRECT", {"pin-incorrect", "pin-encoding"},
+    "utf16": ("C_Login CKR_PIN_INCORRECT", {"pin-encoding"},
               "pin-encoding", "UTF-16 text"),
-    "newline": ("C_Login CKR_PIN_INCORRECT", {"pin-incorrect", "pin-encoding"},
+    "newline": ("C_Login CKR_PIN_INCORRECT", {"pin-encoding"},
                 "pin-encoding", "followed by a newline"),
-    "nul": ("C_Login CKR_PIN_INCORRECT", {"pin-incorrect", "pin-encoding"},
+    "nul": ("C_Login CKR_PIN_INCORRECT", {"pin-encoding"},
             "pin-encoding", "NUL byte"),
-    "short-pin": ("C_Login CKR_PIN_INCORRECT", {"pin-incorrect", "pin-length"},
+    "short-pin": ("C_Login CKR_PIN_INCORRECT", {"pin-length"},
                   "pin-length", "PIN of 2 bytes, outside the token's 4-255"),
     "before-init": ("C_GetSlotList CKR_CRYPTOKI_NOT_INITIALIZED", {"not-initialized"},
                     "not-initialized", "before C_Initialize"),
@@ -140,7 +140,10 @@ def test_pin_length_cites_the_token_info(token, spy_env, shim_for, tmp_path) -> 
     findings, events, _ = client_trace("short-pin", token, spy_env, shim_for, tmp_path)
     f = one(findings, "pin-length")
     assert [c.function for c in cited_calls(f, events)] == ["C_GetTokenInfo", "C_Login"]
-    assert f.data == {"length": 2, "min": 4, "max": 255}
+    assert f.data["length"] == 2 and f.data["min"] == 4 and f.data["max"] == 255
+    # the length explains the wrong PIN: its facts are inside, no "Wrong PIN" apart
+    assert f.data["failed_logins"] == 1 and "refused this PIN 1 time(s)" in f.explanation
+    assert not [x for x in findings if x.rule == "pin-incorrect"]
 
 
 def test_not_logged_in_after_logout_cites_login_and_logout(token, spy_env, shim_for,
@@ -320,10 +323,45 @@ def test_pin_encoding_in_a_pkcs11_spy_trace(mode: str, words: str, token, tmp_pa
     r = run([sys.executable, str(CLIENT), PKCS11_SPY, mode, token.label, USER_PIN], env)
     assert "C_Login CKR_PIN_INCORRECT" in r.stdout, r.stdout + r.stderr
     findings, events = diagnosed(out)
-    assert rules_of(findings) == {"pin-incorrect", "pin-encoding"}
+    assert rules_of(findings) == {"pin-encoding"}
     f = one(findings, "pin-encoding")
     assert words in f.title and f.severity == "error"
     assert [c.function for c in cited_calls(f, events)] == ["C_Login"]
+    # the bytes are in this trace: no advice to record them, a reminder to redact
+    assert "P11SPY_LOG_SECRETS" not in f.explanation + f.action
+    assert "shows the PIN's bytes in clear" in f.explanation
+    if mode == "ebcdic":
+        # redacted, the bytes are gone: the wrong PIN leads, without pointing at a finding that
+        # is not there, and says the trace cannot tell the encoding
+        red = tmp_path / "redacted.log"
+        r = run([P11SPY, "redact", str(out), "-o", str(red)], env)
+        assert r.returncode == 0, r.stderr
+        findings, _ = diagnosed(red)
+        assert [x.rule for x in above_info(findings)] == ["pin-incorrect"]
+        wrong = one(findings, "pin-incorrect")
+        assert "PIN-encoding finding" not in wrong.explanation + wrong.action
+        assert "this trace does not show the PIN's bytes" in wrong.action
+
+
+def test_the_pin_encoding_leads_with_the_wrong_pin_inside(token, spy_env, shim_for,
+                                                          tmp_path) -> None:
+    """The right digits in EBCDIC through the shim (PIN masked at capture): the encoding is the
+    cause of CKR_PIN_INCORRECT, so it is the first finding, with the failed login's facts in
+    it, and a masked trace says how to see the bytes."""
+    findings, events, _ = client_trace("ebcdic", token, spy_env, shim_for, tmp_path)
+    first = above_info(findings)[0]
+    assert first.rule == "pin-encoding" and first.severity == "error"
+    assert first.title.endswith("(1 failed login(s))")
+    assert first.data["failed_logins"] == 1 and first.data["login_failed"] is True
+    assert "refused this PIN 1 time(s)" in first.explanation
+    assert "P11SPY_LOG_SECRETS=1" in first.explanation
+    assert [(c.function, c.rv_name) for c in cited_calls(first, events)] == [
+        ("C_Login", "CKR_PIN_INCORRECT")]
+    # a plain wrong PIN in ASCII: the encoding is ruled out, in so many words
+    (tmp_path / "b").mkdir()
+    findings, _, _ = client_trace("wrong-pin", token, spy_env, shim_for, tmp_path / "b")
+    assert "The PIN's encoding is not the cause: the trace shows 4 bytes of ASCII digits" in \
+        one(findings, "pin-incorrect").action
 
 
 # --- OpenSC without a PC/SC service, under p11spy run ------------------------------------------
@@ -381,8 +419,7 @@ BROKEN = {
     "opensc-debug/real-0.23-L-debug3-stderr.log": {"no-pcsc-service", "no-token"},
     "opensc-debug/real-0.23-I-debug9-stderr.log": {"no-pcsc-service", "no-token"},
     "opensc-debug/real-0.23-card-wrong-pin-debug9.log": {"pin-incorrect"},
-    "pkcs11-spy/written-0.24-windows-pt-crlf.log": {"pin-incorrect", "pin-encoding",
-                                                    "not-logged-in"},
+    "pkcs11-spy/written-0.24-windows-pt-crlf.log": {"pin-encoding", "not-logged-in"},
     "opensc-debug/written-0.26-linux-two-processes.log": {"card-not-recognised"},
 }
 
@@ -486,7 +523,7 @@ def test_cli_json_lines() -> None:
     r = p11spy("diagnose", "--json", str(path))
     assert r.returncode == 1
     rows = [json.loads(line) for line in r.stdout.splitlines()]
-    assert [x["rule"] for x in rows] == ["pin-incorrect", "pin-encoding", "not-logged-in"]
+    assert [x["rule"] for x in rows] == ["pin-encoding", "not-logged-in"]
     for x in rows:
         assert x["type"] == "finding" and x["file"] == str(path)
         assert set(x) >= {"rule", "severity", "title", "explanation", "action", "evidence",

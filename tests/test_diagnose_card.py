@@ -176,13 +176,15 @@ def test_healthy_card_signature_has_no_finding(traces: CardTraces) -> None:
 def test_ebcdic_pin_to_the_card(traces: CardTraces) -> None:
     """A masked trace still tells the PIN was EBCDIC digits; the card counted it as wrong."""
     findings, by_seq = diagnosed(traces.ebcdic)
-    assert above_info(findings) == {"pin-incorrect", "pin-encoding"}
+    assert above_info(findings) == {"pin-encoding"}
     enc = one(findings, "pin-encoding")
-    assert enc.title == "The PIN's bytes look wrongly encoded: EBCDIC digits (F0-F9), not ASCII"
-    [login] = [by_seq[s] for s in enc.seqs]
+    assert enc.title == ("The PIN's bytes look wrongly encoded: EBCDIC digits (F0-F9), not ASCII"
+                         " (1 failed login(s); 2 tries left)")
+    [login] = [by_seq[s] for s in enc.seqs if isinstance(by_seq[s], Call)]
     assert login.function == "C_Login" and login.args["pPin"]["masked"] is True
-    wrong = one(findings, "pin-incorrect")
-    assert wrong.data["tries_left"] == [3, 2]
+    # the wrong-PIN facts are inside the encoding finding: the card's counter fell 3 -> 2
+    assert enc.data["tries_left"] == [3, 2]
+    assert [by_seq[s].sw for s in enc.seqs if isinstance(by_seq[s], Apdu)] == ["63C3", "63C2"]
 
 
 def test_card_no_driver_takes(traces: CardTraces) -> None:

@@ -57,6 +57,10 @@ class Finding:
     data: dict[str, Any] = field(default_factory=dict)
     more_evidence: int = 0  # evidence lines left off
     related_codes: tuple[str, ...] = ()  # the situation's other codes, not in this trace
+    # the failures the finding is about (seqs of failed calls or APDUs; default: its evidence),
+    # and the facts its words were filled with: the engine's ranking reads them
+    subjects: tuple[int, ...] = field(default=(), repr=False)
+    facts: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def seqs(self) -> list[int]:
@@ -77,15 +81,18 @@ class Finding:
 
 def finding(rule: str, evidence: Iterable[Evidence] = (), severity: str | None = None,
             pid: int | None = None, data: dict[str, Any] | None = None, in_order: bool = True,
-            **facts: Any) -> Finding:
+            subjects: Iterable[int] | None = None, **facts: Any) -> Finding:
     """A finding with the knowledge base's words for the rule, filled with the trace's facts.
-    Evidence is put in trace order unless in_order is False (a ranking)."""
+    Evidence is put in trace order unless in_order is False (a ranking). subjects: the seqs of
+    the failures it is about, when not all of its evidence is."""
     advice = FINDINGS[rule]
     ev = sorted(evidence, key=lambda e: e.seq) if in_order else list(evidence)
     more = max(0, len(ev) - MAX_EVIDENCE)
     return Finding(rule, severity or advice.severity, advice.title.format(**facts),
                    advice.explanation.format(**facts), advice.action.format(**facts),
-                   ev[:MAX_EVIDENCE], advice.codes, pid, data or {}, more)
+                   ev[:MAX_EVIDENCE], advice.codes, pid, data or {}, more,
+                   subjects=tuple(subjects) if subjects is not None else
+                   tuple(e.seq for e in ev), facts=facts)
 
 
 def code_meaning(name: str) -> str | None:

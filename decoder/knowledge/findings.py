@@ -19,10 +19,24 @@ class Advice(NamedTuple):
     explanation: str
     action: str
     codes: tuple[str, ...] = ()
+    # when a more specific finding explains this one and takes it in (diagnose's engine,
+    # EXPLAINS): what this one adds to that finding's title and explanation
+    inside_title: str = ""
+    inside: str = ""
 
 
-_TRACE_PIN = ("A p11spy trace keeps only the PIN's length and character class; the same run "
-              "with P11SPY_LOG_SECRETS=1 shows its bytes (then redact the trace before sharing).")
+# where the PIN's bytes are to be seen (pin-encoding's {source}, pin-incorrect's {encoding})
+TRACE_PIN_MASKED = ("A p11spy trace keeps only the PIN's length and character class; the same "
+                    "run with P11SPY_LOG_SECRETS=1 shows its bytes (then redact the trace "
+                    "before sharing).")
+TRACE_PIN_CLEAR = ("This trace shows the PIN's bytes in clear: redact it (p11spy redact) "
+                   "before sharing it.")
+PIN_ASCII = (" The PIN's encoding is not the cause: the trace shows {what}, which is how "
+             "tokens expect a PIN.")
+PIN_UNSEEN = (" If the digits are right, check their encoding (EBCDIC, UTF-16, a trailing "
+              "newline): this trace does not show the PIN's bytes; a p11spy trace of the same "
+              "run shows their length and character class without the PIN.")
+PIN_SEE_ENCODING = " The PIN-encoding finding shows what is wrong with the bytes sent."
 
 FINDINGS: dict[str, Advice] = {
     "pin-incorrect": Advice(
@@ -31,11 +45,13 @@ FINDINGS: dict[str, Advice] = {
         "counter; when it reaches 0 the PIN is blocked and only the PUK or SO PIN can unblock "
         "it.{fall}",
         "Check which PIN the program really sends (configuration file, stash, environment), "
-        "not the one you believe it sends; stop automatic retries before the counter runs out. "
-        "If the digits are right, look at the PIN-encoding finding (EBCDIC, UTF-16, a trailing "
-        "newline). The tries left are visible without spending one: pkcs11-tool --list-token-"
+        "not the one you believe it sends; stop automatic retries before the counter runs out."
+        "{encoding} The tries left are visible without spending one: pkcs11-tool --list-token-"
         "slots shows 'PIN count low' / 'PIN final try'.",
-        ("CKR_PIN_INCORRECT", "63Cx", "SC_ERROR_PIN_CODE_INCORRECT")),
+        ("CKR_PIN_INCORRECT", "63Cx", "SC_ERROR_PIN_CODE_INCORRECT"),
+        inside_title=" ({n} failed login(s){tries})",
+        inside="The token refused this PIN {n} time(s); each refusal uses up one try of the "
+               "PIN's retry counter, and at 0 the PIN is blocked.{fall}"),
     "pin-locked": Advice(
         "error", "PIN blocked{where}",
         "The token answers that the PIN is blocked: the retry counter reached 0, so even the "
@@ -57,7 +73,7 @@ FINDINGS: dict[str, Advice] = {
         "ASCII, so the right digits in another encoding are a wrong PIN: EBCDIC digits are "
         "F0-F9 where ASCII has 30-39 (a z/OS or ASCII-mode mismatch), UTF-16 puts a 00 byte "
         "after each character, and a PIN read from a file or pipe often keeps its newline. "
-        + _TRACE_PIN,
+        "{source}",
         "Hand the PIN to C_Login as ASCII bytes without terminator: convert from EBCDIC "
         "(z/OS: compile in ASCII mode or translate with __etoa), encode Java/.NET strings as "
         "ASCII not UTF-16, strip the newline of a PIN read from a file (echo -n, tr -d '\\n').",

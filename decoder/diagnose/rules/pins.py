@@ -24,6 +24,13 @@ from p11spy.decoder.diagnose.rules.common import (
     sw_int,
 )
 from p11spy.decoder.events import Apdu, Call, Event
+from p11spy.decoder.knowledge.findings import (
+    PIN_ASCII,
+    PIN_SEE_ENCODING,
+    PIN_UNSEEN,
+    TRACE_PIN_CLEAR,
+    TRACE_PIN_MASKED,
+)
 from p11spy.decoder.values import PIN_CLASS_NAMES, PIN_EXTRA_NAMES
 from p11spy.facts import logformat as lf
 from p11spy.facts.pkcs11.functions import BY_NAME
@@ -89,6 +96,8 @@ def pin_facts(value: Any) -> tuple[int | None, str | None, list[str]]:
             data = bytes.fromhex(value)
         except ValueError:
             return None, None, []
+        if data and data == b"*" * len(data):  # masked by p11spy redact: the bytes are gone
+            return len(data), None, []
         cls, extras = classify_pin(data)
         return len(data), cls, extras
     return None, None, []
@@ -102,12 +111,27 @@ def pin_length(c: Call) -> int | None:
     return pin_facts(c.args.get("pPin"))[0]
 
 
+def pin_view(c: Call) -> tuple[str, str]:
+    """What the trace shows of a call's PIN: ("ascii", what) when it looks right, ("wrong", ..)
+    when its encoding looks wrong, ("unseen", "") when the trace does not show it."""
+    length, cls, extras = next((pin_facts(c.args[a]) for a in PIN_ARGS if a in c.args),
+                               (None, None, []))
+    if cls is None:
+        return "unseen", ""
+    if encoding_problem(cls, extras):
+        return "wrong", ""
+    return "ascii", f"{length} bytes of {cls}" if length is not None else cls
+
+
 class WrongPin(Rule):
-    """CKR_PIN_INCORRECT, and the retry counter (63Cx) as it fell across the attempts."""
+    """CKR_PIN_INCORRECT, and the retry counter (63Cx) as it fell across the attempts. Says
+    whether the PIN's encoding can be the cause, from what the trace shows of the bytes."""
 
     name = "pin-incorrect"
 
     def __init__(self) -> None:
+        self.views: dict[str, str] = {}  # what the failed logins' PINs look like -> example
+        self.attempts: list[int] = []  # seqs of VERIFY commands that spent a try
         self.failed: list[Evidence] = []
         self.counter: list[tuple[int, int, bool]] = []  # (seq, tries left, was an attempt)
         self.evidence: list[Evidence] = []
@@ -124,6 +148,8 @@ class WrongPin(Rule):
                 self.n_failed += 1
                 label = t.token_label(e.pid, t.slot_of(e))
                 keep(self.failed, call_ev(e, f"token '{label}'" if label else ""))
+                view, what = pin_view(e)
+                self.views.setdefault(view, what)
                 self.last_fail = e.seq
                 self.ok_after = False
                 self.pid = e.pid
@@ -135,6 +161,8 @@ class WrongPin(Rule):
             if sw is not None and 0x63C0 <= sw <= 0x63CF:
                 attempt = apdu_has_data(e)
                 self.n_attempts += attempt
+                if attempt:
+                    keep(self.attempts, e.seq)
                 self.last_left = sw & 0x0F
                 keep(self.counter, (e.seq, sw & 0x0F, attempt))
                 keep(self.evidence, apdu_ev(e, "a wrong PIN" if attempt else
@@ -157,12 +185,19 @@ class WrongPin(Rule):
             fall = f" The card's counter of tries left went {steps}."
         if self.ok_after:
             fall += " A later login worked, so the right PIN was known."
+        if "wrong" in self.views:
+            encoding = PIN_SEE_ENCODING
+        elif "unseen" in self.views or not self.views:
+            encoding = PIN_UNSEEN
+        else:
+            encoding = PIN_ASCII.format(what=self.views["ascii"])
         yield finding(self.name, self.failed + self.evidence,
                       severity="warning" if self.ok_after else None, pid=self.pid,
                       data={"failed_logins": self.n_failed,
                             "tries_left": [c[1] for c in self.counter],
                             "recovered": self.ok_after},
-                      n=n, tries=tries, fall=fall)
+                      subjects=[e.seq for e in self.failed] or self.attempts,
+                      n=n, tries=tries, fall=fall, encoding=encoding)
 
 
 class PinLocked(Rule):
@@ -267,11 +302,13 @@ class PinEncoding(Rule):
         self.hits: dict[str, dict[str, Any]] = {}
 
     def _add(self, what: list[str], ev: Evidence, failed: bool, function: str,
-             pid: int | None) -> None:
+             pid: int | None, clear: bool) -> None:
         key = ", ".join(what)
         h = self.hits.setdefault(key, {"ev": [], "failed": False, "function": function,
-                                       "pid": pid})
+                                       "pid": pid, "clear": clear, "subjects": []})
         keep(h["ev"], ev)
+        if failed:
+            keep(h["subjects"], ev.seq)
         h["failed"] = h["failed"] or failed
 
     def observe(self, e: Event, t: Tracker) -> None:
@@ -284,7 +321,8 @@ class PinEncoding(Rule):
                 if what:
                     self._add(what, call_ev(e, f"{arg}: {length} bytes, {cls}"
                                                + (f", {', '.join(extras)}" if extras else "")),
-                              e.rv not in (0, None), e.function, e.pid)
+                              e.rv not in (0, None), e.function, e.pid,
+                              clear=isinstance(e.args[arg], str))
         elif isinstance(e, Apdu) and is_pin_apdu(e) and apdu_has_data(e) and not e.masked:
             lc = e.command[4]
             data = e.command[5:5 + lc]
@@ -295,12 +333,14 @@ class PinEncoding(Rule):
             if what:
                 sw = sw_int(e)
                 self._add(what, apdu_ev(e, f"PIN data {cls}"), sw is not None and sw != 0x9000,
-                          "the card (VERIFY)", e.pid)
+                          "the card (VERIFY)", e.pid, clear=True)
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
         for what, h in self.hits.items():
             yield finding(self.name, h["ev"], severity=None if h["failed"] else "info",
                           pid=h["pid"], what=what, function=h["function"],
+                          source=TRACE_PIN_CLEAR if h["clear"] else TRACE_PIN_MASKED,
+                          subjects=h["subjects"],
                           data={"problems": what.split(", "), "login_failed": h["failed"]})
 
 
