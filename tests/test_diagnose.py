@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -364,6 +365,40 @@ def test_the_pin_encoding_leads_with_the_wrong_pin_inside(token, spy_env, shim_f
         one(findings, "pin-incorrect").action
 
 
+# --- the failure the client stopped on -----------------------------------------------------
+
+def test_pkcs11_tool_test_run_names_the_call_that_ended_it(token, tmp_path: Path) -> None:
+    """`pkcs11-tool --test --login` over SoftHSM2 with an RSA key: it probes digests and
+    signature mechanisms the token lacks (CKR_MECHANISM_INVALID, and it goes on), then stops
+    on the call that ends the run (here C_DecryptInit with OAEP parameters SoftHSM2 refuses).
+    That call leads, as an error; the probes it went on after are information."""
+    env = {k: v for k, v in token.env.items() if not k.startswith("P11SPY_")}
+    tool = ["pkcs11-tool", "--module", token.module, "--login", "--pin", USER_PIN]
+    r = subprocess.run([*tool, "--keypairgen", "--key-type", "rsa:2048", "--id", "01",
+                        "--label", "k1"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "test.p11"
+    r = subprocess.run([P11SPY, "run", "-o", str(out), "--", *tool, "--test"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    [(function, rv)] = re.findall(r"PKCS11 function (C_\w+) failed: rv = (CKR_\w+)", r.stderr)
+    assert r.returncode != 0 and "Aborting." in r.stderr, r.stderr
+    findings, events = diagnosed(out)
+    [first, *rest] = above_info(findings)
+    assert first.rule == "client-stopped" and first.severity == "error"
+    assert first.title == f"The program gave up after {function} -> {rv} (#{first.seqs[0]})"
+    [stop] = cited_calls(first, events)
+    assert (stop.function, stop.rv_name) == (function, rv)
+    # nothing but clean-up after it
+    assert {e.function for e in events if isinstance(e, Call) and e.seq > stop.seq} <= \
+        {"C_Finalize", "C_CloseSession", "C_CloseAllSessions", "C_Logout"}
+    assert rest == [], [f.title for f in rest]
+    probes = [f for f in findings if f.rule == "mechanism-not-supported"]
+    assert probes, "pkcs11-tool --test no longer probes a mechanism SoftHSM2 lacks"
+    for f in probes:
+        assert f.severity == "info" and f.data["handled"] is True
+        assert "went on working after it" in f.explanation
+
+
 # --- OpenSC without a PC/SC service, under p11spy run ------------------------------------------
 
 def test_no_pcscd_under_p11spy_run(tmp_path: Path) -> None:
@@ -392,8 +427,6 @@ HEALTHY = [
     "pkcs11-spy/real-0.23-keypair-sign.log", "pkcs11-spy/real-0.23-login-list-objects.log",
     "pkcs11-spy/real-0.23-secret-key-read.log", "pkcs11-spy/real-0.23-set-pin.log",
     "pkcs11-spy/real-0.23-two-processes.log", "pkcs11-spy/written-0.24-linux-pt.log",
-    "pkcs11-spy/written-0.26-linux-null-names.log",
-    "pkcs11-spy/written-0.27-linux-interleaved-threads.log",
     "opensc-debug/real-0.23-card-list-debug3.log", "opensc-debug/real-0.23-card-sign-debug9.log",
     "opensc-debug/written-0.20-linux-two-threads.log",
     "opensc-debug/written-0.21-linux-truncated-4k.log",
@@ -421,6 +454,10 @@ BROKEN = {
     "opensc-debug/real-0.23-card-wrong-pin-debug9.log": {"pin-incorrect"},
     "pkcs11-spy/written-0.24-windows-pt-crlf.log": {"pin-encoding", "not-logged-in"},
     "opensc-debug/written-0.26-linux-two-processes.log": {"card-not-recognised"},
+    # a C_Login refused (CKR_FUNCTION_REJECTED, CKR_PIN_TOO_WEAK), then only clean-up
+    "pkcs11-spy/written-0.26-linux-null-names.log": {"client-stopped"},
+    "pkcs11-spy/written-0.27-linux-interleaved-threads.log": {"client-stopped"},
+    "opensc-debug/ref-0.20-macos-login-failure.log": {"client-stopped"},
 }
 
 

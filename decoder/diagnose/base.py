@@ -29,6 +29,12 @@ from p11spy.decoder.knowledge.findings import FINDINGS
 ALREADY_INIT = 0x191  # CKR_CRYPTOKI_ALREADY_INITIALIZED
 SEVERITIES = ("error", "warning", "info")
 RANK = {s: i for i, s in enumerate(SEVERITIES)}
+# calls a program makes to tidy up or look around after a failure: not work, so a failure
+# followed only by these is where the program gave up
+CLEANUP_CALLS = frozenset({
+    "C_Finalize", "C_CloseSession", "C_CloseAllSessions", "C_Logout", "C_FindObjectsFinal",
+    "C_GetSessionInfo", "C_GetInfo", "C_GetSlotInfo", "C_GetTokenInfo", "C_GetFunctionList",
+})
 RECENT_CALLS = 512  # calls kept for looking up the parent of an APDU / PC/SC call
 MAX_EVIDENCE = 40  # evidence lines kept per finding (the first ones; a count says the rest)
 
@@ -194,6 +200,7 @@ class ProcessState:
     mechanisms: dict[Any, tuple[int, frozenset[str]]] = field(default_factory=dict)
     objects: dict[Any, dict[str, tuple[Any, int]]] = field(default_factory=dict)
     calls: int = 0
+    last_work: int | None = None  # seq of the last successful call that was not clean-up
 
 
 def out_value(v: Any) -> Any:
@@ -284,6 +291,8 @@ class Tracker:
         ok = e.rv == 0 or e.rv is None
         fn = e.function
         a = e.args
+        if e.rv == 0 and fn not in CLEANUP_CALLS:
+            st.last_work = e.seq
         if fn == "C_Initialize" and ok:
             st.initialized, st.init_seq, st.forked = True, e.seq, False
         elif fn == "C_Initialize" and e.rv == ALREADY_INIT and st.forked:

@@ -7,8 +7,13 @@ user who reads one finding reads the right one. The rules, in the order they app
    or of an impossible length explains CKR_PIN_INCORRECT, so when the PIN-encoding (or
    PIN-length) finding covers every failed login of the wrong-PIN finding, it takes that
    finding's evidence, facts and severity in, and the generic "Wrong PIN" is not shown apart.
-2. Errors before warnings before information.
-3. Among equals, the trace order of their first evidence, then the order of the rule table
+2. The failure that stopped the program is the prime suspect: the last failed call of a
+   process after which it did no more work (rules/outcome.py). The finding that cites it is
+   the prime suspect; when none does, client-stopped names it. A finding about failures the
+   program went on working after (a probe for a mechanism, a search, a key tried) is demoted to
+   information (HANDLED), as are length queries and optional attributes, which never count.
+3. Errors before warnings before information; among equals the prime suspect first, then the
+   trace order of their first evidence, then the order of the rule table
    (diagnose/rules/__init__.py).
 4. A cause comes right before its consequence (CAUSES): a finding that may cause another
    (a failed login, a card reset: CKR_USER_NOT_LOGGED_IN; no PC/SC service: no token) and
@@ -30,6 +35,10 @@ EXPLAINS: dict[str, tuple[str, ...]] = {
     "pin-encoding": ("pin-incorrect",),
     "pin-length": ("pin-incorrect",),
 }
+# rules whose findings are demoted to information when the program went on working after
+# every failure they are about (it checked, and handled the answer)
+HANDLED = frozenset({"mechanism-not-supported", "object-not-found", "key-usage"})
+STOPPED = "client-stopped"
 # consequence rule -> the rules whose findings may cause it (when the two share evidence)
 CAUSES: dict[str, tuple[str, ...]] = {
     "not-logged-in": ("pin-encoding", "pin-length", "pin-incorrect", "pin-locked",
@@ -57,7 +66,7 @@ def diagnose(events: Iterable[Event], rules: Iterable[str] | None = None,
         found.extend(r.finish(t))
     for f in found:
         t.codes.split(f)
-    return rank(fold(found), names)
+    return rank(handled(suspect(fold(found)), t), names)
 
 
 def fold(found: list[Finding]) -> list[Finding]:
@@ -88,11 +97,43 @@ def _take_in(s: Finding, g: Finding) -> None:
     s.severity = g.severity  # the logins' outcome: a warning when a later one worked
 
 
+def suspect(found: list[Finding]) -> list[Finding]:
+    """Rule 2: the finding that cites the call a program stopped on is marked as the prime
+    suspect; client-stopped stays only for a call no other finding explains."""
+    out = []
+    for f in found:
+        if f.rule == STOPPED:
+            citing = [g for g in found if g.rule != STOPPED and g.severity != "info"
+                      and set(f.subjects) & set(g.seqs)]
+            for g in citing:
+                g.data["stopped_at"] = f.subjects[0]
+            if citing:
+                continue
+            f.data["stopped_at"] = f.subjects[0]
+        out.append(f)
+    return out
+
+
+def handled(found: list[Finding], t: Tracker) -> list[Finding]:
+    """Rule 2, its other half: failures the program went on working after are information."""
+    for f in found:
+        work = t.proc(f.pid).last_work
+        if f.rule in HANDLED and f.severity != "info" and "stopped_at" not in f.data \
+                and f.subjects and work is not None and work > max(f.subjects):
+            f.severity = "info"
+            f.data["handled"] = True
+            f.explanation += (f" The program went on working after it (#{work} returned "
+                              "CKR_OK), so it handled this answer: a check or a probe, not "
+                              "what made it fail.")
+    return found
+
+
 def rank(found: list[Finding], names: list[str]) -> list[Finding]:
-    """Rules 2 to 4 of the module's docstring."""
+    """Rules 3 and 4 of the module's docstring."""
     order = {n: i for i, n in enumerate(names)}
-    found = sorted(found, key=lambda f: (RANK[f.severity], f.seqs[0] if f.seqs and
-                                         f.severity != "info" else 0, order.get(f.rule, 99)))
+    found = sorted(found, key=lambda f: (RANK[f.severity], "stopped_at" not in f.data,
+                                         f.seqs[0] if f.seqs and f.severity != "info" else 0,
+                                         order.get(f.rule, 99)))
     for effect in [f for f in found if f.rule in CAUSES and f.severity != "info"]:
         for cause in [c for c in found if c.rule in CAUSES[effect.rule]
                       and set(c.seqs) & set(effect.seqs)]:

@@ -208,6 +208,14 @@ FINDINGS: dict[str, Advice] = {
         "Fix the client to take the length the module returns (pulLen) and allocate that "
         "much before the second call.",
         ("CKR_BUFFER_TOO_SMALL",)),
+    "client-stopped": Advice(
+        "error", "The program gave up after {function} -> {rv} (#{seq})",
+        "{function} returned {rv}{meaning}, and after it the program did no more work, only "
+        "clean-up (closing sessions, C_Finalize): this is the failure it stopped on.{causes}"
+        "{earlier}",
+        "Look at {checks}. p11spy decode shows #{seq} with its arguments, and p11spy explain "
+        "{rv} what the code means.",
+        ()),
     "where-time-went": Advice(
         "info", "Where the time went: {top}",
         "The slowest calls of the trace, with the card commands (APDUs) under them. {share}",
