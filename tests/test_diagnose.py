@@ -25,7 +25,7 @@ from p11spy.decoder.diagnose import RULES, Finding, diagnose
 from p11spy.decoder.events import Apdu, Call, Event
 from p11spy.decoder.formats.registry import open_events
 from p11spy.decoder.knowledge.findings import FINDINGS
-from tests.conftest import LABEL, USER_PIN, run
+from tests.conftest import LABEL, SO_PIN, USER_PIN, run
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "tests" / "clients" / "diagnose_client.py"
@@ -283,6 +283,31 @@ def test_wrong_then_right_pin_is_a_warning(token, tmp_path) -> None:
     assert [(c.function, c.rv_name) for c in cited_calls(f, events)] == [
         ("C_Login", "CKR_PIN_INCORRECT"), ("C_Login", "CKR_OK")]
     assert rules_of(findings) == {"pin-incorrect"}
+
+
+def test_a_later_so_login_is_not_the_users(token, tmp_path) -> None:
+    """pkcs11-tool with a wrong user PIN, then the security officer logs in (with the right SO
+    PIN) to set the user PIN again: the SO's login shows nothing of the user's PIN, so the
+    wrong PIN stays an error and no evidence calls the SO's login "a later login worked"."""
+    out = tmp_path / "so.p11"
+    env = {k: v for k, v in token.env.items() if not k.startswith("P11SPY_")}
+    runs = (["--login", "--pin", "0000", "-O"],
+            ["--login", "--login-type", "so", "--so-pin", SO_PIN, "--init-pin", "--new-pin",
+             USER_PIN])
+    for args in runs:
+        r = subprocess.run([P11SPY, "run", "-o", str(out), "--", "pkcs11-tool", "--module",
+                            token.module, *args], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert "User PIN successfully initialized" in r.stdout + r.stderr, r.stderr
+    findings, events = diagnosed(out)
+    logins = [(c.args["userType"], c.rv_name) for c in events
+              if isinstance(c, Call) and c.function == "C_Login"]
+    assert logins == [("CKU_USER", "CKR_PIN_INCORRECT"), ("CKU_SO", "CKR_OK")]
+    f = one(findings, "pin-incorrect")
+    assert f.severity == "error" and f.data["recovered"] is False
+    assert [(c.function, c.rv_name) for c in cited_calls(f, events)] == [
+        ("C_Login", "CKR_PIN_INCORRECT")]
+    assert "later login worked" not in f.explanation + " ".join(e.what for e in f.evidence)
 
 
 def test_token_label_not_found_python_pkcs11(token, spy_env, shim_for, tmp_path) -> None:

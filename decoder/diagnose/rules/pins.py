@@ -131,6 +131,7 @@ class WrongPin(Rule):
 
     def __init__(self) -> None:
         self.views: dict[str, str] = {}  # what the failed logins' PINs look like -> example
+        self.users: set[Any] = set()  # the user types (CKU_*) of the failed logins
         self.attempts: list[int] = []  # seqs of VERIFY commands that spent a try
         self.failed: list[Evidence] = []
         self.counter: list[tuple[int, int, bool]] = []  # (seq, tries left, was an attempt)
@@ -150,10 +151,12 @@ class WrongPin(Rule):
                 keep(self.failed, call_ev(e, f"token '{label}'" if label else ""))
                 view, what = pin_view(e)
                 self.views.setdefault(view, what)
+                self.users.add(e.args.get("userType"))
                 self.last_fail = e.seq
                 self.ok_after = False
                 self.pid = e.pid
-            elif e.rv == 0 and e.function == "C_Login" and self.failed:
+            elif e.rv == 0 and e.function == "C_Login" and self.failed \
+                    and self._same_user(e.args.get("userType")):
                 self.ok_after = True
                 keep(self.evidence, call_ev(e, "a later login worked"))
         elif isinstance(e, Apdu) and is_pin_apdu(e):
@@ -167,6 +170,12 @@ class WrongPin(Rule):
                 keep(self.counter, (e.seq, sw & 0x0F, attempt))
                 keep(self.evidence, apdu_ev(e, "a wrong PIN" if attempt else
                                             "asking the tries left, no PIN sent"))
+
+    def _same_user(self, user: Any) -> bool:
+        """A later login shows the right PIN was known only for the user who failed: the
+        security officer's login (CKU_SO) says nothing of the user's PIN. A trace that does not
+        say who logged in (None) is taken at its word."""
+        return user is None or None in self.users or user in self.users
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
         if not self.n_failed and not self.n_attempts:
