@@ -334,6 +334,33 @@ def test_blocked_pin_in_an_opensc_debug_log(traces: CardTraces) -> None:
     assert "already was when the trace began" in locked.explanation
 
 
+def test_verify_answered_6300_without_a_counter(tmp_path: Path) -> None:
+    """A card that answers a wrong PIN with 6300 (verification failed, no tries left given), as
+    many do: OpenSC's PIV driver passes it up as CKR_GENERAL_ERROR, so pkcs11-tool says
+    "general error". The finding names the refused PIN, the VERIFY and the call, and leads."""
+    out = tmp_path / "6300.p11"
+    with station.card_station(tmp_path / "station", reports_tries=False) as b:
+        r = _run(b, out, "--login", "--pin", WRONG, "-O")
+        tries = b.card.pin_tries
+    assert r.returncode != 0 and tries == b.card.retries - 1, r.stderr[-2000:]
+    findings, by_seq = diagnosed(out)
+    [first, *rest] = [f for f in findings if f.severity != "info"]
+    assert first.rule == "pin-verify-failed" and first.severity == "error", \
+        [f.title for f in findings]
+    assert rest == [], [f.title for f in rest]
+    cited = [by_seq[s] for s in first.seqs]
+    [verify] = [e for e in cited if isinstance(e, Apdu)]
+    assert verify.command[1] == 0x20 and verify.sw == "6300" and len(verify.command) > 5
+    [login] = [e for e in cited if isinstance(e, Call)]
+    assert login.function == "C_Login" and login.seq == verify.parent
+    assert f"rv = {login.rv_name}" in r.stderr
+    assert first.data == {"verify_failed": 1, "answers": [login.rv_name],
+                          "stopped_at": login.seq}
+    assert "6300" in first.codes and "63Cx" not in first.codes
+    if login.rv_name != "CKR_PIN_INCORRECT":
+        assert f"passed it up as {login.rv_name}" in first.explanation
+
+
 @contextlib.contextmanager
 def pcscd_without_readers(workdir: Path) -> Iterator[None]:
     """A real pcscd with an empty reader configuration, under the card station's lock (pcscd's

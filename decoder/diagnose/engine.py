@@ -34,6 +34,7 @@ from p11spy.decoder.knowledge.findings import FINDINGS
 EXPLAINS: dict[str, tuple[str, ...]] = {
     "pin-encoding": ("pin-incorrect",),
     "pin-length": ("pin-incorrect",),
+    "pin-verify-failed": ("pin-incorrect",),
 }
 # rules whose findings are demoted to information when the program went on working after
 # every failure they are about (it checked, and handled the answer)
@@ -41,8 +42,8 @@ HANDLED = frozenset({"mechanism-not-supported", "object-not-found", "key-usage"}
 STOPPED = "client-stopped"
 # consequence rule -> the rules whose findings may cause it (when the two share evidence)
 CAUSES: dict[str, tuple[str, ...]] = {
-    "not-logged-in": ("pin-encoding", "pin-length", "pin-incorrect", "pin-locked",
-                      "card-removed"),
+    "not-logged-in": ("pin-encoding", "pin-length", "pin-incorrect", "pin-verify-failed",
+                      "pin-locked", "card-removed"),
     "no-token": ("no-pcsc-service", "no-readers", "card-not-recognised"),
 }
 

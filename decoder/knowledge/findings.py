@@ -78,6 +78,16 @@ FINDINGS: dict[str, Advice] = {
         "(z/OS: compile in ASCII mode or translate with __etoa), encode Java/.NET strings as "
         "ASCII not UTF-16, strip the newline of a PIN read from a file (echo -n, tr -d '\\n').",
         ("CKR_PIN_INCORRECT",)),
+    "pin-verify-failed": Advice(
+        "error", "The card refused the PIN {n} time(s) (VERIFY -> 6300) without saying how many "
+        "tries are left",
+        "The card answered the PIN with status 6300, 'verification failed' with no count of "
+        "tries left, as many cards do instead of 63Cx: the PIN is wrong (or wrongly encoded), "
+        "and each refusal used up a try that no trace can show. {module}",
+        "Check which PIN the program really sends, and stop automatic retries: this card "
+        "gives no warning before it blocks the PIN (6983). Its own management tool, or a "
+        "VERIFY without data on a card that answers it, shows the tries left.",
+        ("6300", "CKR_PIN_INCORRECT", "CKR_GENERAL_ERROR", "SC_ERROR_PIN_CODE_INCORRECT")),
     "not-logged-in": Advice(
         "error", "{function} needs a login: {why}",
         "The token refused {function} with CKR_USER_NOT_LOGGED_IN: private objects and keys "

@@ -276,6 +276,48 @@ class PinLength(Rule):
                           min=lo, max=hi, data={"length": length, "min": lo, "max": hi})
 
 
+class VerifyFailedNoCounter(Rule):
+    """VERIFY with a PIN answered 6300: verification failed, and the card keeps the tries left
+    to itself. The module may pass it up as anything: OpenSC's PIV driver says
+    CKR_GENERAL_ERROR, so the client never hears "wrong PIN"."""
+
+    name = "pin-verify-failed"
+
+    def __init__(self) -> None:
+        self.ev: list[Evidence] = []
+        self.calls: dict[int, str] = {}  # seq of the call above each such VERIFY -> its rv
+        self.apdus: list[int] = []
+        self.pid: int | None = None
+
+    def observe(self, e: Event, t: Tracker) -> None:
+        if not (isinstance(e, Apdu) and is_pin_apdu(e) and apdu_has_data(e)
+                and sw_int(e) == 0x6300):
+            return
+        keep(self.apdus, e.seq)
+        keep(self.ev, apdu_ev(e, "a PIN sent, refused without a count of tries left"))
+        self.pid = e.pid
+        parent = t.parent(e)
+        if parent is not None and parent.seq not in self.calls:
+            self.calls[parent.seq] = parent.rv_name or "no return value recorded"
+            keep(self.ev, Evidence(parent.seq, parent.text()))
+
+    def finish(self, t: Tracker) -> Iterable[Finding]:
+        if not self.apdus:
+            return
+        answers = sorted(set(self.calls.values()))
+        if not answers:
+            module = "The trace does not tie the VERIFY to a PKCS#11 call."
+        elif answers == ["CKR_PIN_INCORRECT"]:
+            module = "The module reported it as CKR_PIN_INCORRECT."
+        else:
+            module = (f"The module passed it up as {', '.join(answers)}, not "
+                      "CKR_PIN_INCORRECT, so the program reports some other failure, not a wrong "
+                      "PIN (OpenSC's PIV driver turns 6300 into CKR_GENERAL_ERROR).")
+        yield finding(self.name, self.ev, pid=self.pid, n=len(self.apdus), module=module,
+                      subjects=[*self.calls, *self.apdus],
+                      data={"verify_failed": len(self.apdus), "answers": answers})
+
+
 _ENCODING_WORDS = {
     "EBCDIC digits": "EBCDIC digits (F0-F9), not ASCII",
     "UTF-16": "UTF-16 text (a 00 byte after each character)",
@@ -353,4 +395,4 @@ class PinEncoding(Rule):
                           data={"problems": what.split(", "), "login_failed": h["failed"]})
 
 
-RULES = (WrongPin, PinLocked, PinLength, PinEncoding,)
+RULES = (WrongPin, PinLocked, PinLength, PinEncoding, VerifyFailedNoCounter,)
