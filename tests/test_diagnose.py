@@ -441,8 +441,39 @@ def test_no_pcscd_under_p11spy_run(tmp_path: Path) -> None:
     f = one(findings, "no-pcsc-service")
     by_seq = {e.seq: e for e in events}
     assert all(getattr(by_seq[s], "function", "") == "SCardEstablishContext" for s in f.seqs)
-    assert "pcscd" in f.title
+    assert "pcscd" in f.title and f.severity == "error"
     assert "PC/SC service was not reachable" in one(findings, "no-token").explanation
+    # the cause first
+    assert [x.rule for x in above_info(findings)] == ["no-pcsc-service", "no-token"]
+
+
+P11KIT_PROXY = "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
+
+
+def test_no_pcscd_is_information_when_p11_kit_used_another_module(token, tmp_path) -> None:
+    """pkcs11-tool through p11-kit's proxy, which loads every module configured on this machine
+    (SoftHSM2 and OpenSC among them), with no PC/SC service: OpenSC cannot reach pcscd, SoftHSM2
+    does the work and the listing succeeds. Information, not an error; OpenSC alone with no
+    pcscd stays an error (test_no_pcscd_under_p11spy_run)."""
+    out = tmp_path / "p11kit.p11"
+    env = {k: v for k, v in token.env.items() if not k.startswith(("P11SPY_", "OPENSC"))}
+    env["PCSCLITE_CSOCK_NAME"] = str(tmp_path / "no-such-socket")
+    r = subprocess.run([P11SPY, "run", "-o", str(out), "--", "pkcs11-tool", "--module",
+                        P11KIT_PROXY, "--token-label", LABEL, "--login", "--pin", USER_PIN, "-O"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    findings, events = diagnosed(out)
+    modules = {Path(e.module).name for e in events if isinstance(e, Call) and e.module}
+    assert {"libsofthsm2.so", "opensc-pkcs11.so"} <= modules, modules
+    assert any(getattr(e, "rv_name", None) == "SCARD_E_NO_SERVICE" for e in events)
+    assert above_info(findings) == [], [f.title for f in findings]
+    f = one(findings, "no-pcsc-service")
+    assert f.severity == "info"
+    assert f.title == ("No PC/SC service for opensc-pkcs11.so, which the program did not need "
+                       "(it used libsofthsm2.so)")
+    assert Path(f.data["used"]).name == "libsofthsm2.so" and f.data["needed"] is False
+    [session] = [c for c in cited_calls(f, events) if c.function == "C_OpenSession"]
+    assert session.rv_name == "CKR_OK" and Path(session.module).name == "libsofthsm2.so"
 
 
 # --- the fixtures: real traces of both kinds ---------------------------------------------------

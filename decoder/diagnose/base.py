@@ -166,6 +166,7 @@ class CallFacts:
     rv: int | None
     rv_name: str | None
     pid: int | None
+    module: str | None = None  # the module that answered, where the trace says
 
     def text(self) -> str:
         return f"{self.function} -> {self.rv_name or 'no return value recorded'}"
@@ -283,7 +284,7 @@ class Tracker:
             return
         if not isinstance(e, Call):
             return
-        self.recent[e.seq] = CallFacts(e.seq, e.function, e.rv, e.rv_name, e.pid)
+        self.recent[e.seq] = CallFacts(e.seq, e.function, e.rv, e.rv_name, e.pid, e.module)
         if len(self.recent) > RECENT_CALLS:
             self.recent.popitem(last=False)
         st = self.proc(e.pid)

@@ -25,6 +25,13 @@ class Advice(NamedTuple):
     inside: str = ""
 
 
+# no-pcsc-service's {outcome}: the client needed the service, or worked with another module
+NO_PCSC_NEEDED = ("Without it no reader, card or token is seen, and the client goes on to fail "
+                  "with 'no slots', 'token not present' or a generic error.")
+NO_PCSC_UNUSED = ("The program did not need it: it worked with {other}, which opened a session "
+                  "(#{seq}); {modules} only had no card reader to offer, as when p11-kit loads "
+                  "every configured module. Harmless, unless the program was meant to use a "
+                  "smart card.")
 # where the PIN's bytes are to be seen (pin-encoding's {source}, pin-incorrect's {encoding})
 TRACE_PIN_MASKED = ("A p11spy trace keeps only the PIN's length and character class; the same "
                     "run with P11SPY_LOG_SECRETS=1 shows its bytes (then redact the trace "
@@ -128,12 +135,11 @@ FINDINGS: dict[str, Advice] = {
         "Close each session when its work is done (C_CloseSession), or reuse one.",
         ("CKR_SESSION_COUNT",)),
     "no-pcsc-service": Advice(
-        "error", "No PC/SC service: is pcscd running?",
-        "The module could not reach the smart card service: SCardEstablishContext returned "
-        "SCARD_E_NO_SERVICE (0x8010001D). Without it no reader, card or token is seen, and "
-        "the client goes on to fail with 'no slots', 'token not present' or a generic error.",
-        "Start the service: systemctl start pcscd.socket (Linux), and check the client can "
-        "reach it: PCSCLITE_CSOCK_NAME, containers and snaps need /run/pcscd shared; "
+        "error", "No PC/SC service{used}",
+        "The module{modules} could not reach the smart card service: SCardEstablishContext "
+        "returned SCARD_E_NO_SERVICE (0x8010001D). {outcome}",
+        "{todo}Start the service: systemctl start pcscd.socket (Linux), and check the client "
+        "can reach it: PCSCLITE_CSOCK_NAME, containers and snaps need /run/pcscd shared; "
         "pcsc_scan must list the reader.",
         ("SCARD_E_NO_SERVICE", "SC_ERROR_NO_READERS_FOUND")),
     "no-readers": Advice(

@@ -37,6 +37,7 @@ from p11spy.decoder.diagnose.rules.common import (
     plural,
 )
 from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall
+from p11spy.decoder.knowledge.findings import NO_PCSC_NEEDED, NO_PCSC_UNUSED
 
 _NO_READERS_LOG = re.compile(
     rf"SCardListReaders failed: {SCARD_E_NO_READERS_AVAILABLE:#x}|no readers found", re.I)
@@ -46,21 +47,55 @@ _ATR_LOG = re.compile(r"\bATR\b(?: \(\d+ bytes?\))?\s*[=:]\s*((?:[0-9A-Fa-f]{2}[
 
 
 class NoPcscService(Rule):
+    """SCARD_E_NO_SERVICE. An error when the module the program used needed the service; only
+    information when the modules that wanted it are not the one the program worked with (p11-kit
+    loads OpenSC next to SoftHSM, and OpenSC finds no pcscd while SoftHSM does the work)."""
+
     name = "no-pcsc-service"
 
     def __init__(self) -> None:
         self.ev: list[Evidence] = []
+        self.modules: dict[str | None, None] = {}  # the modules that wanted the service
+        self.sessions: dict[str, int] = {}  # module -> its first session opened
 
     def observe(self, e: Event, t: Tracker) -> None:
         if isinstance(e, PcscCall) and e.function == "SCardEstablishContext" \
                 and e.rv == SCARD_E_NO_SERVICE:
             keep(self.ev, pcsc_ev(e))
+            parent = t.parent(e)
+            self.modules[parent.module if parent is not None else None] = None
         elif isinstance(e, LogLine) and NO_SERVICE_LOG.search(e.text):
             keep(self.ev, log_ev(e))
+            self.modules[None] = None
+        elif isinstance(e, Call) and e.function == "C_OpenSession" and e.rv == 0 and e.module:
+            self.sessions.setdefault(e.module, e.seq)
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
-        if self.ev:
-            yield finding(self.name, self.ev, data={"times": len(self.ev)})
+        if not self.ev:
+            return
+        named = [m for m in self.modules if m]
+        modules = f" {', '.join(map(_base, named))}" if named and None not in self.modules \
+            else ""
+        used = {m: q for m, q in self.sessions.items() if m not in self.modules}
+        if not used or not modules:
+            yield finding(self.name, self.ev, modules=modules, used=": is pcscd running?",
+                          outcome=NO_PCSC_NEEDED, todo="", data={"times": len(self.ev)})
+            return
+        other, seq = next(iter(used.items()))
+        ev = [*self.ev, Evidence(seq, f"C_OpenSession -> CKR_OK ({_base(other)})")]
+        yield finding(self.name, ev, severity="info", modules=modules,
+                      used=f" for{modules}, which the program did not need (it used "
+                           f"{_base(other)})",
+                      outcome=NO_PCSC_UNUSED.format(other=_base(other), seq=seq,
+                                                    modules=modules.strip()),
+                      todo="Nothing, for this program. If it was meant to use a smart card: ",
+                      subjects=[x.seq for x in self.ev],
+                      data={"times": len(self.ev), "needed": False, "used": other,
+                            "without_service": named})
+
+
+def _base(module: str) -> str:
+    return module.rsplit("/", 1)[-1]
 
 
 class NoReaders(Rule):
