@@ -390,6 +390,81 @@ def test_the_pin_encoding_leads_with_the_wrong_pin_inside(token, spy_env, shim_f
         one(findings, "pin-incorrect").action
 
 
+# --- how the program uses the library: setup per operation, threads ------------------------
+
+@pytest.mark.parametrize("mode,what,inits", [
+    ("login-per-sign", "a session and a login", 1),
+    ("init-per-sign", "the library (C_Initialize), a session and a login", 20)])
+def test_setup_per_operation(mode: str, what: str, inits: int, token, spy_env, shim_for,
+                             tmp_path) -> None:
+    """20 HMAC signatures on SoftHSM2, each in a session of its own with its own C_Login (and
+    C_Initialize): counts, and the share of the module's time the setup took."""
+    findings, events, out = client_trace(mode, token, spy_env, shim_for, tmp_path)
+    assert out.splitlines().count("C_Sign CKR_OK") == 20
+    assert rules_of(findings) == {"setup-per-operation"}, [f.title for f in findings]
+    f = one(findings, "setup-per-operation")
+    assert f.severity == "warning"
+    assert f.title == f"Setup per operation: {what} for each of 20 signatures"
+    calls = [e for e in events if isinstance(e, Call)]
+    logins = [c for c in calls if c.function == "C_Login"]
+    assert f.data["operations"] == 20
+    assert f.data["setups"] == {"C_Initialize": inits, "C_OpenSession": 21, "C_Login": 21}
+    setup_us = sum(c.duration_us for c in calls if c.function in (
+        "C_Initialize", "C_OpenSession", "C_Login", "C_Logout", "C_CloseSession", "C_Finalize"))
+    assert f.data["setup_us"] == pytest.approx(setup_us)
+    assert f.data["total_us"] == pytest.approx(sum(c.duration_us for c in calls))
+    assert f"{100 * setup_us / f.data['total_us']:.0f}%" in f.explanation
+    assert sum(c.duration_us for c in logins) > 0 and "C_Login" in f.explanation
+    cited = {c.function for c in cited_calls(f, events)}
+    assert cited == {"C_Initialize" if inits > 1 else "C_Login", "C_Sign"}
+
+
+def test_setup_per_operation_from_counts_alone(token, tmp_path) -> None:
+    """The same client through OpenSC's pkcs11-spy, whose log has no durations: the finding
+    stands on the counts and claims no share of time."""
+    out = tmp_path / "per-sign.log"
+    env = {**token.env, "PKCS11SPY": token.module, "PKCS11SPY_OUTPUT": str(out)}
+    r = run([sys.executable, str(CLIENT), PKCS11_SPY, "login-per-sign", token.label, USER_PIN],
+            env)
+    assert r.stdout.splitlines().count("C_Sign CKR_OK") == 20, r.stderr
+    findings, events = diagnosed(out)
+    assert all(e.duration_us is None for e in events if isinstance(e, Call))
+    f = one(findings, "setup-per-operation")
+    assert f.severity == "warning" and f.data["operations"] == 20
+    assert f.data["setups"]["C_Login"] == 21 and f.data["setup_us"] is None
+    assert "took" not in f.explanation and " ms" not in f.explanation
+
+
+def _overlapping(events: list[Event]) -> int:
+    """Pairs of calls of different threads that overlap in time, counted the plain way."""
+    calls = [c for c in events if isinstance(c, Call) and c.duration_us is not None]
+    spans = [(c.time, c.time + c.duration_us / 1e6, c.tid) for c in calls]
+    return sum(1 for i, a in enumerate(spans) for b in spans[i + 1:]
+               if a[2] != b[2] and a[0] < b[1] and b[0] < a[1])
+
+
+def test_threads_without_locking(token, spy_env, shim_for, tmp_path) -> None:
+    """C_Initialize(NULL), then three threads generating RSA key pairs at once: a warning.
+    The same threads after C_Initialize with CKF_OS_LOCKING_OK: nothing to say."""
+    findings, events, _ = client_trace("threads-no-locking", token, spy_env, shim_for, tmp_path)
+    assert _overlapping(events) > 0
+    assert rules_of(findings) == {"threads-without-locking"}, [f.title for f in findings]
+    f = one(findings, "threads-without-locking")
+    assert f.severity == "warning" and f.data["init_args"] == "NULL"
+    tids = {c.tid for c in events if isinstance(c, Call) and c.function == "C_GenerateKeyPair"}
+    assert f.data["threads"] == len(tids) > 1
+    cited = cited_calls(f, events)
+    assert cited[0].function == "C_Initialize" and cited[0].args["pInitArgs"] is None
+    assert len({c.tid for c in cited[1:]}) >= 2
+    (tmp_path / "b").mkdir()
+    findings, events, _ = client_trace("threads-os-locking", token, spy_env, shim_for,
+                                       tmp_path / "b")
+    assert _overlapping(events) > 0
+    init = next(c for c in events if isinstance(c, Call) and c.function == "C_Initialize")
+    assert init.args["pInitArgs"]["flags"] == "CKF_OS_LOCKING_OK"
+    assert above_info(findings) == [], [f.title for f in findings]
+
+
 # --- the failure the client stopped on -----------------------------------------------------
 
 def test_pkcs11_tool_test_run_names_the_call_that_ended_it(token, tmp_path: Path) -> None:

@@ -232,6 +232,28 @@ FINDINGS: dict[str, Advice] = {
         "Look at {checks}. p11spy decode shows #{seq} with its arguments, and p11spy explain "
         "{rv} what the code means.",
         ()),
+    "setup-per-operation": Advice(
+        "warning", "Setup per operation: {what} for each of {ops}",
+        "The program made {ops} and, for them, called {counts}: it sets up {what} for every "
+        "operation and tears it down again, instead of keeping them open.{share} A login is the "
+        "expensive part of talking to a token (the PIN is checked, on a network HSM over a round "
+        "trip of tens of milliseconds), and C_Initialize loads and starts the whole module.",
+        "Initialise the library once per process, open a session per thread (or keep a pool) "
+        "and log in once: a login counts for every session of the application on that token "
+        "for as long as one of them stays open. Reuse them for each operation, as thread pools "
+        "and TLS session caches do for connections.",
+        ()),
+    "threads-without-locking": Advice(
+        "warning", "Calls from {threads} threads at once, but C_Initialize said no locking is "
+        "needed",
+        "C_Initialize (#{init}) was called with pInitArgs {how}: by PKCS#11 that tells the "
+        "module the application will not call it from several threads at once, so the module "
+        "need not protect its state. Then calls of {threads} threads overlapped in time "
+        "({overlaps} times). Some modules cope; others corrupt their state or crash, now and "
+        "then, under load.",
+        "Call C_Initialize with a CK_C_INITIALIZE_ARGS whose flags include CKF_OS_LOCKING_OK "
+        "(or that gives mutex callbacks), or serialise the calls into the module yourself.",
+        ("CKR_CANT_LOCK",)),
     "where-time-went": Advice(
         "info", "Where the time went: {top}",
         "The slowest calls of the trace, with the card commands (APDUs) under them. {share}",

@@ -20,9 +20,10 @@ from p11spy.decoder.diagnose.rules import (
     pins,
     timing,
     tokens,
+    usage,
 )
 
 RULES: dict[str, type[Rule]] = {
-    r.name: r for module in (pins, logins, lifecycle, cards, tokens, keys, outcome, timing)
+    r.name: r for module in (pins, logins, lifecycle, cards, tokens, keys, outcome, usage, timing)
     for r in module.RULES
 }
