@@ -601,6 +601,90 @@ def test_broken_fixture_findings(name: str) -> None:
     assert rules_of(findings) == BROKEN[name], [f.title for f in findings]
 
 
+# The acceptance table of issue 16: every fixture -> the rule of its first finding of severity
+# warning or above, the root cause (None: a healthy trace, nothing above info). A fixture added
+# to fixtures/ must be placed here.
+ROOT_CAUSE: dict[str, str | None] = {
+    # OpenSC with no pcscd: the service, not the empty slot list that follows from it
+    "opensc-debug/real-0.23-I-debug3-stderr.log": "no-pcsc-service",
+    "opensc-debug/real-0.23-I-debug9-stderr.log": "no-pcsc-service",
+    "opensc-debug/real-0.23-L-debug3-stderr.log": "no-pcsc-service",
+    "opensc-debug/real-0.23-L-debug9-conffile.log": "no-pcsc-service",
+    "opensc-debug/real-0.23-L-debug9-stderr.log": "no-pcsc-service",
+    # a wrong PIN, with or without the card's counter, recovered or not
+    "opensc-debug/real-0.23-card-wrong-pin-debug9.log": "pin-incorrect",
+    "opensc-debug/written-0.22-linux-ansi-colours.log": "pin-incorrect",
+    "opensc-debug/written-0.23-windows-crlf.log": "pin-incorrect",
+    "opensc-debug/written-0.24-linux-wrong-pin.log": "pin-incorrect",
+    "p11spy/real-card-wrong-pin.p11": "pin-incorrect",
+    "pcsc-spy/real-1.9.9-card-wrong-pin-decoded-colour-t.txt": "pin-incorrect",
+    "pcsc-spy/real-1.9.9-card-wrong-pin-decoded-n.txt": "pin-incorrect",
+    "pcsc-spy/real-1.9.9-card-wrong-pin.raw": "pin-incorrect",
+    "pkcs11-spy/real-0.23-card-wrong-pin.log": "pin-incorrect",
+    "pkcs11-spy/real-0.23-login-wrong-pin.log": "pin-incorrect",
+    "pkcs11-spy/written-0.13-linux-old-style.log": "pin-incorrect",
+    "pkcs11-spy/written-0.22-windows-crlf.log": "pin-incorrect",
+    "pkcs11-spy/written-0.25-linux-two-processes.log": "pin-incorrect",
+    # binary PIN bytes explain the wrong PIN, which explains the CKR_USER_NOT_LOGGED_IN after it
+    "pkcs11-spy/written-0.24-windows-pt-crlf.log": "pin-encoding",
+    # C_Login -> CKR_GENERAL_ERROR (OpenSC: card command failed), then only clean-up
+    "opensc-debug/ref-0.20-macos-login-failure.log": "client-stopped",
+    # a C_Login refused (CKR_FUNCTION_REJECTED, CKR_PIN_TOO_WEAK), then only clean-up
+    "pkcs11-spy/written-0.26-linux-null-names.log": "client-stopped",
+    "pkcs11-spy/written-0.27-linux-interleaved-threads.log": "client-stopped",
+    "opensc-debug/written-0.26-linux-two-processes.log": "card-not-recognised",
+    # the card pulled: after a wrong PIN too, the removal is what stopped the program
+    "pcsc-spy/real-1.9.9-card-pulled-at-verify-decoded-n.txt": "card-removed",
+    "pcsc-spy/real-1.9.9-card-pulled-at-verify.raw": "card-removed",
+    "pcsc-spy/written-2.x-decoded-short-rv.txt": "card-removed",
+    "pcsc-spy/written-old-raw-no-pci.raw": "card-removed",
+    # the client died inside SCardTransmit (libpcscspy 1.9.9 and a NULL pioRecvPci)
+    "pcsc-spy/real-1.9.9-null-recv-pci-crash-decoded-n.txt": "call-never-returned",
+    "pcsc-spy/real-1.9.9-null-recv-pci-crash.raw": "call-never-returned",
+    **dict.fromkeys(HEALTHY),
+    "opensc-debug/written-0.15-windows-date-only.log": None,
+    "p11spy/real-card-list.p11": None,
+    "p11spy/real-card-sign.p11": None,
+    "pcsc-spy/real-1.9.9-opensc-tool-name-decoded-n-d.txt": None,
+    "pcsc-spy/real-1.9.9-opensc-tool-name-decoded-n.txt": None,
+    "pcsc-spy/real-1.9.9-opensc-tool-name.raw": None,
+    "pcsc-spy/real-1.9.9-two-threads-decoded-n-t.txt": None,
+    "pcsc-spy/real-1.9.9-two-threads-decoded-n.txt": None,
+    "pcsc-spy/real-1.9.9-two-threads.raw": None,
+}
+
+
+def fixture_names() -> list[str]:
+    return sorted(str(p.relative_to(FIXTURES)) for p in FIXTURES.rglob("*")
+                  if p.is_file() and p.name != "README.md" and p.suffix != ".sh")
+
+
+def test_every_fixture_has_its_root_cause_in_the_table() -> None:
+    assert fixture_names() == sorted(ROOT_CAUSE)
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_the_first_finding_is_the_root_cause(name: str) -> None:
+    findings, _ = diagnosed(FIXTURES / name)
+    first = next((f.rule for f in above_info(findings)), None)
+    assert first == ROOT_CAUSE[name], [(f.rule, f.severity) for f in findings]
+
+
+@pytest.mark.parametrize("name", ["real-1.9.9-null-recv-pci-crash.raw",
+                                  "real-1.9.9-null-recv-pci-crash-decoded-n.txt"])
+def test_a_call_that_never_returned(name: str) -> None:
+    """Real libpcscspy 1.9.9 output of a client that died of SIGSEGV inside SCardTransmit
+    (fixtures/pcsc-spy/regenerate.sh): the call, its thread and what was sent last."""
+    findings, events = diagnosed(FIXTURES / "pcsc-spy" / name)
+    [f] = above_info(findings)
+    assert f.rule == "call-never-returned" and f.severity == "error"
+    assert f.title.startswith("SCardTransmit in thread ")
+    assert "crashed, was killed or hung" in f.title
+    by_seq = {e.seq: e for e in events}
+    [select] = [by_seq[s] for s in f.seqs if isinstance(by_seq[s], Apdu)]
+    assert select.command[1] == 0xA4 and select.response is None
+
+
 def test_opensc_debug_wrong_pin_shows_the_counter() -> None:
     """A real OPENSC_DEBUG=9 log of a wrong PIN on the card station: the VERIFY status check
     (63C3) and the failed VERIFY (63C2) are read from the log's APDU dumps."""

@@ -9,6 +9,7 @@ when no other rule explains it, this rule names it with what its code means.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,8 +23,8 @@ from p11spy.decoder.diagnose.base import (
     Tracker,
     finding,
 )
-from p11spy.decoder.diagnose.rules.common import call_ev, plural
-from p11spy.decoder.events import Call, Event
+from p11spy.decoder.diagnose.rules.common import apdu_ev, call_ev, pcsc_ev, plural
+from p11spy.decoder.events import Apdu, Call, Event, PcscCall, Warning_
 
 # functions a module may leave out, which programs try and do without
 OPTIONAL_FUNCTIONS = ("C_GetInterface", "C_GetInterfaceList", "C_GetOperationState",
@@ -43,30 +44,72 @@ EXPECTED = frozenset({
 })
 
 
+# In a trace of PC/SC calls alone (pcsc-spy), the same at that level: what a program does
+# after a failure without it being work, and answers it asks for and handles
+PCSC_CLEANUP = frozenset({"SCardDisconnect", "SCardReleaseContext", "SCardEndTransaction",
+                          "SCardFreeMemory", "SCardCancel", "SCardIsValidContext"})
+PCSC_EXPECTED = frozenset({"SCARD_E_TIMEOUT", "SCARD_E_INSUFFICIENT_BUFFER"})
+
+
 def expected(c: Call) -> bool:
     name = c.rv_name or ""
     return c.length_query or ("*", name) in EXPECTED or (c.function, name) in EXPECTED
 
 
+def _pcsc_failure(e: Event) -> tuple[str, str] | None:
+    """(function, code) of a PC/SC call outside any PKCS#11 call that failed, else None."""
+    if isinstance(e, Apdu) and e.parent is None and e.error and e.error not in PCSC_EXPECTED:
+        return "SCardTransmit", e.error
+    if isinstance(e, PcscCall) and e.parent is None and e.rv not in (0, None) \
+            and e.function not in PCSC_CLEANUP and e.rv_name not in PCSC_EXPECTED:
+        return e.function, e.rv_name or f"{e.rv:#x}"
+    return None
+
+
+def _pcsc_work(e: Event) -> bool:
+    return (isinstance(e, Apdu) and e.parent is None and e.response is not None) or \
+        (isinstance(e, PcscCall) and e.parent is None and e.rv == 0
+         and e.function not in PCSC_CLEANUP)
+
+
 class ClientStopped(Rule):
-    """Per process, the last failure of a call that was not clean-up, when no work followed."""
+    """Per process, the last failure of a call that was not clean-up, when no work followed:
+    PKCS#11 calls, or in a process that made none (a PC/SC trace), PC/SC calls."""
 
     name = "client-stopped"
 
     def __init__(self) -> None:
         self.last: dict[Any, tuple[CallFacts, Evidence]] = {}  # pid -> its last failure
         self.earlier: dict[Any, int] = {}  # pid -> failures before that one
+        self.pcsc: dict[Any, tuple[CallFacts, Evidence]] = {}  # the same for PC/SC calls
+        self.pcsc_work: dict[Any, int] = {}  # pid -> seq of its last PC/SC call that worked
+
+    def _failed(self, store: dict[Any, tuple[CallFacts, Evidence]], c: CallFacts,
+                ev: Evidence) -> None:
+        if c.pid in store:
+            self.earlier[c.pid] = self.earlier.get(c.pid, 0) + 1
+        store[c.pid] = (c, ev)
 
     def observe(self, e: Event, t: Tracker) -> None:
+        failed = _pcsc_failure(e)
+        if failed is not None:
+            fn, code = failed
+            self._failed(self.pcsc, CallFacts(e.seq, fn, None, code, e.pid),
+                         apdu_ev(e) if isinstance(e, Apdu) else pcsc_ev(e))  # type: ignore[arg-type]
+        elif _pcsc_work(e):
+            self.pcsc_work[e.pid] = e.seq
         if not isinstance(e, Call) or e.rv in (0, None) or e.function in CLEANUP_CALLS \
                 or expected(e):
             return
-        if e.pid in self.last:
-            self.earlier[e.pid] = self.earlier.get(e.pid, 0) + 1
-        self.last[e.pid] = (CallFacts(e.seq, e.function, e.rv, e.rv_name, e.pid), call_ev(e))
+        self._failed(self.last, CallFacts(e.seq, e.function, e.rv, e.rv_name, e.pid),
+                     call_ev(e))
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
-        for pid, (c, ev) in self.last.items():
+        stops = dict(self.last)
+        for pid, (c, ev) in self.pcsc.items():
+            if not t.proc(pid).calls and self.pcsc_work.get(pid, -1) < c.seq:
+                stops[pid] = (c, ev)
+        for pid, (c, ev) in stops.items():
             work = t.proc(pid).last_work
             if work is not None and work > c.seq:
                 continue  # the program went on: it handled this one
@@ -78,12 +121,54 @@ class ClientStopped(Rule):
                       else "")
             checks = "; ".join(code.checks) if code and code.checks else "the call's arguments"
             n = self.earlier.get(pid, 0)
-            earlier = (f" The {plural(n, 'earlier failure')} before it the program went on "
-                       "from: it handled them." if n else "")
+            earlier = (f" {plural(n, 'earlier failed call')} did not stop the program."
+                       if n else "")
             yield finding(self.name, [ev], pid=pid, function=c.function, rv=rv,
                           seq=c.seq, meaning=meaning, causes=causes, checks=checks,
                           earlier=earlier, data={"function": c.function, "rv": rv,
                                                  "earlier_failures": n})
 
 
-RULES = (ClientStopped,)
+# what the readers say of a call the trace ends inside (pcsc-spy: a call without its return
+# line; p11spy: PC/SC records whose PKCS#11 call was never written, as it had not returned)
+_NEVER_RETURNED = (
+    re.compile(r"(?P<function>\w+) \(thread (?P<thread>\w+)\) has no return line: the trace "
+               r"ends inside it"),
+    re.compile(r"process (?P<pid>\d+): call #(?P<number>\d+) never returned"),
+)
+
+
+class NeverReturned(Rule):
+    """A call the trace ends inside: the program crashed, was killed or hung in it."""
+
+    name = "call-never-returned"
+
+    def __init__(self) -> None:
+        self.found: list[tuple[Evidence, str]] = []  # the reader's warning, and the call named
+        self.follow: Evidence | None = None  # the event right after the first warning
+
+    def observe(self, e: Event, t: Tracker) -> None:
+        if self.found and self.follow is None and not isinstance(e, Warning_):
+            self.follow = Evidence(e.seq, "the call's last event in the trace: "
+                                          + (apdu_ev(e).what if isinstance(e, Apdu) else
+                                             getattr(e, "function", e.type)))
+        if not isinstance(e, Warning_) or len(self.found) >= 8:
+            return
+        for pattern in _NEVER_RETURNED:
+            m = pattern.search(e.message)
+            if m:
+                g = m.groupdict()
+                what = (f"{g['function']} in thread {g['thread']}" if g.get("function") else
+                        f"call #{g['number']} of process {g['pid']}")
+                self.found.append((Evidence(e.seq, e.message), what))
+
+    def finish(self, t: Tracker) -> Iterable[Finding]:
+        if not self.found:
+            return
+        ev = [x for x, _ in self.found] + ([self.follow] if self.follow else [])
+        what = self.found[0][1]
+        yield finding(self.name, ev, what=what, n=len(self.found),
+                      data={"calls": [w for _, w in self.found]})
+
+
+RULES = (ClientStopped, NeverReturned,)

@@ -111,11 +111,18 @@ def pin_length(c: Call) -> int | None:
     return pin_facts(c.args.get("pPin"))[0]
 
 
-def pin_view(c: Call) -> tuple[str, str]:
-    """What the trace shows of a call's PIN: ("ascii", what) when it looks right, ("wrong", ..)
-    when its encoding looks wrong, ("unseen", "") when the trace does not show it."""
-    length, cls, extras = next((pin_facts(c.args[a]) for a in PIN_ARGS if a in c.args),
-                               (None, None, []))
+def pin_view(e: Call | Apdu) -> tuple[str, str]:
+    """What the trace shows of a PIN (a call's, or a VERIFY's data in clear): ("ascii", what)
+    when it looks right, ("wrong", ..) when its encoding looks wrong, ("unseen", "") when the
+    trace does not show it."""
+    if isinstance(e, Apdu):
+        data = e.command[5:5 + e.command[4]].rstrip(b"\xff")  # PIV pads with FF
+        length, (cls, extras) = len(data), classify_pin(data)
+        if e.masked or not data:
+            cls = None
+    else:
+        length, cls, extras = next((pin_facts(e.args[a]) for a in PIN_ARGS if a in e.args),
+                                   (None, None, []))
     if cls is None:
         return "unseen", ""
     if encoding_problem(cls, extras):
@@ -166,6 +173,9 @@ class WrongPin(Rule):
                 self.n_attempts += attempt
                 if attempt:
                     keep(self.attempts, e.seq)
+                    view, what = pin_view(e)
+                    if view != "unseen":
+                        self.views.setdefault(view, what)
                 self.last_left = sw & 0x0F
                 keep(self.counter, (e.seq, sw & 0x0F, attempt))
                 keep(self.evidence, apdu_ev(e, "a wrong PIN" if attempt else
