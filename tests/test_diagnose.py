@@ -160,6 +160,19 @@ def test_not_logged_in_after_logout_cites_login_and_logout(token, spy_env, shim_
     assert "its last session was closed" in one(findings, "not-logged-in").explanation
 
 
+def test_the_failed_login_leads_the_refusal_it_caused(token, spy_env, shim_for,
+                                                      tmp_path) -> None:
+    """A wrong PIN, and the program goes on to C_GenerateKey, refused as not logged in, and
+    stops there. The refusal is the call it stopped on, and its cause, the failed login it
+    cites, comes before it."""
+    findings, events, _ = client_trace("after-failed-login", token, spy_env, shim_for, tmp_path)
+    assert [f.rule for f in above_info(findings)] == ["pin-incorrect", "not-logged-in"]
+    refused = one(findings, "not-logged-in")
+    [stop] = [c for c in cited_calls(refused, events) if c.function == "C_GenerateKey"]
+    assert refused.data["stopped_at"] == stop.seq
+    assert not [f for f in findings if f.rule == "client-stopped"]
+
+
 def test_login_on_another_token(token, spy_env, shim_for, tmp_path) -> None:
     r = subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "second",
                         "--pin", USER_PIN, "--so-pin", "5678"], env=token.env,

@@ -274,6 +274,9 @@ def test_card_reset_under_a_held_session_without_pin_cache(traces: CardTraces) -
     assert f.title == (f"Card reset during the operation: C_Sign #{sign.seq} failed "
                        "(CKR_USER_NOT_LOGGED_IN)")
     assert f.data["recovered"] is False
+    # the reset is the cause: it comes before the refusals it led to
+    assert [x.rule for x in findings if x.severity != "info"] == [
+        "card-removed", "not-logged-in", "not-logged-in"]
     lost = [x for x in findings if x.rule == "not-logged-in"]
     assert {x.title for x in lost} == {
         f"{fn} needs a login: the card was reset at #{reset.seq}"
