@@ -43,6 +43,8 @@ class CardTraces:
     healthy: Path
     unknown: Path
     unknown_debug: Path
+    unknown_listing: Path
+    unknown_listing_debug: Path
     removed: Path
     reset_recovered: Path
     reset_failed: Path
@@ -116,6 +118,10 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CardTraces]:
         r = _run(b, w / "unknown.p11", "-L", OPENSC_CONF=str(conf), OPENSC_DEBUG="7")
         assert r.returncode == 0, r.stderr[-2000:]
         (w / "unknown-debug7.log").write_text(r.stderr)
+        # the same card, listed by a client that asks only for slots with a token
+        r = _run(b, w / "unknown-T.p11", "-I", "-T", OPENSC_CONF=str(conf), OPENSC_DEBUG="3")
+        assert "Available slots:" in r.stdout and "Slot 0" not in r.stdout, r.stdout
+        (w / "unknown-T-debug3.log").write_text(r.stderr)
         # a session held open while another program resets the card
         answers = {"recovered": held_session(b, w / "reset.p11", reset=True)}
         nocache = station.write_opensc_conf(w / "no-pin-cache.conf",
@@ -140,7 +146,8 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CardTraces]:
         debug = w / "locked-debug9.log"
         debug.write_text(r.stderr)
         made = CardTraces(w / "ebcdic.p11", w / "healthy.p11", w / "unknown.p11",
-                          w / "unknown-debug7.log", w / "removed.p11", w / "reset.p11",
+                          w / "unknown-debug7.log", w / "unknown-T.p11",
+                          w / "unknown-T-debug3.log", w / "removed.p11", w / "reset.p11",
                           w / "reset-no-pin-cache.p11", w / "held.p11", answers,
                           w / "long.p11",
                           w / "pins.p11", debug, b.card.atr.hex().upper(), b.card.pin_tries)
@@ -212,6 +219,32 @@ def test_card_no_driver_takes_in_an_opensc_debug_log(traces: CardTraces) -> None
     assert f"{wrong_card} " not in log and "SC_ERROR_WRONG_CARD" not in log
     assert "SC_ERROR_WRONG_CARD" in f.related_codes and "SC_ERROR_WRONG_CARD" not in f.codes
     assert "CKR_TOKEN_NOT_RECOGNIZED" in f.codes
+
+
+def test_card_no_driver_takes_without_a_failing_call(traces: CardTraces) -> None:
+    """`pkcs11-tool -I -T` lists only slots with a token: no call fails, the list is empty.
+    The cause, a card no driver takes, leads with the empty slot list inside it (no separate
+    "No token"): in the p11spy trace from the card's ATR beside the empty list, in OpenSC's
+    debug log from its own words (unable to find driver, -1210)."""
+    findings, by_seq = diagnosed(traces.unknown_listing)
+    assert [f.rule for f in findings if f.severity != "info"] == ["card-not-recognised"], \
+        [f.title for f in findings]
+    f = one(findings, "card-not-recognised")
+    assert f.title == f"Card not recognised (ATR {traces.atr})"
+    assert "no call fails" in f.explanation and "AMQ9669E" in f.explanation
+    cited = [by_seq[s] for s in f.seqs]
+    assert not any(isinstance(e, Call) and e.rv for e in cited)
+    [listing] = [e for e in cited if isinstance(e, Call)]
+    assert listing.function == "C_GetSlotList" and listing.args["tokenPresent"] in (1, True)
+    assert "CKR_TOKEN_NOT_RECOGNIZED" in f.related_codes
+    findings, by_seq = diagnosed(traces.unknown_listing_debug)
+    assert [f.rule for f in findings if f.severity != "info"] == ["card-not-recognised"], \
+        [f.title for f in findings]
+    f = one(findings, "card-not-recognised")
+    assert f.data["drivers"] == ["openpgp"] and "Drivers tried: openpgp." in f.explanation
+    assert any("unable to find driver" in by_seq[s].text for s in f.seqs
+               if hasattr(by_seq[s], "text"))
+    assert f.codes == ("SC_ERROR_INVALID_CARD",)  # the log's -1210
 
 
 def test_card_pulled_mid_signature(traces: CardTraces) -> None:

@@ -7,6 +7,7 @@ user who reads one finding reads the right one. The rules, in the order they app
    or of an impossible length explains CKR_PIN_INCORRECT, so when the PIN-encoding (or
    PIN-length) finding covers every failed login of the wrong-PIN finding, it takes that
    finding's evidence, facts and severity in, and the generic "Wrong PIN" is not shown apart.
+   Likewise a card no driver takes explains an empty slot list ("No token").
 2. The failure that stopped the program is the prime suspect: the last failed call of a
    process after which it did no more work (rules/outcome.py; in a trace of PC/SC calls
    alone, the last failed PC/SC call). The finding that cites it is the prime suspect; when
@@ -36,6 +37,7 @@ EXPLAINS: dict[str, tuple[str, ...]] = {
     "pin-encoding": ("pin-incorrect",),
     "pin-length": ("pin-incorrect",),
     "pin-verify-failed": ("pin-incorrect",),
+    "card-not-recognised": ("no-token",),
 }
 # rules whose findings are demoted to information when the program went on working after
 # every failure they are about (it checked, and handled the answer)
@@ -77,7 +79,8 @@ def fold(found: list[Finding]) -> list[Finding]:
     for s in found:
         if s.severity == "info":
             continue
-        for g in [g for g in out if g.rule in EXPLAINS.get(s.rule, ()) and g.pid == s.pid]:
+        for g in [g for g in out if g.rule in EXPLAINS.get(s.rule, ())
+                  and (g.pid == s.pid or s.pid is None)]:
             if g.subjects and set(g.subjects) <= set(s.subjects):
                 _take_in(s, g)
                 out.remove(g)

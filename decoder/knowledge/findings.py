@@ -32,6 +32,10 @@ NO_PCSC_UNUSED = ("The program did not need it: it worked with {other}, which op
                   "(#{seq}); {modules} only had no card reader to offer, as when p11-kit loads "
                   "every configured module. Harmless, unless the program was meant to use a "
                   "smart card.")
+# card-not-recognised's {shows}: a call refused the token, or the slot simply showed none
+CARD_REFUSED = "it shows no token (CKR_TOKEN_NOT_RECOGNIZED)"
+CARD_UNSEEN = ("its slot shows no token at all: no call fails, the slot list asked for slots "
+               "with a token comes back without it")
 # where the PIN's bytes are to be seen (pin-encoding's {source}, pin-incorrect's {encoding})
 TRACE_PIN_MASKED = ("A p11spy trace keeps only the PIN's length and character class; the same "
                     "run with P11SPY_LOG_SECRETS=1 shows its bytes (then redact the trace "
@@ -150,8 +154,7 @@ FINDINGS: dict[str, Advice] = {
         ("SCARD_E_NO_READERS_AVAILABLE", "SC_ERROR_NO_READERS_FOUND")),
     "card-not-recognised": Advice(
         "error", "Card not recognised{atr}",
-        "A card is in the reader but the module has no driver for it, so it shows no token "
-        "(CKR_TOKEN_NOT_RECOGNIZED). {probe}",
+        "A card is in the reader but the module has no driver for it, so {shows}. {probe}",
         "Check the card is the kind this module supports; with OpenSC, opensc-tool --atr and "
         "opensc-tool -n name the card and its driver, and card_drivers in opensc.conf must "
         "include that driver (a trimmed list leaves cards out). A new card may need a newer "
@@ -172,7 +175,10 @@ FINDINGS: dict[str, Advice] = {
         "AMQ9669E; runmqakm: CTGSK2137W or CTGSK3026W).",
         "Make the token visible first: pkcs11-tool --module <module> -L must list it; with a "
         "card, pcsc_scan must see reader and card.",
-        ("AMQ9669E", "CTGSK2137W")),
+        ("AMQ9669E", "CTGSK2137W"),
+        inside="So the program's slot lists ({n} C_GetSlotList) came back without a token, "
+               "and a client reports a token it cannot find (IBM MQ: AMQ9669E; runmqakm: "
+               "CTGSK2137W or CTGSK3026W)."),
     "token-label-not-found": Advice(
         "error", "No token labelled '{wanted}'{near}",
         "The client was looking for a token labelled '{wanted}', and the tokens the module "

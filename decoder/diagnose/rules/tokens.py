@@ -71,7 +71,7 @@ class NoToken(Rule):
                       "(see that finding)" if self.no_readers else "")
             cause = self.no_service or self.no_readers
             yield finding(self.name, [*ev, *([cause] if cause else [])], pid=pid,
-                          detail=detail, subjects=[x.seq for x in ev])
+                          detail=detail, subjects=[x.seq for x in ev], n=len(ev))
 
 
 def _near(wanted: str, labels: list[str]) -> str | None:
