@@ -242,8 +242,8 @@ FINDINGS: dict[str, Advice] = {
         "error", "{what} never returned: the program crashed, was killed or hung inside it",
         "The trace ends inside {what}: it was called and did not come back before the trace "
         "stopped ({n} such call(s)). The program crashed, was killed (a signal, a timeout, "
-        "the OOM killer) or hung in that call: inside the module, the PC/SC layer, or a tracer "
-        "loaded into the program. Whatever the program printed last happened before it.",
+        "the OOM killer) or hung in that call, or gave up waiting for it and exited: the call "
+        "went wrong inside the module, the PC/SC layer, or a tracer loaded into the program.",
         "Look at how the program ended (its exit status, a core dump; p11spy run reports a "
         "death by signal), and run it again under a debugger (gdb --args ...) to see the stack "
         "inside that call; with OpenSC, OPENSC_DEBUG=9 shows how far the module got.",

@@ -242,6 +242,21 @@ def main() -> int:
     c.init()
     if mode in ("login-per-sign", "init-per-sign"):
         return setup_per_sign(c, label, pin, 20, init=mode == "init-per-sign")
+    if mode == "gives-up-waiting":  # a call that takes too long, and a program that exits
+        import threading
+        import time
+
+        h = c.open(c.slot_of(label))
+        c.login(h, pin)
+        tpub, npub = c.template([("CKA_TOKEN", False), ("CKA_MODULUS_BITS", 8192)])
+        tpriv, npriv = c.template([("CKA_TOKEN", False), ("CKA_SIGN", True)])
+        k1, k2 = ffi.new("CK_OBJECT_HANDLE *"), ffi.new("CK_OBJECT_HANDLE *")
+        threading.Thread(target=lambda: say("C_GenerateKeyPair", f.C_GenerateKeyPair(
+            h, c.mechanism("CKM_RSA_PKCS_KEY_PAIR_GEN"), tpub, npub, tpriv, npriv, k1, k2)),
+            daemon=True).start()
+        time.sleep(0.5)  # the program's timeout: it gives up on the call and exits
+        print("gave up", flush=True)
+        return 3
     if mode == "threads-no-locking":  # C_Initialize(NULL): the module need not lock
         return threads(c, label, pin, 3)
     if mode in ("forked-child", "forked-child-init"):

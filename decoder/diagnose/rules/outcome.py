@@ -10,6 +10,7 @@ when no other rule explains it, this rule names it with what its code means.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,7 +25,7 @@ from p11spy.decoder.diagnose.base import (
     finding,
 )
 from p11spy.decoder.diagnose.rules.common import apdu_ev, call_ev, pcsc_ev, plural
-from p11spy.decoder.events import Apdu, Call, Event, PcscCall, Warning_
+from p11spy.decoder.events import Apdu, Call, Event, PcscCall, Process, Warning_
 
 # functions a module may leave out, which programs try and do without
 OPTIONAL_FUNCTIONS = ("C_GetInterface", "C_GetInterfaceList", "C_GetOperationState",
@@ -138,16 +139,44 @@ _NEVER_RETURNED = (
 )
 
 
+# formats that write a call when it is made, so that one the program never came back from
+# is there without its return value (in OpenSC's debug log many calls have none anyway)
+ENTRY_FIRST = ("pkcs11-spy",)
+
+
 class NeverReturned(Rule):
-    """A call the trace ends inside: the program crashed, was killed or hung in it."""
+    """A call the trace ends inside: the program crashed, was killed or hung in it. Read from
+    the readers' warnings, or from a thread whose last call has no return value while all its
+    other calls have one (pkcs11-spy writes a call's arguments before it calls the module)."""
 
     name = "call-never-returned"
 
     def __init__(self) -> None:
         self.found: list[tuple[Evidence, str]] = []  # the reader's warning, and the call named
         self.follow: Evidence | None = None  # the event right after the first warning
+        self.last: dict[tuple[Any, Any], Call] = {}  # (pid, tid) -> its last call
+        self.returned: Counter[tuple[Any, Any]] = Counter()  # calls with a return value
+        self.entry_first = False  # the trace's format writes a call before it returns
+
+    def _unreturned(self) -> Iterable[tuple[Evidence, str]]:
+        if not self.entry_first:
+            return
+        for (pid, tid), c in self.last.items():
+            if c.rv is None and self.returned[(pid, tid)] and len(self.found) < 8:
+                where = f" in thread {tid}" if tid is not None else ""
+                yield (Evidence(c.seq, f"{c.function}: the trace ends before it returned"),
+                       f"{c.function}{where}")
 
     def observe(self, e: Event, t: Tracker) -> None:
+        if isinstance(e, Process) and e.info.get("format") in ENTRY_FIRST:
+            self.entry_first = True
+        if isinstance(e, Call):
+            key = (e.pid, e.tid)
+            prev = self.last.get(key)
+            if prev is not None and prev.rv is not None:
+                self.returned[key] += 1
+            self.last[key] = e
+            return
         if self.found and self.follow is None and not isinstance(e, Warning_):
             self.follow = Evidence(e.seq, "the call's last event in the trace: "
                                           + (apdu_ev(e).what if isinstance(e, Apdu) else
@@ -163,6 +192,8 @@ class NeverReturned(Rule):
                 self.found.append((Evidence(e.seq, e.message), what))
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
+        if not self.found:
+            self.found = list(self._unreturned())
         if not self.found:
             return
         ev = [x for x, _ in self.found] + ([self.follow] if self.follow else [])
