@@ -11,9 +11,9 @@ user who reads one finding reads the right one. The rules, in the order they app
 2. The failure that stopped the program is the prime suspect: the last failed call of a
    process after which it did no more work (rules/outcome.py; in a trace of PC/SC calls
    alone, the last failed PC/SC call). The finding that cites it is the prime suspect; when
-   none does, client-stopped names it. A finding about failures the
-   program went on working after (a probe for a mechanism, a search, a key tried) is demoted to
-   information (HANDLED), as are length queries and optional attributes, which never count.
+   none does, client-stopped names it. A finding about failures the program went on working
+   after (a probe for a mechanism, a search, a key tried) is demoted to information
+   (HANDLED); length queries, optional attributes and optional functions never count.
 3. Errors before warnings before information; among equals the prime suspect first, then the
    trace order of their first evidence, then the order of the rule table
    (diagnose/rules/__init__.py).
