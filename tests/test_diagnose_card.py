@@ -26,7 +26,7 @@ import pytest
 
 from p11spy.decoder import codes
 from p11spy.decoder.diagnose import Finding, diagnose
-from p11spy.decoder.events import Apdu, Call, Event, PcscCall
+from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall
 from p11spy.decoder.formats.registry import open_events
 from testbed import card_station as station
 from testbed import pcsc
@@ -378,6 +378,8 @@ def test_verify_answered_6300_without_a_counter(tmp_path: Path) -> None:
     with station.card_station(tmp_path / "station", reports_tries=False) as b:
         r = _run(b, out, "--login", "--pin", WRONG, "-O")
         tries = b.card.pin_tries
+        logged = b.run(["pkcs11-tool", "--module", b.module, "--login", "--pin", WRONG, "-O"],
+                       OPENSC_DEBUG="3")
     assert r.returncode != 0 and tries == b.card.retries - 1, r.stderr[-2000:]
     findings, by_seq = diagnosed(out)
     [first, *rest] = [f for f in findings if f.severity != "info"]
@@ -395,6 +397,17 @@ def test_verify_answered_6300_without_a_counter(tmp_path: Path) -> None:
     assert "6300" in first.codes and "63Cx" not in first.codes
     if login.rv_name != "CKR_PIN_INCORRECT":
         assert f"passed it up as {login.rv_name}" in first.explanation
+    # OpenSC's debug log at level 3 has no APDUs: the call the program stopped on leads, with
+    # the first error OpenSC logged under it
+    debug = tmp_path / "debug3.log"
+    debug.write_text(logged.stderr)
+    findings, by_seq = diagnosed(debug)
+    [first, *rest] = [f for f in findings if f.severity != "info"]
+    assert first.rule == "client-stopped" and rest == [], [f.title for f in findings]
+    assert first.title.startswith(f"The program gave up after C_Login -> {login.rv_name}")
+    [origin] = [by_seq[s] for s in first.seqs if isinstance(by_seq[s], LogLine)]
+    assert "returning with: -" in origin.text and origin.parent == first.data["stopped_at"]
+    assert "OpenSC's log shows where it started" in first.explanation
 
 
 @contextlib.contextmanager

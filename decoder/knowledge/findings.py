@@ -233,8 +233,8 @@ FINDINGS: dict[str, Advice] = {
     "client-stopped": Advice(
         "error", "The program gave up after {function} -> {rv} (#{seq})",
         "{function} returned {rv}{meaning}, and after it the program did no more work, only "
-        "clean-up (closing sessions, C_Finalize): this is the failure it stopped on.{causes}"
-        "{earlier}",
+        "clean-up (closing sessions, C_Finalize): this is the failure it stopped on.{started}"
+        "{causes}{earlier}",
         "Look at {checks}. p11spy decode shows #{seq} with its arguments, and p11spy explain "
         "{rv} what the code means.",
         ()),

@@ -24,8 +24,8 @@ from p11spy.decoder.diagnose.base import (
     Tracker,
     finding,
 )
-from p11spy.decoder.diagnose.rules.common import apdu_ev, call_ev, pcsc_ev, plural
-from p11spy.decoder.events import Apdu, Call, Event, PcscCall, Process, Warning_
+from p11spy.decoder.diagnose.rules.common import apdu_ev, call_ev, log_ev, pcsc_ev, plural
+from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall, Process, Warning_
 
 # functions a module may leave out, which programs try and do without
 OPTIONAL_FUNCTIONS = ("C_GetInterface", "C_GetInterfaceList", "C_GetOperationState",
@@ -73,6 +73,13 @@ def _pcsc_work(e: Event) -> bool:
          and e.function not in PCSC_CLEANUP)
 
 
+# OpenSC's debug log, where an error starts: "card.c:403:sc_connect_card: returning with:
+# -1210 (Card is invalid or cannot be handled)"; the first such line under a call is the
+# innermost, the one the others pass up
+_OPENSC_ERROR = re.compile(r"(?:^|\s)(?:[\w.-]+:\d+:)?(?P<where>\w+): returning with: "
+                           r"(?P<code>-\d+) \((?P<text>[^)]*)\)")
+
+
 class ClientStopped(Rule):
     """Per process, the last failure of a call that was not clean-up, when no work followed:
     PKCS#11 calls, or in a process that made none (a PC/SC trace), PC/SC calls."""
@@ -84,6 +91,11 @@ class ClientStopped(Rule):
         self.earlier: dict[Any, int] = {}  # pid -> failures before that one
         self.pcsc: dict[Any, tuple[CallFacts, Evidence]] = {}  # the same for PC/SC calls
         self.pcsc_work: dict[Any, int] = {}  # pid -> seq of its last PC/SC call that worked
+        # OpenSC's first error line: since the process's last call (a log without entry
+        # lines), before its last failure, and under that failure
+        self.pending: dict[Any, tuple[LogLine, re.Match[str]]] = {}
+        self.before: dict[Any, tuple[LogLine, re.Match[str]] | None] = {}
+        self.under: dict[Any, tuple[LogLine, re.Match[str]]] = {}
 
     def _failed(self, store: dict[Any, tuple[CallFacts, Evidence]], c: CallFacts,
                 ev: Evidence) -> None:
@@ -91,7 +103,25 @@ class ClientStopped(Rule):
             self.earlier[c.pid] = self.earlier.get(c.pid, 0) + 1
         store[c.pid] = (c, ev)
 
+    def _opensc_error(self, c: CallFacts) -> tuple[Evidence, str] | None:
+        """The first OpenSC error logged under the call (or, when the log lacks its entry line,
+        right before it): where the failure started."""
+        found = self.under.get(c.pid) or self.before.get(c.pid)
+        if found is None:
+            return None
+        line, m = found
+        return (log_ev(line), f" OpenSC's log shows where it started: {m['where']} returned "
+                              f"{m['code']} ({m['text']}), #{line.seq}.")
+
     def observe(self, e: Event, t: Tracker) -> None:
+        if isinstance(e, LogLine):
+            m = _OPENSC_ERROR.search(e.text)
+            last = self.last.get(e.pid)
+            if m and e.parent is None:
+                self.pending.setdefault(e.pid, (e, m))
+            elif m and last is not None and e.parent == last[0].seq:
+                self.under.setdefault(e.pid, (e, m))
+            return
         failed = _pcsc_failure(e)
         if failed is not None:
             fn, code = failed
@@ -99,11 +129,15 @@ class ClientStopped(Rule):
                          apdu_ev(e) if isinstance(e, Apdu) else pcsc_ev(e))  # type: ignore[arg-type]
         elif _pcsc_work(e):
             self.pcsc_work[e.pid] = e.seq
-        if not isinstance(e, Call) or e.rv in (0, None) or e.function in CLEANUP_CALLS \
-                or expected(e):
+        if not isinstance(e, Call):
+            return
+        pending = self.pending.pop(e.pid, None)  # errors logged since the last call
+        if e.rv in (0, None) or e.function in CLEANUP_CALLS or expected(e):
             return
         self._failed(self.last, CallFacts(e.seq, e.function, e.rv, e.rv_name, e.pid),
                      call_ev(e))
+        self.before[e.pid] = pending
+        self.under.pop(e.pid, None)
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
         stops = dict(self.last)
@@ -124,10 +158,15 @@ class ClientStopped(Rule):
             n = self.earlier.get(pid, 0)
             earlier = (f" {plural(n, 'earlier failed call')} did not stop the program."
                        if n else "")
-            yield finding(self.name, [ev], pid=pid, function=c.function, rv=rv,
+            cited, started = [ev], ""
+            opensc = self._opensc_error(c)
+            if opensc is not None:
+                cited.append(opensc[0])
+                started = opensc[1]
+            yield finding(self.name, cited, pid=pid, function=c.function, rv=rv,
                           seq=c.seq, meaning=meaning, causes=causes, checks=checks,
-                          earlier=earlier, data={"function": c.function, "rv": rv,
-                                                 "earlier_failures": n})
+                          earlier=earlier, started=started, subjects=[c.seq],
+                          data={"function": c.function, "rv": rv, "earlier_failures": n})
 
 
 # what the readers say of a call the trace ends inside (pcsc-spy: a call without its return
