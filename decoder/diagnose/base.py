@@ -108,9 +108,10 @@ def code_meaning(name: str) -> str | None:
 
 
 # Code names and numbers as OpenSC's debug log writes them ("returning with: -1210",
-# "SCardEstablishContext failed: 0x8010001d", "C_Login() = CKR_PIN_INCORRECT")
+# "SCardEstablishContext failed: 0x8010001d", "C_Login() = CKR_PIN_INCORRECT"): OpenSC's
+# errors and PC/SC's only, so that handles and addresses in the log are not kept
 _LOG_NAMES = re.compile(r"\b(?:CKR|SCARD_[EWFS]|SC_ERROR)_[A-Z0-9_]+|\b(?:AMQ|CTGSK)\d{4}[EWI]\b")
-_LOG_NUMBERS = re.compile(r"(?<![\w-])(-1\d{3}|0x[0-9a-fA-F]{8})\b")
+_LOG_NUMBERS = re.compile(r"(?<![\w-])(-1\d{3}|0x8010[0-9a-fA-F]{4})\b")
 
 
 class CodesSeen:
