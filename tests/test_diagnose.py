@@ -432,6 +432,52 @@ def test_setup_per_operation(mode: str, what: str, inits: int, token, spy_env, s
     assert cited == {"C_Initialize" if inits > 1 else "C_Login", "C_Sign"}
 
 
+PYTHON_PKCS11_SIGNER = """
+import sys, pkcs11
+from pkcs11 import KeyType, Mechanism, ObjectClass
+token = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])
+pin, per_signature = sys.argv[3], sys.argv[4] == "per-signature"
+with token.open(rw=True, user_pin=pin) as s:
+    s.generate_keypair(KeyType.RSA, 2048, store=True, label="k1")
+def sign(s):
+    key = s.get_key(object_class=ObjectClass.PRIVATE_KEY, label="k1")
+    key.sign(b"data", mechanism=Mechanism.SHA256_RSA_PKCS)
+if per_signature:
+    for _ in range(10):
+        with token.open(user_pin=pin) as s:
+            sign(s)
+else:
+    with token.open(user_pin=pin) as s:
+        for _ in range(10):
+            sign(s)
+print("signed")
+"""
+
+
+@pytest.mark.parametrize("how", ["per-signature", "one-session"])
+def test_setup_per_operation_python_pkcs11(how: str, token, tmp_path) -> None:
+    """python-pkcs11 signing 10 times under `p11spy run`: `with token.open(user_pin=...)`
+    around each signature is a session and a login per signature (a warning); one session
+    around the loop is nothing to report."""
+    out = tmp_path / f"{how}.p11"
+    env = {k: v for k, v in token.env.items() if not k.startswith("P11SPY_")}
+    r = subprocess.run([P11SPY, "run", "-o", str(out), "--", sys.executable, "-c",
+                        PYTHON_PKCS11_SIGNER, token.module, token.label, USER_PIN, how],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "signed", r.stderr
+    findings, events = diagnosed(out)
+    signs = [c for c in events if isinstance(c, Call) and c.function == "C_Sign" and c.rv == 0
+             and not c.length_query]
+    assert len(signs) == 10
+    if how == "one-session":
+        assert above_info(findings) == [], [f.title for f in findings]
+        return
+    assert rules_of(findings) == {"setup-per-operation"}, [f.title for f in findings]
+    f = one(findings, "setup-per-operation")
+    assert f.title == "Setup per operation: a session and a login for each of 10 signatures"
+    assert f.data["setups"]["C_Login"] == 11  # the key generation's session, and one each
+
+
 def test_setup_per_operation_from_counts_alone(token, tmp_path) -> None:
     """The same client through OpenSC's pkcs11-spy, whose log has no durations: the finding
     stands on the counts and claims no share of time."""
