@@ -1,10 +1,12 @@
-"""The outcome rule: the failed call a program gave up after.
+"""The outcome rules: the failed call a program gave up after, and a call it never came back
+from.
 
 A trace of a failed run usually holds many failed calls, and most of them the program expected
 and handled: probes for a mechanism, length queries, optional attributes. The one that matters
 is the last failure after which the program did no more work (only clean-up: closing sessions,
 C_Finalize). It is the prime suspect; the engine puts the finding that explains it first, and
-when no other rule explains it, this rule names it with what its code means.
+when no other rule explains it, client-stopped names it with what its code means. A trace that
+ends inside a call has no failure to show: call-never-returned names that call.
 """
 
 from __future__ import annotations
@@ -57,13 +59,14 @@ def expected(c: Call) -> bool:
     return c.length_query or ("*", name) in EXPECTED or (c.function, name) in EXPECTED
 
 
-def _pcsc_failure(e: Event) -> tuple[str, str] | None:
-    """(function, code) of a PC/SC call outside any PKCS#11 call that failed, else None."""
+def _pcsc_failure(e: Event) -> tuple[CallFacts, Evidence] | None:
+    """A PC/SC call outside any PKCS#11 call that failed, as a call, else None."""
     if isinstance(e, Apdu) and e.parent is None and e.error and e.error not in PCSC_EXPECTED:
-        return "SCardTransmit", e.error
+        return CallFacts(e.seq, "SCardTransmit", None, e.error, e.pid), apdu_ev(e)
     if isinstance(e, PcscCall) and e.parent is None and e.rv not in (0, None) \
             and e.function not in PCSC_CLEANUP and e.rv_name not in PCSC_EXPECTED:
-        return e.function, e.rv_name or f"{e.rv:#x}"
+        return (CallFacts(e.seq, e.function, e.rv, e.rv_name or f"{e.rv:#x}", e.pid),
+                pcsc_ev(e))
     return None
 
 
@@ -88,8 +91,8 @@ class ClientStopped(Rule):
 
     def __init__(self) -> None:
         self.last: dict[Any, tuple[CallFacts, Evidence]] = {}  # pid -> its last failure
-        self.earlier: dict[Any, int] = {}  # pid -> failures before that one
         self.pcsc: dict[Any, tuple[CallFacts, Evidence]] = {}  # the same for PC/SC calls
+        self.earlier: Counter[tuple[bool, Any]] = Counter()  # (PC/SC?, pid) -> failures before
         self.pcsc_work: dict[Any, int] = {}  # pid -> seq of its last PC/SC call that worked
         # OpenSC's first error line: since the process's last call (a log without entry
         # lines), before its last failure, and under that failure
@@ -97,10 +100,10 @@ class ClientStopped(Rule):
         self.before: dict[Any, tuple[LogLine, re.Match[str]] | None] = {}
         self.under: dict[Any, tuple[LogLine, re.Match[str]]] = {}
 
-    def _failed(self, store: dict[Any, tuple[CallFacts, Evidence]], c: CallFacts,
-                ev: Evidence) -> None:
+    def _failed(self, pcsc: bool, c: CallFacts, ev: Evidence) -> None:
+        store = self.pcsc if pcsc else self.last
         if c.pid in store:
-            self.earlier[c.pid] = self.earlier.get(c.pid, 0) + 1
+            self.earlier[(pcsc, c.pid)] += 1
         store[c.pid] = (c, ev)
 
     def _opensc_error(self, c: CallFacts) -> tuple[Evidence, str] | None:
@@ -124,9 +127,7 @@ class ClientStopped(Rule):
             return
         failed = _pcsc_failure(e)
         if failed is not None:
-            fn, code = failed
-            self._failed(self.pcsc, CallFacts(e.seq, fn, None, code, e.pid),
-                         apdu_ev(e) if isinstance(e, Apdu) else pcsc_ev(e))  # type: ignore[arg-type]
+            self._failed(True, *failed)
         elif _pcsc_work(e):
             self.pcsc_work[e.pid] = e.seq
         if not isinstance(e, Call):
@@ -134,17 +135,16 @@ class ClientStopped(Rule):
         pending = self.pending.pop(e.pid, None)  # errors logged since the last call
         if e.rv in (0, None) or e.function in CLEANUP_CALLS or expected(e):
             return
-        self._failed(self.last, CallFacts(e.seq, e.function, e.rv, e.rv_name, e.pid),
-                     call_ev(e))
+        self._failed(False, CallFacts(e.seq, e.function, e.rv, e.rv_name, e.pid), call_ev(e))
         self.before[e.pid] = pending
         self.under.pop(e.pid, None)
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
-        stops = dict(self.last)
+        stops = {pid: (False, c, ev) for pid, (c, ev) in self.last.items()}
         for pid, (c, ev) in self.pcsc.items():
             if not t.proc(pid).calls and self.pcsc_work.get(pid, -1) < c.seq:
-                stops[pid] = (c, ev)
-        for pid, (c, ev) in stops.items():
+                stops[pid] = (True, c, ev)
+        for pid, (pcsc, c, ev) in stops.items():
             work = t.proc(pid).last_work
             if work is not None and work > c.seq:
                 continue  # the program went on: it handled this one
@@ -155,7 +155,7 @@ class ClientStopped(Rule):
             causes = (f" Usual causes: {'; '.join(code.causes)}." if code and code.causes
                       else "")
             checks = "; ".join(code.checks) if code and code.checks else "the call's arguments"
-            n = self.earlier.get(pid, 0)
+            n = self.earlier[(pcsc, pid)]
             earlier = (f" {plural(n, 'earlier failed call')} did not stop the program."
                        if n else "")
             cited, started = [ev], ""
