@@ -12,8 +12,8 @@ user who reads one finding reads the right one. The rules, in the order they app
    process after which it did no more work (rules/outcome.py; in a trace of PC/SC calls
    alone, the last failed PC/SC call). The finding that cites it is the prime suspect; when
    none does, client-stopped names it. A finding about failures the program went on working
-   after (a probe for a mechanism, a search, a key tried) is demoted to information
-   (HANDLED); length queries, optional attributes and optional functions never count.
+   after (a probe for a mechanism, a key tried) is demoted to information (HANDLED); length
+   queries, optional attributes and optional functions never count.
 3. Errors before warnings before information; among equals the prime suspect first, then the
    trace order of their first evidence, then the order of the rule table
    (diagnose/rules/__init__.py).
@@ -41,7 +41,7 @@ EXPLAINS: dict[str, tuple[str, ...]] = {
 }
 # rules whose findings are demoted to information when the program went on working after
 # every failure they are about (it checked, and handled the answer)
-HANDLED = frozenset({"mechanism-not-supported", "object-not-found", "key-usage"})
+HANDLED = frozenset({"mechanism-not-supported", "key-usage"})
 STOPPED = "client-stopped"
 # consequence rule -> the rules whose findings may cause it (when the two share evidence)
 CAUSES: dict[str, tuple[str, ...]] = {
