@@ -27,8 +27,6 @@ def _wrap(label: str, text: str) -> list[str]:
 
 
 def finding_lines(f: Finding) -> list[str]:
-    from p11spy.decoder.diagnose import code_meaning
-
     lines = [f"[{f.severity}] {f.title}  ({f.rule})"]
     lines += _wrap("why", f.explanation)
     if f.evidence:
@@ -40,10 +38,29 @@ def finding_lines(f: Finding) -> list[str]:
             lines.append(f"    ... and {f.more_evidence} more")
     lines += _wrap("what to do", f.action)
     for c in f.codes:
-        meaning = code_meaning(c)
-        if meaning:
-            lines += _wrap("code", f"{c}: {meaning} (p11spy explain {c})")
+        lines += _code(c, "code")
+    if f.related_codes:
+        lines += _wrap("related", RELATED)
+        for c in f.related_codes:
+            lines += _code(c, "")
     return lines
+
+
+RELATED = ("codes of the same situation that this trace does not show: what a card, OpenSC, "
+           "IBM MQ or GSKit would report instead")
+
+
+def _code(c: str, label: str) -> list[str]:
+    from p11spy.decoder.diagnose import code_meaning
+
+    meaning = code_meaning(c)
+    if not meaning:
+        return []
+    text = f"{c}: {meaning} (p11spy explain {c})"
+    if label:
+        return _wrap(label, text)
+    indent = " " * (2 + 12)
+    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent)
 
 
 def _summary(findings: list[Finding]) -> str:

@@ -215,18 +215,20 @@ class Counter:
     value: bytes
     max_tries: int
     tries: int = -1
+    reports_tries: bool = True  # False: a wrong value answers 6300, without the tries left
 
     def __post_init__(self) -> None:
         if self.tries < 0:
             self.tries = self.max_tries
 
     def check(self, padded: bytes) -> None:
-        """Raise 6983 if blocked, 63Cx after a wrong value (63C0 on the last try)."""
+        """Raise 6983 if blocked, 63Cx after a wrong value (63C0 on the last try), or 6300
+        (verification failed, no counter) on a card that does not report the tries left."""
         if self.tries == 0:
             raise CardError(0x6983)
         if padded != pad_pin(self.value):
             self.tries -= 1
-            raise CardError(0x63C0 | self.tries)
+            raise CardError(0x63C0 | self.tries if self.reports_tries else 0x6300)
         self.tries = self.max_tries
 
 
@@ -248,6 +250,9 @@ class PivCard:
     cert: x509.Certificate | None = None
     label: str = "p11spy virtual PIV"
     log: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # False: like many cards, VERIFY answers a wrong PIN with 6300 and keeps the tries left to
+    # itself (the status query too); True (the default): 63Cx with the tries left
+    reports_tries: bool = True
 
     def __post_init__(self) -> None:
         if not (6 <= len(self.pin) <= 8 and self.pin.isdigit()):
@@ -256,7 +261,8 @@ class PivCard:
             raise ValueError("a PIV PUK is 8 bytes")
         if self.cert is None:
             self.cert = self_signed(self.key, "p11spy PIV Authentication")
-        self.pin_counter = Counter(self.pin.encode(), self.retries)
+        self.pin_counter = Counter(self.pin.encode(), self.retries,
+                                   reports_tries=self.reports_tries)
         self.puk_counter = Counter(self.puk.encode(), self.retries)
         self.lock = threading.Lock()
         self.power_on()
@@ -405,7 +411,9 @@ class PivCard:
         if not apdu.data:  # status query
             if self.verified:
                 return b""
-            raise CardError(0x6983 if self.pin_tries == 0 else 0x63C0 | self.pin_tries)
+            if self.pin_tries == 0:
+                raise CardError(0x6983)
+            raise CardError(0x63C0 | self.pin_tries if self.reports_tries else 0x6300)
         if len(apdu.data) != 8:
             raise CardError(0x6A80)
         self.verified = False

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from p11spy.decoder import codes
 from p11spy.decoder.diagnose import Finding, diagnose
-from p11spy.decoder.events import Apdu, Call, Event, PcscCall
+from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall
 from p11spy.decoder.formats.registry import open_events
 from testbed import card_station as station
 from testbed import pcsc
@@ -42,6 +43,8 @@ class CardTraces:
     healthy: Path
     unknown: Path
     unknown_debug: Path
+    unknown_listing: Path
+    unknown_listing_debug: Path
     removed: Path
     reset_recovered: Path
     reset_failed: Path
@@ -115,6 +118,10 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CardTraces]:
         r = _run(b, w / "unknown.p11", "-L", OPENSC_CONF=str(conf), OPENSC_DEBUG="7")
         assert r.returncode == 0, r.stderr[-2000:]
         (w / "unknown-debug7.log").write_text(r.stderr)
+        # the same card, listed by a client that asks only for slots with a token
+        r = _run(b, w / "unknown-T.p11", "-I", "-T", OPENSC_CONF=str(conf), OPENSC_DEBUG="3")
+        assert "Available slots:" in r.stdout and "Slot 0" not in r.stdout, r.stdout
+        (w / "unknown-T-debug3.log").write_text(r.stderr)
         # a session held open while another program resets the card
         answers = {"recovered": held_session(b, w / "reset.p11", reset=True)}
         nocache = station.write_opensc_conf(w / "no-pin-cache.conf",
@@ -139,7 +146,8 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CardTraces]:
         debug = w / "locked-debug9.log"
         debug.write_text(r.stderr)
         made = CardTraces(w / "ebcdic.p11", w / "healthy.p11", w / "unknown.p11",
-                          w / "unknown-debug7.log", w / "removed.p11", w / "reset.p11",
+                          w / "unknown-debug7.log", w / "unknown-T.p11",
+                          w / "unknown-T-debug3.log", w / "removed.p11", w / "reset.p11",
                           w / "reset-no-pin-cache.p11", w / "held.p11", answers,
                           w / "long.p11",
                           w / "pins.p11", debug, b.card.atr.hex().upper(), b.card.pin_tries)
@@ -175,13 +183,15 @@ def test_healthy_card_signature_has_no_finding(traces: CardTraces) -> None:
 def test_ebcdic_pin_to_the_card(traces: CardTraces) -> None:
     """A masked trace still tells the PIN was EBCDIC digits; the card counted it as wrong."""
     findings, by_seq = diagnosed(traces.ebcdic)
-    assert above_info(findings) == {"pin-incorrect", "pin-encoding"}
+    assert above_info(findings) == {"pin-encoding"}
     enc = one(findings, "pin-encoding")
-    assert enc.title == "The PIN's bytes look wrongly encoded: EBCDIC digits (F0-F9), not ASCII"
-    [login] = [by_seq[s] for s in enc.seqs]
+    assert enc.title == ("The PIN's bytes look wrongly encoded: EBCDIC digits (F0-F9), not ASCII"
+                         " (1 failed login(s); 2 tries left)")
+    [login] = [by_seq[s] for s in enc.seqs if isinstance(by_seq[s], Call)]
     assert login.function == "C_Login" and login.args["pPin"]["masked"] is True
-    wrong = one(findings, "pin-incorrect")
-    assert wrong.data["tries_left"] == [3, 2]
+    # the wrong-PIN facts are inside the encoding finding: the card's counter fell 3 -> 2
+    assert enc.data["tries_left"] == [3, 2]
+    assert [by_seq[s].sw for s in enc.seqs if isinstance(by_seq[s], Apdu)] == ["63C3", "63C2"]
 
 
 def test_card_no_driver_takes(traces: CardTraces) -> None:
@@ -203,6 +213,38 @@ def test_card_no_driver_takes_in_an_opensc_debug_log(traces: CardTraces) -> None
     assert f.data["drivers"] == ["openpgp"]
     assert f.data["atr"].upper() == traces.atr
     assert "Drivers tried: openpgp." in f.explanation
+    # codes: those the log shows, apart from those it does not (SC_ERROR_WRONG_CARD is not in it)
+    log = traces.unknown_debug.read_text()
+    wrong_card = codes.lookup("SC_ERROR_WRONG_CARD")[0].code.value
+    assert f"{wrong_card} " not in log and "SC_ERROR_WRONG_CARD" not in log
+    assert "SC_ERROR_WRONG_CARD" in f.related_codes and "SC_ERROR_WRONG_CARD" not in f.codes
+    assert "CKR_TOKEN_NOT_RECOGNIZED" in f.codes
+
+
+def test_card_no_driver_takes_without_a_failing_call(traces: CardTraces) -> None:
+    """`pkcs11-tool -I -T` lists only slots with a token: no call fails, the list is empty.
+    The cause, a card no driver takes, leads with the empty slot list inside it (no separate
+    "No token"): in the p11spy trace from the card's ATR beside the empty list, in OpenSC's
+    debug log from its own words (unable to find driver, -1210)."""
+    findings, by_seq = diagnosed(traces.unknown_listing)
+    assert [f.rule for f in findings if f.severity != "info"] == ["card-not-recognised"], \
+        [f.title for f in findings]
+    f = one(findings, "card-not-recognised")
+    assert f.title == f"Card not recognised (ATR {traces.atr})"
+    assert "no call fails" in f.explanation and "AMQ9669E" in f.explanation
+    cited = [by_seq[s] for s in f.seqs]
+    assert not any(isinstance(e, Call) and e.rv for e in cited)
+    [listing] = [e for e in cited if isinstance(e, Call)]
+    assert listing.function == "C_GetSlotList" and listing.args["tokenPresent"] in (1, True)
+    assert "CKR_TOKEN_NOT_RECOGNIZED" in f.related_codes
+    findings, by_seq = diagnosed(traces.unknown_listing_debug)
+    assert [f.rule for f in findings if f.severity != "info"] == ["card-not-recognised"], \
+        [f.title for f in findings]
+    f = one(findings, "card-not-recognised")
+    assert f.data["drivers"] == ["openpgp"] and "Drivers tried: openpgp." in f.explanation
+    assert any("unable to find driver" in by_seq[s].text for s in f.seqs
+               if hasattr(by_seq[s], "text"))
+    assert f.codes == ("SC_ERROR_INVALID_CARD",)  # the log's -1210
 
 
 def test_card_pulled_mid_signature(traces: CardTraces) -> None:
@@ -265,6 +307,9 @@ def test_card_reset_under_a_held_session_without_pin_cache(traces: CardTraces) -
     assert f.title == (f"Card reset during the operation: C_Sign #{sign.seq} failed "
                        "(CKR_USER_NOT_LOGGED_IN)")
     assert f.data["recovered"] is False
+    # the reset is the cause: it comes before the refusals it led to
+    assert [x.rule for x in findings if x.severity != "info"] == [
+        "card-removed", "not-logged-in", "not-logged-in"]
     lost = [x for x in findings if x.rule == "not-logged-in"]
     assert {x.title for x in lost} == {
         f"{fn} needs a login: the card was reset at #{reset.seq}"
@@ -323,6 +368,46 @@ def test_blocked_pin_in_an_opensc_debug_log(traces: CardTraces) -> None:
     assert "pin-locked" in above_info(findings), [f.title for f in findings]
     locked = one(findings, "pin-locked")
     assert "already was when the trace began" in locked.explanation
+
+
+def test_verify_answered_6300_without_a_counter(tmp_path: Path) -> None:
+    """A card that answers a wrong PIN with 6300 (verification failed, no tries left given), as
+    many do: OpenSC's PIV driver passes it up as CKR_GENERAL_ERROR, so pkcs11-tool says
+    "general error". The finding names the refused PIN, the VERIFY and the call, and leads."""
+    out = tmp_path / "6300.p11"
+    with station.card_station(tmp_path / "station", reports_tries=False) as b:
+        r = _run(b, out, "--login", "--pin", WRONG, "-O")
+        tries = b.card.pin_tries
+        logged = b.run(["pkcs11-tool", "--module", b.module, "--login", "--pin", WRONG, "-O"],
+                       OPENSC_DEBUG="3")
+    assert r.returncode != 0 and tries == b.card.retries - 1, r.stderr[-2000:]
+    findings, by_seq = diagnosed(out)
+    [first, *rest] = [f for f in findings if f.severity != "info"]
+    assert first.rule == "pin-verify-failed" and first.severity == "error", \
+        [f.title for f in findings]
+    assert rest == [], [f.title for f in rest]
+    cited = [by_seq[s] for s in first.seqs]
+    [verify] = [e for e in cited if isinstance(e, Apdu)]
+    assert verify.command[1] == 0x20 and verify.sw == "6300" and len(verify.command) > 5
+    [login] = [e for e in cited if isinstance(e, Call)]
+    assert login.function == "C_Login" and login.seq == verify.parent
+    assert f"rv = {login.rv_name}" in r.stderr
+    assert first.data == {"verify_failed": 1, "answers": [login.rv_name],
+                          "stopped_at": login.seq}
+    assert "6300" in first.codes and "63Cx" not in first.codes
+    if login.rv_name != "CKR_PIN_INCORRECT":
+        assert f"passed it up as {login.rv_name}" in first.explanation
+    # OpenSC's debug log at level 3 has no APDUs: the call the program stopped on leads, with
+    # the first error OpenSC logged under it
+    debug = tmp_path / "debug3.log"
+    debug.write_text(logged.stderr)
+    findings, by_seq = diagnosed(debug)
+    [first, *rest] = [f for f in findings if f.severity != "info"]
+    assert first.rule == "client-stopped" and rest == [], [f.title for f in findings]
+    assert first.title.startswith(f"The program gave up after C_Login -> {login.rv_name}")
+    [origin] = [by_seq[s] for s in first.seqs if isinstance(by_seq[s], LogLine)]
+    assert "returning with: -" in origin.text and origin.parent == first.data["stopped_at"]
+    assert "OpenSC's log shows where it started" in first.explanation
 
 
 @contextlib.contextmanager

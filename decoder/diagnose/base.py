@@ -16,18 +16,25 @@ rules keep counters and the seqs they cite. Nothing grows with the number of eve
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from p11spy.decoder import codes
-from p11spy.decoder.events import Call, Event, Process
+from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall, Process
 from p11spy.decoder.knowledge.findings import FINDINGS
 
 ALREADY_INIT = 0x191  # CKR_CRYPTOKI_ALREADY_INITIALIZED
 SEVERITIES = ("error", "warning", "info")
 RANK = {s: i for i, s in enumerate(SEVERITIES)}
+# calls a program makes to tidy up or look around after a failure: not work, so a failure
+# followed only by these is where the program gave up
+CLEANUP_CALLS = frozenset({
+    "C_Finalize", "C_CloseSession", "C_CloseAllSessions", "C_Logout", "C_FindObjectsFinal",
+    "C_GetSessionInfo", "C_GetInfo", "C_GetSlotInfo", "C_GetTokenInfo", "C_GetFunctionList",
+})
 RECENT_CALLS = 512  # calls kept for looking up the parent of an APDU / PC/SC call
 MAX_EVIDENCE = 40  # evidence lines kept per finding (the first ones; a count says the rest)
 
@@ -51,10 +58,15 @@ class Finding:
     explanation: str
     action: str
     evidence: list[Evidence] = field(default_factory=list)
-    codes: tuple[str, ...] = ()
+    codes: tuple[str, ...] = ()  # the codes of the situation that this trace shows
     pid: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
     more_evidence: int = 0  # evidence lines left off
+    related_codes: tuple[str, ...] = ()  # the situation's other codes, not in this trace
+    # the failures the finding is about (seqs of failed calls or APDUs; default: its evidence),
+    # and the facts its words were filled with: the engine's ranking reads them
+    subjects: tuple[int, ...] = field(default=(), repr=False)
+    facts: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def seqs(self) -> list[int]:
@@ -66,28 +78,82 @@ class Finding:
             "title": self.title, "explanation": self.explanation, "action": self.action,
             "evidence": [e.to_json() for e in self.evidence], "seqs": self.seqs,
             "more_evidence": self.more_evidence, "codes": list(self.codes),
-            "code_meanings": {c: m for c in self.codes if (m := code_meaning(c))},
+            "related_codes": list(self.related_codes),
+            "code_meanings": {c: m for c in (*self.codes, *self.related_codes)
+                              if (m := code_meaning(c))},
             "pid": self.pid, "data": self.data,
         }
 
 
 def finding(rule: str, evidence: Iterable[Evidence] = (), severity: str | None = None,
             pid: int | None = None, data: dict[str, Any] | None = None, in_order: bool = True,
-            **facts: Any) -> Finding:
+            subjects: Iterable[int] | None = None, **facts: Any) -> Finding:
     """A finding with the knowledge base's words for the rule, filled with the trace's facts.
-    Evidence is put in trace order unless in_order is False (a ranking)."""
+    Evidence is put in trace order unless in_order is False (a ranking). subjects: the seqs of
+    the failures it is about, when not all of its evidence is."""
     advice = FINDINGS[rule]
     ev = sorted(evidence, key=lambda e: e.seq) if in_order else list(evidence)
     more = max(0, len(ev) - MAX_EVIDENCE)
     return Finding(rule, severity or advice.severity, advice.title.format(**facts),
                    advice.explanation.format(**facts), advice.action.format(**facts),
-                   ev[:MAX_EVIDENCE], advice.codes, pid, data or {}, more)
+                   ev[:MAX_EVIDENCE], advice.codes, pid, data or {}, more,
+                   subjects=tuple(subjects) if subjects is not None else
+                   tuple(e.seq for e in ev), facts=facts)
 
 
 def code_meaning(name: str) -> str | None:
     """The one-line meaning `p11spy explain` gives for a code named by a finding."""
     found = codes.lookup(name)
     return found[0].code.meaning if found else None
+
+
+# Code names and numbers as OpenSC's debug log writes them ("returning with: -1210",
+# "SCardEstablishContext failed: 0x8010001d", "C_Login() = CKR_PIN_INCORRECT"): OpenSC's
+# errors and PC/SC's only, so that handles and addresses in the log are not kept
+_LOG_NAMES = re.compile(r"\b(?:CKR|SCARD_[EWFS]|SC_ERROR)_[A-Z0-9_]+|\b(?:AMQ|CTGSK)\d{4}[EWI]\b")
+_LOG_NUMBERS = re.compile(r"(?<![\w-])(-1\d{3}|0x8010[0-9a-fA-F]{4})\b")
+
+
+class CodesSeen:
+    """The codes a trace showed: return values of calls and PC/SC calls, status words of APDUs,
+    names and numbers in log lines. A finding lists the codes of its situation in two groups,
+    those the trace showed and the related ones (what a card, OpenSC, IBM MQ or GSKit would
+    report instead), so that it never presents a code the trace never had. Bounded by the
+    number of distinct codes."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.sws: set[str] = set()
+        self.numbers: set[int] = set()
+
+    def update(self, e: Event) -> None:
+        if isinstance(e, (Call, PcscCall)) and e.rv_name:
+            self.names.add(e.rv_name)
+        elif isinstance(e, Apdu):
+            if e.sw is not None:
+                self.sws.add(e.sw)
+            if e.error:
+                self.names.add(e.error)
+        elif isinstance(e, LogLine):
+            self.names.update(_LOG_NAMES.findall(e.text))
+            self.numbers.update(int(n, 0) for n in _LOG_NUMBERS.findall(e.text))
+
+    def shows(self, name: str) -> bool:
+        if name in self.names:
+            return True
+        if re.fullmatch(r"[0-9A-F]{2}[0-9A-Fx]{2}", name):  # a status word or family (63Cx)
+            return any(re.fullmatch(name.replace("x", "[0-9A-F]"), sw) for sw in self.sws)
+        found = codes.lookup(name)
+        value = found[0].code.value if found else None
+        if value is None or not self.numbers:
+            return False
+        return value in self.numbers or (value & 0xFFFFFFFF) in self.numbers
+
+    def split(self, f: Finding) -> None:
+        """The finding's codes, cut into those this trace showed and the related rest."""
+        every = (*f.codes, *f.related_codes)
+        f.codes = tuple(c for c in every if self.shows(c))
+        f.related_codes = tuple(c for c in every if c not in f.codes)
 
 
 # --- what the trace established so far --------------------------------------------------------
@@ -101,6 +167,7 @@ class CallFacts:
     rv: int | None
     rv_name: str | None
     pid: int | None
+    module: str | None = None  # the module that answered, where the trace says
 
     def text(self) -> str:
         return f"{self.function} -> {self.rv_name or 'no return value recorded'}"
@@ -135,6 +202,7 @@ class ProcessState:
     mechanisms: dict[Any, tuple[int, frozenset[str]]] = field(default_factory=dict)
     objects: dict[Any, dict[str, tuple[Any, int]]] = field(default_factory=dict)
     calls: int = 0
+    last_work: int | None = None  # seq of the last successful call that was not clean-up
 
 
 def out_value(v: Any) -> Any:
@@ -176,6 +244,7 @@ class Tracker:
         self.recent: OrderedDict[int, CallFacts] = OrderedDict()
         self.process_headers = 0
         self.formats: set[str] = set()
+        self.codes = CodesSeen()
 
     def proc(self, pid: int | None) -> ProcessState:
         st = self.processes.get(pid)
@@ -201,6 +270,7 @@ class Tracker:
         return None if info is None else info.get("label")
 
     def update(self, e: Event) -> None:
+        self.codes.update(e)
         if isinstance(e, Process):
             self.process_headers += 1
             st = self.proc(e.pid)
@@ -215,7 +285,7 @@ class Tracker:
             return
         if not isinstance(e, Call):
             return
-        self.recent[e.seq] = CallFacts(e.seq, e.function, e.rv, e.rv_name, e.pid)
+        self.recent[e.seq] = CallFacts(e.seq, e.function, e.rv, e.rv_name, e.pid, e.module)
         if len(self.recent) > RECENT_CALLS:
             self.recent.popitem(last=False)
         st = self.proc(e.pid)
@@ -223,6 +293,8 @@ class Tracker:
         ok = e.rv == 0 or e.rv is None
         fn = e.function
         a = e.args
+        if e.rv == 0 and fn not in CLEANUP_CALLS:
+            st.last_work = e.seq
         if fn == "C_Initialize" and ok:
             st.initialized, st.init_seq, st.forked = True, e.seq, False
         elif fn == "C_Initialize" and e.rv == ALREADY_INIT and st.forked:

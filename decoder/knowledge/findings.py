@@ -19,10 +19,35 @@ class Advice(NamedTuple):
     explanation: str
     action: str
     codes: tuple[str, ...] = ()
+    # when a more specific finding explains this one and takes it in (diagnose's engine,
+    # EXPLAINS): what this one adds to that finding's title and explanation
+    inside_title: str = ""
+    inside: str = ""
 
 
-_TRACE_PIN = ("A p11spy trace keeps only the PIN's length and character class; the same run "
-              "with P11SPY_LOG_SECRETS=1 shows its bytes (then redact the trace before sharing).")
+# no-pcsc-service's {outcome}: the client needed the service, or worked with another module
+NO_PCSC_NEEDED = ("Without it no reader, card or token is seen, and the client goes on to fail "
+                  "with 'no slots', 'token not present' or a generic error.")
+NO_PCSC_UNUSED = ("The program did not need it: it worked with {other}, which opened a session "
+                  "(#{seq}); {modules} only had no card reader to offer, as when p11-kit loads "
+                  "every configured module. Harmless, unless the program was meant to use a "
+                  "smart card.")
+# card-not-recognised's {shows}: a call refused the token, or the slot simply showed none
+CARD_REFUSED = "it shows no token (CKR_TOKEN_NOT_RECOGNIZED)"
+CARD_UNSEEN = ("its slot shows no token at all: no call fails, the slot list asked for slots "
+               "with a token comes back without it")
+# where the PIN's bytes are to be seen (pin-encoding's {source}, pin-incorrect's {encoding})
+TRACE_PIN_MASKED = ("A p11spy trace keeps only the PIN's length and character class; the same "
+                    "run with P11SPY_LOG_SECRETS=1 shows its bytes (then redact the trace "
+                    "before sharing).")
+TRACE_PIN_CLEAR = ("This trace shows the PIN's bytes in clear: redact it (p11spy redact) "
+                   "before sharing it.")
+PIN_ASCII = (" The PIN's encoding is not the cause: the trace shows {what}, which is how "
+             "tokens expect a PIN.")
+PIN_UNSEEN = (" If the digits are right, check their encoding (EBCDIC, UTF-16, a trailing "
+              "newline): this trace does not show the PIN's bytes; a p11spy trace of the same "
+              "run shows their length and character class without the PIN.")
+PIN_SEE_ENCODING = " The PIN-encoding finding shows what is wrong with the bytes sent."
 
 FINDINGS: dict[str, Advice] = {
     "pin-incorrect": Advice(
@@ -31,11 +56,13 @@ FINDINGS: dict[str, Advice] = {
         "counter; when it reaches 0 the PIN is blocked and only the PUK or SO PIN can unblock "
         "it.{fall}",
         "Check which PIN the program really sends (configuration file, stash, environment), "
-        "not the one you believe it sends; stop automatic retries before the counter runs out. "
-        "If the digits are right, look at the PIN-encoding finding (EBCDIC, UTF-16, a trailing "
-        "newline). The tries left are visible without spending one: pkcs11-tool --list-token-"
+        "not the one you believe it sends; stop automatic retries before the counter runs out."
+        "{encoding} The tries left are visible without spending one: pkcs11-tool --list-token-"
         "slots shows 'PIN count low' / 'PIN final try'.",
-        ("CKR_PIN_INCORRECT", "63Cx", "SC_ERROR_PIN_CODE_INCORRECT")),
+        ("CKR_PIN_INCORRECT", "63Cx", "SC_ERROR_PIN_CODE_INCORRECT"),
+        inside_title=" ({n} failed login(s){tries})",
+        inside="The token refused this PIN {n} time(s); each refusal uses up one try of the "
+               "PIN's retry counter, and at 0 the PIN is blocked.{fall}"),
     "pin-locked": Advice(
         "error", "PIN blocked{where}",
         "The token answers that the PIN is blocked: the retry counter reached 0, so even the "
@@ -57,11 +84,21 @@ FINDINGS: dict[str, Advice] = {
         "ASCII, so the right digits in another encoding are a wrong PIN: EBCDIC digits are "
         "F0-F9 where ASCII has 30-39 (a z/OS or ASCII-mode mismatch), UTF-16 puts a 00 byte "
         "after each character, and a PIN read from a file or pipe often keeps its newline. "
-        + _TRACE_PIN,
+        "{source}",
         "Hand the PIN to C_Login as ASCII bytes without terminator: convert from EBCDIC "
         "(z/OS: compile in ASCII mode or translate with __etoa), encode Java/.NET strings as "
         "ASCII not UTF-16, strip the newline of a PIN read from a file (echo -n, tr -d '\\n').",
         ("CKR_PIN_INCORRECT",)),
+    "pin-verify-failed": Advice(
+        "error", "The card refused the PIN {n} time(s) (VERIFY -> 6300) without saying how many "
+        "tries are left",
+        "The card answered the PIN with status 6300, 'verification failed' with no count of "
+        "tries left, as many cards do instead of 63Cx: the PIN is wrong (or wrongly encoded), "
+        "and each refusal used up a try that no trace can show. {module}",
+        "Check which PIN the program really sends, and stop automatic retries: this card "
+        "gives no warning before it blocks the PIN (6983). Its own management tool, or a "
+        "VERIFY without data on a card that answers it, shows the tries left.",
+        ("6300", "CKR_PIN_INCORRECT", "CKR_GENERAL_ERROR", "SC_ERROR_PIN_CODE_INCORRECT")),
     "not-logged-in": Advice(
         "error", "{function} needs a login: {why}",
         "The token refused {function} with CKR_USER_NOT_LOGGED_IN: private objects and keys "
@@ -102,12 +139,11 @@ FINDINGS: dict[str, Advice] = {
         "Close each session when its work is done (C_CloseSession), or reuse one.",
         ("CKR_SESSION_COUNT",)),
     "no-pcsc-service": Advice(
-        "error", "No PC/SC service: is pcscd running?",
-        "The module could not reach the smart card service: SCardEstablishContext returned "
-        "SCARD_E_NO_SERVICE (0x8010001D). Without it no reader, card or token is seen, and "
-        "the client goes on to fail with 'no slots', 'token not present' or a generic error.",
-        "Start the service: systemctl start pcscd.socket (Linux), and check the client can "
-        "reach it: PCSCLITE_CSOCK_NAME, containers and snaps need /run/pcscd shared; "
+        "error", "No PC/SC service{used}",
+        "The module{modules} could not reach the smart card service: SCardEstablishContext "
+        "returned SCARD_E_NO_SERVICE (0x8010001D). {outcome}",
+        "{todo}Start the service: systemctl start pcscd.socket (Linux), and check the client "
+        "can reach it: PCSCLITE_CSOCK_NAME, containers and snaps need /run/pcscd shared; "
         "pcsc_scan must list the reader.",
         ("SCARD_E_NO_SERVICE", "SC_ERROR_NO_READERS_FOUND")),
     "no-readers": Advice(
@@ -118,8 +154,7 @@ FINDINGS: dict[str, Advice] = {
         ("SCARD_E_NO_READERS_AVAILABLE", "SC_ERROR_NO_READERS_FOUND")),
     "card-not-recognised": Advice(
         "error", "Card not recognised{atr}",
-        "A card is in the reader but the module has no driver for it, so it shows no token "
-        "(CKR_TOKEN_NOT_RECOGNIZED). {probe}",
+        "A card is in the reader but the module has no driver for it, so {shows}. {probe}",
         "Check the card is the kind this module supports; with OpenSC, opensc-tool --atr and "
         "opensc-tool -n name the card and its driver, and card_drivers in opensc.conf must "
         "include that driver (a trimmed list leaves cards out). A new card may need a newer "
@@ -140,7 +175,10 @@ FINDINGS: dict[str, Advice] = {
         "AMQ9669E; runmqakm: CTGSK2137W or CTGSK3026W).",
         "Make the token visible first: pkcs11-tool --module <module> -L must list it; with a "
         "card, pcsc_scan must see reader and card.",
-        ("AMQ9669E", "CTGSK2137W")),
+        ("AMQ9669E", "CTGSK2137W"),
+        inside="So the program's slot lists ({n} C_GetSlotList) came back without a token, "
+               "and a client reports a token it cannot find (IBM MQ: AMQ9669E; runmqakm: "
+               "CTGSK2137W or CTGSK3026W)."),
     "token-label-not-found": Advice(
         "error", "No token labelled '{wanted}'{near}",
         "The client was looking for a token labelled '{wanted}', and the tokens the module "
@@ -192,6 +230,46 @@ FINDINGS: dict[str, Advice] = {
         "Fix the client to take the length the module returns (pulLen) and allocate that "
         "much before the second call.",
         ("CKR_BUFFER_TOO_SMALL",)),
+    "client-stopped": Advice(
+        "error", "The program gave up after {function} -> {rv} (#{seq})",
+        "{function} returned {rv}{meaning}, and after it the program did no more work, only "
+        "clean-up (closing sessions, C_Finalize): this is the failure it stopped on.{started}"
+        "{causes}{earlier}",
+        "Look at {checks}. p11spy decode shows #{seq} with its arguments, and p11spy explain "
+        "{rv} what the code means.",
+        ()),
+    "call-never-returned": Advice(
+        "error", "{what} never returned: the program crashed, was killed or hung inside it",
+        "The trace ends inside {what}: it was called and did not come back before the trace "
+        "stopped ({n} such call(s)). The program crashed, was killed (a signal, a timeout, "
+        "the OOM killer) or hung in that call, or gave up waiting for it and exited: the call "
+        "went wrong inside the module, the PC/SC layer, or a tracer loaded into the program.",
+        "Look at how the program ended (its exit status, a core dump; p11spy run reports a "
+        "death by signal), and run it again under a debugger (gdb --args ...) to see the stack "
+        "inside that call; with OpenSC, OPENSC_DEBUG=9 shows how far the module got.",
+        ()),
+    "setup-per-operation": Advice(
+        "warning", "Setup per operation: {what} for each of {ops}",
+        "The program made {ops} and, for them, called {counts}: it sets up {what} for every "
+        "operation and tears it down again, instead of keeping them open.{share} A login is the "
+        "expensive part of talking to a token (the PIN is checked, on a network HSM over a round "
+        "trip of tens of milliseconds), and C_Initialize loads and starts the whole module.",
+        "Initialise the library once per process, open a session per thread (or keep a pool) "
+        "and log in once: a login counts for every session of the application on that token "
+        "for as long as one of them stays open. Reuse them for each operation, as thread pools "
+        "and TLS session caches do for connections.",
+        ()),
+    "threads-without-locking": Advice(
+        "warning", "Calls from {threads} threads at once, but C_Initialize said no locking is "
+        "needed",
+        "C_Initialize (#{init}) was called with pInitArgs {how}: by PKCS#11 that tells the "
+        "module the application will not call it from several threads at once, so the module "
+        "need not protect its state. Then calls of {threads} threads overlapped in time "
+        "({overlaps} times). Some modules cope; others corrupt their state or crash, now and "
+        "then, under load.",
+        "Call C_Initialize with a CK_C_INITIALIZE_ARGS whose flags include CKF_OS_LOCKING_OK "
+        "(or that gives mutex callbacks), or serialise the calls into the module yourself.",
+        ("CKR_CANT_LOCK",)),
     "where-time-went": Advice(
         "info", "Where the time went: {top}",
         "The slowest calls of the trace, with the card commands (APDUs) under them. {share}",

@@ -98,16 +98,25 @@ class Client:
         self.keep.append(m)
         return m
 
-    def secret_key(self, h: int, sign: bool, private: bool = True) -> int:
+    def secret_key(self, h: int, sign: bool, private: bool = True, token: bool = False) -> int:
         t, n = self.template([("CKA_CLASS", C["CKO_SECRET_KEY"]),
                               ("CKA_KEY_TYPE", C["CKK_GENERIC_SECRET"]),
-                              ("CKA_VALUE_LEN", 32), ("CKA_TOKEN", False),
+                              ("CKA_VALUE_LEN", 32), ("CKA_TOKEN", token),
                               ("CKA_PRIVATE", private), ("CKA_SIGN", sign),
                               ("CKA_LABEL", "diagnose-key")])
         k = ffi.new("CK_OBJECT_HANDLE *")
         say("C_GenerateKey", self.f.C_GenerateKey(
             h, self.mechanism("CKM_GENERIC_SECRET_KEY_GEN"), t, n, k))
         return k[0]
+
+    def find_key(self, h: int, label: str) -> int:
+        t, n = self.template([("CKA_LABEL", label)])
+        say("C_FindObjectsInit", self.f.C_FindObjectsInit(h, t, n))
+        found = ffi.new("CK_OBJECT_HANDLE[]", 1)
+        count = ffi.new("CK_ULONG *")
+        say("C_FindObjects", self.f.C_FindObjects(h, found, 1, count))
+        say("C_FindObjectsFinal", self.f.C_FindObjectsFinal(h))
+        return found[0]
 
     def read_sign(self, h: int, key: int) -> None:
         t, n = self.template([("CKA_SIGN", False)])
@@ -141,14 +150,82 @@ def forked_child(c: Client, label: str, init: bool) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+def setup_per_sign(c: Client, label: str, pin: bytes, n: int, init: bool) -> int:
+    """n HMAC signatures, each with its own session and login (and, if init, its own
+    C_Initialize ... C_Finalize), as a program does that keeps nothing open between requests.
+    The key is a token object made once, as a service's key would be."""
+    f = c.f
+    slot = c.slot_of(label)
+    h = c.open(slot)
+    c.login(h, pin)
+    c.secret_key(h, sign=True, token=True)
+    say("C_CloseSession", f.C_CloseSession(h))
+    data = ffi.new("CK_BYTE[]", b"data to sign")
+    sig = ffi.new("CK_BYTE[]", 64)
+    size = ffi.new("CK_ULONG *")
+    for i in range(n):
+        if init and i:
+            c.init()
+        h = c.open(slot)
+        c.login(h, pin)
+        key = c.find_key(h, "diagnose-key")
+        say("C_SignInit", f.C_SignInit(h, c.mechanism("CKM_SHA256_HMAC"), key))
+        size[0] = 64
+        say("C_Sign", f.C_Sign(h, data, 12, sig, size))
+        say("C_Logout", f.C_Logout(h))
+        say("C_CloseSession", f.C_CloseSession(h))
+        if init and i < n - 1:
+            c.finalize()
+    c.finalize()
+    return 0
+
+
+def threads(c: Client, label: str, pin: bytes, n: int) -> int:
+    """n threads, each with a session of its own, generating RSA key pairs at the same time:
+    long calls (tens of ms) that overlap. cffi lets go of the GIL during each call."""
+    import threading
+
+    f = c.f
+    slot = c.slot_of(label)
+    h = c.open(slot)
+    c.login(h, pin)
+    pub = [("CKA_TOKEN", False), ("CKA_MODULUS_BITS", 2048), ("CKA_VERIFY", True)]
+    priv = [("CKA_TOKEN", False), ("CKA_SIGN", True), ("CKA_PRIVATE", True)]
+
+    def work() -> None:
+        s = c.open(slot)
+        for _ in range(2):
+            tpub, npub = c.template(pub)
+            tpriv, npriv = c.template(priv)
+            k1, k2 = ffi.new("CK_OBJECT_HANDLE *"), ffi.new("CK_OBJECT_HANDLE *")
+            say("C_GenerateKeyPair", f.C_GenerateKeyPair(
+                s, c.mechanism("CKM_RSA_PKCS_KEY_PAIR_GEN"), tpub, npub, tpriv, npriv, k1, k2))
+        say("C_CloseSession", f.C_CloseSession(s))
+
+    workers = [threading.Thread(target=work) for _ in range(n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    say("C_CloseSession", f.C_CloseSession(h))
+    c.finalize()
+    return 0
+
+
 def main() -> int:
     module, mode = sys.argv[1], sys.argv[2]
     label = sys.argv[3] if len(sys.argv) > 3 else "p11spy-test"
     pin = (sys.argv[4] if len(sys.argv) > 4 else "1234").encode()
     c = Client(module)
     f = c.f
+    if mode == "threads-os-locking":  # the same threads, the library told to lock
+        args = ffi.new("CK_C_INITIALIZE_ARGS *")
+        args.flags = F["CKF_INIT_ARGS"].names["CKF_OS_LOCKING_OK"]
+        say("C_Initialize", f.C_Initialize(args))
+        return threads(c, label, pin, 3)
     bad_pins = {"ebcdic": pin.decode().encode("cp037"), "utf16": pin.decode().encode("utf-16-le"),
-                "newline": pin + b"\n", "nul": pin + b"\0", "short-pin": pin[:2]}
+                "newline": pin + b"\n", "nul": pin + b"\0", "short-pin": pin[:2],
+                "wrong-pin": b"0000"}
     if mode == "before-init":
         n = ffi.new("CK_ULONG *")
         say("C_GetSlotList", f.C_GetSlotList(0, ffi.NULL, n))
@@ -163,6 +240,25 @@ def main() -> int:
         say("C_GetInfo", f.C_GetInfo(info))
         return 0
     c.init()
+    if mode in ("login-per-sign", "init-per-sign"):
+        return setup_per_sign(c, label, pin, 20, init=mode == "init-per-sign")
+    if mode == "gives-up-waiting":  # a call that takes too long, and a program that exits
+        import threading
+        import time
+
+        h = c.open(c.slot_of(label))
+        c.login(h, pin)
+        tpub, npub = c.template([("CKA_TOKEN", False), ("CKA_MODULUS_BITS", 8192)])
+        tpriv, npriv = c.template([("CKA_TOKEN", False), ("CKA_SIGN", True)])
+        k1, k2 = ffi.new("CK_OBJECT_HANDLE *"), ffi.new("CK_OBJECT_HANDLE *")
+        threading.Thread(target=lambda: say("C_GenerateKeyPair", f.C_GenerateKeyPair(
+            h, c.mechanism("CKM_RSA_PKCS_KEY_PAIR_GEN"), tpub, npub, tpriv, npriv, k1, k2)),
+            daemon=True).start()
+        time.sleep(0.5)  # the program's timeout: it gives up on the call and exits
+        print("gave up", flush=True)
+        return 3
+    if mode == "threads-no-locking":  # C_Initialize(NULL): the module need not lock
+        return threads(c, label, pin, 3)
     if mode in ("forked-child", "forked-child-init"):
         return forked_child(c, label, init=mode == "forked-child-init")
     if mode == "double-init":

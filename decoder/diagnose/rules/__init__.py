@@ -11,9 +11,19 @@ The order of the table is the order of findings of equal rank: keep it.
 from __future__ import annotations
 
 from p11spy.decoder.diagnose.base import Rule
-from p11spy.decoder.diagnose.rules import cards, keys, lifecycle, logins, pins, timing, tokens
+from p11spy.decoder.diagnose.rules import (
+    cards,
+    keys,
+    lifecycle,
+    logins,
+    outcome,
+    pins,
+    timing,
+    tokens,
+    usage,
+)
 
 RULES: dict[str, type[Rule]] = {
-    r.name: r for module in (pins, logins, lifecycle, cards, tokens, keys, timing)
+    r.name: r for module in (pins, logins, lifecycle, cards, tokens, keys, outcome, usage, timing)
     for r in module.RULES
 }

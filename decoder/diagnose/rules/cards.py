@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from p11spy.decoder.apdu import aid_info
 from p11spy.decoder.diagnose.base import Evidence, Finding, Rule, Tracker, finding, out_value
@@ -37,30 +38,71 @@ from p11spy.decoder.diagnose.rules.common import (
     plural,
 )
 from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall
+from p11spy.decoder.knowledge.findings import (
+    CARD_REFUSED,
+    CARD_UNSEEN,
+    NO_PCSC_NEEDED,
+    NO_PCSC_UNUSED,
+)
 
 _NO_READERS_LOG = re.compile(
     rf"SCardListReaders failed: {SCARD_E_NO_READERS_AVAILABLE:#x}|no readers found", re.I)
 _DRIVER_LOG = re.compile(r"trying driver '([^']+)'", re.I)
+_NO_DRIVER_LOG = re.compile(r"unable to find driver for inserted card", re.I)
 # "ATR = 3b:..", "ATR: 3B ..", or a dump: "... with ATR (13 bytes):\n3B 88 80 ... ;ascii"
 _ATR_LOG = re.compile(r"\bATR\b(?: \(\d+ bytes?\))?\s*[=:]\s*((?:[0-9A-Fa-f]{2}[: ]?){4,})")
 
 
 class NoPcscService(Rule):
+    """SCARD_E_NO_SERVICE. An error when the module the program used needed the service; only
+    information when the modules that wanted it are not the one the program worked with (p11-kit
+    loads OpenSC next to SoftHSM, and OpenSC finds no pcscd while SoftHSM does the work)."""
+
     name = "no-pcsc-service"
 
     def __init__(self) -> None:
         self.ev: list[Evidence] = []
+        self.modules: dict[str | None, None] = {}  # the modules that wanted the service
+        self.sessions: dict[str, int] = {}  # module -> its first session opened
 
     def observe(self, e: Event, t: Tracker) -> None:
         if isinstance(e, PcscCall) and e.function == "SCardEstablishContext" \
                 and e.rv == SCARD_E_NO_SERVICE:
             keep(self.ev, pcsc_ev(e))
+            parent = t.parent(e)
+            self.modules[parent.module if parent is not None else None] = None
         elif isinstance(e, LogLine) and NO_SERVICE_LOG.search(e.text):
             keep(self.ev, log_ev(e))
+            self.modules[None] = None
+        elif isinstance(e, Call) and e.function == "C_OpenSession" and e.rv == 0 and e.module:
+            self.sessions.setdefault(e.module, e.seq)
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
-        if self.ev:
-            yield finding(self.name, self.ev, data={"times": len(self.ev)})
+        if not self.ev:
+            return
+        named = [m for m in self.modules if m]
+        modules = f" {', '.join(map(_base, named))}" if named and None not in self.modules \
+            else ""
+        used = {m: q for m, q in self.sessions.items() if m not in self.modules}
+        if not used or not modules:
+            yield finding(self.name, self.ev, modules=modules, used=": is pcscd running?",
+                          outcome=NO_PCSC_NEEDED, todo="", data={"times": len(self.ev)})
+            return
+        other, seq = next(iter(used.items()))
+        ev = [*self.ev, Evidence(seq, f"C_OpenSession -> CKR_OK ({_base(other)})")]
+        yield finding(self.name, ev, severity="info", modules=modules,
+                      used=f" for{modules}, which the program did not need (it used "
+                           f"{_base(other)})",
+                      outcome=NO_PCSC_UNUSED.format(other=_base(other), seq=seq,
+                                                    modules=modules.strip()),
+                      todo="Nothing, for this program. If it was meant to use a smart card: ",
+                      subjects=[x.seq for x in self.ev],
+                      data={"times": len(self.ev), "needed": False, "used": other,
+                            "without_service": named})
+
+
+def _base(module: str) -> str:
+    return module.rsplit("/", 1)[-1]
 
 
 class NoReaders(Rule):
@@ -97,12 +139,18 @@ def _uninitialised(t: Tracker, c: Call) -> bool:
 
 
 class CardNotRecognised(Rule):
-    """CKR_TOKEN_NOT_RECOGNIZED, with the card's ATR, what was probed and how long it took."""
+    """CKR_TOKEN_NOT_RECOGNIZED, with the card's ATR, what was probed and how long it took.
+    Also without a failing call: a client that lists only slots with a token (pkcs11-tool -T)
+    just sees none, while OpenSC logs that no driver took the card, or PC/SC shows a card (its
+    ATR) in a reader whose slot never had a token."""
 
     name = "card-not-recognised"
 
     def __init__(self) -> None:
         self.ev: list[Evidence] = []
+        self.no_driver: list[Evidence] = []  # OpenSC's "unable to find driver" lines
+        self.empty: dict[Any, list[Evidence]] = {}  # pid -> its empty slot lists
+        self.listed: set[Any] = set()  # pids that listed a slot
         self.atr: str | None = None
         self.atr_seq: int | None = None
         self.selects: dict[str, int] = {}  # AID or application -> seq, refused selects
@@ -116,6 +164,12 @@ class CardNotRecognised(Rule):
         if isinstance(e, Call):
             if e.rv == TOKEN_NOT_RECOGNIZED and not _uninitialised(t, e):
                 keep(self.ev, call_ev(e))
+            elif e.function == "C_GetSlotList" and e.rv in (0, None):
+                n = out_value(e.args.get("pulCount"))
+                if n == 0:
+                    keep(self.empty.setdefault(e.pid, []), call_ev(e, "no slot with a token"))
+                elif isinstance(n, int) and n:
+                    self.listed.add(e.pid)
             if e.seq in self.parents and e.duration_us:
                 self.parent_us += e.duration_us
         elif isinstance(e, PcscCall):
@@ -137,6 +191,8 @@ class CardNotRecognised(Rule):
                 name = aid_info(aid)[0] or aid.hex().upper()
                 self.selects.setdefault(name, e.seq)
         elif isinstance(e, LogLine):
+            if _NO_DRIVER_LOG.search(e.text):
+                keep(self.no_driver, log_ev(e))
             m = _DRIVER_LOG.search(e.text)
             if m and m.group(1) not in self.drivers:
                 self.drivers.append(m.group(1))
@@ -145,9 +201,14 @@ class CardNotRecognised(Rule):
                 self.atr, self.atr_seq = m.group(1).replace(":", "").replace(" ", ""), e.seq
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
-        if not self.ev:
-            return
+        shows = CARD_REFUSED
         ev = list(self.ev)
+        if not ev:
+            empty = [x for pid, evs in self.empty.items() if pid not in self.listed for x in evs]
+            if not (self.no_driver or (self.atr and empty)):
+                return
+            shows = CARD_UNSEEN
+            ev = [*self.no_driver[:2], *empty]
         atr = ""
         if self.atr:
             atr = f" (ATR {self.atr.upper()})"
@@ -167,7 +228,8 @@ class CardNotRecognised(Rule):
         if not parts:
             parts.append("The trace shows no probing of the card (a p11spy trace of the "
                          "client, or OPENSC_DEBUG=3 or more, shows the drivers and APDUs).")
-        yield finding(self.name, ev, atr=atr, probe=" ".join(parts),
+        pid = next((c.pid for x in ev if (c := t.recent.get(x.seq)) is not None), None)
+        yield finding(self.name, ev, atr=atr, probe=" ".join(parts), shows=shows, pid=pid,
                       data={"atr": self.atr, "drivers": self.drivers,
                             "refused_selects": list(self.selects), "apdus": self.apdus,
                             "apdu_us": self.apdu_us})

@@ -24,6 +24,13 @@ from p11spy.decoder.diagnose.rules.common import (
     sw_int,
 )
 from p11spy.decoder.events import Apdu, Call, Event
+from p11spy.decoder.knowledge.findings import (
+    PIN_ASCII,
+    PIN_SEE_ENCODING,
+    PIN_UNSEEN,
+    TRACE_PIN_CLEAR,
+    TRACE_PIN_MASKED,
+)
 from p11spy.decoder.values import PIN_CLASS_NAMES, PIN_EXTRA_NAMES
 from p11spy.facts import logformat as lf
 from p11spy.facts.pkcs11.functions import BY_NAME
@@ -89,6 +96,8 @@ def pin_facts(value: Any) -> tuple[int | None, str | None, list[str]]:
             data = bytes.fromhex(value)
         except ValueError:
             return None, None, []
+        if data and data == b"*" * len(data):  # masked by p11spy redact: the bytes are gone
+            return len(data), None, []
         cls, extras = classify_pin(data)
         return len(data), cls, extras
     return None, None, []
@@ -102,12 +111,35 @@ def pin_length(c: Call) -> int | None:
     return pin_facts(c.args.get("pPin"))[0]
 
 
+def pin_view(e: Call | Apdu) -> tuple[str, str]:
+    """What the trace shows of a PIN (a call's, or a VERIFY's data in clear): ("ascii", what)
+    when it looks right, ("wrong", ..) when its encoding looks wrong, ("unseen", "") when the
+    trace does not show it."""
+    if isinstance(e, Apdu):
+        data = e.command[5:5 + e.command[4]].rstrip(b"\xff")  # PIV pads with FF
+        length, (cls, extras) = len(data), classify_pin(data)
+        if e.masked or not data:
+            cls = None
+    else:
+        length, cls, extras = next((pin_facts(e.args[a]) for a in PIN_ARGS if a in e.args),
+                                   (None, None, []))
+    if cls is None:
+        return "unseen", ""
+    if encoding_problem(cls, extras):
+        return "wrong", ""
+    return "ascii", f"{length} bytes of {cls}" if length is not None else cls
+
+
 class WrongPin(Rule):
-    """CKR_PIN_INCORRECT, and the retry counter (63Cx) as it fell across the attempts."""
+    """CKR_PIN_INCORRECT, and the retry counter (63Cx) as it fell across the attempts. Says
+    whether the PIN's encoding can be the cause, from what the trace shows of the bytes."""
 
     name = "pin-incorrect"
 
     def __init__(self) -> None:
+        self.views: dict[str, str] = {}  # what the failed logins' PINs look like -> example
+        self.users: set[Any] = set()  # the user types (CKU_*) of the failed logins
+        self.attempts: list[int] = []  # seqs of VERIFY commands that spent a try
         self.failed: list[Evidence] = []
         self.counter: list[tuple[int, int, bool]] = []  # (seq, tries left, was an attempt)
         self.evidence: list[Evidence] = []
@@ -124,10 +156,14 @@ class WrongPin(Rule):
                 self.n_failed += 1
                 label = t.token_label(e.pid, t.slot_of(e))
                 keep(self.failed, call_ev(e, f"token '{label}'" if label else ""))
+                view, what = pin_view(e)
+                self.views.setdefault(view, what)
+                self.users.add(e.args.get("userType"))
                 self.last_fail = e.seq
                 self.ok_after = False
                 self.pid = e.pid
-            elif e.rv == 0 and e.function == "C_Login" and self.failed:
+            elif e.rv == 0 and e.function == "C_Login" and self.failed \
+                    and self._same_user(e.args.get("userType")):
                 self.ok_after = True
                 keep(self.evidence, call_ev(e, "a later login worked"))
         elif isinstance(e, Apdu) and is_pin_apdu(e):
@@ -135,10 +171,21 @@ class WrongPin(Rule):
             if sw is not None and 0x63C0 <= sw <= 0x63CF:
                 attempt = apdu_has_data(e)
                 self.n_attempts += attempt
+                if attempt:
+                    keep(self.attempts, e.seq)
+                    view, what = pin_view(e)
+                    if view != "unseen":
+                        self.views.setdefault(view, what)
                 self.last_left = sw & 0x0F
                 keep(self.counter, (e.seq, sw & 0x0F, attempt))
                 keep(self.evidence, apdu_ev(e, "a wrong PIN" if attempt else
                                             "asking the tries left, no PIN sent"))
+
+    def _same_user(self, user: Any) -> bool:
+        """A later login shows the right PIN was known only for the user who failed: the
+        security officer's login (CKU_SO) says nothing of the user's PIN. A trace that does not
+        say who logged in (None) is taken at its word."""
+        return user is None or None in self.users or user in self.users
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
         if not self.n_failed and not self.n_attempts:
@@ -157,12 +204,19 @@ class WrongPin(Rule):
             fall = f" The card's counter of tries left went {steps}."
         if self.ok_after:
             fall += " A later login worked, so the right PIN was known."
+        if "wrong" in self.views:
+            encoding = PIN_SEE_ENCODING
+        elif "unseen" in self.views or not self.views:
+            encoding = PIN_UNSEEN
+        else:
+            encoding = PIN_ASCII.format(what=self.views["ascii"])
         yield finding(self.name, self.failed + self.evidence,
                       severity="warning" if self.ok_after else None, pid=self.pid,
                       data={"failed_logins": self.n_failed,
                             "tries_left": [c[1] for c in self.counter],
                             "recovered": self.ok_after},
-                      n=n, tries=tries, fall=fall)
+                      subjects=[e.seq for e in self.failed] or self.attempts,
+                      n=n, tries=tries, fall=fall, encoding=encoding)
 
 
 class PinLocked(Rule):
@@ -232,6 +286,48 @@ class PinLength(Rule):
                           min=lo, max=hi, data={"length": length, "min": lo, "max": hi})
 
 
+class VerifyFailedNoCounter(Rule):
+    """VERIFY with a PIN answered 6300: verification failed, and the card keeps the tries left
+    to itself. The module may pass it up as anything: OpenSC's PIV driver says
+    CKR_GENERAL_ERROR, so the client never hears "wrong PIN"."""
+
+    name = "pin-verify-failed"
+
+    def __init__(self) -> None:
+        self.ev: list[Evidence] = []
+        self.calls: dict[int, str] = {}  # seq of the call above each such VERIFY -> its rv
+        self.apdus: list[int] = []
+        self.pid: int | None = None
+
+    def observe(self, e: Event, t: Tracker) -> None:
+        if not (isinstance(e, Apdu) and is_pin_apdu(e) and apdu_has_data(e)
+                and sw_int(e) == 0x6300):
+            return
+        keep(self.apdus, e.seq)
+        keep(self.ev, apdu_ev(e, "a PIN sent, refused without a count of tries left"))
+        self.pid = e.pid
+        parent = t.parent(e)
+        if parent is not None and parent.seq not in self.calls:
+            self.calls[parent.seq] = parent.rv_name or "no return value recorded"
+            keep(self.ev, Evidence(parent.seq, parent.text()))
+
+    def finish(self, t: Tracker) -> Iterable[Finding]:
+        if not self.apdus:
+            return
+        answers = sorted(set(self.calls.values()))
+        if not answers:
+            module = "The trace does not tie the VERIFY to a PKCS#11 call."
+        elif answers == ["CKR_PIN_INCORRECT"]:
+            module = "The module reported it as CKR_PIN_INCORRECT."
+        else:
+            module = (f"The module passed it up as {', '.join(answers)}, not "
+                      "CKR_PIN_INCORRECT, so the program reports some other failure, not a wrong "
+                      "PIN (OpenSC's PIV driver turns 6300 into CKR_GENERAL_ERROR).")
+        yield finding(self.name, self.ev, pid=self.pid, n=len(self.apdus), module=module,
+                      subjects=[*self.calls, *self.apdus],
+                      data={"verify_failed": len(self.apdus), "answers": answers})
+
+
 _ENCODING_WORDS = {
     "EBCDIC digits": "EBCDIC digits (F0-F9), not ASCII",
     "UTF-16": "UTF-16 text (a 00 byte after each character)",
@@ -267,11 +363,13 @@ class PinEncoding(Rule):
         self.hits: dict[str, dict[str, Any]] = {}
 
     def _add(self, what: list[str], ev: Evidence, failed: bool, function: str,
-             pid: int | None) -> None:
+             pid: int | None, clear: bool) -> None:
         key = ", ".join(what)
         h = self.hits.setdefault(key, {"ev": [], "failed": False, "function": function,
-                                       "pid": pid})
+                                       "pid": pid, "clear": clear, "subjects": []})
         keep(h["ev"], ev)
+        if failed:
+            keep(h["subjects"], ev.seq)
         h["failed"] = h["failed"] or failed
 
     def observe(self, e: Event, t: Tracker) -> None:
@@ -284,7 +382,8 @@ class PinEncoding(Rule):
                 if what:
                     self._add(what, call_ev(e, f"{arg}: {length} bytes, {cls}"
                                                + (f", {', '.join(extras)}" if extras else "")),
-                              e.rv not in (0, None), e.function, e.pid)
+                              e.rv not in (0, None), e.function, e.pid,
+                              clear=isinstance(e.args[arg], str))
         elif isinstance(e, Apdu) and is_pin_apdu(e) and apdu_has_data(e) and not e.masked:
             lc = e.command[4]
             data = e.command[5:5 + lc]
@@ -295,13 +394,15 @@ class PinEncoding(Rule):
             if what:
                 sw = sw_int(e)
                 self._add(what, apdu_ev(e, f"PIN data {cls}"), sw is not None and sw != 0x9000,
-                          "the card (VERIFY)", e.pid)
+                          "the card (VERIFY)", e.pid, clear=True)
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
         for what, h in self.hits.items():
             yield finding(self.name, h["ev"], severity=None if h["failed"] else "info",
                           pid=h["pid"], what=what, function=h["function"],
+                          source=TRACE_PIN_CLEAR if h["clear"] else TRACE_PIN_MASKED,
+                          subjects=h["subjects"],
                           data={"problems": what.split(", "), "login_failed": h["failed"]})
 
 
-RULES = (WrongPin, PinLocked, PinLength, PinEncoding,)
+RULES = (WrongPin, PinLocked, PinLength, PinEncoding, VerifyFailedNoCounter,)

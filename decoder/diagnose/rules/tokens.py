@@ -26,6 +26,8 @@ from p11spy.decoder.diagnose.rules.common import (
     SCARD_E_NO_SERVICE,
     call_ev,
     keep,
+    log_ev,
+    pcsc_ev,
 )
 from p11spy.decoder.events import Call, Event, LogLine, PcscCall
 
@@ -43,8 +45,8 @@ class NoToken(Rule):
     def __init__(self) -> None:
         self.lists: dict[Any, list[Evidence]] = {}
         self.nonempty: set[Any] = set()
-        self.no_service = False
-        self.no_readers = False
+        self.no_service: Evidence | None = None  # the first sign of each, cited as the cause
+        self.no_readers: Evidence | None = None
 
     def observe(self, e: Event, t: Tracker) -> None:
         if isinstance(e, Call) and e.function == "C_GetSlotList" and e.rv in (0, None):
@@ -54,11 +56,11 @@ class NoToken(Rule):
             elif n:
                 self.nonempty.add(e.pid)
         elif isinstance(e, PcscCall) and e.rv == SCARD_E_NO_SERVICE:
-            self.no_service = True
+            self.no_service = self.no_service or pcsc_ev(e)
         elif isinstance(e, PcscCall) and e.rv == SCARD_E_NO_READERS_AVAILABLE:
-            self.no_readers = True
+            self.no_readers = self.no_readers or pcsc_ev(e)
         elif isinstance(e, LogLine) and NO_SERVICE_LOG.search(e.text):
-            self.no_service = True
+            self.no_service = self.no_service or log_ev(e)
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
         for pid, ev in self.lists.items():
@@ -67,7 +69,9 @@ class NoToken(Rule):
             detail = (" because the PC/SC service was not reachable (see that finding)"
                       if self.no_service else " because the PC/SC service lists no reader "
                       "(see that finding)" if self.no_readers else "")
-            yield finding(self.name, ev, pid=pid, detail=detail)
+            cause = self.no_service or self.no_readers
+            yield finding(self.name, [*ev, *([cause] if cause else [])], pid=pid,
+                          detail=detail, subjects=[x.seq for x in ev], n=len(ev))
 
 
 def _near(wanted: str, labels: list[str]) -> str | None:
