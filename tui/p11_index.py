@@ -4,7 +4,8 @@ Why: the fixed record header (facts/logformat.py RECORD) already says type, func
 thread, time, duration and return value, so the scan unpacks one struct per record (plus the
 first field, for the session handle) and never decodes arguments. Records are read with
 os.pread in 1 MiB chunks rather than mmap, so scanning a 1 GB file does not leave it resident
-in the process. A record is decoded only when shown, with p11spy.decoder.p11log's own code.
+in the process. A record is decoded only when shown, with the reader's own code
+(decoder/formats/p11spy/reader.py).
 
 PC/SC records are written before the call that made them (the call's record is written when it
 returns); the scan keeps them pending by (pid, call number) and attaches them to their call.
@@ -24,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from p11spy.decoder.events import Event, Warning_
+from p11spy.decoder.formats.p11spy import frames
 from p11spy.decoder.formats.p11spy import reader as p11log
 from p11spy.decoder.summary import FunctionStats, Summary
 from p11spy.decoder.values import format_time, rv_name
@@ -44,7 +46,6 @@ from p11spy.tui.trace_index import (
 )
 
 CHUNK = 1 << 20
-MAX_RECORD = p11log.MAX_RECORD
 POLL = 0.25  # seconds between looks at a followed file
 RAW_LIMIT = 4096  # bytes of a record shown in the raw view
 OVERLAP = 255  # bytes two search reads share, so that a match across them is found
@@ -161,7 +162,7 @@ class P11Index(TraceIndex):
         hs = lf.RECORD.size
         field = lf.FIELD.unpack_from
         ulong = lf.ULONG.unpack_from
-        magic_ok = lf.MAGIC
+        magic_ok, min_len, max_len = lf.MAGIC, frames.MIN_RECORD, frames.MAX_RECORD
         offsets, kinds, funcs = self.offsets, self.kinds, self.funcs
         threads, sessions, rvs = self.threads, self.sessions, self.rvs
         rows, errors = self.rows, self.errors
@@ -170,14 +171,14 @@ class P11Index(TraceIndex):
         slow_min = slowest[0][0] if len(slowest) >= SLOWEST else -1
         pending = self._pending
         fsize = lf.FIELD.size
-        min_len = hs + fsize + 8
+        session_len = hs + fsize + 8
         nfn = len(_FN)
         n = len(buf)
         p = 0
         while p + hs <= n:
             magic, length, rtype, _mod, fidx, pid, tid, start_us, dur_ns, rv, number = \
                 unpack(buf, p)
-            if magic != magic_ok or length < hs or length > MAX_RECORD:
+            if magic != magic_ok or length < min_len or length > max_len:  # frames.header_ok
                 return p, True
             if p + length > n:
                 break
@@ -188,7 +189,7 @@ class P11Index(TraceIndex):
                 thread = self.thread_id(pid, tid)
             if rtype == _CALL_T:
                 session = NO_ID
-                if fidx in _SESSION_FIRST and length >= min_len:
+                if fidx in _SESSION_FIRST and length >= session_len:
                     param, _ph, kind, _fl, _n = field(buf, p + hs)
                     if param == 0 and kind == _ULONG:
                         skey = (pid, ulong(buf, p + hs + fsize)[0])
@@ -291,7 +292,7 @@ class P11Index(TraceIndex):
         return st
 
     def _opened_session(self, buf: bytes, p: int, length: int, pid: int) -> int:
-        for param, phase, kind, data_off, _n in _fields_at(buf, p, length):
+        for param, phase, kind, _flags, data_off, _n in frames.fields(buf, p, p + length):
             if param == _OPEN_SESSION_OUT and phase == lf.Phase.OUT and kind == lf.Kind.ULONG:
                 return self.session_id(pid, lf.ULONG.unpack_from(buf, data_off)[0])
         return NO_ID
@@ -299,7 +300,7 @@ class P11Index(TraceIndex):
     @staticmethod
     def _pcsc_fields(buf: bytes, p: int, length: int, fidx: int) -> tuple[int, str | None]:
         parent, sw = 0, None
-        for param, phase, kind, data_off, n in _fields_at(buf, p, length):
+        for param, phase, kind, _flags, data_off, n in frames.fields(buf, p, p + length):
             if param == pcsc.PARENT_PARAM and n >= 8:
                 parent = lf.ULONG.unpack_from(buf, data_off)[0]
             elif (fidx == _TRANSMIT and param == _RESPONSE_PARAM and phase == lf.Phase.OUT
@@ -439,7 +440,7 @@ class P11Index(TraceIndex):
                  f"function {fidx}",
                  f"pid {pid} tid {tid} start {format_time(start_us / 1e6)} "
                  f"duration {dur_ns} ns rv 0x{rv:x} call #{number}"]
-        for param, phase, kind, _data_off, n in _fields_at(data, 0, len(data)):
+        for param, phase, kind, _flags, _data_off, n in frames.fields(data):
             try:
                 kname = lf.Kind(kind).name
             except ValueError:
@@ -471,18 +472,6 @@ class P11Index(TraceIndex):
                 return None
             pos += len(buf) - OVERLAP
         return None
-
-
-def _fields_at(buf: bytes, p: int, length: int):
-    """(param, phase, kind, data offset, data length) of the fields of a record at p."""
-    off = p + lf.RECORD.size
-    end = p + length
-    fs = lf.FIELD.size
-    while off + fs <= end:
-        param, phase, kind, _flags, n = lf.FIELD.unpack_from(buf, off)
-        off += fs
-        yield param, phase, kind, off, n
-        off += n
 
 
 def hexdump(data: bytes, base: int = 0, width: int = 16) -> list[str]:

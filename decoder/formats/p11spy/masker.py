@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from p11spy.decoder.apdu import pin_field
+from p11spy.decoder.formats.p11spy import frames
+from p11spy.decoder.formats.p11spy.frames import u64
 from p11spy.decoder.masking import (
     HIDDEN_PIN_LENGTH,
     MARK,
@@ -34,8 +36,6 @@ from p11spy.facts.pkcs11 import functions, structs
 from p11spy.facts.pkcs11.constants import CKA, CKO
 from p11spy.facts.pkcs11.model import Function, Role
 
-CHUNK = 1 << 20
-MAX_RECORD = 1 << 30
 _CLASS = CKA.value_of("CKA_CLASS")
 _SENSITIVE = CKA.value_of("CKA_SENSITIVE")
 _PUBLIC = CKO.value_of("CKO_PUBLIC_KEY")
@@ -77,45 +77,6 @@ def _mask(buf: bytearray, start: int, end: int) -> bool:
     return True
 
 
-def _chunks(f: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    """(WHOLE, record) for each whole record, (JUNK, bytes) for stretches that are none,
-    (CUT, the rest of the file) for a record the file ends inside: the reader stops there,
-    as p11log.records does, so the stretches are the reader's own."""
-    buf = bytearray()
-    eof = False
-
-    def fill(n: int) -> bool:
-        nonlocal eof
-        while len(buf) < n and not eof:
-            more = f.read(max(CHUNK, n - len(buf)))
-            if more:
-                buf.extend(more)
-            else:
-                eof = True
-        return len(buf) >= n
-
-    while fill(1):
-        if fill(lf.RECORD.size) and buf[:4] == lf.MAGIC:
-            length = int.from_bytes(buf[4:8], "little")
-            if lf.RECORD.size <= length <= MAX_RECORD:
-                if fill(length):
-                    yield WHOLE, bytes(buf[:length])
-                    del buf[:length]
-                    continue
-                yield CUT, bytes(buf)
-                return
-        nxt = buf.find(lf.MAGIC, 1)
-        while nxt < 0 and not eof:
-            fill(len(buf) + CHUNK)
-            nxt = buf.find(lf.MAGIC, 1)
-        end = len(buf) if nxt < 0 else nxt
-        yield JUNK, bytes(buf[:end])
-        del buf[:end]
-
-
-WHOLE, JUNK, CUT = range(3)
-
-
 class _Field:
     __slots__ = ("param", "phase", "kind", "flags", "data")
 
@@ -126,14 +87,12 @@ class _Field:
 def _split(rec: bytes) -> tuple[list[_Field], bytes]:
     """A call or PC/SC record's fields, and any bytes after the last whole one."""
     out = []
-    off = lf.RECORD.size
-    while off + lf.FIELD.size <= len(rec):
-        param, phase, kind, flags, n = lf.FIELD.unpack_from(rec, off)
-        if off + lf.FIELD.size + n > len(rec):
+    off = frames.MIN_RECORD
+    for param, phase, kind, flags, start, n in frames.fields(rec):
+        if start + n > len(rec):
             break
-        off += lf.FIELD.size
-        out.append(_Field(param, phase, kind, flags, bytearray(rec[off:off + n])))
-        off += n
+        out.append(_Field(param, phase, kind, flags, bytearray(rec[start:start + n])))
+        off = start + n
     return out, rec[off:]
 
 
@@ -143,10 +102,6 @@ def _join(rec: bytes, fields: list[_Field], rest: bytes) -> bytes:
     head = bytearray(rec[:lf.RECORD.size])
     head[4:8] = (lf.RECORD.size + len(body) + len(rest)).to_bytes(4, "little")
     return bytes(head) + body + rest
-
-
-def _u64(b: bytes | bytearray, off: int = 0) -> int:
-    return int.from_bytes(b[off:off + 8], "little")
 
 
 class _Redactor:
@@ -221,7 +176,7 @@ class _Redactor:
         by_name = {fn.params[f.param].name: f for f in fields
                    if f.param < len(fn.params) and f.phase == lf.Phase.IN}
         obj = by_name.get("hObject")
-        handle = _u64(obj.data) if obj is not None and obj.kind == lf.Kind.ULONG else None
+        handle = u64(obj.data) if obj is not None and obj.kind == lf.Kind.ULONG else None
         known = self.objects.get((pid, handle)) if handle is not None else None
         created: int | None = None
         resized = False
@@ -264,12 +219,12 @@ class _Redactor:
                     keyctx = is_key_class(known)  # the object's class, if seen before
                 else:  # as the shim: a template that does not say may be a key's
                     keyctx = True if p.kind == functions.KEY_TEMPLATE else None
-                self.template(f.data, 0, keyctx, offset, what, 0)
+                self.template(f.data, keyctx, offset, what, 0)
             elif f.kind == lf.Kind.MECHANISM:
                 self.mechanism(f.data, offset, what)
             if f.phase == lf.Phase.OUT and p.role is Role.HANDLE_OUT and \
                     f.kind == lf.Kind.ULONG and p.kind == "object":
-                out = _u64(f.data)
+                out = u64(f.data)
                 if p.name == "phPublicKey":
                     self.objects[(pid, out)] = _PUBLIC
                 elif p.name == "phPrivateKey" or (created is None and
@@ -282,32 +237,21 @@ class _Redactor:
             return _join(rec, fields, rest)
         return _join(rec, fields, rest) if fields else rec
 
-    def template(self, data: bytearray, off: int, keyctx: bool | None, offset: int,
-                 what: str, depth: int) -> int:
-        """Masks a TEMPLATE payload at data[off:] in place; returns its end."""
-        if off + 8 > len(data):
-            return len(data)
-        count = _u64(data, off)
-        off += 8
-        for _ in range(count):
-            if off + lf.ATTRIBUTE.size > len(data):
-                return len(data)
-            atype, _alen, vkind, n = lf.ATTRIBUTE.unpack_from(data, off)
-            off += lf.ATTRIBUTE.size
-            end = min(off + n, len(data))
+    def template(self, data: bytearray, keyctx: bool | None, offset: int, what: str,
+                 depth: int) -> None:
+        """Masks a TEMPLATE payload in place."""
+        for atype, _alen, vkind, start, end in frames.attributes(data, strict=False):
             if vkind == lf.Kind.TEMPLATE and depth == 0:
-                inner = bytearray(data[off:end])
+                inner = bytearray(data[start:end])
                 cls = _template_class(inner)
                 ictx = keyctx if cls is None else is_key_class(cls)
-                self.template(inner, 0, ictx, offset, what, depth + 1)
-                data[off:end] = inner
+                self.template(inner, ictx, offset, what, depth + 1)
+                data[start:end] = inner
             elif vkind in (lf.Kind.BYTES, lf.Kind.DIGEST):
                 why = attribute_is_secret(atype, keyctx, self.opts.strict)
-                start = off if vkind == lf.Kind.BYTES else off + lf.DIGEST.size - 8
-                if why and _mask(data, start, end):
+                secret = start if vkind == lf.Kind.BYTES else start + lf.DIGEST.size - 8
+                if why and _mask(data, secret, end):
                     self.found(offset, f"{what} {CKA.name_of(atype)} ({why})")
-            off = end
-        return off
 
     def mechanism(self, data: bytearray, offset: int, what: str) -> None:
         """PIN fields (PBKDF2 passwords) of a mechanism's struct parameter."""
@@ -317,19 +261,9 @@ class _Redactor:
         name = structs.struct_for_mechanism(mtype)
         if pkind != lf.Kind.STRUCT or name is None:
             return
-        desc = structs.STRUCTS[name]
-        lengths = {f.name: f for f in desc.fields}
-        off = lf.MECHANISM.size + size
-        for f in desc.fields:  # the blobs follow in table order, as p11log reads them
-            if f.role not in (Role.BYTES_IN, Role.PIN) or not f.length or f.size is not None:
-                continue
-            if lengths[f.length].ctype != "CK_ULONG" or off + lf.BLOB.size > len(data):
-                continue
-            kind, n = lf.BLOB.unpack_from(data, off)
-            off += lf.BLOB.size
-            if f.role is Role.PIN and kind == lf.Kind.BYTES and _mask(data, off, off + n):
+        for f, kind, start, end in frames.struct_blobs(name, data, lf.MECHANISM.size + size):
+            if f.role is Role.PIN and kind == lf.Kind.BYTES and _mask(data, start, end):
                 self.found(offset, f"{what} {f.name} (PIN)")
-            off += n
 
     def pcsc(self, rec: bytes, offset: int) -> bytes:
         fidx = int.from_bytes(rec[10:12], "little")
@@ -348,7 +282,7 @@ class _Redactor:
                 self.found(offset, "APDU response data (identifying)")
         elif fidx == _CONTROL:
             code = values.get((1, lf.Phase.IN))
-            code_v = _u64(code.data) if code is not None else None
+            code_v = u64(code.data) if code is not None else None
             out = values.get((4, lf.Phase.OUT))
             if code_v == pcsc.CM_IOCTL_GET_FEATURE_REQUEST and out is not None and \
                     out.kind == lf.Kind.BYTES:
@@ -395,15 +329,8 @@ class _Redactor:
                     data[i] = MARK
                     changed = True
             return changed
-        off = 0
-        while off + 17 <= len(data):
-            al = data[off + 16]
-            off += 17 + al
-            if off >= len(data):
-                break
-            nl = data[off]
-            changed |= _mask(data, off + 1, min(off + 1 + nl, len(data)))
-            off += 1 + nl
+        for _start, _atr, name_start, name_end in frames.reader_states(data, strict=False):
+            changed |= _mask(data, name_start, min(name_end, len(data)))
         return changed
 
 
@@ -415,23 +342,14 @@ def _ins_name(command: bytes | bytearray) -> str:
 
 def _template_attrs(data: bytearray) -> Iterator[tuple[int, int, bytes]]:
     """(type, value kind, payload) of a template's top-level attributes."""
-    if len(data) < 8:
-        return
-    count = _u64(data)
-    off = 8
-    for _ in range(count):
-        if off + lf.ATTRIBUTE.size > len(data):
-            return
-        atype, _alen, vkind, n = lf.ATTRIBUTE.unpack_from(data, off)
-        off += lf.ATTRIBUTE.size
-        yield atype, vkind, bytes(data[off:off + n])
-        off += n
+    for atype, _alen, vkind, start, end in frames.attributes(data, strict=False):
+        yield atype, vkind, bytes(data[start:end])
 
 
 def _template_class(data: bytearray) -> int | None:
     for atype, vkind, payload in _template_attrs(data):
         if atype == _CLASS and vkind == lf.Kind.BYTES and len(payload) == 8:
-            return _u64(payload)
+            return u64(payload)
     return None
 
 
@@ -447,17 +365,26 @@ def _masked_path(path: str) -> str:
 
 def redact(fin: BinaryIO, fout: BinaryIO | None, opts: Options, report: Report) -> None:
     r = _Redactor(opts, report)
-    offset = 0
-    for kind, data in _chunks(fin):
-        if kind == WHOLE:
+    stretch: tuple[int, int, bool] | None = None  # unreadable bytes: offset, masked, changed
+    for kind, offset, data in frames.frames(fin):
+        if stretch is not None and kind != frames.MORE:
+            _unreadable(r, *stretch)
+            stretch = None
+        if kind == frames.RECORD:
             out = r.record(data, offset)
         else:  # unreadable: masked, but a record marker and its length stay, so that the
             buf = bytearray(data)  # reader stops or resynchronises where it did before
             keep = min(8, len(buf)) if buf[:4] == lf.MAGIC else 0
-            if _mask(buf, keep, len(buf)):
-                r.found(offset, f"{len(buf) - keep} unreadable bytes (masked: they may hold "
-                                f"anything)")
+            changed = _mask(buf, keep, len(buf))
+            stretch = (offset, len(buf) - keep, changed) if stretch is None else \
+                (stretch[0], stretch[1] + len(buf), stretch[2] or changed)
             out = bytes(buf)
         if fout is not None:
             fout.write(out)
-        offset += len(data)
+    if stretch is not None:
+        _unreadable(r, *stretch)
+
+
+def _unreadable(r: _Redactor, offset: int, masked: int, changed: bool) -> None:
+    if changed:
+        r.found(offset, f"{masked} unreadable bytes (masked: they may hold anything)")

@@ -14,13 +14,12 @@ from typing import Any, BinaryIO
 
 from p11spy.decoder import values as V
 from p11spy.decoder.events import Apdu, Call, Event, ModuleInfo, PcscCall, Process, Warning_
+from p11spy.decoder.formats.p11spy import frames
+from p11spy.decoder.formats.p11spy.frames import u64
 from p11spy.facts import logformat as lf
 from p11spy.facts import pcsc
 from p11spy.facts.pkcs11 import functions, structs
 from p11spy.facts.pkcs11.model import Function, Param, Role
-
-CHUNK = 1 << 20
-MAX_RECORD = 1 << 30
 
 
 def sniff(head: bytes) -> bool:
@@ -30,52 +29,28 @@ def sniff(head: bytes) -> bool:
 
 def records(f: BinaryIO) -> Iterator[tuple[int, bytes] | tuple[int, str]]:
     """(offset, record bytes) for each whole record; (offset, message) for damage."""
-    buf = bytearray()
-    pos = 0  # index in buf of the next record
-    base = 0  # file offset of buf[0]
-    eof = False
-
-    def have(n: int) -> bool:
-        """Makes n bytes available from pos, unless the file ends first."""
-        nonlocal buf, pos, base, eof
-        if len(buf) - pos >= n:
-            return True
-        if pos:
-            del buf[:pos]
-            base += pos
-            pos = 0
-        while len(buf) < n and not eof:
-            more = f.read(max(CHUNK, n - len(buf)))
-            if more:
-                buf += more
-            else:
-                eof = True
-        return len(buf) >= n
-
-    while True:
-        if not have(lf.RECORD.size):
-            if len(buf) > pos:
-                yield base + pos, f"file ends inside a record header ({len(buf) - pos} bytes)"
-            return
-        length = int.from_bytes(buf[pos + 4:pos + 8], "little")
-        if buf[pos:pos + 4] != lf.MAGIC or not lf.RECORD.size <= length <= MAX_RECORD:
-            start = base + pos
-            nxt = buf.find(lf.MAGIC, pos + 1)
-            while nxt < 0 and not eof:
-                pos = max(pos, len(buf) - 3)
-                have(len(buf) - pos + CHUNK)
-                nxt = buf.find(lf.MAGIC, pos)
-            if nxt < 0:
-                yield start, "unreadable bytes up to the end of the file"
-                return
-            yield start, f"unreadable bytes ({base + nxt - start} skipped)"
-            pos = nxt
+    stretch, skipped = -1, 0  # where the stretch of unreadable bytes being read began, its size
+    short, tail = -1, 0  # where a tail too short for a record header began, its size
+    for kind, offset, data in frames.frames(f):
+        if kind == frames.MORE:
+            skipped += len(data)
             continue
-        if not have(length):
-            yield base + pos, f"file ends inside a record ({len(buf) - pos} of {length} bytes)"
-            return
-        yield base + pos, bytes(buf[pos:pos + length])
-        pos += length
+        if stretch >= 0:  # the stretch ended at a record marker
+            yield stretch, f"unreadable bytes ({skipped} skipped)"
+            stretch = -1
+        if kind == frames.RECORD:
+            yield offset, data
+        elif kind == frames.JUNK:
+            stretch, skipped = offset, len(data)
+        elif kind == frames.SHORT:
+            short, tail = (offset if short < 0 else short), tail + len(data)
+        else:
+            length = int.from_bytes(data[4:8], "little")
+            yield offset, f"file ends inside a record ({len(data)} of {length} bytes)"
+    if stretch >= 0:
+        yield stretch, "unreadable bytes up to the end of the file"
+    if short >= 0:
+        yield short, f"file ends inside a record header ({tail} bytes)"
 
 
 # What decoding a damaged record or field raises: the reader turns it into a warning.
@@ -83,16 +58,8 @@ DAMAGED = (IndexError, ValueError, KeyError, struct.error)
 
 
 def _fields(rec: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
-    off = lf.RECORD.size
-    while off + lf.FIELD.size <= len(rec):
-        param, phase, kind, flags, n = lf.FIELD.unpack_from(rec, off)
-        off += lf.FIELD.size
+    for param, phase, kind, flags, off, n in frames.fields(rec):
         yield param, phase, kind, flags, rec[off:off + n]
-        off += n
-
-
-def _u64(b: bytes, off: int = 0) -> int:
-    return int.from_bytes(b[off:off + 8], "little")
 
 
 def _value(kind: int, data: bytes, render) -> Any:
@@ -106,19 +73,14 @@ def _value(kind: int, data: bytes, render) -> Any:
         length, h = lf.DIGEST.unpack_from(data)
         return {"length": length, "fnv1a64": f"{h:016x}", "prefix": data[16:].hex()}
     if kind == lf.Kind.UNREAD:
-        return {"unread": True, "length": _u64(data)}
+        return {"unread": True, "length": u64(data)}
     return render(kind, data)
 
 
 def _template(data: bytes) -> list[dict[str, Any]]:
-    count = _u64(data)
-    off = 8
     out = []
-    for _ in range(count):
-        atype, alen, vkind, n = lf.ATTRIBUTE.unpack_from(data, off)
-        off += lf.ATTRIBUTE.size
-        payload = data[off:off + n]
-        off += n
+    for atype, alen, vkind, start, end in frames.attributes(data):
+        payload = data[start:end]
         entry: dict[str, Any] = {"type": V.name_in("CKA", atype)}
         entry["len"] = "CK_UNAVAILABLE_INFORMATION" if alen == V.CK_UNAVAILABLE_INFORMATION \
             else alen
@@ -154,19 +116,8 @@ def _mech_struct(mtype: int, size: int, payload: bytes) -> Any:
     rendered = V.struct_value(name, payload[:size])
     if not isinstance(rendered, dict):
         return rendered
-    desc = structs.STRUCTS[name]
-    lengths = {f.name: f for f in desc.fields}
-    off = size
-    for f in desc.fields:
-        if f.role not in (Role.BYTES_IN, Role.PIN) or not f.length or f.size is not None:
-            continue
-        if lengths[f.length].ctype != "CK_ULONG" or off + lf.BLOB.size > len(payload):
-            continue
-        kind, n = lf.BLOB.unpack_from(payload, off)
-        off += lf.BLOB.size
-        blob = payload[off:off + n]
-        off += n
-        rendered[f.name] = _value(kind, blob, lambda _k, d: d.hex())
+    for f, kind, start, end in frames.struct_blobs(name, payload, size):
+        rendered[f.name] = _value(kind, payload[start:end], lambda _k, d: d.hex())
     return rendered
 
 
@@ -174,7 +125,7 @@ def _interfaces(data: bytes) -> list[dict[str, Any]]:
     out = []
     off = 0
     while off + 11 <= len(data):
-        flags = _u64(data, off)
+        flags = u64(data, off)
         major, minor, nl = data[off + 8], data[off + 9], data[off + 10]
         name = data[off + 11:off + 11 + nl].decode("utf-8", "replace")
         off += 11 + nl
@@ -185,7 +136,7 @@ def _interfaces(data: bytes) -> list[dict[str, Any]]:
 
 def _render_param(p: Param, kind: int, data: bytes) -> Any:
     if kind == lf.Kind.ULONG:
-        return V.scalar(p, _u64(data))
+        return V.scalar(p, u64(data))
     if kind == lf.Kind.BYTES:
         if p.role is Role.TEXT_FIXED:
             return data.decode("utf-8", "replace").rstrip(" \x00")
@@ -205,7 +156,7 @@ def _render_param(p: Param, kind: int, data: bytes) -> Any:
         name = p.struct or ("CK_C_INITIALIZE_ARGS" if p.role is Role.INIT_ARGS else "")
         return V.struct_value(name, data)
     if kind == lf.Kind.ULONG_ARRAY:
-        items = [_u64(data, i) for i in range(0, len(data) - 7, 8)]
+        items = [u64(data, i) for i in range(0, len(data) - 7, 8)]
         if p.kind in ("slot", "object", None):
             return items
         return [V.name_in(p.kind, v) for v in items]
@@ -266,17 +217,11 @@ def _masked_apdu(data: bytes) -> tuple[bytes, dict[str, Any]]:
 
 def _reader_states(data: bytes) -> list[dict[str, Any]]:
     out = []
-    off = 0
-    while off + 17 <= len(data):
-        cur, ev = _u64(data, off), _u64(data, off + 8)
-        al = data[off + 16]
-        atr = data[off + 17:off + 17 + al]
-        off += 17 + al
-        nl = data[off]
-        name = data[off + 1:off + 1 + nl].decode("utf-8", "replace")
-        off += 1 + nl
-        out.append({"reader": name, "current_state": f"0x{cur:x}", "event_state": f"0x{ev:x}",
-                    "atr": atr.hex()})
+    for start, atr, name, end in frames.reader_states(data):
+        cur, ev = u64(data, start), u64(data, start + 8)
+        out.append({"reader": data[name:end].decode("utf-8", "replace"),
+                    "current_state": f"0x{cur:x}", "event_state": f"0x{ev:x}",
+                    "atr": data[atr:name - 1].hex()})
     return out
 
 
@@ -288,7 +233,7 @@ def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
     values: dict[tuple[int, int], tuple[int, bytes]] = {}
     for param, phase, kind, _flags, data in _fields(rec):
         if param == pcsc.PARENT_PARAM:
-            parent = _u64(data)
+            parent = u64(data)
         else:
             values[(param, phase)] = (kind, data)
     common = {"seq": seq, "pid": pid, "tid": tid, "time": V.utc(start_us),
@@ -404,7 +349,7 @@ def read(f: BinaryIO) -> Iterator[Event]:
 
 def dropped_message(pid: int, rec: bytes) -> str:
     """What a DROPPED record says, for decode and the viewer alike."""
-    lost = next((_u64(d) for _p, _ph, kind, _fl, d in _fields(rec)
+    lost = next((u64(d) for _p, _ph, kind, _fl, d in _fields(rec)
                  if kind == lf.Kind.ULONG and len(d) == 8), 0)
     return f"process {pid}: {lost} record(s) missing here: the shim could not write them " \
            "(disk full?)"

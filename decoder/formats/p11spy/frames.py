@@ -1,0 +1,171 @@
+"""How p11spy's binary traces (facts/LOGFORMAT.md) are framed: records, their fields, and the
+payloads with inner structure (templates, mechanism structs, reader states).
+
+Why one module: the reader, the masker and the viewer's index must agree to the byte on where
+a record starts, what makes a header valid and where a damaged stretch ends, or a redacted
+trace would not read as its original did. They differ only in what they do with the pieces:
+the reader decodes them and phrases the damage, the masker masks them in place.
+
+Walkers that the reader and the masker share take `strict`: the reader's walk lets a payload
+that ends early raise (it shows that field undecodable), the masker's stops there (it masks
+what there is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from p11spy.facts import logformat
+from p11spy.facts.pkcs11 import structs
+from p11spy.facts.pkcs11.model import Param, Role
+
+CHUNK = 1 << 20  # bytes read at a time
+MIN_RECORD = logformat.RECORD.size  # a record is at least its header
+MAX_RECORD = 1 << 30  # a larger length is damage, not a record
+
+# What frames() yields: a whole record; the first piece of a stretch that is no record and
+# further pieces of it (a long stretch comes in pieces, so memory stays flat); a record the
+# file ends inside (from its header to the end); a piece of a tail too short for a header
+# (cut at any marker in it, as a stretch is).
+RECORD, JUNK, MORE, CUT, SHORT = range(5)
+# Bytes of a stretch kept back when a piece is cut off: a marker may begin in them.
+_OVERLAP = len(logformat.MAGIC) - 1
+
+
+def header_ok(magic: bytes, length: int) -> bool:
+    """Whether a record header is valid: the marker, and a length a record can have.
+
+    The viewer's index inlines this test in its hot loop, with these same names."""
+    return magic == logformat.MAGIC and MIN_RECORD <= length <= MAX_RECORD
+
+
+def u64(b: bytes | bytearray, off: int = 0) -> int:
+    """The little-endian unsigned 64-bit number at b[off:] (fewer bytes give a smaller one)."""
+    return int.from_bytes(b[off:off + 8], "little")
+
+
+def frames(f: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
+    """(kind, file offset, bytes) in file order; the pieces joined are the whole file.
+
+    After a CUT nothing follows. A stretch that is no record ends at the next record marker
+    (not the one it starts at) or at the end of the file."""
+    buf = bytearray()
+    base = 0  # file offset of buf[0]
+    eof = False
+
+    def fill(n: int) -> bool:
+        """Makes n bytes available, unless the file ends first."""
+        nonlocal eof
+        while len(buf) < n and not eof:
+            more = f.read(max(CHUNK, n - len(buf)))
+            if more:
+                buf.extend(more)
+            else:
+                eof = True
+        return len(buf) >= n
+
+    def take(n: int) -> tuple[int, bytes]:
+        nonlocal base
+        start, piece = base, bytes(buf[:n])
+        del buf[:n]
+        base += n
+        return start, piece
+
+    magic = logformat.MAGIC
+    while fill(1):
+        if not fill(MIN_RECORD):
+            nxt = buf.find(magic, 1)
+            yield SHORT, *take(len(buf) if nxt < 0 else nxt)
+            continue
+        length = int.from_bytes(buf[4:8], "little")
+        if header_ok(bytes(buf[:4]), length):
+            if fill(length):
+                yield RECORD, *take(length)
+                continue
+            yield CUT, *take(len(buf))
+            return
+        kind, start = JUNK, 1
+        nxt = buf.find(magic, start)
+        while nxt < 0 and not eof:
+            if len(buf) > CHUNK:
+                yield kind, *take(len(buf) - _OVERLAP)
+                kind = MORE
+            start = len(buf) - _OVERLAP
+            fill(len(buf) + CHUNK)
+            nxt = buf.find(magic, start)
+        end = len(buf) if nxt < 0 else nxt
+        if end:
+            yield kind, *take(end)
+
+
+def fields(rec: bytes, start: int = 0,
+           end: int | None = None) -> Iterator[tuple[int, int, int, int, int, int]]:
+    """(parameter, phase, kind, flags, data offset, data length) of the fields of the record at
+    rec[start:end]. The last field's data may run past the record's end: a caller that must
+    not read past it compares."""
+    field = logformat.FIELD
+    off = start + MIN_RECORD
+    end = len(rec) if end is None else end
+    while off + field.size <= end:
+        param, phase, kind, flags, n = field.unpack_from(rec, off)
+        off += field.size
+        yield param, phase, kind, flags, off, n
+        off += n
+
+
+def attributes(data: bytes | bytearray, off: int = 0,
+               strict: bool = True) -> Iterator[tuple[int, int, int, int, int]]:
+    """(type, length as seen, value kind, payload start, payload end) of the attributes of the
+    TEMPLATE payload at data[off:]; a payload that runs past the data ends with it."""
+    attribute = logformat.ATTRIBUTE
+    if not strict and off + 8 > len(data):
+        return
+    count = u64(data, off)
+    off += 8
+    for _ in range(count):
+        if not strict and off + attribute.size > len(data):
+            return
+        atype, alen, vkind, n = attribute.unpack_from(data, off)
+        off += attribute.size
+        yield atype, alen, vkind, off, min(off + n, len(data))
+        off += n
+
+
+def struct_blobs(name: str, data: bytes | bytearray,
+                 off: int) -> Iterator[tuple[Param, int, int, int]]:
+    """(struct field, blob kind, start, end) of the buffers a mechanism struct points to, which
+    follow the struct from data[off:] in the table's field order; `end` may run past the data.
+    """
+    blob = logformat.BLOB
+    desc = structs.STRUCTS[name]
+    lengths = {f.name: f for f in desc.fields}
+    for f in desc.fields:
+        if f.role not in (Role.BYTES_IN, Role.PIN) or not f.length or f.size is not None:
+            continue
+        if lengths[f.length].ctype != "CK_ULONG" or off + blob.size > len(data):
+            continue
+        kind, n = blob.unpack_from(data, off)
+        off += blob.size
+        yield f, kind, off, off + n
+        off += n
+
+
+# A reader state: current state, event state (u64 each), u8 ATR length, ATR, u8 name length,
+# name.
+_STATE = 17
+
+
+def reader_states(data: bytes | bytearray,
+                  strict: bool = True) -> Iterator[tuple[int, int, int, int]]:
+    """(start, ATR start, name start, name end) of each reader state an rgReaderStates payload
+    holds; `name end` may run past the data."""
+    off = 0
+    while off + _STATE <= len(data):
+        start, atr = off, off + _STATE
+        off = atr + data[off + _STATE - 1]
+        if not strict and off >= len(data):
+            return
+        nl = data[off]
+        yield start, atr, off + 1, off + 1 + nl
+        off += 1 + nl
