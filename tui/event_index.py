@@ -14,11 +14,12 @@ import re
 import time
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from p11spy.decoder.events import Apdu, Call, Event, LogLine, ModuleInfo, PcscCall, Process
+from p11spy.decoder.lines import LongLine, blocks
 from p11spy.tui.trace_index import (
     APDU,
     CALL,
@@ -232,11 +233,16 @@ class EventIndex(TraceIndex):
         return out
 
 
-def _lines(f: BinaryIO):
-    while True:
-        raw = f.readline(1 << 16)
-        if not raw:
-            return
-        yield raw
+def _lines(f: BinaryIO) -> Iterator[bytes]:
+    """The lines from f's position on, without their newline; one longer than 64 KiB cut
+    there."""
+    for block in blocks(f, 1 << 16):
+        if isinstance(block, LongLine):
+            yield block.head
+        else:
+            lines = block.split(b"\n")
+            if block[-1:] == b"\n":
+                lines.pop()
+            yield from lines
 
 

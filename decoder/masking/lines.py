@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from typing import BinaryIO, Protocol
 
-CHUNK = 1 << 20
+from p11spy.decoder.lines import blocks
 
 
 class Search(Protocol):
@@ -83,28 +83,13 @@ class LineMachine(Protocol):
 _BLOCK_END = re.compile(r"\n(?! )")  # the end of a run of indented lines
 
 
-def chunks(fin: BinaryIO, size: int = CHUNK, whole_blocks: bool = False) -> Iterator[str]:
-    """The file as text of whole lines, size bytes at a time. With whole_blocks a chunk also
-    never ends before an indented line, so that a template or a dump stays in one chunk."""
-    carry = b""
-    while True:
-        block = fin.read(size)
-        if not block:
-            if carry:
-                yield carry.decode("latin-1")
-            return
-        data = carry + block
-        if whole_blocks:  # the byte after the newline must be there to be looked at
-            cut = data.rfind(b"\n", 0, len(data) - 1)
-            while cut >= 0 and data[cut + 1:cut + 2] == b" ":
-                cut = data.rfind(b"\n", 0, cut)
-        else:
-            cut = data.rfind(b"\n")
-        if cut < 0:
-            carry = data
-            continue
-        yield data[:cut + 1].decode("latin-1")
-        carry = data[cut + 1:]
+def chunks(fin: BinaryIO, whole_blocks: bool = False) -> Iterator[str]:
+    """The file as text of whole lines, a block at a time (decoder/lines.py), every byte
+    kept. With whole_blocks a chunk also never ends before an indented line, so that a
+    template or a dump stays in one chunk."""
+    for block in blocks(fin, whole_blocks=whole_blocks):
+        if isinstance(block, bytes):  # always: no line is too long for a masker
+            yield block.decode("latin-1")
 
 
 def split_eol(line: str) -> tuple[str, str]:

@@ -51,12 +51,12 @@ from typing import Any, BinaryIO, NamedTuple
 
 from p11spy.decoder import values as V
 from p11spy.decoder.events import Apdu, Call, Event, LogLine, Warning_
+from p11spy.decoder.lines import LongLine, blocks
 from p11spy.facts.pkcs11 import constants
 from p11spy.facts.pkcs11.functions import BY_NAME
 from p11spy.facts.pkcs11.model import Function, Role
 
-CHUNK = 1 << 20  # bytes read at a time (then up to the end of the line)
-MAX_LINE = 1 << 16  # characters of one line kept; the rest is dropped with a warning
+MAX_LINE = 1 << 16  # bytes of a line kept (and read at a time); the rest dropped with a warning
 MAX_TEXT = 1 << 16  # characters of one multi-line message kept
 PENDING_MAX = 20000  # lines kept per thread for a call that may still claim them
 
@@ -751,30 +751,16 @@ class _Reader:
     # -- the whole file ---------------------------------------------------------------------
 
     def chunks(self) -> Iterator[list[str]]:
-        """The file's lines, a chunk of whole lines at a time: decoding, CRLF and colours are
-        handled per chunk, not per line. Memory stays at one chunk: a line longer than
-        MAX_LINE is cut there (self.long_lines says which, for a warning)."""
-        f = self.f
+        """The file's lines, a block of whole lines at a time (decoder/lines.py): decoding,
+        CRLF and colours are handled per block, not per line. A line longer than MAX_LINE
+        comes alone, cut there (self.long_lines says which, for a warning)."""
         first = True
-        while True:
-            data = f.read(CHUNK)
-            if not data:
-                return
-            cut = -1
-            if data[-1:] != b"\n":
-                data += f.readline(MAX_LINE)
-                start = data.rfind(b"\n") + 1
-                if data[-1:] != b"\n" and len(data) - start > MAX_LINE:
-                    # the last line goes on: keep its start, skip to the next line
-                    skipped = len(data) - start - MAX_LINE
-                    while True:
-                        more = f.readline(MAX_LINE)
-                        skipped += len(more)
-                        if not more or more[-1:] == b"\n":
-                            break
-                    cut = data.count(b"\n")
-                    data = data[:start + MAX_LINE] + b"\n"
-            text = data.decode("utf-8", "replace")
+        for block in blocks(self.f, MAX_LINE):
+            long = isinstance(block, LongLine)
+            if isinstance(block, LongLine):
+                self.long_lines.append((0, block.length))
+                block = block.head
+            text = block.decode("utf-8", "replace")
             if "\r" in text:
                 text = text.replace("\r\n", "\n").removesuffix("\r")
             if "\x1b" in text:
@@ -783,15 +769,8 @@ class _Reader:
                 first = False
                 text = text.removeprefix("\ufeff")
             lines = text.split("\n")
-            if lines[-1] == "":
+            if lines[-1] == "" and not long:
                 lines.pop()
-            if cut >= 0:
-                self.long_lines.append((cut, MAX_LINE + skipped))
-            if lines and max(map(len, lines)) > MAX_LINE:
-                for i, ln in enumerate(lines):
-                    if len(ln) > MAX_LINE and i != cut:
-                        lines[i] = ln[:MAX_LINE]
-                        self.long_lines.append((i, len(ln)))
             yield lines
 
     def run(self) -> Iterator[Event]:

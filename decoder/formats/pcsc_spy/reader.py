@@ -54,11 +54,11 @@ from typing import Any, BinaryIO
 
 from p11spy.decoder import values as V
 from p11spy.decoder.events import Apdu, Event, PcscCall, Warning_
+from p11spy.decoder.lines import LongLine, blocks
 from p11spy.facts import pcsc
 
 FORMAT = "pcsc-spy"
 MAX_LINE = 1 << 20  # longer lines are skipped (a 64 KiB extended APDU's hex line is 192 KiB)
-CHUNK = 1 << 20
 MAX_VALUES = 4096  # value lines kept per call
 MAX_OPEN = 256  # calls open at once (one per thread); beyond, the oldest is given up
 ORPHAN_SAMPLE = 60
@@ -543,54 +543,20 @@ class _Reader:
 
     # input
 
-    def _batches(self, f: BinaryIO) -> Iterator[list[str]]:
-        """The file's lines, a block at a time; an over-long line becomes a marker (None
-        and its length are put as a tuple)."""
-        carry = b""
-        skipping = False
-        while True:
-            chunk = f.read(CHUNK)
-            if not chunk:
-                break
-            if skipping:
-                k = chunk.find(b"\n")
-                if k < 0:
-                    self.skipped += len(chunk)
-                    continue
-                self.skipped += k
-                yield [("\x00long", self.skipped)]  # type: ignore[list-item]
-                chunk = chunk[k + 1:]
-                skipping = False
-            cut = chunk.rfind(b"\n")
-            if cut < 0:
-                carry += chunk
-                if len(carry) > MAX_LINE:
-                    self.skipped = len(carry)
-                    carry = b""
-                    skipping = True
-                continue
-            data = carry + chunk[:cut + 1] if carry else chunk[:cut + 1]
-            carry = chunk[cut + 1:]
-            lines = data.decode("utf-8", "replace").split("\n")
-            lines.pop()
-            out: list[Any] = []
-            for line in lines:
-                if len(line) > MAX_LINE:
-                    out.append(("\x00long", len(line)))
-                else:
-                    out.append(line[:-1] if line.endswith("\r") else line)
-            yield out
-            if len(carry) > MAX_LINE:
-                self.skipped = len(carry)
-                carry = b""
-                skipping = True
-        if skipping:
-            yield [("\x00long", self.skipped)]  # type: ignore[list-item]
-        elif carry:
-            yield [carry.decode("utf-8", "replace").rstrip("\r")]
+    def _batches(self, f: BinaryIO) -> Iterator[list[Any]]:
+        """The file's lines, a block at a time (decoder/lines.py); an over-long line becomes
+        a marker (None and its length are put as a tuple)."""
+        for block in blocks(f, MAX_LINE):
+            if isinstance(block, LongLine):
+                yield [("\x00long", block.length)]
+            elif block[-1:] != b"\n":  # the last line has no newline
+                yield [block.decode("utf-8", "replace").rstrip("\r")]
+            else:
+                lines = block.decode("utf-8", "replace").split("\n")
+                lines.pop()
+                yield [line[:-1] if line.endswith("\r") else line for line in lines]
 
     def run(self, f: BinaryIO) -> Iterator[Event]:
-        self.skipped = 0
         lineno = 0
         for lines in self._batches(f):
             for line in lines:

@@ -54,13 +54,13 @@ from typing import Any, BinaryIO
 
 from p11spy.decoder import values as V
 from p11spy.decoder.events import Call, Event, Process, Warning_
+from p11spy.decoder.lines import LongLine, blocks
 from p11spy.facts.pkcs11 import attributes, constants, functions, structs
 from p11spy.facts.pkcs11.model import Function, Param, Role, ValueType
 
 FORMAT = "pkcs11-spy"
 BANNER = "OpenSC PKCS#11 spy"
 MAX_LINE = 1 << 20  # longer lines are skipped with a warning (no real pkcs11-spy line is)
-CHUNK = 1 << 20  # bytes read at a time
 LONG_LINE = "\x00p11spy: over-long line of "  # the marker _batches puts in its place
 MASK64 = (1 << 64) - 1
 ORPHAN_SAMPLE = 60  # characters of an unreadable line quoted in its warning
@@ -1002,46 +1002,21 @@ class _Reader:
     # -- main loop --
 
     def _batches(self, f: BinaryIO) -> Iterator[list[str]]:
-        """The file's lines, a block at a time: 1 MiB reads cut at their last newline and
-        decoded at once (the same as decoding each line: a newline byte is never part of a
-        multi-byte sequence), so memory stays flat and Python touches each line once. A
-        line longer than MAX_LINE becomes one marker line."""
-        carry = b""
-        skipping = False
-        while True:
-            chunk = f.read(CHUNK)
-            if not chunk:
-                break
-            if skipping:  # the rest of an over-long line
-                k = chunk.find(b"\n")
-                if k < 0:
-                    continue
-                chunk = chunk[k + 1:]
-                skipping = False
-            elif carry:
-                k = chunk.find(b"\n")
-                if len(carry) + (len(chunk) if k < 0 else k) > MAX_LINE:
-                    yield [f"{LONG_LINE}{len(carry) + (len(chunk) if k < 0 else k)}"]
-                    carry = b""
-                    if k < 0:
-                        skipping = True
-                        continue
-                    chunk = chunk[k + 1:]
-            cut = chunk.rfind(b"\n")
-            if cut < 0:
-                carry += chunk
-                continue
-            data = carry + chunk[:cut + 1] if carry else chunk[:cut + 1]
-            carry = chunk[cut + 1:]
-            text = data.decode("utf-8", "replace")
-            self.crlf = "\r\n" in text
-            if self.crlf:
-                text = text.replace("\r\n", "\n")
-            lines = text.split("\n")
-            lines.pop()  # the empty string after the last newline
-            yield lines
-        if carry and not skipping:  # the last line has no newline
-            yield [carry.decode("utf-8", "replace").rstrip("\r")]
+        """The file's lines, a block at a time (decoder/lines.py); a line longer than
+        MAX_LINE becomes one marker line."""
+        for block in blocks(f, MAX_LINE):
+            if isinstance(block, LongLine):
+                yield [f"{LONG_LINE}{block.seen}"]
+            elif block[-1:] != b"\n":  # the last line has no newline
+                yield [block.decode("utf-8", "replace").rstrip("\r")]
+            else:
+                text = block.decode("utf-8", "replace")
+                self.crlf = "\r\n" in text
+                if self.crlf:
+                    text = text.replace("\r\n", "\n")
+                lines = text.split("\n")
+                lines.pop()  # the empty string after the last newline
+                yield lines
 
     def run(self, f: BinaryIO) -> Iterator[Event]:
         out = self.out
