@@ -56,6 +56,7 @@ from p11spy.decoder import values as V
 from p11spy.decoder.events import Apdu, Event, PcscCall, Warning_
 from p11spy.decoder.lines import LongLine, blocks
 from p11spy.facts import pcsc
+from p11spy.facts.pkcs11.model import SIZE_ROLES, Function, Param, Role
 
 FORMAT = "pcsc-spy"
 MAX_LINE = 1 << 20  # longer lines are skipped (a 64 KiB extended APDU's hex line is 192 KiB)
@@ -120,22 +121,67 @@ class _Open:
 
 # --- values --------------------------------------------------------------------------------
 
-def _param(function: str, name: str) -> Any:
-    fn = pcsc.BY_NAME.get(function)
-    if fn is None:
-        return None
-    try:
-        return fn.param(name)
-    except KeyError:
-        return None
+# pcsc-lite functions the preloaded spy does not wrap, so facts/pcsc.py lacks them: their
+# parameters under pcsc-lite's names.
+_LITE_ONLY = {f.name: f for f in (
+    Function("SCardIsValidContext", (Param("hContext", "SCARDCONTEXT", Role.HANDLE),),
+             since="pcsc"),
+    Function("SCardListReaderGroups", (
+        Param("hContext", "SCARDCONTEXT", Role.HANDLE),
+        Param("mszGroups", "LPSTR", Role.BYTES_OUT, length="pcchGroups"),
+        Param("pcchGroups", "LPDWORD", Role.LENGTH_PTR)), since="pcsc"),
+    Function("SCardFreeMemory", (Param("hContext", "SCARDCONTEXT", Role.HANDLE),
+                                 Param("pvMem", "LPCVOID", Role.POINTER)), since="pcsc"),
+    Function("SCardSetAttrib", (
+        Param("hCard", "SCARDHANDLE", Role.HANDLE),
+        Param("dwAttrId", "DWORD", Role.ULONG),
+        Param("pbAttr", "LPCBYTE", Role.BYTES_IN, length="cbAttrLen"),
+        Param("cbAttrLen", "DWORD", Role.LENGTH)), since="pcsc"),
+)}
+# Roles of the parameters the call writes (the others it reads; rgReaderStates, both).
+_OUT = frozenset({Role.HANDLE_OUT, Role.ULONG_OUT, Role.BYTES_OUT, Role.BYTES_OUT_FIXED})
+# Roles of numbers shown by their constants' names, as p11log shows our own records' ones.
+_NAMED = frozenset({Role.ENUM, Role.FLAGS, Role.ULONG_OUT})
+# pcsc-spy's quirks. The values of parameters the call writes that it also writes before the
+# call, in this order after the inputs (kept as their "in" for a length, else dropped):
+_BEFORE = {"SCardConnect": ("phCard", "pdwActiveProtocol"),
+           "SCardListReaderGroups": ("pcchGroups",),
+           "SCardStatus": ("pcchReaderLen", "pcbAtrLen")}
+# The labels of its decoded text where they are not our parameter names, by direction:
+_LABELS = {("phContext", "o"): "hContext", ("pdwActiveProtocol", "o"): "dwActiveProtocol",
+           ("szReaderName", "o"): "mszReaderName", ("pcchReaderLen", "o"): "cchReaderLen",
+           ("pdwState", "o"): "dwState", ("pdwProtocol", "o"): "dwProtocol",
+           ("pbAtr", "o"): "bAtr", ("pcbAtrLen", "o"): "bAtrLen",
+           ("pbSendBuffer", "i"): "bSendBuffer", ("cbSendLength", "i"): "bSendLength",
+           ("pbRecvBuffer", "o"): "bRecvBuffer", ("lpBytesReturned", "o"): "bRecvLength",
+           ("pbAttr", "i"): "bAttr", ("pbAttr", "o"): "bAttr", ("cbAttrLen", "i"): "bAttrLen",
+           ("pcbAttrLen", "o"): "bAttrLen"}
+# Values its decoded text writes unlike others of their kind, and how they are read.
+_HCARD, _NULL_WORD, _ONE_LINE, _HEX_LINE, _NULL_LEFT_OUT = range(5)
+_DECODED_QUIRKS = {("SCardReleaseContext", "hContext"): _HCARD,  # or labelled hCard
+                   ("SCardIsValidContext", "hContext"): _HCARD,
+                   ("SCardCancel", "hContext"): _HCARD,
+                   ("SCardListReaders", "mszGroups"): _NULL_WORD,  # NULL as "(null)"
+                   ("SCardStatus", "szReaderName"): _ONE_LINE,  # the one name, even empty
+                   ("SCardStatus", "pbAtr"): _HEX_LINE,  # hex on the label's line
+                   ("SCardSetAttrib", "pbAttr"): _NULL_LEFT_OUT}  # NULL: no argument
 
 
-def _render(function: str, name: str, value: int | None) -> Any:
+def _function(name: str) -> Function | None:
+    return pcsc.BY_NAME.get(name) or _LITE_ONLY.get(name)
+
+
+def _shown(fn: Function) -> list[Param]:
+    """The parameters pcsc-spy writes, in its order: inputs, then outputs (a length comes with
+    its buffer; the reserved pointers are not written)."""
+    ps = [p for p in fn.params
+          if p.role not in SIZE_ROLES and not p.name.startswith("pvReserved")]
+    return [p for p in ps if p.role not in _OUT] + [p for p in ps if p.role in _OUT]
+
+
+def _number(p: Param, value: int | None) -> Any:
     """A number as p11log renders the same parameter of our own PC/SC records."""
-    if value is None:
-        return None
-    p = _param(function, name)
-    return value if p is None else V.scalar(p, value)
+    return V.scalar(p, value) if value is not None and p.role in _NAMED else value
 
 
 def _hexnum(text: str) -> int | None:
@@ -207,109 +253,74 @@ class _Values:
         return len(self.v) - self.i
 
 
-def _raw_args(fn: str, v: _Values, rv: int | None) -> dict[str, Any]:
+def _raw_args(name: str, v: _Values, rv: int | None) -> dict[str, Any]:
     """The arguments of one raw call, read by position (pcsc-lite 1.9.9's layout)."""
+    fn = _function(name)
+    if fn is None:
+        v.i = len(v.v)
+        return {"values": v.v[:64]}
     a: dict[str, Any] = {}
     ok = rv == 0
-    if fn == "SCardEstablishContext":
-        a["dwScope"] = _render(fn, "dwScope", v.num())
-        a["phContext"] = v.num()
-    elif fn in ("SCardReleaseContext", "SCardIsValidContext", "SCardCancel"):
-        a["hContext"] = v.num()
-    elif fn == "SCardListReaders":
-        a["hContext"] = v.num()
-        a["mszGroups"] = v.cstring()
-        n, names = v.strings()
-        a["mszReaders"] = names
-        a["pcchReaders"] = {"out": n}
-    elif fn == "SCardListReaderGroups":
-        a["hContext"] = v.num()
-        before = v.num()
-        n, names = v.strings()
-        a["mszGroups"] = names
-        a["pcchGroups"] = {"in": before, "out": n}
-    elif fn == "SCardFreeMemory":
-        a["hContext"] = v.num()
-        a["pvMem"] = v.text()
-    elif fn == "SCardGetStatusChange":
-        a["hContext"] = v.num()
-        a["dwTimeout"] = v.num()
-        count = v.num() or 0
-        if count > MAX_VALUES:
-            raise ValueError(f"cReaders {count} is not plausible")
-        states: dict[str, list] = {}
-        for phase in ("in", "out"):
-            states[phase] = []
-            for _ in range(count):
-                reader = v.text()
-                cur, ev = v.num(), v.num()
-                states[phase].append(_state(reader, cur, ev, v.buffer()[1]))
-        if not ok:  # as p11spy records it: the states after the call only when it succeeded
-            del states["out"]
-        a["rgReaderStates"] = states
-        a["cReaders"] = count
-    elif fn == "SCardConnect":
-        a["hContext"] = v.num()
-        a["szReader"] = v.cstring()
-        a["dwShareMode"] = _render(fn, "dwShareMode", v.num())
-        a["dwPreferredProtocols"] = _render(fn, "dwPreferredProtocols", v.num())
-        v.num()  # phCard before the call
-        v.num()  # pdwActiveProtocol before the call
-        a["phCard"] = v.num()
-        a["pdwActiveProtocol"] = _render(fn, "pdwActiveProtocol", v.num())
-    elif fn == "SCardReconnect":
-        a["hCard"] = v.num()
-        a["dwShareMode"] = _render(fn, "dwShareMode", v.num())
-        a["dwPreferredProtocols"] = _render(fn, "dwPreferredProtocols", v.num())
-        a["dwInitialization"] = _render(fn, "dwInitialization", v.num())
-        a["pdwActiveProtocol"] = _render(fn, "pdwActiveProtocol", v.num())
-    elif fn in ("SCardDisconnect", "SCardEndTransaction"):
-        a["hCard"] = v.num()
-        a["dwDisposition"] = _render(fn, "dwDisposition", v.num())
-    elif fn == "SCardBeginTransaction":
-        a["hCard"] = v.num()
-    elif fn == "SCardStatus":
-        a["hCard"] = v.num()
-        reader_in, atr_in = v.num(), v.num()
-        reader_out, names = v.strings()
-        a["szReaderName"] = names
-        a["pcchReaderLen"] = {"in": reader_in, "out": reader_out}
-        a["pdwState"] = _render(fn, "pdwState", v.num())
-        a["pdwProtocol"] = _render(fn, "pdwProtocol", v.num())
-        if v.i < len(v.v) and v.v[v.i] == "NULL":
-            v.i += 1
-            atr_out, atr = None, None
+    before: dict[str, int | None] = {}
+    outputs = False
+    for p in _shown(fn):
+        if p.role in _OUT and not outputs:
+            outputs = True
+            for b in _BEFORE.get(fn.name, ()):
+                before[b] = v.num()
+        if p.role is Role.BYTES_INOUT:  # rgReaderStates
+            a.update(_raw_states(v, ok))
+        elif (fn.name, p.name) == ("SCardStatus", "pbAtr"):  # a NULL ATR is one line
+            if v.i < len(v.v) and v.v[v.i] == "NULL":
+                v.i += 1
+                n, data = None, None
+            else:
+                n, data = v.buffer()
+            a[p.name] = None if data is None or not ok else data.hex()
+            a[p.length or ""] = _length(before, p.length, n)
+        elif p.role is Role.BYTES_OUT and p.ctype == "LPSTR":  # strings
+            n, names = v.strings()
+            a[p.name] = names
+            a[p.length or ""] = _length(before, p.length, n)
+        elif p.role is Role.BYTES_IN:
+            n, data = v.buffer()
+            a[p.name] = None if data is None else data.hex()
+            a[p.length or ""] = n
+        elif p.role in (Role.BYTES_OUT, Role.BYTES_OUT_FIXED):
+            n, data = v.buffer()
+            if ok and data is not None:
+                a[p.name] = data.hex()
+            a[p.length or ""] = _length(before, p.length, n)
+        elif p.role is Role.CSTRING:
+            a[p.name] = v.cstring()
+        elif p.role is Role.POINTER:
+            a[p.name] = v.text()
         else:
-            atr_out, atr = v.buffer()
-        a["pbAtr"] = None if atr is None or not ok else atr.hex()
-        a["pcbAtrLen"] = {"in": atr_in, "out": atr_out}
-    elif fn == "SCardControl":
-        a["hCard"] = v.num()
-        a["dwControlCode"] = v.num()
-        n, data = v.buffer()
-        a["pbSendBuffer"] = None if data is None else data.hex()
-        a["cbSendLength"] = n
-        n, data = v.buffer()
-        if ok and data is not None:
-            a["pbRecvBuffer"] = data.hex()
-        a["lpBytesReturned"] = {"out": n}
-    elif fn == "SCardGetAttrib":
-        a["hCard"] = v.num()
-        a["dwAttrId"] = v.num()
-        n, data = v.buffer()
-        if ok and data is not None:
-            a["pbAttr"] = data.hex()
-        a["pcbAttrLen"] = {"out": n}
-    elif fn == "SCardSetAttrib":
-        a["hCard"] = v.num()
-        a["dwAttrId"] = v.num()
-        n, data = v.buffer()
-        a["pbAttr"] = None if data is None else data.hex()
-        a["cbAttrLen"] = n
-    else:
-        a["values"] = v.v[:64]
-        v.i = len(v.v)
+            a[p.name] = _number(p, v.num())
     return a
+
+
+def _length(before: dict[str, int | None], name: str | None, n: int | None) -> dict[str, Any]:
+    """An in/out length: its value before the call, when pcsc-spy writes it, and after."""
+    return {"in": before[name], "out": n} if name in before else {"out": n}
+
+
+def _raw_states(v: _Values, ok: bool) -> dict[str, Any]:
+    """SCardGetStatusChange's reader states: their count, then each state before the call,
+    then each after."""
+    count = v.num() or 0
+    if count > MAX_VALUES:
+        raise ValueError(f"cReaders {count} is not plausible")
+    states: dict[str, list] = {}
+    for phase in ("in", "out"):
+        states[phase] = []
+        for _ in range(count):
+            reader = v.text()
+            cur, ev = v.num(), v.num()
+            states[phase].append(_state(reader, cur, ev, v.buffer()[1]))
+    if not ok:  # as p11spy records it: the states after the call only when it succeeded
+        del states["out"]
+    return {"rgReaderStates": states, "cReaders": count}
 
 
 def _raw_buffers(values: list[str]) -> list[bytes | None]:
@@ -393,113 +404,79 @@ class _Fields:
         return [item[2] for item in self.items if item[0] == d and item[1] == label]
 
 
-def _decoded_args(fn: str, f: _Fields, rv: int | None) -> dict[str, Any]:
+def _decoded_args(name: str, f: _Fields, rv: int | None) -> dict[str, Any]:
+    """The arguments of one call of the decoded text, found by their labels."""
+    fn = _function(name)
+    if fn is None:
+        return {"values": [f"{item[0]} {item[1]} {item[2]}".strip() for item in f.items[:64]]}
     a: dict[str, Any] = {}
     ok = rv == 0
-    if fn == "SCardEstablishContext":
-        a["dwScope"] = _render(fn, "dwScope", f.num("i", "dwScope"))
-        a["phContext"] = f.num("o", "hContext")
-    elif fn in ("SCardReleaseContext", "SCardIsValidContext", "SCardCancel"):
-        a["hContext"] = f.num("i", "hContext") if f.get("i", "hContext") else f.num("i", "hCard")
-    elif fn == "SCardListReaders":
-        a["hContext"] = f.num("i", "hContext")
-        groups = f.text("i", "mszGroups")
-        a["mszGroups"] = None if groups in (None, "(null)") else groups
-        names = f.all("o", "mszReaders")
-        a["mszReaders"] = None if names in ([], ["NULL"]) else [n for n in names if n]
-        a["pcchReaders"] = {"out": f.num("o", "pcchReaders")}
-    elif fn == "SCardListReaderGroups":
-        a["hContext"] = f.num("i", "hContext")
-        names = f.all("o", "mszGroups")
-        a["mszGroups"] = None if names in ([], ["NULL"]) else [n for n in names if n]
-        a["pcchGroups"] = {"in": f.num("i", "pcchGroups"), "out": f.num("o", "pcchGroups")}
-    elif fn == "SCardFreeMemory":
-        a["hContext"] = f.num("i", "hContext")
-        a["pvMem"] = f.text("i", "pvMem")
-    elif fn == "SCardGetStatusChange":
-        a["hContext"] = f.num("i", "hContext")
-        a["dwTimeout"] = f.num("i", "dwTimeout")
-        states: dict[str, list] = {"in": [], "out": []}
-        for d, phase in (("i", "in"), ("o", "out")):
-            cur: dict[str, Any] | None = None
-            for item in f.items:
-                if item[0] != d:
-                    continue
-                label, text = item[1], item[2]
-                if label == "szReader":
-                    cur = _state(text, None, None, None)
-                    states[phase].append(cur)
-                elif cur is not None and label == "dwCurrentState":
-                    n = _hexnum(text)
-                    cur["current_state"] = None if n is None else f"0x{n:x}"
-                elif cur is not None and label == "dwEventState":
-                    n = _hexnum(text)
-                    cur["event_state"] = None if n is None else f"0x{n:x}"
-                elif cur is not None and label == "Atr":
-                    cur["atr"] = None if text.strip() == "NULL" else bytes.fromhex(text).hex()
-        if not ok:
-            del states["out"]
-        a["rgReaderStates"] = states
-        count = f.text("i", "cReaders")
-        a["cReaders"] = int(count) if count and count.isdigit() else len(states["in"])
-    elif fn == "SCardConnect":
-        a["hContext"] = f.num("i", "hContext")
-        a["szReader"] = f.text("i", "szReader")
-        a["dwShareMode"] = _render(fn, "dwShareMode", f.num("i", "dwShareMode"))
-        a["dwPreferredProtocols"] = _render(fn, "dwPreferredProtocols",
-                                            f.num("i", "dwPreferredProtocols"))
-        a["phCard"] = f.num("o", "phCard")
-        a["pdwActiveProtocol"] = _render(fn, "pdwActiveProtocol",
-                                         f.num("o", "dwActiveProtocol"))
-    elif fn == "SCardReconnect":
-        a["hCard"] = f.num("i", "hCard")
-        a["dwShareMode"] = _render(fn, "dwShareMode", f.num("i", "dwShareMode"))
-        a["dwPreferredProtocols"] = _render(fn, "dwPreferredProtocols",
-                                            f.num("i", "dwPreferredProtocols"))
-        a["dwInitialization"] = _render(fn, "dwInitialization", f.num("i", "dwInitialization"))
-        a["pdwActiveProtocol"] = _render(fn, "pdwActiveProtocol",
-                                         f.num("o", "dwActiveProtocol"))
-    elif fn in ("SCardDisconnect", "SCardEndTransaction"):
-        a["hCard"] = f.num("i", "hCard")
-        a["dwDisposition"] = _render(fn, "dwDisposition", f.num("i", "dwDisposition"))
-    elif fn == "SCardBeginTransaction":
-        a["hCard"] = f.num("i", "hCard")
-    elif fn == "SCardStatus":
-        a["hCard"] = f.num("i", "hCard")
-        name = f.text("o", "mszReaderName")
-        a["szReaderName"] = None if name in (None, "NULL") else [name]
-        a["pcchReaderLen"] = {"in": f.num("i", "pcchReaderLen"),
-                              "out": f.num("o", "cchReaderLen")}
-        a["pdwState"] = _render(fn, "pdwState", f.num("o", "dwState"))
-        a["pdwProtocol"] = _render(fn, "pdwProtocol", f.num("o", "dwProtocol"))
-        atr = f.text("o", "bAtr")
-        a["pbAtr"] = None if not ok or atr in (None, "", "NULL") else bytes.fromhex(atr).hex()
-        a["pcbAtrLen"] = {"in": f.num("i", "pcbAtrLen"), "out": f.num("o", "bAtrLen")}
-    elif fn == "SCardControl":
-        a["hCard"] = f.num("i", "hCard")
-        a["dwControlCode"] = f.num("i", "dwControlCode")
-        data = f.buffer("i", "bSendBuffer")
-        a["pbSendBuffer"] = None if data is None else data.hex()
-        a["cbSendLength"] = f.num("i", "bSendLength")
-        data = f.buffer("o", "bRecvBuffer")
-        if ok and data is not None:
-            a["pbRecvBuffer"] = data.hex()
-        a["lpBytesReturned"] = {"out": f.num("o", "bRecvLength")}
-    elif fn in ("SCardGetAttrib", "SCardSetAttrib"):
-        d = "o" if fn == "SCardGetAttrib" else "i"
-        a["hCard"] = f.num("i", "hCard")
-        a["dwAttrId"] = f.num("i", "dwAttrId")
-        data = f.buffer(d, "bAttr")
-        if data is not None and (ok or d == "i"):
-            a["pbAttr"] = data.hex()
-        n = f.num(d, "bAttrLen")
-        if d == "o":
-            a["pcbAttrLen"] = {"out": n}
+    for p in _shown(fn):
+        d = "o" if p.role in _OUT else "i"
+        label = _LABELS.get((p.name, d), p.name)
+        quirk = _DECODED_QUIRKS.get((fn.name, p.name))
+        if p.role is Role.BYTES_INOUT:  # rgReaderStates
+            a.update(_decoded_states(f, ok))
+        elif quirk == _ONE_LINE:
+            name = f.text(d, label)
+            a[p.name] = None if name in (None, "NULL") else [name]
+        elif p.role is Role.BYTES_OUT and p.ctype == "LPSTR":  # strings, one a line
+            names = f.all(d, label)
+            a[p.name] = None if names in ([], ["NULL"]) else [n for n in names if n]
+        elif quirk == _HEX_LINE:
+            atr = f.text(d, label)
+            a[p.name] = None if not ok or atr in (None, "", "NULL") else bytes.fromhex(atr).hex()
+        elif p.role in (Role.BYTES_IN, Role.BYTES_OUT, Role.BYTES_OUT_FIXED):
+            data = f.buffer(d, label)
+            if data is None and p.role is Role.BYTES_IN and quirk != _NULL_LEFT_OUT:
+                a[p.name] = None
+            elif data is not None and (ok or p.role is Role.BYTES_IN):
+                a[p.name] = data.hex()
+        elif p.role is Role.CSTRING:
+            text = f.text(d, label)
+            a[p.name] = None if quirk == _NULL_WORD and text == "(null)" else text
+        elif p.role is Role.POINTER:
+            a[p.name] = f.text(d, label)
+        elif quirk == _HCARD and not f.get(d, label):
+            a[p.name] = f.num(d, "hCard")
         else:
-            a["cbAttrLen"] = n
-    else:
-        a["values"] = [f"{item[0]} {item[1]} {item[2]}".strip() for item in f.items[:64]]
+            a[p.name] = _number(p, f.num(d, label))
+        if p.length and p.role is not Role.BYTES_INOUT:
+            size = fn.param(p.length)
+            if size.role is Role.LENGTH:
+                a[p.length] = f.num("i", _LABELS.get((p.length, "i"), p.length))
+            else:
+                out = f.num("o", _LABELS.get((p.length, "o"), p.length))
+                a[p.length] = {"in": f.num("i", p.length), "out": out} \
+                    if p.length in _BEFORE.get(fn.name, ()) else {"out": out}
     return a
+
+
+def _decoded_states(f: _Fields, ok: bool) -> dict[str, Any]:
+    """SCardGetStatusChange's reader states, each from its szReader line on."""
+    states: dict[str, list] = {"in": [], "out": []}
+    for d, phase in (("i", "in"), ("o", "out")):
+        cur: dict[str, Any] | None = None
+        for item in f.items:
+            if item[0] != d:
+                continue
+            label, text = item[1], item[2]
+            if label == "szReader":
+                cur = _state(text, None, None, None)
+                states[phase].append(cur)
+            elif cur is not None and label == "dwCurrentState":
+                n = _hexnum(text)
+                cur["current_state"] = None if n is None else f"0x{n:x}"
+            elif cur is not None and label == "dwEventState":
+                n = _hexnum(text)
+                cur["event_state"] = None if n is None else f"0x{n:x}"
+            elif cur is not None and label == "Atr":
+                cur["atr"] = None if text.strip() == "NULL" else bytes.fromhex(text).hex()
+    if not ok:
+        del states["out"]
+    count = f.text("i", "cReaders")
+    return {"rgReaderStates": states,
+            "cReaders": int(count) if count and count.isdigit() else len(states["in"])}
 
 
 # --- the reader ----------------------------------------------------------------------------
