@@ -35,6 +35,7 @@ class Entry(NamedTuple):
     maps_to: str | None = None  # the code one layer up (SW -> OpenSC, PC/SC -> OpenSC, -> CKR)
     note: str = ""
     aliases: tuple[str, ...] = ()
+    short: str = ""  # a status word's few words, for decoded APDUs and the viewer's lists
 
 
 class Pattern(NamedTuple):
