@@ -146,7 +146,7 @@ class ModuleInfo(Event):
 
 
 @dataclass
-class Warning_(Event):
+class TraceWarning(Event):
     """Something the reader could not read; it says where and goes on."""
 
     message: str = ""

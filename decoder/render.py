@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from p11spy.decoder.events import Apdu, Call, Event, ModuleInfo, PcscCall, Process, Warning_
+from p11spy.decoder.events import Apdu, Call, Event, ModuleInfo, PcscCall, Process, TraceWarning
 from p11spy.decoder.values import format_time
 
 TEXT_BYTES = 48  # hex characters of a long value shown in text before it is cut
@@ -117,7 +117,7 @@ def text(events: Iterable[Event], out: TextIO) -> None:
             out.write(f"== module: {i.get('manufacturerID', '?')} "
                       f"{i.get('libraryDescription', '')} {i.get('libraryVersion', '')} "
                       f"(Cryptoki {i.get('cryptokiVersion', '?')})\n")
-        elif isinstance(e, Warning_):
+        elif isinstance(e, TraceWarning):
             out.write(f"!! {e.message}\n")
 
 

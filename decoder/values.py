@@ -10,24 +10,24 @@ import datetime as _dt
 from functools import cache
 from typing import Any
 
-from p11spy.facts import logformat as lf
 from p11spy.facts import pcsc
+from p11spy.facts.logformat import PinClass, PinExtra
 from p11spy.facts.pkcs11 import attributes, constants, structs
 from p11spy.facts.pkcs11.model import Param, Role, ValueType
 
 CK_UNAVAILABLE_INFORMATION = (1 << 64) - 1
 PIN_CLASS_NAMES = {
-    lf.PinClass.EMPTY: "empty",
-    lf.PinClass.ASCII_DIGITS: "ASCII digits",
-    lf.PinClass.ASCII_OTHER: "ASCII text",
-    lf.PinClass.EBCDIC_DIGITS: "EBCDIC digits",
-    lf.PinClass.OTHER: "binary",
+    PinClass.EMPTY: "empty",
+    PinClass.ASCII_DIGITS: "ASCII digits",
+    PinClass.ASCII_OTHER: "ASCII text",
+    PinClass.EBCDIC_DIGITS: "EBCDIC digits",
+    PinClass.OTHER: "binary",
 }
 PIN_EXTRA_NAMES = {
-    lf.PinExtra.TRAILING_NEWLINE: "trailing newline",
-    lf.PinExtra.HAS_NUL: "NUL byte",
-    lf.PinExtra.UTF16: "UTF-16",
-    lf.PinExtra.NON_ASCII: "non-ASCII bytes",
+    PinExtra.TRAILING_NEWLINE: "trailing newline",
+    PinExtra.HAS_NUL: "NUL byte",
+    PinExtra.UTF16: "UTF-16",
+    PinExtra.NON_ASCII: "non-ASCII bytes",
 }
 
 
@@ -51,7 +51,7 @@ def rv_name(rv: int | None) -> str | None:
 def masked(length: int, cls: int, extra: int) -> dict[str, Any]:
     out: dict[str, Any] = {"masked": True, "length": length}
     try:
-        out["class"] = PIN_CLASS_NAMES[lf.PinClass(cls)]
+        out["class"] = PIN_CLASS_NAMES[PinClass(cls)]
     except ValueError:
         out["class"] = f"class {cls}"
     extras = [name for bit, name in PIN_EXTRA_NAMES.items() if extra & bit]

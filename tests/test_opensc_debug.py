@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p11spy.decoder.events import Apdu, Call, Event, LogLine, Warning_
+from p11spy.decoder.events import Apdu, Call, Event, LogLine, TraceWarning
 from p11spy.decoder.formats.opensc_debug import reader as opensc_debug
 from tests import readers
 from tests.conftest import REPO
@@ -155,7 +155,7 @@ def test_fixture_decodes_with_exact_counts(name):
     assert len([c for c in calls if c.rv is not None]) == len(results)
     errors = [r for r in results if r not in ("CKR_OK", "0", "0x00000000")]
     assert len([c for c in calls if c.rv]) == len(errors)
-    warnings = [w.message for w in of(events, Warning_)]
+    warnings = [w.message for w in of(events, TraceWarning)]
     expected = EXPECTED_WARNINGS.get(name, [])
     assert len(warnings) == len(expected), warnings
     for text in expected:
@@ -294,7 +294,7 @@ def test_real_logs_from_this_machine_regenerate(tmp_path):
         events = decode(log)
         names = [c.function for c in of(events, Call)]
         assert names[0] == "C_Initialize" and names[-1] == "C_Finalize", (log.name, names)
-        assert "C_GetSlotList" in names and not of(events, Warning_)
+        assert "C_GetSlotList" in names and not of(events, TraceWarning)
         pids = {c.pid for c in of(events, Call)}
         assert len(pids) == 1 and None not in pids
 
@@ -373,7 +373,7 @@ def test_file_cut_mid_record(tmp_path):
     data = (FIXTURES / "written-0.24-linux-wrong-pin.log").read_bytes()
     cut = data.index(b"00 20 00 80 08 31 32 33 34 35 39") + 17  # inside the wrong VERIFY
     events = decode_bytes(data[:cut], tmp_path)
-    warnings = [w.message for w in of(events, Warning_)]
+    warnings = [w.message for w in of(events, TraceWarning)]
     assert any("Outgoing APDU of 13 bytes is cut short in the log after 6 bytes" in w
                for w in warnings)
     assert any("C_Login" in w and "no result line" in w for w in warnings)
@@ -395,7 +395,7 @@ def test_ten_megabyte_line(tmp_path):
     started = time.monotonic()
     events = decode(p)
     assert time.monotonic() - started < 10
-    warnings = [w.message for w in of(events, Warning_)]
+    warnings = [w.message for w in of(events, TraceWarning)]
     assert len(warnings) == 1 and "only the first 65536" in warnings[0], warnings
     assert warnings[0].startswith(f"line {len(head.splitlines()) + 1}:")
     longest = max(len(e.text) for e in of(events, LogLine))
@@ -410,14 +410,14 @@ def test_ten_megabyte_line(tmp_path):
 def test_line_without_newline_longer_than_a_chunk(tmp_path):
     data = b"P:1; T:0x2 10:00:00.000 [opensc-pkcs11] card.c:1:f: " + b"B" * 3_000_000
     events = decode_bytes(data, tmp_path)
-    assert len(of(events, Warning_)) == 1 and len(of(events, LogLine)) == 1
+    assert len(of(events, TraceWarning)) == 1 and len(of(events, LogLine)) == 1
 
 
 @pytest.mark.parametrize("data", [b"\xef\xbb\xbf", b"\r", b"\n\n\n", b"\x1b[0m", b"P:", b"0x",
                                   b"2019-", b"P:1; T:0x2 10:00:00.000 [a] C_Login(0x1, 1)\r"])
 def test_tiny_odd_files(tmp_path, data):
     events = decode_bytes(data, tmp_path)
-    assert of(events, Warning_) and [e.seq for e in events] == list(range(len(events)))
+    assert of(events, TraceWarning) and [e.seq for e in events] == list(range(len(events)))
 
 
 def test_invalid_utf8(tmp_path):

@@ -23,11 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p11spy.decoder import render
-from p11spy.decoder import values as V
-from p11spy.decoder.events import Apdu, Event, PcscCall, Warning_
+from p11spy.decoder.events import Apdu, Event, PcscCall, TraceWarning
 from p11spy.decoder.formats import registry as commands
-from p11spy.decoder.formats.p11spy import reader as p11log
 from p11spy.decoder.formats.pcsc_spy import reader as pcscspy_text
+from p11spy.decoder.values import pcsc_rv_name
+from p11spy.facts import logformat
 from tests import readers
 from tests.conftest import REPO
 from tests.readers import of
@@ -117,17 +117,17 @@ def test_fixture_decodes_with_exact_counts(name):
     returned = [c.rv_name for c in calls if c.rv is not None] + \
         [a.error or "SCARD_S_SUCCESS" for a in apdus if a.error or a.response is not None]
     assert collections.Counter(returned) == \
-        collections.Counter(V.pcsc_rv_name(rv) for _, rv in returns)
+        collections.Counter(pcsc_rv_name(rv) for _, rv in returns)
     assert sum(c.rv is None for c in calls) + \
         sum(a.error is None and a.response is None for a in apdus) == len(entries) - len(returns)
     for c in calls:
-        assert c.rv is None or c.rv_name == V.pcsc_rv_name(c.rv)
+        assert c.rv is None or c.rv_name == pcsc_rv_name(c.rv)
         assert c.parent is None and c.pid is None
     if name.endswith(".raw"):  # the raw return lines name their function
         assert collections.Counter((c.function, c.rv) for c in calls if c.rv is not None) == \
             collections.Counter(r for r in returns if r[0] != "SCardTransmit")
         assert collections.Counter(a.error for a in apdus if a.error) == collections.Counter(
-            V.pcsc_rv_name(rv) for f, rv in returns if f == "SCardTransmit" and rv)
+            pcsc_rv_name(rv) for f, rv in returns if f == "SCardTransmit" and rv)
     # a failed transmit has an error and no response
     assert all(a.response is None for a in apdus if a.error)
     assert all(a.parent is None for a in apdus)
@@ -142,7 +142,7 @@ def test_fixture_decodes_with_exact_counts(name):
         assert all(e.time is None for e in apdus + calls)
         if "-d" not in name.split("-decoded-")[-1]:
             assert sum(e.duration_us is not None for e in apdus + calls) == len(returns)
-    warnings = [w.message for w in of(events, Warning_)]
+    warnings = [w.message for w in of(events, TraceWarning)]
     parts = EXPECTED_WARNINGS.get(name, [])
     assert len(warnings) == (1 if parts else 0), warnings
     for part in parts:
@@ -197,7 +197,7 @@ def test_other_formats_are_not_claimed():
     assert len(paths) > 30
     for path in paths:
         assert not pcscspy_text.sniff(path.read_bytes()[:4096]), path.name
-    assert not pcscspy_text.sniff(p11log.lf.MAGIC + bytes(100))
+    assert not pcscspy_text.sniff(logformat.MAGIC + bytes(100))
     # a raw stream cut anywhere (not at a line start) is still recognised by its next entry
     data = (FIXTURES / f"{WRONG_PIN}.raw").read_bytes()
     assert pcscspy_text.sniff(data[1234:1234 + 4096])
@@ -288,7 +288,7 @@ def test_client_crashing_inside_the_spy():
         (apdu,) = of(events, Apdu)
         assert apdu.command == bytes.fromhex("00A4040009A0000003080000100000")
         assert apdu.response is None and apdu.error is None and apdu.duration_us is None
-        (warning,) = of(events, Warning_)
+        (warning,) = of(events, TraceWarning)
         assert warning.seq < apdu.seq and "the trace ends inside it" in warning.message
         assert render.apdu_text(apdu)[1] == "<< no response: not recorded"
 
@@ -359,7 +359,7 @@ def test_binary_garbage(tmp_path):
     r = p11spy("decode", "--format", "pcsc-spy", str(path))
     assert r.returncode == 0 and "Traceback" not in r.stderr
     events = decode(path)
-    warnings = of(events, Warning_)
+    warnings = of(events, TraceWarning)
     assert warnings and len(warnings) < 2000 and len(events) == len(warnings)
     assert all(w.message.startswith("line") for w in warnings)
 
@@ -370,14 +370,14 @@ def test_file_cut_mid_line():
     events = decode_bytes(data[:cut])
     apdu = of(events, Apdu)[-1]
     assert apdu.command == bytes.fromhex("00200080083937") and apdu.response is None
-    (warning,) = of(events, Warning_)
+    (warning,) = of(events, TraceWarning)
     assert "SCardTransmit" in warning.message and "no return line" in warning.message
     # the decoded text cut in the middle of a hexdump row
     text = (FIXTURES / f"{WRONG_PIN}-decoded-n.txt").read_bytes()
     cut = text.index(b"00 20 00 80 08 39") + 9
     events = decode_bytes(text[:cut])
-    assert of(events, Warning_)
-    assert all(isinstance(e, (Apdu, PcscCall, Warning_)) for e in events)
+    assert of(events, TraceWarning)
+    assert all(isinstance(e, (Apdu, PcscCall, TraceWarning)) for e in events)
 
 
 def test_lines_outside_calls_and_unknown_lines(tmp_path):
@@ -385,7 +385,7 @@ def test_lines_outside_calls_and_unknown_lines(tmp_path):
     data = data.replace(b"SCardListReaders\n", b"Garbage:  x\nUnknown function: SCardFoo\n"
                         b"SCardListReaders\n", 1)
     events = decode_bytes(data)
-    (warning,) = of(events, Warning_)
+    (warning,) = of(events, TraceWarning)
     assert "2 lines outside any call" in warning.message and "Garbage" in warning.message
     assert len(of(events, Apdu)) == 34
 
@@ -398,7 +398,7 @@ def test_invalid_utf8():
     assert conn.args["szReader"] == "p11\ufffdpy\ufffdvpcd 00 00"
     names = next(c for c in of(events, PcscCall) if c.args.get("mszReaders"))
     assert names.args["mszReaders"] == ["p11\ufffdpy\ufffdvpcd 00 00", "p11spy vpcd 00 01"]
-    assert len(of(events, Apdu)) == 34 and not of(events, Warning_)
+    assert len(of(events, Apdu)) == 34 and not of(events, TraceWarning)
 
 
 def test_ten_megabyte_line(tmp_path):
@@ -408,7 +408,7 @@ def test_ten_megabyte_line(tmp_path):
     path.write_bytes(raw + b"7F@" + b"A" * 10_000_000 + b"\n" + raw + b"Z" * 10_000_000)
     events = decode(path)
     assert len(of(events, Apdu)) == 68
-    warnings = of(events, Warning_)
+    warnings = of(events, TraceWarning)
     assert [w.message.split(":")[0] for w in warnings] == [f"line {n + 1}", f"line {2 * n + 2}"]
     assert all("longer than" in w.message for w in warnings)
     r = p11spy("decode", str(path), timeout=60)
@@ -425,7 +425,7 @@ def test_value_lines_that_do_not_fit():
     j = next(k for k, ln in enumerate(lines) if b">|" in ln and b"|SCardDisconnect" in ln)
     lines.insert(j + 2, lines[j].split(b"@")[0] + b"@0x00000009")
     events = decode_bytes(b"\n".join(lines))
-    warnings = [w.message for w in of(events, Warning_)]
+    warnings = [w.message for w in of(events, TraceWarning)]
     assert any("SCardConnect: the values cannot be read" in w for w in warnings), warnings
     assert any("SCardDisconnect: 1 more value lines" in w for w in warnings), warnings
     assert len(of(events, Apdu)) == 34
@@ -462,7 +462,7 @@ def test_memory_stays_flat(tmp_path):
         with path.open("rb") as f:
             for e in pcscspy_text.read(f):
                 n += 1
-                assert not isinstance(e, Warning_)
+                assert not isinstance(e, TraceWarning)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -25,11 +25,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p11spy.decoder import values as V
-from p11spy.decoder.events import Call, Event, Process, Warning_
+from p11spy.decoder.events import Call, Event, Process, TraceWarning
 from p11spy.decoder.formats import registry as commands
 from p11spy.decoder.formats.p11spy import reader as p11log
 from p11spy.decoder.formats.pkcs11_spy import reader as pkcs11spy_text
+from p11spy.decoder.values import rv_name
+from p11spy.facts import logformat
 from tests import readers
 from tests.conftest import REPO, Token
 from tests.readers import of
@@ -119,7 +120,7 @@ def test_fixture_decodes_with_exact_counts(name):
     errors = collections.Counter(c.rv for c in calls if c.rv)
     assert errors == collections.Counter(unsigned(int(rv)) for rv, _ in returned if rv != "0")
     for c in calls:
-        assert c.rv_name == V.rv_name(c.rv) and c.rv_name != "(null)"
+        assert c.rv_name == rv_name(c.rv) and c.rv_name != "(null)"
     named = collections.Counter(n for _, n in returned if n != "(null)")
     assert named == collections.Counter(c.rv_name for c in calls if c.rv_name in named)
     # a Process per banner, with its module
@@ -135,7 +136,7 @@ def test_fixture_decodes_with_exact_counts(name):
     assert all(c.time is not None and c.duration_us is None for c in calls)
     header_lines = [i + 1 for i, ln in enumerate(text.split("\n")) if HEADER.match(ln)]
     assert [c.source for c in calls] == [f"line {n}" for n in header_lines]
-    warnings = [w.message for w in of(events, Warning_)]
+    warnings = [w.message for w in of(events, TraceWarning)]
     expected = EXPECTED_WARNINGS.get(name, [])
     assert len(warnings) == len(expected), warnings
     for part in expected:
@@ -156,7 +157,7 @@ def test_fixture_is_recognised(name):
 def test_other_formats_are_not_claimed(tmp_path):
     for path in (REPO / "fixtures" / "opensc-debug").glob("*.log"):
         assert not pkcs11spy_text.sniff(path.read_bytes()[:4096]), path.name
-    assert not pkcs11spy_text.sniff(p11log.lf.MAGIC + bytes(100))
+    assert not pkcs11spy_text.sniff(logformat.MAGIC + bytes(100))
     # a log cut from its banner is still recognised by its first call
     text = (FIXTURES / "real-0.23-login-wrong-pin.log").read_bytes()
     assert pkcs11spy_text.sniff(text[text.index(b"\n3: C_GetSlotList") + 1:][:4096])
@@ -456,7 +457,7 @@ def test_interleaved_threads_never_crash():
     signs = calls_named(events, "C_Sign")
     assert len(signs) == 2 and {c.tid for c in signs} == {140551234567808, 140551226175104}
     assert all(c.rv == 0 for c in signs)
-    (warning,) = of(events, Warning_)
+    (warning,) = of(events, TraceWarning)
     assert warning.message.startswith("line 35: call #4 C_Sign starts before call #3")
     problems = [p for c in signs for p in c.args.get("decode_problems", [])]
     assert problems == ["line 41: pData is printed twice: the lines of two calls are mixed "
@@ -523,7 +524,7 @@ def test_binary_garbage(tmp_path):
     r = p11spy("decode", "--format", "pkcs11-spy", str(path))
     assert r.returncode == 0 and "Traceback" not in r.stderr
     events = decode(path)
-    warnings = of(events, Warning_)
+    warnings = of(events, TraceWarning)
     assert warnings and len(warnings) < 200  # runs of stray lines make one warning each
     assert all(w.message.startswith("line") for w in warnings)
     for e in events:
@@ -539,7 +540,7 @@ def test_file_cut_mid_call(tmp_path):
     assert last.function == "C_Sign" and last.rv is None and last.rv_name is None
     assert last.args["pData"] == b"hello\n".hex()
     assert any("holds" in p for p in last.args["decode_problems"])  # 96 of 256 bytes
-    (warning,) = of(events, Warning_)
+    (warning,) = of(events, TraceWarning)
     assert f"line {last.source[5:]}: call #{last.call_number} C_Sign has no 'Returned:' line" \
         in warning.message
     assert all(c.rv is not None for c in calls[:-1])
@@ -552,7 +553,7 @@ def test_ten_megabyte_line(tmp_path):
     n = fixture.count(b"\n")
     events = decode_bytes(fixture + b"Z" * 10_000_000 + b"\n" + fixture, tmp_path)
     assert len(of(events, Call)) == 2 * fixture.count(b"Returned:")
-    (warning,) = of(events, Warning_)
+    (warning,) = of(events, TraceWarning)
     assert warning.message.startswith(f"line {n + 1}: a line of ")
     # inside a call, starting like a dump line, and at the end without a newline
     inner = fixture.replace(b"[in] userType = CKU_USER\n",
@@ -560,7 +561,7 @@ def test_ten_megabyte_line(tmp_path):
     events = decode_bytes(inner + b"\n" + b"7" * 10_000_000, tmp_path)
     (login,) = calls_named(events, "C_Login")
     assert login.rv == 160 and login.args["pPin"] == b"000000".hex()
-    assert len(of(events, Warning_)) == 2
+    assert len(of(events, TraceWarning)) == 2
     r = p11spy("decode", str(tmp_path / "spy.log"), timeout=60)
     assert r.returncode == 0 and "Traceback" not in r.stderr
 
@@ -581,7 +582,7 @@ def test_lines_outside_calls_become_warnings(tmp_path):
     data = (FIXTURES / "real-0.23-login-wrong-pin.log").read_bytes()
     data = data.replace(b"\n1: C_Initialize", b"stray text\nmore stray\n\n1: C_Initialize")
     events = decode_bytes(data, tmp_path)
-    (warning,) = of(events, Warning_)
+    (warning,) = of(events, TraceWarning)
     text = data.decode()
     first = text[:text.index("stray text")].count("\n") + 1
     assert warning.message.startswith(f"lines {first}-{first + 1}: 2 lines")

@@ -284,8 +284,8 @@ def test_marker_is_not_flagged_and_check_is_redaction() -> None:
 def test_pin_pad_structures_are_masked() -> None:
     """OpenSC's dump of a PC/SC part 10 PIN block, and the p11spy preload spy's SCardControl
     to a PIN-pad control code it learnt from GET_FEATURE_REQUEST (secrets on)."""
-    from p11spy.facts import logformat as lf
     from p11spy.facts import pcsc
+    from p11spy.facts.logformat import Kind, Phase, RecordType
     from tests.traces import field, record, ulong
 
     block = bytes.fromhex("1E1E8947040C0402010904000000000D000000002000800834353637FFFFFFFF")
@@ -304,10 +304,10 @@ def test_pin_pad_structures_are_masked() -> None:
     features = bytes([pcsc.FEATURE_VERIFY_PIN_DIRECT, 4]) + code.to_bytes(4, "big")
     control = pcsc.BY_NAME["SCardControl"].index
     trace = b"".join([
-        record(lf.RecordType.PCSC, control, ulong(1, pcsc.CM_IOCTL_GET_FEATURE_REQUEST)
-               + field(4, lf.Phase.OUT, lf.Kind.BYTES, features)),
-        record(lf.RecordType.PCSC, control, ulong(1, code)
-               + field(2, lf.Phase.IN, lf.Kind.BYTES, block, 1)),
+        record(RecordType.PCSC, control, ulong(1, pcsc.CM_IOCTL_GET_FEATURE_REQUEST)
+               + field(4, Phase.OUT, Kind.BYTES, features)),
+        record(RecordType.PCSC, control, ulong(1, code)
+               + field(2, Phase.IN, Kind.BYTES, block, 1)),
     ])
     out = io.BytesIO()
     found = redact.redact("p11spy", io.BytesIO(trace), out)

@@ -16,7 +16,7 @@ from p11spy.decoder.formats.p11spy import reader as p11log
 from p11spy.decoder.formats.pkcs11_spy import masker as redact_spy_text
 from p11spy.decoder.formats.pkcs11_spy import reader as pkcs11spy_text
 from p11spy.decoder.masking import search as secrets_search
-from p11spy.facts import logformat as lf
+from p11spy.facts.logformat import ATTRIBUTE, ULONG, Kind, Phase, RecordType
 from p11spy.facts.pkcs11.constants import CKA, CKK, CKO
 from tests.traces import TraceWriter, field, record, ulong
 
@@ -241,15 +241,15 @@ def test_opensc_debug_traces(user, puk, new, pgp, encoding, sm_data, opts) -> No
 # --- p11spy binary -----------------------------------------------------------------------------
 
 
-def bytes_field(param: int, data: bytes, phase: int = lf.Phase.IN, flags: int = 1) -> bytes:
-    return field(param, phase, lf.Kind.BYTES, data, flags)
+def bytes_field(param: int, data: bytes, phase: int = Phase.IN, flags: int = 1) -> bytes:
+    return field(param, phase, Kind.BYTES, data, flags)
 
 
 def template(*attrs: tuple[str, bytes | int]) -> bytes:
-    body = lf.ULONG.pack(len(attrs))
+    body = ULONG.pack(len(attrs))
     for name, value in attrs:
-        v = value if isinstance(value, bytes) else lf.ULONG.pack(value)
-        body += lf.ATTRIBUTE.pack(CKA.value_of(name), len(v), lf.Kind.BYTES, len(v)) + v
+        v = value if isinstance(value, bytes) else ULONG.pack(value)
+        body += ATTRIBUTE.pack(CKA.value_of(name), len(v), Kind.BYTES, len(v)) + v
     return body
 
 
@@ -261,7 +261,7 @@ def p11_trace(user: str, so: str, new: str, key: bytes, prime: bytes, verify_pin
             "module": "/usr/lib/softhsm/libsofthsm2.so", "output": "/home/alice/t.p11",
             "secrets": True, "max_buffer": 65536, "ulong_size": 8, "byte_order": "little",
             "functions": 104}
-    w.write(record(lf.RecordType.PROCESS, 0, json.dumps(info).encode(), pid=w.pid))
+    w.write(record(RecordType.PROCESS, 0, json.dumps(info).encode(), pid=w.pid))
     sk, aes = CKO.value_of("CKO_SECRET_KEY"), CKK.value_of("CKK_AES")
     w.call("C_InitToken", ulong(0, 0) + bytes_field(1, so.encode()) + ulong(2, len(so))
            + bytes_field(3, b"alice's token".ljust(32), flags=0))
@@ -273,15 +273,15 @@ def p11_trace(user: str, so: str, new: str, key: bytes, prime: bytes, verify_pin
     w.call("C_SetPIN", ulong(0, 1) + bytes_field(1, user.encode()) + ulong(2, len(user))
            + bytes_field(3, new.encode()) + ulong(4, len(new)))
     w.call("C_CreateObject", ulong(0, 1)
-           + field(1, lf.Phase.IN, lf.Kind.TEMPLATE, template(
+           + field(1, Phase.IN, Kind.TEMPLATE, template(
                ("CKA_VALUE", key), ("CKA_CLASS", sk), ("CKA_KEY_TYPE", aes)))
-           + ulong(2, 3) + ulong(3, 2, lf.Phase.OUT))
+           + ulong(2, 3) + ulong(3, 2, Phase.OUT))
     w.call("C_CreateObject", ulong(0, 1)
-           + field(1, lf.Phase.IN, lf.Kind.TEMPLATE, template(
+           + field(1, Phase.IN, Kind.TEMPLATE, template(
                ("CKA_CLASS", CKO.value_of("CKO_PRIVATE_KEY")), ("CKA_PRIME_1", prime)))
-           + ulong(2, 2) + ulong(3, 3, lf.Phase.OUT))
+           + ulong(2, 2) + ulong(3, 3, Phase.OUT))
     w.call("C_GetAttributeValue", ulong(0, 1) + ulong(1, 2)
-           + field(2, lf.Phase.OUT, lf.Kind.TEMPLATE, template(("CKA_VALUE", key)))
+           + field(2, Phase.OUT, Kind.TEMPLATE, template(("CKA_VALUE", key)))
            + ulong(3, 1))
     return f.getvalue()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from p11spy.decoder.events import Call, ModuleInfo, Process, Warning_
+from p11spy.decoder.events import Call, ModuleInfo, Process, TraceWarning
 from tests.conftest import REPO, SO_PIN, Token, make_token, read_trace, run
 
 CLIENTS = REPO / "tests" / "clients"
@@ -38,7 +38,7 @@ def test_every_function_same_results_direct_and_through_shim(token, tmp_path, sp
     assert spied.stderr == direct.stderr
 
     events = read_trace(trace)
-    assert not [e for e in events if isinstance(e, Warning_)]
+    assert not [e for e in events if isinstance(e, TraceWarning)]
     calls = [e for e in events if isinstance(e, Call)]
     # One record per call the client made: every transcript line names at least one call.
     assert len(calls) >= len(direct.stdout.splitlines()) - 5
@@ -127,7 +127,7 @@ def test_two_threads_every_record_whole(token, tmp_path, spy_env, shim):
               spy_env(token, trace))
     assert res.returncode == 0, res.stderr
     events = read_trace(trace)
-    assert not [e for e in events if isinstance(e, Warning_)]
+    assert not [e for e in events if isinstance(e, TraceWarning)]
     info = [e for e in events if isinstance(e, Call) and e.function == "C_GetSessionInfo"]
     assert len(info) == 40000
     assert len({e.tid for e in info}) == 2
@@ -143,7 +143,7 @@ def test_sigkill_loses_no_completed_call(token, tmp_path, spy_env, shim):
     assert res.returncode == -9
     calls = [e for e in read_trace(trace) if isinstance(e, Call)]
     assert [c.function for c in calls].count("C_GetInfo") == 137
-    assert not [e for e in read_trace(trace) if isinstance(e, Warning_)]
+    assert not [e for e in read_trace(trace) if isinstance(e, TraceWarning)]
 
 
 @pytest.mark.parametrize("per_pid", [False, True])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from p11spy.decoder.events import Call, ModuleInfo, Process, Warning_
+from p11spy.decoder.events import Call, ModuleInfo, Process, TraceWarning
 from p11spy.tui.p11_index import P11Index
 
 from .conftest import SOFTHSM_MODULE, USER_PIN, read_trace, run
@@ -312,7 +312,7 @@ def test_full_disk_says_how_many_records_are_missing(token, tmp_path, spy_env, s
     res = run([str(prog), str(shim), "3000", "50", str(after)], spy_env(token, trace))
     assert res.returncode == 0 and res.stdout == "failures 0\n", res.stderr
     events = read_trace(trace)
-    notes = [e.message for e in events if isinstance(e, Warning_)]
+    notes = [e.message for e in events if isinstance(e, TraceWarning)]
     assert notes and all("record(s) missing here" in n for n in notes)
     missing = sum(int(n.split(": ", 1)[1].split()[0]) for n in notes)
     calls = [e.function for e in events if isinstance(e, Call)]
@@ -321,7 +321,7 @@ def test_full_disk_says_how_many_records_are_missing(token, tmp_path, spy_env, s
         == made
     assert ("C_Finalize" in calls) == (after > 0)
     if not after:
-        assert isinstance(events[-1], Warning_)  # written at unload, after everything else
+        assert isinstance(events[-1], TraceWarning)  # written at unload, after everything else
     assert any(isinstance(e, ModuleInfo) for e in events)
     index = P11Index(trace)  # the viewer says the same, where decode says it
     index.scan(lambda: False)

@@ -17,7 +17,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from p11spy.decoder.apdu import CommandApdu, ResponseApdu, decode_command, decode_response
-from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall, Warning_
+from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall, TraceWarning
 from p11spy.decoder.render import call_text, pcsc_text
 from p11spy.decoder.values import format_time
 from p11spy.tui.explain import explain_rv, explain_sw, sw_class
@@ -58,7 +58,7 @@ def build(index: TraceIndex, rec: int, kid: int | None = None, raw: bool = False
         return _call(index, rec, e, st)
     text, role = header_text(e)
     parts: list[RenderableType] = [Text(text, _role(st, role))]
-    if isinstance(e, Warning_):
+    if isinstance(e, TraceWarning):
         parts.append(Text(e.message))
     info = getattr(e, "info", None)
     if info:

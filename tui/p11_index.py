@@ -24,13 +24,13 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from p11spy.decoder.events import Event, Warning_
+from p11spy.decoder.events import Event, TraceWarning
 from p11spy.decoder.formats.p11spy import frames
 from p11spy.decoder.formats.p11spy import reader as p11log
 from p11spy.decoder.summary import FunctionStats, Summary
 from p11spy.decoder.values import format_time, rv_name
-from p11spy.facts import logformat as lf
 from p11spy.facts import pcsc
+from p11spy.facts.logformat import FIELD, MAGIC, RECORD, ULONG, Kind, Phase, RecordType
 from p11spy.facts.pkcs11 import functions
 from p11spy.tui.trace_index import (
     APDU,
@@ -58,9 +58,9 @@ _OPEN_SESSION_OUT = next(i for i, p in enumerate(_FN[_OPEN_SESSION].params)
                          if p.name == "phSession")
 _TRANSMIT = next(i for i, f in enumerate(pcsc.FUNCTIONS) if f.name == "SCardTransmit")
 _RESPONSE_PARAM = 5  # SCardTransmit's pbRecvBuffer, as p11log reads it
-_ULONG = int(lf.Kind.ULONG)
-_CALL_T = int(lf.RecordType.CALL)
-_PCSC_T = int(lf.RecordType.PCSC)
+_ULONG = int(Kind.ULONG)
+_CALL_T = int(RecordType.CALL)
+_PCSC_T = int(RecordType.PCSC)
 
 
 class P11Index(TraceIndex):
@@ -111,7 +111,7 @@ class P11Index(TraceIndex):
         while not cancelled():
             size = os.fstat(fd).st_size
             self.size = size
-            if size - pos < lf.RECORD.size:
+            if size - pos < RECORD.size:
                 if follow:
                     time.sleep(POLL)
                     continue
@@ -122,7 +122,7 @@ class P11Index(TraceIndex):
                 break
             buf = os.pread(fd, min(CHUNK, size - pos), pos)
             if skipping is not None:
-                nxt = buf.find(lf.MAGIC)
+                nxt = buf.find(MAGIC)
                 if nxt < 0:
                     pos += max(0, len(buf) - 3)
                     self.done_bytes = pos
@@ -158,11 +158,11 @@ class P11Index(TraceIndex):
 
     def _index(self, buf: bytes, base: int) -> tuple[int, bool]:
         """Index the whole records at the start of buf: (bytes used, stopped on damage)."""
-        unpack = lf.RECORD.unpack_from
-        hs = lf.RECORD.size
-        field = lf.FIELD.unpack_from
-        ulong = lf.ULONG.unpack_from
-        magic_ok, min_len, max_len = lf.MAGIC, frames.MIN_RECORD, frames.MAX_RECORD
+        unpack = RECORD.unpack_from
+        hs = RECORD.size
+        field = FIELD.unpack_from
+        ulong = ULONG.unpack_from
+        magic_ok, min_len, max_len = MAGIC, frames.MIN_RECORD, frames.MAX_RECORD
         offsets, kinds, funcs = self.offsets, self.kinds, self.funcs
         threads, sessions, rvs = self.threads, self.sessions, self.rvs
         rows, errors = self.rows, self.errors
@@ -170,7 +170,7 @@ class P11Index(TraceIndex):
         fstats, failures, slowest, sws = self._fstats, self._failures, self._slowest, self._sws
         slow_min = slowest[0][0] if len(slowest) >= SLOWEST else -1
         pending = self._pending
-        fsize = lf.FIELD.size
+        fsize = FIELD.size
         session_len = hs + fsize + 8
         nfn = len(_FN)
         n = len(buf)
@@ -251,11 +251,11 @@ class P11Index(TraceIndex):
                 else:
                     rows.append(rec)
             else:
-                kind = {lf.RecordType.PROCESS: PROCESS, lf.RecordType.MODULE: MODULE,
-                        lf.RecordType.MODULE_INFO: MODULE}.get(rtype, WARNING)
-                if rtype == lf.RecordType.MODULE:
+                kind = {RecordType.PROCESS: PROCESS, RecordType.MODULE: MODULE,
+                        RecordType.MODULE_INFO: MODULE}.get(rtype, WARNING)
+                if rtype == RecordType.MODULE:
                     self._module(pid, buf[p + hs:p + length])
-                if rtype == lf.RecordType.DROPPED:
+                if rtype == RecordType.DROPPED:
                     self.warnings[rec] = p11log.dropped_message(pid, bytes(buf[p:p + length]))
                 elif kind == WARNING:
                     self.warnings[rec] = f"byte {base + p}: record of unknown type {rtype}"
@@ -293,8 +293,8 @@ class P11Index(TraceIndex):
 
     def _opened_session(self, buf: bytes, p: int, length: int, pid: int) -> int:
         for param, phase, kind, _flags, data_off, _n in frames.fields(buf, p, p + length):
-            if param == _OPEN_SESSION_OUT and phase == lf.Phase.OUT and kind == lf.Kind.ULONG:
-                return self.session_id(pid, lf.ULONG.unpack_from(buf, data_off)[0])
+            if param == _OPEN_SESSION_OUT and phase == Phase.OUT and kind == Kind.ULONG:
+                return self.session_id(pid, ULONG.unpack_from(buf, data_off)[0])
         return NO_ID
 
     @staticmethod
@@ -302,9 +302,9 @@ class P11Index(TraceIndex):
         parent, sw = 0, None
         for param, phase, kind, _flags, data_off, n in frames.fields(buf, p, p + length):
             if param == pcsc.PARENT_PARAM and n >= 8:
-                parent = lf.ULONG.unpack_from(buf, data_off)[0]
-            elif (fidx == _TRANSMIT and param == _RESPONSE_PARAM and phase == lf.Phase.OUT
-                  and kind == lf.Kind.BYTES and n >= 2):
+                parent = ULONG.unpack_from(buf, data_off)[0]
+            elif (fidx == _TRANSMIT and param == _RESPONSE_PARAM and phase == Phase.OUT
+                  and kind == Kind.BYTES and n >= 2):
                 sw = buf[data_off + n - 2:data_off + n].hex().upper()
         return parent, sw
 
@@ -341,7 +341,7 @@ class P11Index(TraceIndex):
     def record_bytes(self, rec: int) -> bytes:
         off = self.offsets[rec]
         head = os.pread(self._fd, 4096, off)
-        if self.kinds[rec] == WARNING or head[:4] != lf.MAGIC:
+        if self.kinds[rec] == WARNING or head[:4] != MAGIC:
             return b""
         length = int.from_bytes(head[4:8], "little")
         return head[:length] if length <= len(head) else os.pread(self._fd, length, off)
@@ -359,7 +359,7 @@ class P11Index(TraceIndex):
     def _decode(self, rec: int) -> Event:
         kind = self.kind(rec)
         if kind == WARNING:
-            return Warning_(seq=rec, message=self.warnings.get(rec, "?"))
+            return TraceWarning(seq=rec, message=self.warnings.get(rec, "?"))
         data = self.record_bytes(rec)
         off = self.offsets[rec]
         if kind == CALL:
@@ -371,7 +371,7 @@ class P11Index(TraceIndex):
         for e in p11log.read(io.BytesIO(data)):
             e.seq = rec
             return e
-        return Warning_(seq=rec, message=f"byte {off}: unreadable record")
+        return TraceWarning(seq=rec, message=f"byte {off}: unreadable record")
 
     def record_of_seq(self, seq: int) -> int | None:
         """p11log.read numbers a call's PC/SC records right after the call (they come before
@@ -418,22 +418,22 @@ class P11Index(TraceIndex):
     def time_of(self, rec: int) -> float | None:
         if self.kinds[rec] == WARNING:
             return None
-        head = os.pread(self._fd, lf.RECORD.size, self.offsets[rec])
-        if len(head) < lf.RECORD.size or head[:4] != lf.MAGIC:
+        head = os.pread(self._fd, RECORD.size, self.offsets[rec])
+        if len(head) < RECORD.size or head[:4] != MAGIC:
             return None
-        return lf.RECORD.unpack(head)[7] / 1e6
+        return RECORD.unpack(head)[7] / 1e6
 
     def raw(self, rec: int) -> list[str]:
         off = self.offsets[rec]
         if self.kinds[rec] == WARNING:
             return [f"byte {off}: {self.warnings.get(rec, '')}"]
         data = self.record_bytes(rec)
-        if len(data) < lf.RECORD.size:
+        if len(data) < RECORD.size:
             return [f"byte {off}: unreadable"]
         (_m, length, rtype, mod, fidx, pid, tid, start_us, dur_ns, rv,
-         number) = lf.RECORD.unpack_from(data)
+         number) = RECORD.unpack_from(data)
         try:
-            tname = lf.RecordType(rtype).name
+            tname = RecordType(rtype).name
         except ValueError:
             tname = str(rtype)
         lines = [f"record {rec} at byte {off}: {length} bytes, type {tname}, module {mod}, "
@@ -442,10 +442,10 @@ class P11Index(TraceIndex):
                  f"duration {dur_ns} ns rv 0x{rv:x} call #{number}"]
         for param, phase, kind, _flags, _data_off, n in frames.fields(data):
             try:
-                kname = lf.Kind(kind).name
+                kname = Kind(kind).name
             except ValueError:
                 kname = str(kind)
-            ph = "in" if phase == lf.Phase.IN else "out"
+            ph = "in" if phase == Phase.IN else "out"
             lines.append(f"  field param {param} {ph} {kname} ({n} bytes)")
         lines.append("")
         lines += hexdump(data[:RAW_LIMIT], off)

@@ -27,7 +27,7 @@ from p11spy.decoder.diagnose.base import (
     finding,
 )
 from p11spy.decoder.diagnose.rules.common import apdu_ev, call_ev, log_ev, pcsc_ev, plural
-from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall, Process, Warning_
+from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall, Process, TraceWarning
 
 # functions a module may leave out, which programs try and do without
 OPTIONAL_FUNCTIONS = ("C_GetInterface", "C_GetInterfaceList", "C_GetOperationState",
@@ -216,11 +216,11 @@ class NeverReturned(Rule):
                 self.returned[key] += 1
             self.last[key] = e
             return
-        if self.found and self.follow is None and not isinstance(e, Warning_):
+        if self.found and self.follow is None and not isinstance(e, TraceWarning):
             self.follow = Evidence(e.seq, "the call's last event in the trace: "
                                           + (apdu_ev(e).what if isinstance(e, Apdu) else
                                              getattr(e, "function", e.type)))
-        if not isinstance(e, Warning_) or len(self.found) >= 8:
+        if not isinstance(e, TraceWarning) or len(self.found) >= 8:
             return
         for pattern in _NEVER_RETURNED:
             m = pattern.search(e.message)

@@ -32,7 +32,7 @@ from p11spy.decoder.knowledge.findings import (
     TRACE_PIN_MASKED,
 )
 from p11spy.decoder.values import PIN_CLASS_NAMES, PIN_EXTRA_NAMES
-from p11spy.facts import logformat as lf
+from p11spy.facts.logformat import PinClass, PinExtra
 from p11spy.facts.pkcs11.functions import BY_NAME
 from p11spy.facts.pkcs11.model import Role
 
@@ -50,7 +50,7 @@ def classify_pin(data: bytes) -> tuple[str, list[str]]:
     x = 0
     end = len(data)
     if end and data[end - 1] == 0xFF:
-        x |= lf.PinExtra.PADDED
+        x |= PinExtra.PADDED
         while end and data[end - 1] == 0xFF:
             end -= 1
     body = data[:end]
@@ -58,31 +58,31 @@ def classify_pin(data: bytes) -> tuple[str, list[str]]:
         lo_zero = all(b == 0 for b in body[0::2])
         hi_zero = all(b == 0 for b in body[1::2])
         if hi_zero and not lo_zero:
-            x |= lf.PinExtra.UTF16
+            x |= PinExtra.UTF16
             body = body[0::2]
         elif lo_zero and not hi_zero:
-            x |= lf.PinExtra.UTF16
+            x |= PinExtra.UTF16
             body = body[1::2]
     while body and body[-1] == 0:
-        x |= lf.PinExtra.HAS_NUL
+        x |= PinExtra.HAS_NUL
         body = body[:-1]
     if body and body[-1] in (0x0A, 0x0D):
-        x |= lf.PinExtra.TRAILING_NEWLINE
+        x |= PinExtra.TRAILING_NEWLINE
         body = body.rstrip(b"\r\n")
     if 0 in body:
-        x |= lf.PinExtra.HAS_NUL
+        x |= PinExtra.HAS_NUL
     if any(b > 0x7F for b in body):
-        x |= lf.PinExtra.NON_ASCII
+        x |= PinExtra.NON_ASCII
     if not body:
-        cls = lf.PinClass.EMPTY
+        cls = PinClass.EMPTY
     elif all(0x30 <= b <= 0x39 for b in body):
-        cls = lf.PinClass.ASCII_DIGITS
+        cls = PinClass.ASCII_DIGITS
     elif all(0x20 <= b <= 0x7E for b in body):
-        cls = lf.PinClass.ASCII_OTHER
+        cls = PinClass.ASCII_OTHER
     elif all(0xF0 <= b <= 0xF9 for b in body):
-        cls = lf.PinClass.EBCDIC_DIGITS
+        cls = PinClass.EBCDIC_DIGITS
     else:
-        cls = lf.PinClass.OTHER
+        cls = PinClass.OTHER
     return PIN_CLASS_NAMES[cls], [n for bit, n in PIN_EXTRA_NAMES.items() if x & bit]
 
 

@@ -49,9 +49,9 @@ from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any, BinaryIO, NamedTuple
 
-from p11spy.decoder import values as V
-from p11spy.decoder.events import Apdu, Call, Event, LogLine, Warning_
+from p11spy.decoder.events import Apdu, Call, Event, LogLine, TraceWarning
 from p11spy.decoder.lines import LongLine, blocks
+from p11spy.decoder.values import rv_name, scalar
 from p11spy.facts.pkcs11 import constants
 from p11spy.facts.pkcs11.functions import BY_NAME
 from p11spy.facts.pkcs11.model import Function, Role
@@ -149,7 +149,7 @@ _RV_NAMES: dict[int | None, str | None] = {None: None}
 def _rv_name(rv: int | None) -> str | None:
     name = _RV_NAMES.get(rv)
     if name is None and rv is not None:
-        name = _RV_NAMES[rv] = V.rv_name(rv)
+        name = _RV_NAMES[rv] = rv_name(rv)
     return name
 
 
@@ -302,7 +302,7 @@ def _arg_value(fdesc: Function, name: str, raw: str) -> tuple[str, Any] | None:
             v = int(raw, 16) if fdesc.name in _BARE_HEX else int(raw)
     except ValueError:
         return None
-    return p.name, V.scalar(p, v)
+    return p.name, scalar(p, v)
 
 
 def _parse_args(fn: str, msg: str, args: dict[str, Any]) -> bool:
@@ -497,7 +497,7 @@ class _Reader:
         self.ready.append(e)
 
     def warn(self, line: int, message: str) -> None:
-        self.emit(Warning_(seq=0, message=f"line {line}: {message}"))
+        self.emit(TraceWarning(seq=0, message=f"line {line}: {message}"))
 
     def route(self, th: _Thread, e: Event) -> None:
         """An event logged on th: into its open call, or kept for a call that may claim it."""
@@ -894,10 +894,10 @@ class _Reader:
     def finish(self) -> None:
         self.end_record()
         if self.lineno == 0:
-            self.emit(Warning_(seq=0, message="the file is empty"))
+            self.emit(TraceWarning(seq=0, message="the file is empty"))
             return
         if not self.threads:
-            self.emit(Warning_(seq=0, message="no OpenSC debug log line found: is this an "
+            self.emit(TraceWarning(seq=0, message="no OpenSC debug log line found: is this an "
                                               "OpenSC debug log (OPENSC_DEBUG)?"))
         for th in self.threads.values():
             if th.last_out is not None and th.last_out.response is None:

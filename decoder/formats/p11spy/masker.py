@@ -30,8 +30,8 @@ from p11spy.decoder.masking import (
     attribute_is_secret,
     is_key_class,
 )
-from p11spy.facts import logformat as lf
 from p11spy.facts import pcsc
+from p11spy.facts.logformat import DIGEST, FIELD, MAGIC, MECHANISM, RECORD, Kind, Phase, RecordType
 from p11spy.facts.pkcs11 import functions, structs
 from p11spy.facts.pkcs11.constants import CKA, CKO
 from p11spy.facts.pkcs11.model import Function, Role
@@ -97,10 +97,10 @@ def _split(rec: bytes) -> tuple[list[_Field], bytes]:
 
 
 def _join(rec: bytes, fields: list[_Field], rest: bytes) -> bytes:
-    body = b"".join(lf.FIELD.pack(f.param, f.phase, f.kind, f.flags, len(f.data)) + f.data
+    body = b"".join(FIELD.pack(f.param, f.phase, f.kind, f.flags, len(f.data)) + f.data
                     for f in fields)
-    head = bytearray(rec[:lf.RECORD.size])
-    head[4:8] = (lf.RECORD.size + len(body) + len(rest)).to_bytes(4, "little")
+    head = bytearray(rec[:RECORD.size])
+    head[4:8] = (RECORD.size + len(body) + len(rest)).to_bytes(4, "little")
     return bytes(head) + body + rest
 
 
@@ -118,20 +118,20 @@ class _Redactor:
 
     def record(self, rec: bytes, offset: int) -> bytes:
         rtype = rec[8]
-        if rtype == lf.RecordType.PROCESS:
+        if rtype == RecordType.PROCESS:
             return self.process(rec, offset)
-        if rtype == lf.RecordType.MODULE and self.opts.strict:
+        if rtype == RecordType.MODULE and self.opts.strict:
             return self.module(rec, offset)
-        if rtype == lf.RecordType.CALL:
+        if rtype == RecordType.CALL:
             fidx = int.from_bytes(rec[10:12], "little")
             if fidx < len(functions.FUNCTIONS):
                 return self.call(rec, offset, functions.FUNCTIONS[fidx])
-        if rtype == lf.RecordType.PCSC:
+        if rtype == RecordType.PCSC:
             return self.pcsc(rec, offset)
         return rec
 
     def process(self, rec: bytes, offset: int) -> bytes:
-        body = rec[lf.RECORD.size:]
+        body = rec[RECORD.size:]
         try:
             info = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -152,10 +152,10 @@ class _Redactor:
         text = json.dumps(info, separators=(",", ":"), ensure_ascii=False).encode()
         if len(text) > len(body):
             return rec  # a header written by another tool, with no room: left as it was
-        return rec[:lf.RECORD.size] + text + b" " * (len(body) - len(text))
+        return rec[:RECORD.size] + text + b" " * (len(body) - len(text))
 
     def module(self, rec: bytes, offset: int) -> bytes:
-        body = rec[lf.RECORD.size:]
+        body = rec[RECORD.size:]
         try:
             info = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -168,15 +168,15 @@ class _Redactor:
         self.found(offset, "module record: path")
         info["path"] = masked
         text = json.dumps(info, separators=(",", ":"), ensure_ascii=False).encode()
-        return rec[:lf.RECORD.size] + text + b" " * max(0, len(body) - len(text))
+        return rec[:RECORD.size] + text + b" " * max(0, len(body) - len(text))
 
     def call(self, rec: bytes, offset: int, fn: Function) -> bytes:
         pid = int.from_bytes(rec[12:16], "little")
         fields, rest = _split(rec)
         by_name = {fn.params[f.param].name: f for f in fields
-                   if f.param < len(fn.params) and f.phase == lf.Phase.IN}
+                   if f.param < len(fn.params) and f.phase == Phase.IN}
         obj = by_name.get("hObject")
-        handle = u64(obj.data) if obj is not None and obj.kind == lf.Kind.ULONG else None
+        handle = u64(obj.data) if obj is not None and obj.kind == Kind.ULONG else None
         known = self.objects.get((pid, handle)) if handle is not None else None
         created: int | None = None
         resized = False
@@ -185,28 +185,28 @@ class _Redactor:
                 continue
             p = fn.params[f.param]
             what = f"{fn.name} {p.name}"
-            if p.role is Role.PIN and f.kind == lf.Kind.BYTES:
+            if p.role is Role.PIN and f.kind == Kind.BYTES:
                 if self.opts.hide_lengths and len(f.data) != HIDDEN_PIN_LENGTH:
                     f.data = bytearray([MARK]) * HIDDEN_PIN_LENGTH
                     length = by_name.get(p.length or "")
-                    if length is not None and length.kind == lf.Kind.ULONG:
+                    if length is not None and length.kind == Kind.ULONG:
                         length.data = bytearray(HIDDEN_PIN_LENGTH.to_bytes(8, "little"))
                     resized = True
                     self.found(offset, f"{what} (PIN)")
                 elif _mask(f.data, 0, len(f.data)):
                     self.found(offset, f"{what} (PIN)")
-            elif p.role is Role.PIN and f.kind == lf.Kind.DIGEST:
-                if _mask(f.data, lf.DIGEST.size - 8, len(f.data)):
+            elif p.role is Role.PIN and f.kind == Kind.DIGEST:
+                if _mask(f.data, DIGEST.size - 8, len(f.data)):
                     self.found(offset, f"{what} (PIN)")
-            elif self.opts.strict and f.kind == lf.Kind.BYTES and (
+            elif self.opts.strict and f.kind == Kind.BYTES and (
                     p.name == "pUsername" or (p.role is Role.TEXT_FIXED and p.name == "pLabel")):
                 if _mask(f.data, 0, len(f.data)):
                     self.found(offset, f"{what} (identifying)")
-            elif self.opts.strict and f.kind == lf.Kind.STRUCT and p.struct in _STRUCT_SPANS:
+            elif self.opts.strict and f.kind == Kind.STRUCT and p.struct in _STRUCT_SPANS:
                 for start, size in _STRUCT_SPANS[p.struct]:
                     if _mask(f.data, start, min(start + size, len(f.data))):
                         self.found(offset, f"{what} (identifying)")
-            elif f.kind == lf.Kind.TEMPLATE:
+            elif f.kind == Kind.TEMPLATE:
                 cls = _template_class(f.data)
                 if p.role is Role.TEMPLATE_INOUT:
                     keyctx = is_key_class(cls if cls is not None else known)
@@ -220,10 +220,10 @@ class _Redactor:
                 else:  # as the shim: a template that does not say may be a key's
                     keyctx = True if p.kind == functions.KEY_TEMPLATE else None
                 self.template(f.data, keyctx, offset, what, 0)
-            elif f.kind == lf.Kind.MECHANISM:
+            elif f.kind == Kind.MECHANISM:
                 self.mechanism(f.data, offset, what)
-            if f.phase == lf.Phase.OUT and p.role is Role.HANDLE_OUT and \
-                    f.kind == lf.Kind.ULONG and p.kind == "object":
+            if f.phase == Phase.OUT and p.role is Role.HANDLE_OUT and \
+                    f.kind == Kind.ULONG and p.kind == "object":
                 out = u64(f.data)
                 if p.name == "phPublicKey":
                     self.objects[(pid, out)] = _PUBLIC
@@ -241,28 +241,28 @@ class _Redactor:
                  depth: int) -> None:
         """Masks a TEMPLATE payload in place."""
         for atype, _alen, vkind, start, end in frames.attributes(data, strict=False):
-            if vkind == lf.Kind.TEMPLATE and depth == 0:
+            if vkind == Kind.TEMPLATE and depth == 0:
                 inner = bytearray(data[start:end])
                 cls = _template_class(inner)
                 ictx = keyctx if cls is None else is_key_class(cls)
                 self.template(inner, ictx, offset, what, depth + 1)
                 data[start:end] = inner
-            elif vkind in (lf.Kind.BYTES, lf.Kind.DIGEST):
+            elif vkind in (Kind.BYTES, Kind.DIGEST):
                 why = attribute_is_secret(atype, keyctx, self.opts.strict)
-                secret = start if vkind == lf.Kind.BYTES else start + lf.DIGEST.size - 8
+                secret = start if vkind == Kind.BYTES else start + DIGEST.size - 8
                 if why and _mask(data, secret, end):
                     self.found(offset, f"{what} {CKA.name_of(atype)} ({why})")
 
     def mechanism(self, data: bytearray, offset: int, what: str) -> None:
         """PIN fields (PBKDF2 passwords) of a mechanism's struct parameter."""
-        if len(data) < lf.MECHANISM.size:
+        if len(data) < MECHANISM.size:
             return
-        mtype, size, pkind, _n = lf.MECHANISM.unpack_from(data)
+        mtype, size, pkind, _n = MECHANISM.unpack_from(data)
         name = structs.struct_for_mechanism(mtype)
-        if pkind != lf.Kind.STRUCT or name is None:
+        if pkind != Kind.STRUCT or name is None:
             return
-        for f, kind, start, end in frames.struct_blobs(name, data, lf.MECHANISM.size + size):
-            if f.role is Role.PIN and kind == lf.Kind.BYTES and _mask(data, start, end):
+        for f, kind, start, end in frames.struct_blobs(name, data, MECHANISM.size + size):
+            if f.role is Role.PIN and kind == Kind.BYTES and _mask(data, start, end):
                 self.found(offset, f"{what} {f.name} (PIN)")
 
     def pcsc(self, rec: bytes, offset: int) -> bytes:
@@ -273,28 +273,28 @@ class _Redactor:
         values = {(f.param, f.phase): f for f in fields}
         resized = False
         if fidx == _TRANSMIT:
-            f = values.get((2, lf.Phase.IN))
-            if f is not None and f.kind == lf.Kind.BYTES:
-                resized = self.apdu(f, values.get((3, lf.Phase.IN)), offset)
-            r = values.get((5, lf.Phase.OUT))
-            if self.opts.strict and r is not None and r.kind == lf.Kind.BYTES \
+            f = values.get((2, Phase.IN))
+            if f is not None and f.kind == Kind.BYTES:
+                resized = self.apdu(f, values.get((3, Phase.IN)), offset)
+            r = values.get((5, Phase.OUT))
+            if self.opts.strict and r is not None and r.kind == Kind.BYTES \
                     and _mask(r.data, 0, len(r.data) - 2):
                 self.found(offset, "APDU response data (identifying)")
         elif fidx == _CONTROL:
-            code = values.get((1, lf.Phase.IN))
+            code = values.get((1, Phase.IN))
             code_v = u64(code.data) if code is not None else None
-            out = values.get((4, lf.Phase.OUT))
+            out = values.get((4, Phase.OUT))
             if code_v == pcsc.CM_IOCTL_GET_FEATURE_REQUEST and out is not None and \
-                    out.kind == lf.Kind.BYTES:
+                    out.kind == Kind.BYTES:
                 self.pin_controls |= pcsc.pin_pad_codes(bytes(out.data))
-            f = values.get((2, lf.Phase.IN))
-            if code_v in self.pin_controls and f is not None and f.kind == lf.Kind.BYTES \
+            f = values.get((2, Phase.IN))
+            if code_v in self.pin_controls and f is not None and f.kind == Kind.BYTES \
                     and _mask(f.data, 0, len(f.data)):
                 self.found(offset, "SCardControl PIN-pad structure (PIN)")
         elif self.opts.strict and fidx in _READER_PARAMS:
             for f in fields:
-                if f.param in _READER_PARAMS[fidx] and f.kind in (lf.Kind.BYTES,
-                                                                  lf.Kind.CSTRING):
+                if f.param in _READER_PARAMS[fidx] and f.kind in (Kind.BYTES,
+                                                                  Kind.CSTRING):
                     if self.reader_names(f.data, pcsc.FUNCTIONS[fidx].params[f.param].name):
                         self.found(offset, f"{pcsc.FUNCTIONS[fidx].name} reader name "
                                            f"(identifying)")
@@ -310,7 +310,7 @@ class _Redactor:
         if self.opts.hide_lengths and start == 5 and end - start != HIDDEN_PIN_LENGTH:
             f.data = f.data[:4] + bytearray([HIDDEN_PIN_LENGTH, *[MARK] * HIDDEN_PIN_LENGTH]) \
                 + f.data[end:]
-            if length is not None and length.kind == lf.Kind.ULONG:
+            if length is not None and length.kind == Kind.ULONG:
                 length.data = bytearray(len(f.data).to_bytes(8, "little"))
             self.found(offset, f"{_ins_name(f.data)} APDU data (PIN)")
             return True
@@ -348,13 +348,13 @@ def _template_attrs(data: bytearray) -> Iterator[tuple[int, int, bytes]]:
 
 def _template_class(data: bytearray) -> int | None:
     for atype, vkind, payload in _template_attrs(data):
-        if atype == _CLASS and vkind == lf.Kind.BYTES and len(payload) == 8:
+        if atype == _CLASS and vkind == Kind.BYTES and len(payload) == 8:
             return u64(payload)
     return None
 
 
 def _sensitive(data: bytearray) -> bool:
-    return any(atype == _SENSITIVE and vkind == lf.Kind.BYTES and payload[:1] not in (b"", b"\0")
+    return any(atype == _SENSITIVE and vkind == Kind.BYTES and payload[:1] not in (b"", b"\0")
                for atype, vkind, payload in _template_attrs(data))
 
 
@@ -374,7 +374,7 @@ def redact(fin: BinaryIO, fout: BinaryIO | None, opts: Options, report: Report) 
             out = r.record(data, offset)
         else:  # unreadable: masked, but a record marker and its length stay, so that the
             buf = bytearray(data)  # reader stops or resynchronises where it did before
-            keep = min(8, len(buf)) if buf[:4] == lf.MAGIC else 0
+            keep = min(8, len(buf)) if buf[:4] == MAGIC else 0
             changed = _mask(buf, keep, len(buf))
             stretch = (offset, len(buf) - keep, changed) if stretch is None else \
                 (stretch[0], stretch[1] + len(buf), stretch[2] or changed)

@@ -12,19 +12,29 @@ import struct
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from p11spy.decoder import values as V
-from p11spy.decoder.events import Apdu, Call, Event, ModuleInfo, PcscCall, Process, Warning_
+from p11spy.decoder.events import Apdu, Call, Event, ModuleInfo, PcscCall, Process, TraceWarning
 from p11spy.decoder.formats.p11spy import frames
 from p11spy.decoder.formats.p11spy.frames import u64
-from p11spy.facts import logformat as lf
+from p11spy.decoder.values import (
+    CK_UNAVAILABLE_INFORMATION,
+    attribute_value,
+    masked,
+    name_in,
+    pcsc_rv_name,
+    rv_name,
+    scalar,
+    struct_value,
+    utc,
+)
 from p11spy.facts import pcsc
+from p11spy.facts.logformat import DIGEST, MAGIC, MASKED, MECHANISM, RECORD, Kind, Phase, RecordType
 from p11spy.facts.pkcs11 import functions, structs
 from p11spy.facts.pkcs11.model import Function, Param, Role
 
 
 def sniff(head: bytes) -> bool:
     """Whether the first bytes of a file are a p11spy trace."""
-    return head.startswith(lf.MAGIC)
+    return head.startswith(MAGIC)
 
 
 def records(f: BinaryIO) -> Iterator[tuple[int, bytes] | tuple[int, str]]:
@@ -64,15 +74,15 @@ def _fields(rec: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
 
 def _value(kind: int, data: bytes, render) -> Any:
     """Generic payload kinds; render() handles BYTES/STRUCT/ULONG for the parameter's role."""
-    if kind == lf.Kind.NULL:
+    if kind == Kind.NULL:
         return None
-    if kind == lf.Kind.MASKED:
-        length, cls, extra = lf.MASKED.unpack_from(data)
-        return V.masked(length, cls, extra)
-    if kind == lf.Kind.DIGEST:
-        length, h = lf.DIGEST.unpack_from(data)
+    if kind == Kind.MASKED:
+        length, cls, extra = MASKED.unpack_from(data)
+        return masked(length, cls, extra)
+    if kind == Kind.DIGEST:
+        length, h = DIGEST.unpack_from(data)
         return {"length": length, "fnv1a64": f"{h:016x}", "prefix": data[16:].hex()}
-    if kind == lf.Kind.UNREAD:
+    if kind == Kind.UNREAD:
         return {"unread": True, "length": u64(data)}
     return render(kind, data)
 
@@ -81,30 +91,30 @@ def _template(data: bytes) -> list[dict[str, Any]]:
     out = []
     for atype, alen, vkind, start, end in frames.attributes(data):
         payload = data[start:end]
-        entry: dict[str, Any] = {"type": V.name_in("CKA", atype)}
-        entry["len"] = "CK_UNAVAILABLE_INFORMATION" if alen == V.CK_UNAVAILABLE_INFORMATION \
+        entry: dict[str, Any] = {"type": name_in("CKA", atype)}
+        entry["len"] = "CK_UNAVAILABLE_INFORMATION" if alen == CK_UNAVAILABLE_INFORMATION \
             else alen
-        if vkind == lf.Kind.TEMPLATE:
+        if vkind == Kind.TEMPLATE:
             entry["value"] = _template(payload)
-        elif vkind == lf.Kind.BYTES:
-            entry["value"] = V.attribute_value(atype, payload)
-        elif vkind in (lf.Kind.MASKED, lf.Kind.DIGEST):
+        elif vkind == Kind.BYTES:
+            entry["value"] = attribute_value(atype, payload)
+        elif vkind in (Kind.MASKED, Kind.DIGEST):
             entry["value"] = _value(vkind, payload, None)
         out.append(entry)
     return out
 
 
 def _mechanism(data: bytes) -> dict[str, Any]:
-    mtype, plen, pkind, n = lf.MECHANISM.unpack_from(data)
-    payload = data[lf.MECHANISM.size:lf.MECHANISM.size + n]
-    out: dict[str, Any] = {"mechanism": V.name_in("CKM", mtype)}
-    if pkind == lf.Kind.NULL:
+    mtype, plen, pkind, n = MECHANISM.unpack_from(data)
+    payload = data[MECHANISM.size:MECHANISM.size + n]
+    out: dict[str, Any] = {"mechanism": name_in("CKM", mtype)}
+    if pkind == Kind.NULL:
         out["parameter"] = None
-    elif pkind == lf.Kind.BYTES:
+    elif pkind == Kind.BYTES:
         out["parameter"] = payload.hex()
-    elif pkind == lf.Kind.UNREAD:
+    elif pkind == Kind.UNREAD:
         out["parameter"] = {"unread": True, "length": plen}
-    elif pkind == lf.Kind.STRUCT:
+    elif pkind == Kind.STRUCT:
         out["parameter"] = _mech_struct(mtype, plen, payload)
     return out
 
@@ -113,7 +123,7 @@ def _mech_struct(mtype: int, size: int, payload: bytes) -> Any:
     name = structs.struct_for_mechanism(mtype)
     if name is None:
         return payload[:size].hex()
-    rendered = V.struct_value(name, payload[:size])
+    rendered = struct_value(name, payload[:size])
     if not isinstance(rendered, dict):
         return rendered
     for f, kind, start, end in frames.struct_blobs(name, payload, size):
@@ -130,36 +140,36 @@ def _interfaces(data: bytes) -> list[dict[str, Any]]:
         name = data[off + 11:off + 11 + nl].decode("utf-8", "replace")
         off += 11 + nl
         out.append({"name": name, "version": f"{major}.{minor}",
-                    "flags": V.name_in("CKF_INTERFACE", flags)})
+                    "flags": name_in("CKF_INTERFACE", flags)})
     return out
 
 
 def _render_param(p: Param, kind: int, data: bytes) -> Any:
-    if kind == lf.Kind.ULONG:
-        return V.scalar(p, u64(data))
-    if kind == lf.Kind.BYTES:
+    if kind == Kind.ULONG:
+        return scalar(p, u64(data))
+    if kind == Kind.BYTES:
         if p.role is Role.TEXT_FIXED:
             return data.decode("utf-8", "replace").rstrip(" \x00")
         if p.role in (Role.INTERFACE_LIST_OUT, Role.INTERFACE_OUT):
             found = _interfaces(data)
             return found if p.role is Role.INTERFACE_LIST_OUT else (found or [None])[0]
         return data.hex()
-    if kind == lf.Kind.CSTRING:
+    if kind == Kind.CSTRING:
         return data.decode("utf-8", "replace")
-    if kind == lf.Kind.TEMPLATE:
+    if kind == Kind.TEMPLATE:
         return _template(data)
-    if kind == lf.Kind.MECHANISM:
+    if kind == Kind.MECHANISM:
         return _mechanism(data)
-    if kind == lf.Kind.STRUCT:
+    if kind == Kind.STRUCT:
         if p.role is Role.FUNCTION_LIST_OUT:
             return {"version": f"{data[0]}.{data[1]}"} if len(data) >= 2 else data.hex()
         name = p.struct or ("CK_C_INITIALIZE_ARGS" if p.role is Role.INIT_ARGS else "")
-        return V.struct_value(name, data)
-    if kind == lf.Kind.ULONG_ARRAY:
+        return struct_value(name, data)
+    if kind == Kind.ULONG_ARRAY:
         items = [u64(data, i) for i in range(0, len(data) - 7, 8)]
         if p.kind in ("slot", "object", None):
             return items
-        return [V.name_in(p.kind, v) for v in items]
+        return [name_in(p.kind, v) for v in items]
     return data.hex()
 
 
@@ -170,11 +180,11 @@ _TWO_CALL = frozenset({Role.BYTES_OUT, Role.ARRAY_OUT, Role.INTERFACE_LIST_OUT})
 
 
 def decode_call(rec: bytes, seq: int, offset: int) -> Call:
-    _, _, _, _mod, fidx, pid, tid, start_us, dur_ns, rv, number = lf.RECORD.unpack_from(rec)
+    _, _, _, _mod, fidx, pid, tid, start_us, dur_ns, rv, number = RECORD.unpack_from(rec)
     fn: Function | None = functions.FUNCTIONS[fidx] if fidx < len(functions.FUNCTIONS) else None
     call = Call(
-        seq=seq, function=fn.name if fn else f"function #{fidx}", rv=rv, rv_name=V.rv_name(rv),
-        pid=pid, tid=tid, time=V.utc(start_us), duration_us=dur_ns / 1000.0,
+        seq=seq, function=fn.name if fn else f"function #{fidx}", rv=rv, rv_name=rv_name(rv),
+        pid=pid, tid=tid, time=utc(start_us), duration_us=dur_ns / 1000.0,
         call_number=number, source=f"offset {offset}",
     )
     if fn is None:
@@ -190,10 +200,10 @@ def decode_call(rec: bytes, seq: int, offset: int) -> Call:
             v = {"undecodable": data.hex(), "error": str(exc)}
         if p.role in _INOUT:
             slot = args.setdefault(p.name, {})
-            slot["in" if phase == lf.Phase.IN else "out"] = v
+            slot["in" if phase == Phase.IN else "out"] = v
         else:
             args[p.name] = v
-        if p.role in _TWO_CALL and phase == lf.Phase.IN and kind == lf.Kind.NULL:
+        if p.role in _TWO_CALL and phase == Phase.IN and kind == Kind.NULL:
             call.length_query = True
     call.args = {p.name: args[p.name] for p in fn.params if p.name in args}
     return call
@@ -206,13 +216,13 @@ def _masked_apdu(data: bytes) -> tuple[bytes, dict[str, Any]]:
     """An APDU recorded with its data masked: header, data as '*' bytes, trailer."""
     hl = data[0]
     header = data[1:1 + hl]
-    length, cls, extra = lf.MASKED.unpack_from(data, 1 + hl)
+    length, cls, extra = MASKED.unpack_from(data, 1 + hl)
     if length > 65536:  # no APDU carries more: the record is damaged
         raise ValueError(f"masked APDU data of {length} bytes")
-    off = 1 + hl + lf.MASKED.size
+    off = 1 + hl + MASKED.size
     tl = data[off]
     trailer = data[off + 1:off + 1 + tl]
-    return header + MASK_FILL * length + trailer, V.masked(length, cls, extra)
+    return header + MASK_FILL * length + trailer, masked(length, cls, extra)
 
 
 def _reader_states(data: bytes) -> list[dict[str, Any]]:
@@ -227,7 +237,7 @@ def _reader_states(data: bytes) -> list[dict[str, Any]]:
 
 def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
     """A PC/SC record as an Apdu (SCardTransmit) or a PcscCall, with its parent's call number."""
-    _, _, _, _mod, fidx, pid, tid, start_us, dur_ns, rv, _number = lf.RECORD.unpack_from(rec)
+    _, _, _, _mod, fidx, pid, tid, start_us, dur_ns, rv, _number = RECORD.unpack_from(rec)
     fn = pcsc.FUNCTIONS[fidx] if fidx < len(pcsc.FUNCTIONS) else None
     parent = 0
     values: dict[tuple[int, int], tuple[int, bytes]] = {}
@@ -236,16 +246,16 @@ def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
             parent = u64(data)
         else:
             values[(param, phase)] = (kind, data)
-    common = {"seq": seq, "pid": pid, "tid": tid, "time": V.utc(start_us),
+    common = {"seq": seq, "pid": pid, "tid": tid, "time": utc(start_us),
               "duration_us": dur_ns / 1000.0}
     if fn is not None and fn.name == "SCardTransmit":
-        kind, data = values.get((2, lf.Phase.IN), (lf.Kind.NULL, b""))
-        masked = kind == lf.Kind.APDU_MASKED
-        command = _masked_apdu(data)[0] if masked else (data if kind == lf.Kind.BYTES else b"")
-        rkind, rdata = values.get((5, lf.Phase.OUT), (lf.Kind.NULL, b""))
-        response = rdata if rkind == lf.Kind.BYTES else None
-        return parent, Apdu(command=command, response=response, masked=masked,
-                            error=None if rv == 0 else V.pcsc_rv_name(rv),
+        kind, data = values.get((2, Phase.IN), (Kind.NULL, b""))
+        is_masked = kind == Kind.APDU_MASKED
+        command = _masked_apdu(data)[0] if is_masked else (data if kind == Kind.BYTES else b"")
+        rkind, rdata = values.get((5, Phase.OUT), (Kind.NULL, b""))
+        response = rdata if rkind == Kind.BYTES else None
+        return parent, Apdu(command=command, response=response, masked=is_masked,
+                            error=None if rv == 0 else pcsc_rv_name(rv),
                             source=f"offset {offset}", **common)
     args: dict[str, Any] = {}
     if fn is not None:
@@ -253,18 +263,18 @@ def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
             if param >= len(fn.params):
                 continue
             p = fn.params[param]
-            if p.name == "rgReaderStates" and kind == lf.Kind.BYTES:
+            if p.name == "rgReaderStates" and kind == Kind.BYTES:
                 v: Any = _reader_states(data)
-            elif p.name in ("mszReaders", "szReaderName") and kind == lf.Kind.BYTES:
+            elif p.name in ("mszReaders", "szReaderName") and kind == Kind.BYTES:
                 v = [r for r in data.decode("utf-8", "replace").split("\0") if r]
             else:
                 v = _value(kind, data, lambda k, d, p=p: _render_param(p, k, d))
             if p.role in _INOUT:
-                args.setdefault(p.name, {})["in" if phase == lf.Phase.IN else "out"] = v
+                args.setdefault(p.name, {})["in" if phase == Phase.IN else "out"] = v
             else:
                 args[p.name] = v
     name = fn.name if fn else f"PC/SC function #{fidx}"
-    return parent, PcscCall(function=name, rv=rv, rv_name=V.pcsc_rv_name(rv), args=args,
+    return parent, PcscCall(function=name, rv=rv, rv_name=pcsc_rv_name(rv), args=args,
                             **common)
 
 
@@ -285,16 +295,16 @@ def read(f: BinaryIO) -> Iterator[Event]:
 
     for offset, rec in records(f):
         if isinstance(rec, str):
-            yield Warning_(seq=seq, message=f"byte {offset}: {rec}")
+            yield TraceWarning(seq=seq, message=f"byte {offset}: {rec}")
             seq += 1
             continue
         rtype = rec[8]
         pid = int.from_bytes(rec[12:16], "little")
-        if rtype == lf.RecordType.PCSC:
+        if rtype == RecordType.PCSC:
             try:
                 parent, event = decode_pcsc(rec, -1, offset)
             except DAMAGED as exc:
-                yield Warning_(seq=seq, message=f"byte {offset}: damaged PC/SC record ({exc})")
+                yield TraceWarning(seq=seq, message=f"byte {offset}: damaged PC/SC record ({exc})")
                 seq += 1
                 continue
             if parent:
@@ -302,11 +312,11 @@ def read(f: BinaryIO) -> Iterator[Event]:
             else:
                 yield from adopt([event], None)
             continue
-        if rtype == lf.RecordType.CALL:
+        if rtype == RecordType.CALL:
             try:
                 call = decode_call(rec, seq, offset)
             except DAMAGED as exc:
-                yield Warning_(seq=seq, message=f"byte {offset}: damaged call record ({exc})")
+                yield TraceWarning(seq=seq, message=f"byte {offset}: damaged call record ({exc})")
                 seq += 1
                 continue
             call.module = modules.get((pid, rec[9]))
@@ -314,34 +324,34 @@ def read(f: BinaryIO) -> Iterator[Event]:
             yield call
             yield from adopt(pending.pop((pid, call.call_number or 0), []), call.seq)
             continue
-        if rtype == lf.RecordType.PROCESS:
+        if rtype == RecordType.PROCESS:
             try:
-                info = json.loads(rec[lf.RECORD.size:].decode("utf-8"))
+                info = json.loads(rec[RECORD.size:].decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError):
                 info = {"unreadable_header": True}
             yield Process(seq=seq, pid=pid, info=info)
-        elif rtype == lf.RecordType.MODULE:
+        elif rtype == RecordType.MODULE:
             try:
-                info = json.loads(rec[lf.RECORD.size:].decode("utf-8"))
+                info = json.loads(rec[RECORD.size:].decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError):
                 info = {}
             if isinstance(info.get("index"), int):
                 modules[(pid, info["index"])] = info.get("path")
             yield ModuleInfo(seq=seq, pid=pid, info={"loaded": info.get("path"),
                                                      "index": info.get("index")})
-        elif rtype == lf.RecordType.MODULE_INFO:
+        elif rtype == RecordType.MODULE_INFO:
             info = {}
             for _p, _ph, kind, _fl, data in _fields(rec):
-                if kind == lf.Kind.STRUCT:
-                    info = V.struct_value("CK_INFO", data)
+                if kind == Kind.STRUCT:
+                    info = struct_value("CK_INFO", data)
             yield ModuleInfo(seq=seq, pid=pid, info=info if isinstance(info, dict) else {})
-        elif rtype == lf.RecordType.DROPPED:
-            yield Warning_(seq=seq, message=dropped_message(pid, rec))
+        elif rtype == RecordType.DROPPED:
+            yield TraceWarning(seq=seq, message=dropped_message(pid, rec))
         else:
-            yield Warning_(seq=seq, message=f"byte {offset}: record of unknown type {rtype}")
+            yield TraceWarning(seq=seq, message=f"byte {offset}: record of unknown type {rtype}")
         seq += 1
     for (pid, number), children in pending.items():
-        yield Warning_(seq=seq, message=f"process {pid}: call #{number} never returned "
+        yield TraceWarning(seq=seq, message=f"process {pid}: call #{number} never returned "
                                         f"(the client stopped inside it)")
         seq += 1
         yield from adopt(children, None)
@@ -350,6 +360,6 @@ def read(f: BinaryIO) -> Iterator[Event]:
 def dropped_message(pid: int, rec: bytes) -> str:
     """What a DROPPED record says, for decode and the viewer alike."""
     lost = next((u64(d) for _p, _ph, kind, _fl, d in _fields(rec)
-                 if kind == lf.Kind.ULONG and len(d) == 8), 0)
+                 if kind == Kind.ULONG and len(d) == 8), 0)
     return f"process {pid}: {lost} record(s) missing here: the shim could not write them " \
            "(disk full?)"

@@ -43,7 +43,7 @@ spy, a cut file) is emitted at the end with rv None and a warning.
 Streaming, in constant memory: 1 MiB reads cut at the last newline, decoded as UTF-8 with
 errors="replace"; a line longer than MAX_LINE is skipped with a warning; a call keeps at most
 MAX_VALUES lines and at most MAX_OPEN calls are open at once. Nothing in a damaged file
-raises: what cannot be read becomes a Warning_ naming its line.
+raises: what cannot be read becomes a TraceWarning naming its line.
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from p11spy.decoder import values as V
-from p11spy.decoder.events import Apdu, Event, PcscCall, Warning_
+from p11spy.decoder.events import Apdu, Event, PcscCall, TraceWarning
 from p11spy.decoder.lines import LongLine, blocks
+from p11spy.decoder.values import pcsc_rv_name, scalar
 from p11spy.facts import pcsc
 from p11spy.facts.pkcs11.model import SIZE_ROLES, Function, Param, Role
 
@@ -94,7 +94,7 @@ def sniff(head: bytes) -> bool:
 
 
 def read(f: BinaryIO) -> Iterator[Event]:
-    """PcscCall and Apdu events in the order the calls returned, and Warning_s."""
+    """PcscCall and Apdu events in the order the calls returned, and TraceWarnings."""
     return _Reader().run(f)
 
 
@@ -181,7 +181,7 @@ def _shown(fn: Function) -> list[Param]:
 
 def _number(p: Param, value: int | None) -> Any:
     """A number as p11log renders the same parameter of our own PC/SC records."""
-    return V.scalar(p, value) if value is not None and p.role in _NAMED else value
+    return scalar(p, value) if value is not None and p.role in _NAMED else value
 
 
 def _hexnum(text: str) -> int | None:
@@ -496,8 +496,8 @@ class _Reader:
         self.seq += 1
         return self.seq - 1
 
-    def warn(self, message: str) -> Warning_:
-        return Warning_(seq=self._next(), message=message)
+    def warn(self, message: str) -> TraceWarning:
+        return TraceWarning(seq=self._next(), message=message)
 
     def _orphan(self, lineno: int, text: str) -> Iterator[Event]:
         if self.orphan_count and lineno != self.orphan_last + 1:
@@ -615,7 +615,7 @@ class _Reader:
         call = self.open.pop(key, None)
         if call is None:
             yield self.warn(f"line {lineno}: the return of {function} (rv "
-                            f"{V.pcsc_rv_name(rv)}) without its call, not read")
+                            f"{pcsc_rv_name(rv)}) without its call, not read")
             return
         if function and function != call.function:
             yield self.warn(f"line {lineno}: the return of {function} ends {call.function} "
@@ -669,7 +669,7 @@ class _Reader:
         if call.dropped:
             yield self.warn(f"{where}: {fn}: {call.dropped} lines beyond {MAX_VALUES} not read")
         common = {"tid": call.tid, "time": call.time, "duration_us": duration_us}
-        rv_name = None if rv is None else V.pcsc_rv_name(rv)
+        rv_name = None if rv is None else pcsc_rv_name(rv)
         if fn == "SCardTransmit":
             command: bytes = b""
             response: bytes | None = None

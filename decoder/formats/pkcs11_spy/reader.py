@@ -31,7 +31,7 @@ Why it is read the way it is:
   (the room offered by a length pointer, C_Finalize's pReserved, ...) is simply absent; a
   length pointer known only after the call is `{"out": n}`. A value that cannot be read is
   described under the call's "decode_problems" argument (line numbers included): parsing it
-  happens after the call was emitted, when no Warning_ event can be inserted any more.
+  happens after the call was emitted, when no TraceWarning event can be inserted any more.
 * Return names come from the project's CKR table: pkcs11-spy before 0.27 prints `(null)` for
   the codes its own table lacks.
 * Times: pkcs11-spy writes local wall-clock time without a zone. It is converted with the
@@ -40,7 +40,7 @@ Why it is read the way it is:
 * pkcs11-spy takes no lock: lines of concurrent threads interleave and only the header line
   says which thread. A call that starts before the previous one returned is reported with a
   warning and the lines after it go to the newest open call; calls are still emitted in the
-  order of their headers. Lines that belong to no call become Warning_ events (a run of them
+  order of their headers. Lines that belong to no call become TraceWarning events (a run of them
   one warning). Nothing in a damaged log raises.
 """
 
@@ -52,9 +52,9 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any, BinaryIO
 
-from p11spy.decoder import values as V
-from p11spy.decoder.events import Call, Event, Process, Warning_
+from p11spy.decoder.events import Call, Event, Process, TraceWarning
 from p11spy.decoder.lines import LongLine, blocks
+from p11spy.decoder.values import attribute_value, name_in, rv_name, scalar
 from p11spy.facts.pkcs11 import attributes, constants, functions, structs
 from p11spy.facts.pkcs11.model import Function, Param, Role, ValueType
 
@@ -112,7 +112,7 @@ def sniff(head: bytes) -> bool:
 
 
 def read(f: BinaryIO) -> Iterator[Event]:
-    """Events in file order: a Process per banner, a Call per call block, Warning_s."""
+    """Events in file order: a Process per banner, a Call per call block, TraceWarnings."""
     return _Reader().run(f)
 
 
@@ -197,7 +197,7 @@ def _scalar(p: Param, text: str) -> Any:
         except ValueError:
             return t
     if n is not None:
-        return V.scalar(p, _unsigned(n))
+        return scalar(p, _unsigned(n))
     if role is Role.ENUM:
         return _canon(p.kind, t)
     if role is Role.FLAGS:
@@ -271,7 +271,7 @@ def _attr_value(atype: int | None, data: bytes) -> Any:
         return data.hex()
     if len(data) == 4 and attributes.attribute(atype).type in _ULONG_TYPES:
         data += b"\0\0\0\0"  # a 32-bit CK_ULONG (Windows)
-    return V.attribute_value(atype, data)
+    return attribute_value(atype, data)
 
 
 @lru_cache(maxsize=4096)
@@ -281,14 +281,14 @@ def _attr_type(name: str) -> tuple[str, int | None]:
         m = _HEX_IN_PARENS.search(name)
         if m:
             v = int(m.group(1), 16)
-            return V.name_in("CKA", v), v
+            return name_in("CKA", v), v
         return name, None
     base = name.split("(", 1)[0]  # "CKA_NETSCAPE_URL(Netsc)"
     try:
         v = constants.CKA.value_of(base)
     except KeyError:
         return base, None
-    return V.name_in("CKA", v), v
+    return name_in("CKA", v), v
 
 
 def _spy_names(fn: Function) -> dict[str, Param]:
@@ -580,7 +580,7 @@ def _field_value(f: Param, name: str, text: str) -> Any:
         n = int(text, 16) if name in _HEX_FIELDS else int(text)
     except ValueError:
         return text
-    return V.scalar(f, _unsigned(n))
+    return scalar(f, _unsigned(n))
 
 
 class _Array(_Collector):
@@ -611,7 +611,7 @@ class _Array(_Collector):
             elif s.startswith("Interface '"):
                 name, _, flags = s[11:].rpartition("' flags=")
                 if items is not None:
-                    items.append({"name": name, "flags": V.name_in(
+                    items.append({"name": name, "flags": name_in(
                         "CKF_INTERFACE", int(flags, 16) if flags else 0)})
             elif items is not None:
                 items.append(_canon(p.kind if p.kind != "slot" else None, s))
@@ -631,7 +631,7 @@ class _InitArgs(_Collector):
             label, sep, text = r.strip().partition(":")
             if sep and label == "flags":
                 n = _int(text)
-                value["flags"] = V.name_in("CKF_INIT_ARGS", n) if n is not None else text
+                value["flags"] = name_in("CKF_INIT_ARGS", n) if n is not None else text
         self.call.args[self.name] = value
 
 
@@ -1072,7 +1072,7 @@ class _Reader:
                     if rv >= 0:
                         name = rv_names.get(rv)
                         if name is None:
-                            name = rv_names[rv] = V.rv_name(rv)
+                            name = rv_names[rv] = rv_name(rv)
                         cur.rv = rv
                         cur.rv_name = name
                         cur.seq = self.seq
@@ -1135,7 +1135,7 @@ class _Reader:
 
     def warn(self, line: int, message: str) -> None:
         self._flush_orphans()
-        self.out.append(Warning_(seq=self._next_seq(), message=f"line {line}: {message}"))
+        self.out.append(TraceWarning(seq=self._next_seq(), message=f"line {line}: {message}"))
 
     def _orphan(self, line: int, text: str) -> None:
         """A line that belongs to no call: consecutive ones make one warning."""
@@ -1161,7 +1161,7 @@ class _Reader:
         else:
             msg = (f"lines {first}-{last}: {n} lines this reader cannot place ({where}), "
                    f"the first: {sample!r}")
-        self.out.append(Warning_(seq=self._next_seq(), message=msg))
+        self.out.append(TraceWarning(seq=self._next_seq(), message=msg))
 
     def _emit_process(self) -> None:
         p = self.process
@@ -1188,7 +1188,7 @@ class _Reader:
             if rv is not None:
                 name = self.rv_names.get(rv)
                 if name is None:
-                    name = self.rv_names[rv] = V.rv_name(rv)
+                    name = self.rv_names[rv] = rv_name(rv)
                 c.rv_name = name
             c.seq = self._next_seq()
             self.out.append(c)
