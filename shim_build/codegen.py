@@ -16,8 +16,8 @@ from p11spy.facts.pkcs11.cdecl import ctype, function_list_struct
 from p11spy.facts.pkcs11.model import Function, Param, Role
 
 SPY = Path(__file__).resolve().parents[1] / "spy"  # the C sources of the shim
-MAX_CTX = 16  # keep in step with P11_MAX_CTX in shim_runtime.c
-MAX_MODULES = 8  # keep in step with P11_MAX_MODULES in shim_runtime.c
+MAX_CTX = 16  # wrapped function lists per process (the C's P11_MAX_CTX)
+MAX_MODULES = 8  # modules one process may load through the shim (the C's P11_MAX_MODULES)
 DEFAULT_OUTPUT = "/tmp/p11spy-%u/%n-%p.p11"
 
 # The three entry points the shim answers itself (they hand out our lists, not the module's).
@@ -165,7 +165,10 @@ def _defines() -> str:
         f"#define P11_CKA_CLASS 0x{fams['CKA'].value_of('CKA_CLASS'):x}UL",
         f"#define P11_CKA_SENSITIVE 0x{fams['CKA'].value_of('CKA_SENSITIVE'):x}UL",
         "#define P11_CKF_ARRAY_ATTRIBUTE 0x40000000UL",
+        f"#define P11_MAX_CTX {MAX_CTX}",
+        f"#define P11_MAX_MODULES {MAX_MODULES}",
     ]
+    lines += [f"#define {name}_ 0x{value:x}UL" for name, value in fams["CKR"].names.items()]
     lines += [f"#define P11_FN_{fn.name} {fn.index}" for fn in functions.FUNCTIONS]
     return logformat.c_defines() + pcsc.c_defines() + "\n".join(lines) + "\n"
 

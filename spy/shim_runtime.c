@@ -33,17 +33,10 @@
 
 _Static_assert(sizeof(CK_ULONG) == 8, "p11spy records CK_ULONG as 8 bytes");
 
-#define CKR_OK_ 0x0UL
-#define CKR_GENERAL_ERROR_ 0x5UL
-#define CKR_ARGUMENTS_BAD_ 0x7UL
-#define CKR_FUNCTION_NOT_SUPPORTED_ 0x54UL
-#define CKR_BUFFER_TOO_SMALL_ 0x150UL
-#define CKR_ATTRIBUTE_SENSITIVE_ 0x11UL
-#define CKR_ATTRIBUTE_TYPE_INVALID_ 0x12UL
+/* CKR_*_ (every return value), P11_MAX_CTX and P11_MAX_MODULES come from codegen's #defines. */
 #define CK_UNAVAILABLE_ (~0UL)
 
 #define P11_MAX_ATTRS 1024      /* templates longer than this are recorded by count only */
-#define P11_MAX_CTX 16          /* wrapped function lists per process */
 #define P11_MAX_PENDING 4
 
 /* ------------------------------------------------------------------------------------------ */
@@ -78,7 +71,6 @@ struct p11_ctx {
 };
 
 static struct p11_config g_cfg;
-#define P11_MAX_MODULES 8
 static struct p11_module g_mods[P11_MAX_MODULES];
 static int g_nmods;
 /* Stand-in contexts for the entry points (C_GetFunctionList, ...) of each module: they only
