@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from typing import BinaryIO
 
+from p11spy.decoder.formats.pkcs11_spy.grammar import BANNER, FUNCTION_ALIASES, PARAMS
 from p11spy.decoder.masking import (
     HIDDEN_PIN_LENGTH,
     IDENTIFYING,
@@ -35,7 +36,6 @@ from p11spy.facts.pkcs11 import attributes, functions
 from p11spy.facts.pkcs11.constants import CKA, CKO
 from p11spy.facts.pkcs11.model import Function, Param, Role
 
-BANNER = "OpenSC PKCS#11 spy"
 _HEADER = re.compile(r"(\d+): (\w+)\s*$")
 _SPEC = re.compile(r" ([0-9A-Fa-f]+) / (-?\d+)\s*$")
 _NAME = re.compile(r"\*?(\w+)")
@@ -43,7 +43,6 @@ _HEX2 = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}(?![0-9A-Fa-f])")
 _HEXDIGITS = re.compile(r"[0-9A-Fa-f]{2}")
 _NONSPACE = re.compile(r"\S")
 _QUOTED = re.compile(r"'([^']*)'")
-_ALIASES = {"SetOperationState": "C_SetOperationState"}
 _TEMPLATES = frozenset({Role.TEMPLATE_IN, Role.TEMPLATE_INOUT})
 _PUBLIC = CKO.value_of("CKO_PUBLIC_KEY")
 _PRIVATE = CKO.value_of("CKO_PRIVATE_KEY")
@@ -53,19 +52,6 @@ _STRICT_FIELDS = ("label:", "serialNumber:", "slotDescription:")
 _LOOKS = [Word(": C_"), Word(": SetOperationState"), Word(BANNER), Word("P:", r"\d+; T:"),
           Word("Pin["), Word("Template["), Word("hObject = "),
           Word("[out] ", r"\*?p?h\w* = ")]
-
-
-def _spy_params(fn: Function) -> dict[str, Param]:
-    """Parameter names as pkcs11-spy prints them (output handles without their "p")."""
-    m = {p.name: p for p in fn.params}
-    for p in fn.params:
-        if p.role in (Role.HANDLE_OUT, Role.LENGTH_PTR, Role.ULONG_OUT) and \
-                p.name.startswith("p"):
-            m.setdefault(p.name[1:], p)
-    return m
-
-
-_PARAMS = {fn.name: _spy_params(fn) for fn in functions.FUNCTIONS}
 
 
 def mask_row(row: str) -> str:
@@ -170,9 +156,9 @@ class _Redactor:
             return
         m = _HEADER.match(s) if "0" <= c <= "9" else None
         if m:
-            name = _ALIASES.get(m.group(2), m.group(2))
+            name = FUNCTION_ALIASES.get(m.group(2), m.group(2))
             self.fn = functions.BY_NAME.get(name)
-            self.pmap = _PARAMS.get(name, {})
+            self.pmap = PARAMS.get(name, {})
             self.handle = self.created = None
         elif c == "P" and s.startswith("P:"):
             pid = s[2:s.find(";")]
@@ -426,9 +412,9 @@ class _Fast:
         if m.call_id != ident:
             m.call_id = ident
             m.created = None
-            name = _ALIASES.get(name, name)
+            name = FUNCTION_ALIASES.get(name, name)
             m.fn = functions.BY_NAME.get(name)
-            m.pmap = _PARAMS.get(name, {})
+            m.pmap = PARAMS.get(name, {})
         m.handle = handle
         if pid is not None:
             m.pid = pid

@@ -53,13 +53,13 @@ from functools import lru_cache
 from typing import Any, BinaryIO
 
 from p11spy.decoder.events import Call, Event, Process, TraceWarning
+from p11spy.decoder.formats.pkcs11_spy.grammar import BANNER, FUNCTION_ALIASES, PARAMS
 from p11spy.decoder.lines import LongLine, blocks
 from p11spy.decoder.values import attribute_value, name_in, rv_name, scalar
 from p11spy.facts.pkcs11 import attributes, constants, functions, structs
 from p11spy.facts.pkcs11.model import Function, Param, Role, ValueType
 
 FORMAT = "pkcs11-spy"
-BANNER = "OpenSC PKCS#11 spy"
 MAX_LINE = 1 << 20  # longer lines are skipped with a warning (no real pkcs11-spy line is)
 LONG_LINE = "\x00p11spy: over-long line of "  # the marker _batches puts in its place
 MASK64 = (1 << 64) - 1
@@ -71,9 +71,6 @@ _SNIFF = re.compile(rb"(?m)^\d+: C_\w+\r?\n(?:P:\d+; T:(?:0x)?\d+ )?"
 _MECH_INFO = re.compile(r"min:(-?\d+) max:(-?\d+) flags:0x([0-9A-Fa-f]+)")
 _HEX_IN_PARENS = re.compile(r"\((?:0x)?([0-9A-Fa-f]+)\)")
 _NOT_FOUND = re.compile(r"^Value ([0-9A-Fa-f]+) not found for type")
-
-# Function names pkcs11-spy prints differently from the specification.
-_FUNCTION_ALIASES = {"SetOperationState": "C_SetOperationState"}  # enter() lacks the C_
 
 # Spellings of pkcs11-display.c's tables that are not (or no longer) specification names.
 _SPY_SPELLINGS = {"CKK_EC_MONTOGMERY": "CKK_EC_MONTGOMERY"}
@@ -99,8 +96,6 @@ _TWO_CALL = frozenset({Role.BYTES_OUT, Role.ARRAY_OUT, Role.INTERFACE_LIST_OUT})
 # Roles whose value pkcs11-spy prints as "<pointer> / <length>" plus a dump.
 _BUFFER_ROLES = frozenset({Role.BYTES_IN, Role.BYTES_INOUT, Role.PIN, Role.BYTES_OUT,
                            Role.BYTES_OUT_FIXED, Role.TEXT_FIXED, Role.CSTRING})
-# Output parameters pkcs11-spy names without their leading "p" ("hKey" for phKey).
-_UNPREFIXED_OUT = frozenset({Role.HANDLE_OUT, Role.LENGTH_PTR, Role.ULONG_OUT})
 # Lines printed without "[in] " by old versions (0.13 era).
 _OLD_STYLE = ("pMechanism->", "pApplication=", "Notify=")
 _ULONG_TYPES = frozenset({ValueType.ULONG, ValueType.ENUM, ValueType.FLAGS})
@@ -291,18 +286,6 @@ def _attr_type(name: str) -> tuple[str, int | None]:
     return name_in("CKA", v), v
 
 
-def _spy_names(fn: Function) -> dict[str, Param]:
-    """Parameter names as pkcs11-spy prints them, for one function."""
-    m = {p.name: p for p in fn.params}
-    for p in fn.params:
-        if p.role in _UNPREFIXED_OUT and p.name.startswith("p"):
-            m.setdefault(p.name[1:], p)
-    return m
-
-
-_PARAMS: dict[str, dict[str, Param]] = {fn.name: _spy_names(fn) for fn in functions.FUNCTIONS}
-
-
 # --- arguments under construction ----------------------------------------------------------------
 
 
@@ -315,7 +298,7 @@ class _Args:
         self.number = number
         self.function = function
         self.fn: Function | None = functions.BY_NAME.get(function)
-        self.pmap = _PARAMS.get(function, {})
+        self.pmap = PARAMS.get(function, {})
         self.args: dict[str, Any] = {}
         self.length_query = False
         self.mech_types: dict[str, int] = {}
@@ -1043,7 +1026,7 @@ class _Reader:
                         i = line.find(": ")
                         if i > 0 and line[:i].isdigit():
                             name = line[i + 2:].rstrip()
-                            name = _FUNCTION_ALIASES.get(name, name)
+                            name = FUNCTION_ALIASES.get(name, name)
                             self.cur = cur = _new_call(name, int(line[:i]), lineno, self.ulong)
                             block = cur._raw
                             open_.append(cur)
@@ -1259,7 +1242,7 @@ class _Reader:
             return
         self._flush_orphans()
         name = line[i + 2:].strip()
-        name = _FUNCTION_ALIASES.get(name, name)
+        name = FUNCTION_ALIASES.get(name, name)
         call = _new_call(name, int(line[:i]), lineno, self.ulong)
         cur = self.cur
         if cur is not None and not self._split_glued(cur):
