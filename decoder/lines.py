@@ -73,6 +73,25 @@ def blocks(f: BinaryIO, max_line: int | None = None, chunk: int = CHUNK,
         yield carry
 
 
+def text_blocks(f: BinaryIO, max_line: int) -> Iterator[tuple[list[str], bool | None] | LongLine]:
+    """blocks() as text: each block's lines decoded as UTF-8 (errors replaced), without their
+    LF or CRLF, and whether the block had CRLFs (None for the file's last line when it has no
+    newline: that line loses every CR it ends with)."""
+    for block in blocks(f, max_line):
+        if isinstance(block, LongLine):
+            yield block
+        elif block[-1:] != b"\n":
+            yield [block.decode("utf-8", "replace").rstrip("\r")], None
+        else:
+            text = block.decode("utf-8", "replace")
+            crlf = "\r\n" in text
+            if crlf:
+                text = text.replace("\r\n", "\n")
+            lines = text.split("\n")
+            lines.pop()  # the empty string after the last newline
+            yield lines, crlf
+
+
 def _cut(data: bytes) -> int:
     """The last newline that the byte after it shows no indented line follows."""
     cut = data.rfind(b"\n", 0, len(data) - 1)

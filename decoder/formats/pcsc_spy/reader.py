@@ -53,7 +53,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from p11spy.decoder.events import Apdu, Event, PcscCall, TraceWarning
-from p11spy.decoder.lines import LongLine, blocks
+from p11spy.decoder.lines import LongLine, text_blocks
 from p11spy.decoder.values import pcsc_rv_name, scalar
 from p11spy.facts import pcsc
 from p11spy.facts.pkcs11.model import SIZE_ROLES, Function, Param, Role
@@ -523,15 +523,8 @@ class _Reader:
     def _batches(self, f: BinaryIO) -> Iterator[list[Any]]:
         """The file's lines, a block at a time (decoder/lines.py); an over-long line becomes
         a marker (None and its length are put as a tuple)."""
-        for block in blocks(f, MAX_LINE):
-            if isinstance(block, LongLine):
-                yield [("\x00long", block.length)]
-            elif block[-1:] != b"\n":  # the last line has no newline
-                yield [block.decode("utf-8", "replace").rstrip("\r")]
-            else:
-                lines = block.decode("utf-8", "replace").split("\n")
-                lines.pop()
-                yield [line[:-1] if line.endswith("\r") else line for line in lines]
+        for block in text_blocks(f, MAX_LINE):
+            yield [("\x00long", block.length)] if isinstance(block, LongLine) else block[0]
 
     def run(self, f: BinaryIO) -> Iterator[Event]:
         lineno = 0

@@ -54,7 +54,7 @@ from typing import Any, BinaryIO
 
 from p11spy.decoder.events import Call, Event, Process, TraceWarning
 from p11spy.decoder.formats.pkcs11_spy.grammar import BANNER, FUNCTION_ALIASES, PARAMS
-from p11spy.decoder.lines import LongLine, blocks
+from p11spy.decoder.lines import LongLine, text_blocks
 from p11spy.decoder.values import attribute_value, name_in, rv_name, scalar
 from p11spy.facts.pkcs11 import attributes, constants, functions, structs
 from p11spy.facts.pkcs11.model import Function, Param, Role, ValueType
@@ -987,19 +987,14 @@ class _Reader:
     def _batches(self, f: BinaryIO) -> Iterator[list[str]]:
         """The file's lines, a block at a time (decoder/lines.py); a line longer than
         MAX_LINE becomes one marker line."""
-        for block in blocks(f, MAX_LINE):
+        for block in text_blocks(f, MAX_LINE):
             if isinstance(block, LongLine):
                 yield [f"{LONG_LINE}{block.seen}"]
-            elif block[-1:] != b"\n":  # the last line has no newline
-                yield [block.decode("utf-8", "replace").rstrip("\r")]
-            else:
-                text = block.decode("utf-8", "replace")
-                self.crlf = "\r\n" in text
-                if self.crlf:
-                    text = text.replace("\r\n", "\n")
-                lines = text.split("\n")
-                lines.pop()  # the empty string after the last newline
-                yield lines
+                continue
+            lines, crlf = block
+            if crlf is not None:
+                self.crlf = crlf
+            yield lines
 
     def run(self, f: BinaryIO) -> Iterator[Event]:
         out = self.out
