@@ -140,6 +140,18 @@ def _system_vpcd() -> tuple[str, int] | None:
     return None
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """Ends a daemon we started: politely, then for sure."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
 class Pcscd:
     """pcscd -f with a reader.conf.d holding one vpcd entry on a free port.
 
@@ -234,14 +246,8 @@ class Pcscd:
 
     def _stop_proc(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        if proc is not None:
+            stop_process(proc)
 
     def stop(self) -> None:
         self._stop_proc()

@@ -434,12 +434,7 @@ def pcscd_without_readers(workdir: Path) -> Iterator[None]:
                 time.sleep(0.05)
             yield
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            station.stop_process(proc)
 
 
 def test_pcscd_without_readers(tmp_path: Path) -> None:

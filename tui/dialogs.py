@@ -169,26 +169,25 @@ def parse_filter(index: TraceIndex, errors: bool, functions: str, threads: str,
         t = item.upper().removeprefix("T")
         if item.upper().startswith("T") and t.isdigit() and int(t) < len(index.thread_keys):
             tids.add(int(t))
-            continue
-        try:
-            number = int(item, 0)
-        except ValueError:
-            raise ValueError(f"not a thread: {item!r}") from None
-        found = {i for i, (_pid, tid) in enumerate(index.thread_keys) if tid == number}
-        if not found:
-            raise ValueError(f"no thread {item}")
-        tids |= found
+        else:
+            tids |= _keys_numbered(index.thread_keys, item, "thread")
     sids: set[int] = set()
     for item in _items(sessions):
-        try:
-            number = int(item, 0)
-        except ValueError:
-            raise ValueError(f"not a session handle: {item!r}") from None
-        found = {i for i, (_pid, h) in enumerate(index.session_keys) if h == number}
-        if not found:
-            raise ValueError(f"no session {item}")
-        sids |= found
+        sids |= _keys_numbered(index.session_keys, item, "session", "session handle")
     return Filter(errors, frozenset(fids), frozenset(tids), frozenset(sids))
+
+
+def _keys_numbered(keys: list[tuple[int | None, int | None]], item: str, what: str,
+                   kind: str | None = None) -> set[int]:
+    """The indexes of the (pid, number) keys whose number the item names (decimal or 0x)."""
+    try:
+        number = int(item, 0)
+    except ValueError:
+        raise ValueError(f"not a {kind or what}: {item!r}") from None
+    found = {i for i, (_pid, n) in enumerate(keys) if n == number}
+    if not found:
+        raise ValueError(f"no {what} {item}")
+    return found
 
 
 class HelpScreen(ModalScreen[None]):
