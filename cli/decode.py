@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from p11spy.decoder.formats import NAMES
+from p11spy.errors import UserError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -33,12 +34,29 @@ def _selected(events: Iterator[Event], args: argparse.Namespace) -> Iterator[Eve
             yield e
 
 
+def _known_function(name: str) -> None:
+    """A --function that no PKCS#11 version defines would silently select nothing: say so,
+    with the names it may have meant."""
+    import difflib
+
+    from p11spy.facts.pkcs11.functions import BY_NAME
+
+    if name in BY_NAME:
+        return
+    near = difflib.get_close_matches(name, BY_NAME, n=3, cutoff=0.6) or \
+        [n for n in BY_NAME if name.lower() in n.lower()][:3]
+    hint = f"; did you mean {' or '.join(near)}?" if near else ""
+    raise UserError(f"--function {name}: no PKCS#11 function has that name{hint}")
+
+
 def _decode(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from p11spy.decoder import render, summary
     from p11spy.decoder.formats.registry import open_events
 
+    for name in args.function or ():
+        _known_function(name)
     out = sys.stdout
     if args.summary:
         s = summary.Summary()

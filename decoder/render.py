@@ -45,12 +45,18 @@ def _arg_lines(name: str, v: Any, indent: str) -> list[str]:
     return [f"{indent}{name} = {_short(v)}"]
 
 
+def _where(pid: int | None, tid: int | None) -> str:
+    """'  pid P tid T', leaving out what the trace did not record."""
+    parts = [f"{k} {v}" for k, v in (("pid", pid), ("tid", tid)) if v is not None]
+    return "  " + " ".join(parts) if parts else ""
+
+
 def call_text(c: Call, module: bool = False) -> list[str]:
     """The call as text; with module, the head names the module that answered it (wanted
     where a trace holds calls to several modules)."""
     dur = "" if c.duration_us is None else (
         f"{c.duration_us:.1f} us" if c.duration_us < 10 else f"{c.duration_us:.0f} us")
-    head = f"#{c.seq} {c.function}  pid {c.pid} tid {c.tid}  {format_time(c.time)}  {dur}"
+    head = f"#{c.seq} {c.function}{_where(c.pid, c.tid)}  {format_time(c.time)}  {dur}"
     if module and c.module:
         head = f"{head.rstrip()}  module {os.path.basename(c.module)}"
     lines = [head.rstrip()]
@@ -107,8 +113,9 @@ def text(events: Iterable[Event], out: TextIO) -> None:
             info = e.info
             secrets = "SHOWN" if info.get("secrets") else "masked"
             module = info.get("module") or "every module it loads"
-            out.write(f"== process {e.pid}: {info.get('exe', '?')} "
-                      f"(module {module}, secrets {secrets})\n")
+            pid = "" if e.pid is None else f" {e.pid}"
+            exe = info.get("exe") or "(program not named in the trace)"
+            out.write(f"== process{pid}: {exe} (module {module}, secrets {secrets})\n")
         elif isinstance(e, ModuleInfo) and "loaded" in e.info:
             modules.add(e.info["loaded"])
             out.write(f"== module {e.info.get('index')}: {e.info['loaded']}\n")

@@ -88,8 +88,9 @@ class Summary:
         return {
             "type": "summary", "calls": self.calls, "apdus": self.apdus,
             "functions": {
-                name: {"count": s.count, "errors": s.errors, "total_us": s.total_us,
-                       "mean_us": s.mean_us, "max_us": s.max_us, "return_values": dict(s.rvs)}
+                name: {"count": s.count, "errors": s.errors,
+                       "total_us": s.total_us if s.timed else None,
+                       "mean_us": s.mean_us, "max_us": s.max_us if s.timed else None, "return_values": dict(s.rvs)}
                 for name, s in sorted(self.functions.items())
             },
             "status_words": dict(self.status_words.most_common()),
@@ -119,12 +120,15 @@ def _ms(us: float | None) -> str:
 
 
 def text(s: Summary, out: TextIO) -> None:
-    out.write(f"{s.calls} calls, {s.apdus} APDUs\n\n")
-    out.write(f"{'function':<28} {'count':>7} {'errors':>7} {'total ms':>10} {'mean ms':>9} "
-              f"{'max ms':>9}\n")
+    out.write(f"{s.calls} calls, {s.apdus} APDUs\n")
+    if s.functions:  # no table without rows (a PC/SC-only trace has no PKCS#11 calls)
+        out.write(f"\n{'function':<28} {'count':>7} {'errors':>7} {'total ms':>10} "
+                  f"{'mean ms':>9} {'max ms':>9}\n")
     for name, st in sorted(s.functions.items(), key=lambda kv: -kv[1].total_us):
-        out.write(f"{name:<28} {st.count:>7} {st.errors:>7} {_ms(st.total_us):>10} "
-                  f"{_ms(st.mean_us):>9} {_ms(st.max_us):>9}\n")
+        # "-" where the format records no durations (pkcs11-spy), not a made-up 0.000
+        total, top = (_ms(st.total_us), _ms(st.max_us)) if st.timed else ("-", "-")
+        out.write(f"{name:<28} {st.count:>7} {st.errors:>7} {total:>10} "
+                  f"{_ms(st.mean_us):>9} {top:>9}\n")
     errors = [(n, st) for n, st in s.functions.items() if st.errors]
     if errors:
         out.write("\nreturn values of failing functions:\n")

@@ -83,3 +83,39 @@ def test_decode_summary(token, tmp_path, spy_env, shim_for):
     login = data["functions"]["C_Login"]
     assert login["return_values"]["CKR_PIN_INCORRECT"] == 1
     assert login["count"] == sum(login["return_values"].values())
+
+
+FIXTURES = REPO / "fixtures"
+
+
+def test_text_never_prints_python_none():
+    """Formats that record no pid or tid (pkcs11-spy, OpenSC's old logs) leave them out."""
+    for trace in ("pkcs11-spy/real-0.23-login-wrong-pin.log",
+                  "opensc-debug/written-0.15-linux-old-apdu-dumps.log"):
+        res = cli("decode", str(FIXTURES / trace))
+        assert res.returncode == 0
+        assert "None" not in res.stdout and "pid" not in res.stdout.split("\n", 2)[1]
+    spy = cli("decode", str(FIXTURES / "pkcs11-spy/real-0.23-login-wrong-pin.log")).stdout
+    assert spy.startswith("== process: (program not named in the trace)")
+    old = cli("decode", str(FIXTURES / "opensc-debug/written-0.15-linux-old-apdu-dumps.log"))
+    assert "#0 C_Initialize  tid 140735307821824  " in old.stdout
+
+
+def test_summary_without_durations_or_calls():
+    """pkcs11-spy records no durations: '-', not 0.000 ms; a PC/SC-only trace has no table of
+    PKCS#11 functions at all."""
+    res = cli("decode", "--summary", str(FIXTURES / "pkcs11-spy/real-0.23-login-wrong-pin.log"))
+    login = next(line for line in res.stdout.splitlines() if line.startswith("C_Login "))
+    assert login.split()[1:] == ["1", "1", "-", "-", "-"]
+    assert "0.000" not in res.stdout
+    res = cli("decode", "--summary", str(FIXTURES / "pcsc-spy/real-1.9.9-card-wrong-pin.raw"))
+    assert "function" not in res.stdout and "status words:" in res.stdout
+
+
+def test_unknown_function_is_an_error_with_a_suggestion():
+    trace = str(FIXTURES / "p11spy/real-card-wrong-pin.p11")
+    res = cli("decode", "--function", "C_login", trace)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip() == ("p11spy decode: --function C_login: no PKCS#11 function has "
+                                  "that name; did you mean C_Login or C_LoginUser or C_Sign?")
+    assert cli("decode", "--function", "C_Login", trace).returncode == 0
