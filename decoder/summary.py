@@ -90,7 +90,8 @@ class Summary:
             "functions": {
                 name: {"count": s.count, "errors": s.errors,
                        "total_us": s.total_us if s.timed else None,
-                       "mean_us": s.mean_us, "max_us": s.max_us if s.timed else None, "return_values": dict(s.rvs)}
+                       "mean_us": s.mean_us, "max_us": s.max_us if s.timed else None,
+                       "return_values": dict(s.rvs)}
                 for name, s in sorted(self.functions.items())
             },
             "status_words": dict(self.status_words.most_common()),
