@@ -63,7 +63,9 @@ async def test_panel_lists_findings_and_goes_to_the_call() -> None:
         assert len(chosen) == 1 and chosen[0] is not None
         rec, _kid = tv.calls.current()
         assert rec == chosen[0]
-        assert tv.index.event(rec).function == "C_Login"  # its first evidence: the login
+        # the call that failed, not the finding's first evidence (the failed login before it)
+        call = tv.index.event(rec)
+        assert call.function == "C_Sign" and call.rv_name == "CKR_USER_NOT_LOGGED_IN"
 
 
 

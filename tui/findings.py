@@ -109,7 +109,8 @@ class FindingsScreen(Screen[int | None]):
             + ("" if findings else ": nothing went wrong that p11spy recognises"), "bold"))
         table = self.query_one("#findings", DataTable)
         for i, f in enumerate(findings):
-            at = f"#{f.seqs[0]}" if f.seqs else ""
+            cited = f.subjects or f.seqs
+            at = f"#{cited[0]}" if cited else ""
             table.add_row(Text(f.severity, COLOURS[f.severity]), f.title, at, key=str(i))
         if findings:
             self._detail(0)
@@ -132,14 +133,17 @@ class FindingsScreen(Screen[int | None]):
             self._jump(int(key or 0))
 
     def _jump(self, i: int) -> None:
-        """The first call the finding cites (an APDU's or log line's call, when it cites
-        one of those)."""
+        """The call that failed, as the finding names it (its subjects), else the first call
+        it cites (an APDU's or log line's call, when it cites one of those)."""
         if not self.findings:
             return
-        recs = [r for r in map(self.index.record_of_seq, self.findings[i].seqs) if r is not None]
-        calls = [r for r in recs if self.index.kind(r) == CALL]
-        if calls or recs:
-            self.dismiss(calls[0] if calls else self.index.call_of(recs[0]))
+        f = self.findings[i]
+        for seqs in (f.subjects, f.seqs):
+            recs = [r for r in map(self.index.record_of_seq, seqs) if r is not None]
+            calls = [r for r in recs if self.index.kind(r) == CALL]
+            if calls or recs:
+                self.dismiss(calls[0] if calls else self.index.call_of(recs[0]))
+                return
 
     def action_close(self) -> None:
         self.dismiss(None)

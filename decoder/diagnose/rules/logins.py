@@ -47,7 +47,11 @@ class NotLoggedIn(Rule):
 
     def _group(self, pid: Any, why: str, function: str, detail: str,
                evidence: list[Evidence]) -> None:
-        g = self.groups.setdefault((pid, why, function), {"ev": [], "detail": detail})
+        """Adds a failure to its group; the failing call is the last evidence given."""
+        g = self.groups.setdefault((pid, why, function),
+                                   {"ev": [], "detail": detail, "failed": []})
+        if len(g["failed"]) < MAX_KEPT:
+            g["failed"].append(evidence[-1].seq)
         for x in evidence:
             if x.seq not in {y.seq for y in g["ev"]}:
                 keep(g["ev"], x)
@@ -126,7 +130,7 @@ class NotLoggedIn(Rule):
         for (pid, why, function), g in self.groups.items():
             lost = why.startswith("the card was") or why == "the token forgot the login"
             yield finding(self.name, g["ev"], pid=pid, function=function, why=why,
-                          detail=g["detail"],
+                          detail=g["detail"], subjects=g["failed"],
                           more=" After a card reset or re-insertion, log in again (or let the "
                                "module do it: OpenSC use_pin_caching)." if lost else "")
 
