@@ -6,9 +6,10 @@ PY := $(VENV)/bin/python
 SHIM := spy/libp11spy.so
 
 # Everything the shim build and the tests use: python3-venv makes .venv, python3-dev has Python.h
-# for the cffi build, libpcsclite-dev has PCSC/ifdhandler.h for the bench's PIN-pad reader driver
-# and pcsc-spy, libp11-kit-dev has p11-kit/pkcs11.h for the shim tests' C clients,
-# build-essential the C compiler for the shim and the tests' small C programs.
+# for Python packages built from source, libpcsclite-dev has PCSC/ifdhandler.h for the bench's
+# PIN-pad reader driver and pcsc-spy, libp11-kit-dev has p11-kit/pkcs11.h for the shim tests' C
+# clients, build-essential the C compiler for the tests' small C programs (the shims are built
+# with zig's, from the ziglang package in .venv).
 APT_PACKAGES := softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools libpcsclite1 libpcsclite-dev \
 	vsmartcard-vpcd python3-virtualsmartcard gnutls-bin libnss3-tools libengine-pkcs11-openssl \
 	openssl openjdk-17-jdk-headless tmux build-essential python3-dev python3-venv \
@@ -39,7 +40,8 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
-# The shim is C generated from the PKCS#11 fact tables and compiled with cffi.
+# The shims are C generated from the PKCS#11 fact tables, compiled as plain shared objects
+# against glibc 2.17 with zig's C compiler (shim_build/build.py).
 $(SHIM): $(VENV)/.installed $(wildcard shim_build/*.py facts/*.py facts/pkcs11/*.py spy/*.c spy/*.h)
 	$(PY) -m shim_build.build
 
@@ -59,5 +61,5 @@ demo: setup
 	$(PY) -m demo
 
 clean:
-	rm -rf build dist p11spy.egg-info .stamps spy/libp11spy.so spy/libp11spy-2.so spy/libp11spy-preload.so spy/_shim_build .pytest_cache
+	rm -rf build dist p11spy.egg-info .stamps spy/libp11spy*.so spy/*/libp11spy*.so spy/_shim_build .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
