@@ -28,9 +28,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SPY = ROOT / "spy"  # the shims go beside their C sources
 WORK = ROOT / "build" / "shim"  # the generated C, kept for reading and debugging
 GLIBC = "2.17"  # the oldest glibc the shims load on (manylinux2014)
+# zig has no glibc 2.17 stubs for ppc64le, whose glibc starts at 2.17: 2.19's give the same
+# symbol versions (GLIBC_2.17 for everything the shim calls), which the tests check.
+GLIBC_STUBS = {"ppc64le": "2.19"}
 
 # Our name of an architecture -> zig's.
 ARCHES = {"x86_64": "x86_64", "aarch64": "aarch64", "s390x": "s390x", "ppc64le": "powerpc64le"}
+# What an architecture's old machines need: zig tunes s390x for a recent CPU, and the shim
+# needs no new instructions (IBM z196 is older than any supported distribution's baseline);
+# zig's ppc64le headers default to IEEE 128-bit long double, whose printf (__snprintfieee128)
+# came with glibc 2.32, so the shim keeps the IBM long double that older glibc has.
+TARGET_FLAGS = {"s390x": ["-mcpu=z196"], "ppc64le": ["-mabi=ibmlongdouble"]}
 NATIVE = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(),
                                                      platform.machine().lower())
 
@@ -68,7 +76,8 @@ def compiler(arch: str, *, system_cc: bool = False) -> list[str]:
     if not have_zig():
         raise SystemExit("zig's C compiler is missing: pip install ziglang (or use --cc)")
     # zig builds with the UB sanitizer in trap mode unless told otherwise.
-    return [sys.executable, "-m", "ziglang", "cc", "-target", f"{ARCHES[arch]}-linux-gnu.{GLIBC}",
+    target = f"{ARCHES[arch]}-linux-gnu.{GLIBC_STUBS.get(arch, GLIBC)}"
+    return [sys.executable, "-m", "ziglang", "cc", "-target", target, *TARGET_FLAGS.get(arch, []),
             "-fno-sanitize=undefined"]
 
 

@@ -1028,7 +1028,8 @@ static void p11_write_meta_record(unsigned type, unsigned mod, unsigned func,
     unsigned char zero[P11_RECORD_SIZE] = {0};
     p11_put(&r, zero, sizeof zero);
     fill(&r, arg);
-    p11_rec_header(&r, type, mod, func, 0, 0, 0);
+    /* A process record carries the byte-order mark where a call has its return value. */
+    p11_rec_header(&r, type, mod, func, 0, type == REC_PROCESS ? P11_BYTE_ORDER_MARK : 0, 0);
     if (!r.failed) p11_write_all(r.buf, r.len);
     free(r.buf);
 }
