@@ -57,7 +57,7 @@ SHIMS = (
 )
 
 FLAGS = ["-shared", "-fPIC", "-O2", "-std=gnu11", "-fvisibility=hidden", "-fno-strict-aliasing",
-         "-Wall", "-Werror", "-Wno-unused-function", "-Wno-unused-variable",
+         "-Wall", "-Wno-unused-function", "-Wno-unused-variable",
          "-Wno-unused-parameter"]
 # --as-needed drops libdl/libpthread where libc has them; -z defs refuses an unresolved symbol.
 LINK = ["-Wl,--as-needed", "-Wl,-z,defs", "-Wl,-z,relro", "-Wl,-z,now", "-ldl", "-lpthread"]
@@ -123,8 +123,8 @@ def build(arch: str = NATIVE, *, system_cc: bool = False, verbose: bool = False)
         if verbose:
             print(" ".join(cmd))
         done = subprocess.run(cmd, capture_output=True, text=True)
+        sys.stderr.write(done.stdout + done.stderr)  # warnings too: compilers differ in them
         if done.returncode != 0:
-            sys.stderr.write(done.stdout + done.stderr)
             raise SystemExit(f"building {target} failed")
         tmp.replace(target)  # atomic: a running client keeps its old mapping
         built.append(target)
