@@ -124,3 +124,20 @@ def test_preloaded_spy_with_python_hidden(token, tmp_path):
     assert token.label in done.stdout
     calls = [c.function for c in read_trace(trace) if isinstance(c, Call)]
     assert "C_GetSlotList" in calls and "C_GetTokenInfo" in calls
+
+
+def test_build_checks_struct_layouts_against_each_target_compiler(tmp_path):
+    """The layout checks the build adds (from cffi, as the decoder reads captured structs) pass
+    for a 64-bit target and stop a build for one that lays the structs out differently."""
+    from p11spy.facts.pkcs11 import structs
+    from shim_build.build import layout_checks
+
+    src = tmp_path / "layout.c"
+    src.write_text("#include <stddef.h>\n" + structs.CDEF + layout_checks())
+    zig = [sys.executable, "-m", "ziglang", "cc", "-c", "-o", str(tmp_path / "layout.o"),
+           str(src), "-target"]
+    ok = subprocess.run([*zig, "s390x-linux-gnu"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([*zig, "x86-linux-gnu"], capture_output=True, text=True)  # 32-bit
+    assert bad.returncode != 0
+    assert "CK_INFO: size differs from the decoder's" in bad.stderr
