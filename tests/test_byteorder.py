@@ -5,6 +5,7 @@ byte-order mark, read as little-endian as before (tests/test_golden.py holds the
 from __future__ import annotations
 
 import io
+import struct
 
 from p11spy.decoder.events import Call, Process
 from p11spy.decoder.formats.p11spy import byteorder, masker, reader
@@ -66,3 +67,15 @@ def test_viewer_index_reads_a_big_endian_trace():
                                                           "CKR_OK"]
     finally:
         idx.close()
+
+
+def test_records_of_later_types_swap_their_fields():
+    """A record type the byte-order code does not name (the dropped-record count) holds plain
+    fields: its big-endian form becomes exactly the little-endian one."""
+    def record(order: str) -> bytes:
+        body = struct.pack(f"{order}BBBBI", 0, lf.Phase.OUT, lf.Kind.ULONG, 0, 8)
+        body += struct.pack(f"{order}Q", 3)
+        return struct.pack(f"{order}4sIBBHIQQQQQ", lf.MAGIC, lf.RECORD.size + len(body),
+                           lf.RecordType.DROPPED, 0, 0, 4242, 4243, 10**15, 0, 0, 0) + body
+
+    assert byteorder.to_little(record(">")) == record("<")
