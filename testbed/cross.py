@@ -77,8 +77,11 @@ def make_sysroot(arch: Arch) -> Path:
     debs = BUILD / f"debs-{arch.name}"
     shutil.rmtree(debs, ignore_errors=True)
     debs.mkdir(parents=True)
-    subprocess.run(["apt-get", "download", *(f"{p}:{arch.debian}" for p in PACKAGES)],
-                   cwd=debs, check=True, capture_output=True)
+    download = ["apt-get", "download", *(f"{p}:{arch.debian}" for p in PACKAGES)]
+    if subprocess.run(download, cwd=debs, capture_output=True).returncode != 0:
+        # Package lists older than the mirror name versions it no longer has: renew them once.
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
+        subprocess.run(download, cwd=debs, check=True, capture_output=True)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     for deb in sorted(debs.glob("*.deb")):
