@@ -6,17 +6,22 @@ PY := $(VENV)/bin/python
 SHIM := spy/libp11spy.so
 
 # Everything the shim build and the tests use: python3-venv makes .venv, python3-dev has Python.h
-# for the cffi build, libpcsclite-dev has PCSC/ifdhandler.h for the bench's PIN-pad reader driver
-# and pcsc-spy, libp11-kit-dev has p11-kit/pkcs11.h for the shim tests' C clients,
-# build-essential the C compiler for the shim and the tests' small C programs.
+# for Python packages built from source, libpcsclite-dev has PCSC/ifdhandler.h for the bench's
+# PIN-pad reader driver and pcsc-spy, libp11-kit-dev has p11-kit/pkcs11.h for the shim tests' C
+# clients, build-essential the C compiler for the tests' small C programs (the shims are built
+# with zig's, from the ziglang package in .venv).
 APT_PACKAGES := softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools libpcsclite1 libpcsclite-dev \
 	vsmartcard-vpcd python3-virtualsmartcard gnutls-bin libnss3-tools libengine-pkcs11-openssl \
 	openssl openjdk-17-jdk-headless tmux build-essential python3-dev python3-venv \
-	libp11-kit-dev
+	libp11-kit-dev qemu-user-static
+# The foreign architectures the shims are built and tested for (Debian's names in testbed/cross.py).
+CROSS_ARCHES := s390x aarch64 ppc64le
+CROSS_SHIMS := $(foreach a,$(CROSS_ARCHES),spy/$(a)/libp11spy.so)
+SHIM_SOURCES := $(wildcard shim_build/*.py facts/*.py facts/pkcs11/*.py spy/*.c spy/*.h)
 
-.PHONY: setup test bench demo lint clean shim
+.PHONY: setup test test-cross bench demo lint clean shim
 
-setup: .stamps/apt $(VENV)/.installed $(SHIM)
+setup: .stamps/apt $(VENV)/.installed $(SHIM) $(CROSS_SHIMS) .stamps/sysroots
 
 # Install only what is missing, so a second run asks apt nothing. The stamp depends on this
 # Makefile, so a package added to the list above is installed by the next make.
@@ -39,14 +44,33 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
-# The shim is C generated from the PKCS#11 fact tables and compiled with cffi.
-$(SHIM): $(VENV)/.installed $(wildcard shim_build/*.py facts/*.py facts/pkcs11/*.py spy/*.c spy/*.h)
+# The shims are C generated from the PKCS#11 fact tables, compiled as plain shared objects
+# against glibc 2.17 with zig's C compiler (shim_build/build.py).
+$(SHIM): $(VENV)/.installed $(SHIM_SOURCES)
 	$(PY) -m shim_build.build
 
-shim: $(SHIM)
+# The same shims for s390x, aarch64 and ppc64le, into spy/<arch>/.
+spy/%/libp11spy.so: $(VENV)/.installed $(SHIM_SOURCES)
+	$(PY) -m shim_build.build --arch $*
+
+shim: $(SHIM) $(CROSS_SHIMS)
+
+# Debian's SoftHSM2 and its libraries for each foreign architecture, unpacked under
+# build/sysroot-<arch> for qemu-user (tests/test_cross.py).
+.stamps/sysroots: testbed/cross.py | .stamps/apt $(VENV)/.installed
+	@SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); have=$$(dpkg --print-foreign-architectures); \
+	added=; for a in s390x arm64 ppc64el; do \
+		echo "$$have" | grep -qx $$a || { $$SUDO dpkg --add-architecture $$a; added=1; }; done; \
+	if [ -n "$$added" ] || ! apt-cache show libsofthsm2:s390x >/dev/null 2>&1; then \
+		$$SUDO apt-get update -qq; fi
+	$(PY) -m testbed.cross
+	@mkdir -p .stamps && touch $@
 
 test: setup
 	$(PY) -m pytest -q
+
+test-cross: setup
+	$(PY) -m pytest -q tests/test_cross.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -59,5 +83,5 @@ demo: setup
 	$(PY) -m demo
 
 clean:
-	rm -rf build dist p11spy.egg-info .stamps spy/libp11spy.so spy/libp11spy-2.so spy/libp11spy-preload.so spy/_shim_build .pytest_cache
+	rm -rf build dist p11spy.egg-info .stamps spy/libp11spy*.so spy/*/libp11spy*.so spy/_shim_build .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -33,6 +33,13 @@ DIGEST_PREFIX = 32
 
 ULONG = struct.Struct("<Q")
 
+# The process record's return-value field holds this number in the writer's byte order, so a
+# reader knows the order before it reads a length: 01..08 is big-endian (s390x), 08..01
+# little-endian. Traces written before it have 0 there, and are little-endian.
+BYTE_ORDER_MARK = 0x0102030405060708
+BIG_ENDIAN_MARK = BYTE_ORDER_MARK.to_bytes(8, "big")
+BOM_OFFSET = 40  # the return-value field of the record header
+
 
 class RecordType(IntEnum):
     PROCESS = 1  # JSON header: a process started writing (also after fork)
@@ -98,6 +105,7 @@ def c_defines() -> str:
         f"#define P11_DIGEST_PREFIX {DIGEST_PREFIX}",
         f"#define P11_RECORD_SIZE {RECORD.size}",
         f"#define P11_FIELD_SIZE {FIELD.size}",
+        f"#define P11_BYTE_ORDER_MARK 0x{BYTE_ORDER_MARK:016x}ULL",
     ]
     for enum in (RecordType, Phase, Kind, FieldFlag, PinClass, PinExtra):
         prefix = {"RecordType": "REC", "Phase": "PH", "Kind": "K", "FieldFlag": "FF",

@@ -1,55 +1,148 @@
-"""Builds the shim library (spy/libp11spy.so) with cffi from the generated C.
+"""Builds the three shims as plain C shared objects from the generated C.
 
-cffi compiles the generated C and links it as an embeddable library. No Python runs inside
-the client on the per-call path: configuration, capture and the trace writer are C, so a
-client pays no interpreter start-up and no GIL, and a host that embeds another Python is left
-alone. Run as `python -m shim_build.build` from the repository; `make setup` does.
+The shims need nothing but libc (and, on a glibc older than 2.34, libdl and libpthread): no
+Python is loaded into a client, and a host without Python can load them. With zig's C compiler
+(the `ziglang` package) they are built against glibc 2.17, so they load on any Linux of the
+last ten years, and for other architectures (`--arch s390x`). cffi's one role here is to
+check that every target's compiler lays out the PKCS#11 structs as the decoder reads them.
+
+Run as `python -m shim_build.build [--arch ARCH ...] [--cc]` from the repository; `make setup`
+does. The native architecture's shims go to spy/, the others' to spy/<arch>/.
 """
 
 from __future__ import annotations
 
-import shutil
+import argparse
+import importlib.util
+import os
+import platform
+import subprocess
 import sys
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-import cffi
-
+from p11spy.facts.pkcs11 import structs
 from shim_build.codegen import generate
 
-SPY = Path(__file__).resolve().parents[1] / "spy"  # the shims go beside their C sources
-SHIM = SPY / "libp11spy.so"  # exports C_GetFunctionList, C_GetInterfaceList, C_GetInterface
-SHIM_2 = SPY / "libp11spy-2.so"  # exports C_GetFunctionList only, for 2.x modules
-PRELOAD = SPY / "libp11spy-preload.so"  # for LD_PRELOAD: wraps whatever modules load
+ROOT = Path(__file__).resolve().parents[1]
+SPY = ROOT / "spy"  # the shims go beside their C sources
+WORK = ROOT / "build" / "shim"  # the generated C, kept for reading and debugging
+GLIBC = "2.17"  # the oldest glibc the shims load on (manylinux2014)
+# zig has no glibc 2.17 stubs for ppc64le, whose glibc starts at 2.17: 2.19's give the same
+# symbol versions (GLIBC_2.17 for everything the shim calls), which the tests check.
+GLIBC_STUBS = {"ppc64le": "2.19"}
+
+# Our name of an architecture -> zig's.
+ARCHES = {"x86_64": "x86_64", "aarch64": "aarch64", "s390x": "s390x", "ppc64le": "powerpc64le"}
+# What an architecture's old machines need: zig tunes s390x for a recent CPU, and the shim
+# needs no new instructions (IBM z196 is older than any supported distribution's baseline);
+# zig's ppc64le headers default to IEEE 128-bit long double, whose printf (__snprintfieee128)
+# came with glibc 2.32, so the shim keeps the IBM long double that older glibc has.
+TARGET_FLAGS = {"s390x": ["-mcpu=z196"], "ppc64le": ["-mabi=ibmlongdouble"]}
+NATIVE = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(),
+                                                     platform.machine().lower())
 
 
-def build(target: Path = SHIM, *, interfaces: bool = True, preload: bool = False,
-          verbose: bool = False) -> Path:
-    ffi = cffi.FFI()
-    ffi.cdef("")
-    ffi.embedding_api("")
-    ffi.set_source(
-        "_p11spy_shim",
-        generate(),
-        extra_compile_args=["-O2", "-fvisibility=hidden", "-Wall", "-Wno-unused-function",
-                            "-Wno-unused-variable", "-Wno-unused-parameter"],
-        libraries=["dl", "pthread"],
-        define_macros=[("P11SPY_EXPORT_INTERFACES", "1" if interfaces else "0"),
-                       ("P11SPY_PRELOAD", "1" if preload else "0")],
-    )
-    with tempfile.TemporaryDirectory(prefix="p11spy-build-") as tmp:
-        built = ffi.compile(tmpdir=tmp, target=target.name, verbose=verbose)
-        tmp_target = target.with_suffix(".so.tmp")
-        shutil.copyfile(built, tmp_target)
-        tmp_target.replace(target)  # atomic: a running client keeps its old mapping
-    return target
+@dataclass(frozen=True)
+class Shim:
+    name: str
+    interfaces: bool  # exports C_GetInterfaceList and C_GetInterface (PKCS#11 3.x)
+    preload: bool  # the LD_PRELOAD spy of `p11spy run`
 
 
-def main() -> int:
-    verbose = "-v" in sys.argv
-    for path in (build(SHIM, verbose=verbose), build(SHIM_2, interfaces=False, verbose=verbose),
-                 build(PRELOAD, preload=True, verbose=verbose)):
-        print(f"built {path}")
+SHIMS = (
+    Shim("libp11spy.so", interfaces=True, preload=False),
+    Shim("libp11spy-2.so", interfaces=False, preload=False),  # for 2.x modules
+    Shim("libp11spy-preload.so", interfaces=True, preload=True),
+)
+
+FLAGS = ["-shared", "-fPIC", "-O2", "-std=gnu11", "-fvisibility=hidden", "-fno-strict-aliasing",
+         "-Wall", "-Wno-unused-function", "-Wno-unused-variable",
+         "-Wno-unused-parameter"]
+# --as-needed drops libdl/libpthread where libc has them; -z defs refuses an unresolved symbol.
+LINK = ["-Wl,--as-needed", "-Wl,-z,defs", "-Wl,-z,relro", "-Wl,-z,now", "-ldl", "-lpthread"]
+
+
+def have_zig() -> bool:
+    return importlib.util.find_spec("ziglang") is not None
+
+
+def compiler(arch: str, *, system_cc: bool = False) -> list[str]:
+    """The C compiler command for an architecture: zig against glibc 2.17, or the system's."""
+    if system_cc:
+        if arch != NATIVE:
+            raise SystemExit(f"the system compiler builds only for {NATIVE}, not {arch}")
+        return [os.environ.get("CC", "cc")]
+    if not have_zig():
+        raise SystemExit("zig's C compiler is missing: pip install ziglang (or use --cc)")
+    # zig builds with the UB sanitizer in trap mode unless told otherwise.
+    target = f"{ARCHES[arch]}-linux-gnu.{GLIBC_STUBS.get(arch, GLIBC)}"
+    return [sys.executable, "-m", "ziglang", "cc", "-target", target, *TARGET_FLAGS.get(arch, []),
+            "-fno-sanitize=undefined"]
+
+
+def layout_checks() -> str:
+    """Static assertions that this compiler lays out every PKCS#11 struct as cffi (and so the
+    decoder, which reads captured struct bytes with cffi) expects."""
+    ffi = structs.ffi_for_layout()
+    lines = ["/* Layout checks from cffi (shim_build/build.py): the decoder reads these bytes. */"]
+    for s in structs.STRUCTS.values():
+        lines.append(f"_Static_assert(sizeof({s.name}) == {ffi.sizeof(s.name)}, "
+                     f'"{s.name}: size differs from the decoder\'s");')
+        for f in s.fields:
+            lines.append(f"_Static_assert(offsetof({s.name}, {f.name}) == "
+                         f'{ffi.offsetof(s.name, f.name)}, "{s.name}.{f.name}: offset differs");')
+    return "\n".join(lines) + "\n"
+
+
+def out_dir(arch: str) -> Path:
+    return SPY if arch == NATIVE else SPY / arch
+
+
+def source(arch: str) -> Path:
+    """Writes the generated C (with the layout checks) for one architecture."""
+    work = WORK / arch
+    work.mkdir(parents=True, exist_ok=True)
+    src = work / "p11spy-shim.c"
+    src.write_text(generate() + "\n" + layout_checks())
+    return src
+
+
+def build(arch: str = NATIVE, *, system_cc: bool = False, verbose: bool = False) -> list[Path]:
+    """Compiles the three shims for one architecture; returns their paths."""
+    cc = compiler(arch, system_cc=system_cc)
+    src = source(arch)
+    dest = out_dir(arch)
+    dest.mkdir(exist_ok=True)
+    built = []
+    for shim in SHIMS:
+        target = dest / shim.name
+        tmp = target.with_suffix(".so.tmp")
+        cmd = [*cc, *FLAGS, f"-DP11SPY_EXPORT_INTERFACES={int(shim.interfaces)}",
+               f"-DP11SPY_PRELOAD={int(shim.preload)}", "-o", str(tmp), str(src), *LINK]
+        if verbose:
+            print(" ".join(cmd))
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        sys.stderr.write(done.stdout + done.stderr)  # warnings too: compilers differ in them
+        if done.returncode != 0:
+            raise SystemExit(f"building {target} failed")
+        tmp.replace(target)  # atomic: a running client keeps its old mapping
+        built.append(target)
+    return built
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m shim_build.build", description=__doc__)
+    ap.add_argument("--arch", action="append", choices=sorted(ARCHES),
+                    help=f"architecture to build for (repeatable; default {NATIVE})")
+    ap.add_argument("--cc", action="store_true",
+                    help="use the system C compiler ($CC or cc) instead of zig: the shims then "
+                         "need this machine's glibc version or newer")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    for arch in args.arch or [NATIVE]:
+        for path in build(arch, system_cc=args.cc, verbose=args.verbose):
+            print(f"built {path.relative_to(ROOT)}")
     return 0
 
 

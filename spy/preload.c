@@ -36,15 +36,27 @@ static char g_wrap[4096];              /* P11SPY_WRAP: colon-separated modules t
 static Dl_info g_self;
 static int (*p11_real_dlclose)(void *);
 
+/* The version dlsym and dlclose had before glibc 2.34 moved them into libc: the architecture's
+ * first glibc version, so a shim built against an old glibc finds the real ones on any glibc. */
+#if defined(__x86_64__)
+#define P11_LIBDL_OLD "GLIBC_2.2.5"
+#elif defined(__s390x__)
+#define P11_LIBDL_OLD "GLIBC_2.2"
+#elif defined(__aarch64__) || (defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+#define P11_LIBDL_OLD "GLIBC_2.17"
+#else
+#error "p11spy: name this architecture's first glibc version (P11_LIBDL_OLD)"
+#endif
+
 static void p11_resolve_real_dlsym(void)
 {
     if (p11_real_dlsym && p11_real_dlclose) return;
     p11_real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
     if (!p11_real_dlsym)
-        p11_real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+        p11_real_dlsym = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", P11_LIBDL_OLD);
     p11_real_dlclose = (int (*)(void *))dlvsym(RTLD_NEXT, "dlclose", "GLIBC_2.34");
     if (!p11_real_dlclose)
-        p11_real_dlclose = (int (*)(void *))dlvsym(RTLD_NEXT, "dlclose", "GLIBC_2.2.5");
+        p11_real_dlclose = (int (*)(void *))dlvsym(RTLD_NEXT, "dlclose", P11_LIBDL_OLD);
 }
 
 static void p11_resolve_real_exec(void)

@@ -31,6 +31,13 @@
 
 #define P11_EXPORT __attribute__((visibility("default")))
 
+/* Every number in a record is in the writer's byte order; the process record says which. */
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define P11_BYTE_ORDER "big"
+#else
+#define P11_BYTE_ORDER "little"
+#endif
+
 _Static_assert(sizeof(CK_ULONG) == 8, "p11spy records CK_ULONG as 8 bytes");
 
 /* CKR_*_ (every return value), P11_MAX_CTX and P11_MAX_MODULES come from codegen's #defines. */
@@ -1021,7 +1028,8 @@ static void p11_write_meta_record(unsigned type, unsigned mod, unsigned func,
     unsigned char zero[P11_RECORD_SIZE] = {0};
     p11_put(&r, zero, sizeof zero);
     fill(&r, arg);
-    p11_rec_header(&r, type, mod, func, 0, 0, 0);
+    /* A process record carries the byte-order mark where a call has its return value. */
+    p11_rec_header(&r, type, mod, func, 0, type == REC_PROCESS ? P11_BYTE_ORDER_MARK : 0, 0);
     if (!r.failed) p11_write_all(r.buf, r.len);
     free(r.buf);
 }
@@ -1058,9 +1066,9 @@ static void p11_write_header(pid_t ppid_if_fork)
     p11_json_str(js, sizeof js, &o, g_cfg.output);
     o += (size_t)snprintf(js + o, sizeof js - o,
                           ", \"secrets\": %s, \"max_buffer\": %zu, \"ulong_size\": %zu, "
-                          "\"byte_order\": \"little\", \"functions\": %d}",
+                          "\"byte_order\": \"%s\", \"functions\": %d}",
                           g_cfg.secrets ? "true" : "false", g_cfg.max_buffer, sizeof(CK_ULONG),
-                          P11_NFUNCS);
+                          P11_BYTE_ORDER, P11_NFUNCS);
     p11_write_json_record(REC_PROCESS, 0, js);
 }
 

@@ -31,7 +31,8 @@ from tests.conftest import REPO
 FIX = REPO / "fixtures"
 # Real traces of each format, small enough to decode many times over.
 SAMPLES = {
-    "p11spy": [FIX / "p11spy" / "real-card-wrong-pin.p11", FIX / "p11spy" / "real-card-sign.p11"],
+    "p11spy": [FIX / "p11spy" / "real-card-wrong-pin.p11", FIX / "p11spy" / "real-card-sign.p11",
+               FIX / "p11spy" / "cross-s390x.p11"],  # big-endian
     "pkcs11-spy": [FIX / "pkcs11-spy" / "real-0.23-login-wrong-pin.log",
                    FIX / "pkcs11-spy" / "real-0.23-card-wrong-pin.log",
                    FIX / "pkcs11-spy" / "written-0.24-windows-pt-crlf.log",

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import re
+import tempfile
 import time
 from array import array
 from bisect import bisect_left, bisect_right
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from p11spy.decoder.events import Event, TraceWarning
-from p11spy.decoder.formats.p11spy import frames
+from p11spy.decoder.formats.p11spy import byteorder, frames
 from p11spy.decoder.formats.p11spy import reader as p11log
 from p11spy.decoder.summary import FunctionStats, Summary
 from p11spy.decoder.values import format_time, rv_name
@@ -63,6 +64,22 @@ _CALL_T = int(RecordType.CALL)
 _PCSC_T = int(RecordType.PCSC)
 
 
+def little_endian(path: Path) -> Path:
+    """path itself, or for a big-endian trace (written on s390x) a private little-endian copy:
+    the index reads record headers with the little-endian structs, for speed. The copy holds
+    the whole records (a damaged stretch, which `p11spy decode` names, is left out)."""
+    with path.open("rb") as f:
+        if not byteorder.is_big_endian(f.read(RECORD.size)):
+            return path
+        f.seek(0)
+        fd, name = tempfile.mkstemp(prefix="p11spy-little-", suffix=".p11")  # mode 0600
+        with os.fdopen(fd, "wb") as out:
+            for _offset, rec in p11log.records(f):
+                if isinstance(rec, bytes):
+                    out.write(rec)
+    return Path(name)
+
+
 class P11Index(TraceIndex):
     format_name = "p11spy"
 
@@ -90,16 +107,19 @@ class P11Index(TraceIndex):
         self._pending: dict[tuple[int, int], list[int]] = {}
         self._seq_order: array | None = None  # seq -> record, built when first asked
         self._module_paths: dict[tuple[int, int], str] = {}  # (pid, module index) -> path
-        self._fd = os.open(path, os.O_RDONLY)
+        self._data = little_endian(path)  # what is scanned and read: path, or its twin
+        self._fd = os.open(self._data, os.O_RDONLY)
         self.size = os.fstat(self._fd).st_size
 
     def close(self) -> None:
         os.close(self._fd)
+        if self._data != self.path:
+            self._data.unlink(missing_ok=True)
 
     # -- scanning ------------------------------------------------------------------------------
 
     def scan(self, cancelled: Callable[[], bool], follow: bool = False) -> None:
-        fd = os.open(self.path, os.O_RDONLY)
+        fd = os.open(self._data, os.O_RDONLY)
         try:
             self._scan(fd, cancelled, follow)
         finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from p11spy.decoder.formats.p11spy import byteorder
 from p11spy.facts import logformat
 from p11spy.facts.pkcs11 import structs
 from p11spy.facts.pkcs11.model import Param, Role
@@ -46,7 +47,8 @@ def u64(b: bytes | bytearray, off: int = 0) -> int:
 
 
 def frames(f: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
-    """(kind, file offset, bytes) in file order; the pieces joined are the whole file.
+    """(kind, file offset, bytes) in file order; the pieces joined are the whole file, but
+    that a big-endian writer's records (its process record says so) come little-endian.
 
     After a CUT nothing follows. A stretch that is no record ends at the next record marker
     (not the one it starts at) or at the end of the file."""
@@ -73,18 +75,22 @@ def frames(f: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
         return start, piece
 
     magic = logformat.MAGIC
+    big = False  # the byte order the last process record named
     while fill(1):
         if not fill(MIN_RECORD):
             nxt = buf.find(magic, 1)
             yield SHORT, *take(len(buf) if nxt < 0 else nxt)
             continue
-        length = int.from_bytes(buf[4:8], "little")
+        if buf[:4] == magic:
+            big = byteorder.order_from(bytes(buf[:MIN_RECORD]), big)
+        length = byteorder.record_length(buf, big)
         if header_ok(bytes(buf[:4]), length):
-            if fill(length):
-                yield RECORD, *take(length)
-                continue
-            yield CUT, *take(len(buf))
-            return
+            kind, n = (RECORD, length) if fill(length) else (CUT, len(buf))
+            start, piece = take(n)
+            yield kind, start, byteorder.to_little(piece) if big else piece
+            if kind == CUT:
+                return
+            continue
         kind, start = JUNK, 1
         nxt = buf.find(magic, start)
         while nxt < 0 and not eof:
