@@ -695,18 +695,27 @@ static void p11_attr_value(struct p11_rec *r, const CK_ATTRIBUTE *a, CK_ULONG n,
     memcpy(r->buf + at - 4, &plen, 4);
 }
 
+/* Whether an input template can be recorded; if not, records why (NULL, or more attributes
+ * than the shim reads) and the caller records nothing else for it. */
+static int p11_template_readable(struct p11_rec *r, int param, const CK_ATTRIBUTE *a,
+                                 CK_ULONG n)
+{
+    if (!a) {
+        p11_null(r, param, PH_IN);
+        return 0;
+    }
+    if (n > P11_MAX_ATTRS) {
+        p11_unread(r, param, PH_IN, n);
+        return 0;
+    }
+    return 1;
+}
+
 /* A template read by the call. keyctx_hint: 1 if the function creates a key from it. */
 static void p11_template_in(struct p11_rec *r, int param, const CK_ATTRIBUTE *a, CK_ULONG n,
                             int keyctx_hint)
 {
-    if (!a) {
-        p11_null(r, param, PH_IN);
-        return;
-    }
-    if (n > P11_MAX_ATTRS) {
-        p11_unread(r, param, PH_IN, n);
-        return;
-    }
+    if (!p11_template_readable(r, param, a, n)) return;
     int ctx = keyctx_hint ? 1 : p11_template_keyctx(a, n);
     size_t at = p11_field_begin(r, param, PH_IN, K_TEMPLATE, 0);
     p11_template_body(r, a, n, 1, ctx, 0);
@@ -725,14 +734,7 @@ static void p11_template_inout_in(struct p11_rec *r, int param, const CK_ATTRIBU
 {
     s->n = 0;
     s->lens = NULL;
-    if (!a) {
-        p11_null(r, param, PH_IN);
-        return;
-    }
-    if (n > P11_MAX_ATTRS) {
-        p11_unread(r, param, PH_IN, n);
-        return;
-    }
+    if (!p11_template_readable(r, param, a, n)) return;
     s->lens = n <= 16 ? s->small : malloc(n * sizeof(CK_ULONG));
     if (s->lens) {
         s->n = n;
