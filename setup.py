@@ -82,9 +82,14 @@ class NativeDistribution(Distribution):
 
 class bdist_wheel(_bdist_wheel):
     def get_tag(self) -> tuple[str, str, str]:
+        shims = [ROOT / "spy" / so for so in SHIMS]
+        if not all(so.is_file() for so in shims):
+            # an editable install (`make setup` on a fresh clone): make builds the shims after
+            # it, and nothing is shipped under this tag
+            return super().get_tag()
         elf = _load("p11spy_elf", ROOT / "spy" / "elf.py")  # the reader p11spy bundle uses
         _, _, plat = super().get_tag()
-        needs = [elf.needs(ROOT / "spy" / so) for so in SHIMS]
+        needs = [elf.needs(so) for so in shims]
         if all(elf.manylinux2014(n) for n in needs):
             plat = plat.replace("linux_", "manylinux2014_", 1)
         libpython = any(lib.startswith("libpython") for n in needs for lib in n.libraries)
