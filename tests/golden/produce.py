@@ -17,7 +17,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -67,11 +69,31 @@ def run(main, argv: list[str]) -> dict:
     return {"rc": rc, "stdout": out.buffer.getvalue(), "stderr": err.getvalue().encode()}
 
 
+# OpenSC debug logs of some versions carry no date: the reader takes the day from the file's
+# modification time, which a fresh clone sets to now. The fixtures are read from a copy with
+# this fixed time, so the outputs do not depend on when the checkout was made.
+FIXED_MTIME = 1764547200  # 2025-12-01 00:00 UTC
+
+
 def produce() -> dict[str, dict]:
     """Every command's exit status and output digests, keyed by the command line."""
-    os.chdir(REPO)  # file names in the outputs are relative, as a user would type them
+    files = [f.relative_to(REPO) for f in fixture_files()]
+    copy = Path(tempfile.mkdtemp(prefix="p11spy-golden-"))
+    try:
+        for f in files:
+            (copy / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / f, copy / f)
+            os.utime(copy / f, (FIXED_MTIME, FIXED_MTIME))
+        os.chdir(copy)  # file names in the outputs are relative, as a user would type them
+        return _run_all([str(f) for f in files])
+    finally:
+        os.chdir(REPO)
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def _run_all(files: list[str]) -> dict[str, dict]:
     main = _main()
-    runs = [[*cmd, str(f.relative_to(REPO))] for f in fixture_files() for cmd in PER_FILE]
+    runs = [[*cmd, f] for f in files for cmd in PER_FILE]
     runs += [["explain", code] for code in EXPLAIN]
     runs.append(["explain", "--json", *EXPLAIN[:10]])
     results = {}
