@@ -329,7 +329,7 @@ def test_strict_masks_what_identifies(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("tracer", ["p11spy", "pkcs11-spy"])
-@pytest.mark.parametrize("client", ["classes", "noclass"])
+@pytest.mark.parametrize("client", ["classes", "noclass"])  # modes of shim_c/classes.c
 def test_redact_masks_what_the_shim_masks(client, tracer, token, tmp_path, spy_env, shim):
     """A trace made with secrets shown (p11spy's, or OpenSC's pkcs11-spy log): key values under
     OTP, vendor-defined and unknown classes, in templates that name no class, and in a search
@@ -339,14 +339,14 @@ def test_redact_masks_what_the_shim_masks(client, tracer, token, tmp_path, spy_e
     from tests.conftest import USER_PIN, run
     from tests.cprogs import build
 
-    prog = build(client, tmp_path)
+    prog = build("classes", tmp_path)
     trace = tmp_path / "shown.trace"
     if tracer == "p11spy":
         module, env = shim, spy_env(token, trace, P11SPY_LOG_SECRETS="1")
     else:
         module = SPY_MODULE
         env = {**token.env, "PKCS11SPY": token.module, "PKCS11SPY_OUTPUT": str(trace)}
-    res = run([str(prog), str(module), USER_PIN], env)
+    res = run([str(prog), str(module), USER_PIN, client], env)
     assert res.returncode == 0, res.stderr
     secrets = [line.split()[-1].encode() for line in res.stdout.splitlines()
                if "secret" in line]
