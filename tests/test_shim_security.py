@@ -242,7 +242,7 @@ def test_own_trace_is_appended_to_and_made_private(token, tmp_path, spy_env, shi
     (0o755, 65534, "another user owns it"),
 ])
 def test_folder_others_control_is_refused(token, tmp_path, spy_env, shim, mode, owner, why):
-    folder = tmp_path / "shared"
+    folder = tmp_path / "others-folder"
     folder.mkdir()
     folder.chmod(mode)
     os.chown(folder, owner, owner)
