@@ -1233,7 +1233,9 @@ static int p11_load_options(void)
     if (mb && *mb) {
         char *end;
         unsigned long long v = strtoull(mb, &end, 10);
-        if (*end == 0 && v <= (1ULL << 30)) g_cfg.max_buffer = (size_t)v;
+        /* at most 16 MiB: a record holds a few buffers, and readers take a record over
+         * 64 MiB for damage (facts/LOGFORMAT.md) */
+        if (*end == 0) g_cfg.max_buffer = (size_t)(v < (16ULL << 20) ? v : (16ULL << 20));
         else p11_complain("P11SPY_MAX_BUFFER=%s is not a byte count; using 65536%s", mb, NULL);
     }
     return 1;

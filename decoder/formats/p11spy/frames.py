@@ -23,7 +23,9 @@ from p11spy.facts.pkcs11.model import Param, Role
 
 CHUNK = 1 << 20  # bytes read at a time
 MIN_RECORD = logformat.RECORD.size  # a record is at least its header
-MAX_RECORD = 1 << 30  # a larger length is damage, not a record
+# A larger length is damage, not a record: the shim records at most 16 MiB of any buffer, and
+# a reader must not hold a gigabyte because one length field was hit (LOGFORMAT.md).
+MAX_RECORD = 64 << 20
 
 # What frames() yields: a whole record; the first piece of a stretch that is no record and
 # further pieces of it (a long stretch comes in pieces, so memory stays flat); a record the
@@ -85,6 +87,10 @@ def frames(f: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
             big = byteorder.order_from(bytes(buf[:MIN_RECORD]), big)
         length = byteorder.record_length(buf, big)
         if header_ok(bytes(buf[:4]), length):
+            at = _resync(buf, fill, length, big, lambda: eof)
+            if at > 0:  # the length is damaged: the record is lost, what follows is not
+                yield JUNK, *take(at)
+                continue
             kind, n = (RECORD, length) if fill(length) else (CUT, len(buf))
             start, piece = take(n)
             yield kind, start, byteorder.to_little(piece) if big else piece
@@ -103,6 +109,36 @@ def frames(f: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
         end = len(buf) if nxt < 0 else nxt
         if end:
             yield kind, *take(end)
+
+
+def _chain(buf: bytearray, fill, p: int, big: bool, at_eof) -> bool:
+    """Whether a valid record starts at buf[p:] and ends where another starts, or the file."""
+    if not fill(p + MIN_RECORD) or buf[p:p + 4] != logformat.MAGIC:
+        return False
+    n = byteorder.record_length(buf[p:p + MIN_RECORD], big)
+    if not header_ok(bytes(buf[p:p + 4]), n):
+        return False
+    if fill(p + n + 4):
+        return buf[p + n:p + n + 4] == logformat.MAGIC
+    return at_eof() and len(buf) == p + n
+
+
+def _resync(buf: bytearray, fill, length: int, big: bool, at_eof) -> int:
+    """Where the records go on when the length of the record at buf[0] is wrong, or 0 when it
+    is right. Right: its end is the start of a record, or the end of the file (so a damaged
+    record after it is no reason to doubt it). Wrong: the first marker inside its span that
+    begins a record which ends where another begins (or the file)."""
+    if fill(length + 4):
+        if buf[length:length + 4] == logformat.MAGIC:
+            return 0
+    elif at_eof() and len(buf) == length:
+        return 0
+    p = buf.find(logformat.MAGIC, MIN_RECORD, min(length, len(buf)))
+    while p > 0:
+        if _chain(buf, fill, p, big, at_eof):
+            return p
+        p = buf.find(logformat.MAGIC, p + 1, min(length, len(buf)))
+    return 0
 
 
 def fields(rec: bytes, start: int = 0,

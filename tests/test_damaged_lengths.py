@@ -1,0 +1,86 @@
+"""A damaged record length costs only that record (review C-1): decode and redact resynchronise
+at the next record and keep everything after it, with bounded memory, however large the
+length claimed."""
+
+from __future__ import annotations
+
+import resource
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from p11spy.decoder.events import Call
+from tests.conftest import REPO, read_trace
+
+P11SPY = str(Path(sys.executable).parent / "p11spy")
+TRACE = REPO / "fixtures" / "p11spy" / "real-card-sign.p11"
+
+
+def _offsets(data: bytes) -> list[int]:
+    """Where each record of an intact trace starts."""
+    out, off = [], 0
+    while off < len(data):
+        out.append(off)
+        off += struct.unpack_from("<I", data, off + 4)[0]
+    return out
+
+
+def _damaged(tmp_path: Path, index: int, length: int, tail: int = 0) -> tuple[Path, int]:
+    """The trace with record `index`'s length set to `length`, and `tail` zero bytes after the
+    file (sparse); the seq of the call spoiled, if it was one."""
+    data = bytearray(TRACE.read_bytes())
+    off = _offsets(bytes(data))[index]
+    struct.pack_into("<I", data, off + 4, length)
+    path = tmp_path / "damaged.p11"
+    path.write_bytes(data)
+    if tail:
+        with path.open("r+b") as f:
+            f.truncate(len(data) + tail)
+    return path, off
+
+
+def _calls(path: Path) -> list[str]:
+    return [e.function for e in read_trace(path) if isinstance(e, Call)]
+
+
+@pytest.mark.parametrize("claim", [0x3FFFFFFF, 0xFFFFFF, +200, +1])
+def test_a_damaged_length_loses_only_its_record(tmp_path: Path, claim: int) -> None:
+    whole = _calls(TRACE)
+    data = TRACE.read_bytes()
+    index = 6
+    offs = _offsets(data)
+    real = offs[index + 1] - offs[index]
+    path, _ = _damaged(tmp_path, index, claim if claim > 1000 else real + claim)
+    got = _calls(path)
+    assert len(got) >= len(whole) - 1, (got, whole)
+    assert got == [f for f in whole if f in got] and whole[-1] == got[-1]
+    res = subprocess.run([P11SPY, "decode", str(path)], capture_output=True, text=True)
+    assert res.returncode == 0 and "unreadable bytes" in res.stdout
+
+
+def test_redact_keeps_the_records_after_a_damaged_length(tmp_path: Path) -> None:
+    path, _ = _damaged(tmp_path, 6, 0x3FFFFFFF)
+    out = tmp_path / "red.p11"
+    res = subprocess.run([P11SPY, "redact", str(path), "-o", str(out)], capture_output=True)
+    assert res.returncode == 0, res.stderr
+    assert _calls(out) == _calls(path)
+    assert len(out.read_bytes()) == len(path.read_bytes())
+
+
+def _limited() -> None:
+    limit = 400 << 20  # far less than the gigabyte the length claims
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def test_a_gigabyte_claimed_and_present_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    """The length claims 1 GiB and a gigabyte (of zeros, sparse) follows: every command runs
+    with its address space limited to 400 MB, and says where the bytes could not be read."""
+    path, off = _damaged(tmp_path, 6, 0x3FFFFFFF, tail=1 << 30)
+    for cmd in (["decode"], ["diagnose"], ["redact", "--check"]):
+        res = subprocess.run([P11SPY, *cmd, str(path)], capture_output=True, text=True,
+                             preexec_fn=_limited, timeout=300)
+        assert res.returncode in (0, 1), (cmd, res.stderr[-2000:])
+        assert "Traceback" not in res.stderr and "MemoryError" not in res.stderr
