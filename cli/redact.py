@@ -26,6 +26,7 @@ def _open(path: Path, fmt: str | None, passes: int = 1) -> tuple[str, BinaryIO]:
 
 def _check(args: argparse.Namespace, opts: masking.Options) -> int:
     from p11spy.decoder import redact
+    from p11spy.decoder.formats.registry import open_file
     from p11spy.decoder.masking import search
 
     status = 0
@@ -35,7 +36,7 @@ def _check(args: argparse.Namespace, opts: masking.Options) -> int:
         with f:
             found = redact.check(fmt, f, opts)
         for pin in args.pin or []:
-            with redact.open_input(path) as f:
+            with open_file(path) as f:
                 found += list(search.search(f, pin, binary=fmt == "p11spy"))
         for place in found:
             print(f"{path}: {place}")
@@ -50,7 +51,7 @@ def _check(args: argparse.Namespace, opts: masking.Options) -> int:
 
 def _redact(args: argparse.Namespace, opts: masking.Options) -> int:
     from p11spy.decoder import redact
-    from p11spy.decoder.formats.registry import seekable
+    from p11spy.decoder.formats.registry import open_file, seekable
     from p11spy.decoder.masking import search
 
     if len(args.files) != 1:
@@ -86,7 +87,7 @@ def _redact(args: argparse.Namespace, opts: masking.Options) -> int:
     status = 0
     if dest is not None:
         for pin in args.pin or []:
-            with redact.open_input(dest) as f:
+            with open_file(dest) as f:
                 left = list(search.search(f, pin, binary=fmt == "p11spy"))
             for place in left:
                 print(f"{dest}: {place}")

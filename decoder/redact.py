@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from p11spy.decoder.formats.registry import FORMATS
+from p11spy.decoder.formats.registry import FORMATS, open_file
 from p11spy.decoder.masking import Finding, Options, Report
 from p11spy.errors import UserError
 
@@ -35,14 +35,6 @@ def redact(fmt: str, fin: BinaryIO, fout: BinaryIO | None, opts: Options = DEFAU
 def check(fmt: str, fin: BinaryIO, opts: Options = DEFAULT) -> list[Finding]:
     """Where a secret appears to remain: what redaction would change."""
     return redact(fmt, fin, None, opts)
-
-
-def open_input(path: Path) -> BinaryIO:
-    """A trace opened for reading, or the one-line reason it cannot be."""
-    try:
-        return path.open("rb")
-    except OSError as exc:
-        raise UserError(f"{path}: {exc.strerror}") from exc
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -99,7 +91,7 @@ def atomic_output(target: Path, owner: tuple[int, int] | None = None) -> Iterato
 
 def redact_file(src: Path, dest: Path, fmt: str, opts: Options) -> list[Finding]:
     """Redacts src into dest (atomically); the places masked. For the viewer's export too."""
-    return redact_stream(open_input(src), src, dest, fmt, opts)
+    return redact_stream(open_file(src), src, dest, fmt, opts)
 
 
 def redact_stream(fin: BinaryIO, src: Path, dest: Path, fmt: str, opts: Options

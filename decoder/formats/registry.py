@@ -78,7 +78,8 @@ class _Replay(io.RawIOBase):
         super().close()
 
 
-def _open(path: Path) -> BinaryIO:
+def open_file(path: Path) -> BinaryIO:
+    """A trace (or `-`) opened for reading, or the one-line reason it cannot be."""
     if str(path) == STDIN:
         return sys.stdin.buffer
     try:
@@ -108,7 +109,7 @@ def seekable(path: Path) -> bool:
 def open_trace(path: Path, fmt: str | None = None) -> tuple[str, BinaryIO]:
     """The trace opened once, and its format (detected unless given). Works on files, pipes,
     FIFOs and `-` (standard input): what was read to detect the format is read again."""
-    f = _open(path)
+    f = open_file(path)
     try:
         if seekable(path):
             name = fmt or _sniff(path, f.read(HEAD))
