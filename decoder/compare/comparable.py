@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p11spy.decoder.events import Call
+from p11spy.decoder.export.rows import pin_summary
 from p11spy.facts.pkcs11.functions import BY_NAME
 from p11spy.facts.pkcs11.model import Param, Role
 
@@ -71,18 +72,6 @@ def _phase(value: Any, phase: str) -> Any:
     return value if phase == "in" else None
 
 
-def _pin(value: Any) -> Any:
-    from p11spy.decoder.diagnose.rules.pins import pin_facts  # late: the rule table is big
-
-    if value is None:
-        return None
-    length, cls, extras = pin_facts(value)
-    out: dict[str, Any] = {"length": length, "class": cls or "not recorded"}
-    if extras:
-        out["extras"] = extras
-    return out
-
-
 def _attr_value(attr: dict[str, Any]) -> Any:
     name = attr.get("type")
     if "value" not in attr:
@@ -135,7 +124,7 @@ _ROLES: dict[Role, Rule] = {
     Role.FLAGS: (_IN, lambda v: v),
     Role.CSTRING: (_IN, _text),
     Role.TEXT_FIXED: (_IN, _text),
-    Role.PIN: (_IN, _pin),
+    Role.PIN: (_IN, pin_summary),
     Role.BYTES_IN: (_IN, size_of),
     Role.BYTES_INOUT: (_IN, size_of),
     Role.TEMPLATE_IN: (_IN, template),
