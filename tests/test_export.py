@@ -182,3 +182,14 @@ def test_perfetto_export_of_every_format_is_valid_json() -> None:
         xs = [e for e in data["traceEvents"] if e["ph"] == "X"]
         assert xs and all(e["dur"] >= 0 for e in xs), f
         nest(xs)  # every slice has a thread and a span
+
+
+def test_readme_documents_the_parquet_schema() -> None:
+    """The schema is a promise to the people who query it: every column, its type and
+    meaning in the README, in order."""
+    from p11spy.decoder.export.rows import SCHEMA
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    part = readme.split("## Fleets:")[1].split("\n## ")[0]
+    table = [line for line in part.splitlines() if line.startswith("| `")]
+    assert table == [f"| `{c}` | {t} | {d} |" for c, t, d in SCHEMA]

@@ -11,8 +11,9 @@ pkcs11-spy crashes on some of the invalid ones (NULL arguments).
 Then the decoders (tests/bench/decoders.py: each reader against a regex floor, and redact
 against decode) and the viewer (tests/bench/tui.py: first screen, full index and memory for 100 MB
 and 1 GB traces), and start-up (tests/bench/startup.py: `p11spy --version` against `python -c
-pass`, `p11spy run -- pkcs11-tool -L` against the bare client). P11SPY_BENCH_ONLY=startup,shim,
-decoders,tui picks parts (default: all).
+pass`, `p11spy run -- pkcs11-tool -L` against the bare client), and export (tests/bench/exports.py:
+perfetto and parquet export, and query, beside a reader pass). P11SPY_BENCH_ONLY=startup,shim,
+decoders,tui,exports picks parts (default: all).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def rate(loop: Path, module: str, env: dict[str, str], func: str, threads: int) 
 
 
 def main() -> int:
-    parts = os.environ.get("P11SPY_BENCH_ONLY", "startup,shim,decoders,tui").split(",")
+    parts = os.environ.get("P11SPY_BENCH_ONLY", "startup,shim,decoders,tui,exports").split(",")
     if "startup" in parts:
         subprocess.run([sys.executable, str(REPO / "tests/bench/startup.py")], check=True)
         print(flush=True)
@@ -97,6 +98,10 @@ def main() -> int:
     if "tui" in parts:
         print("\np11spy show (headless at 120x40, a fresh process per size)", flush=True)
         subprocess.run([sys.executable, "-m", "tests.bench.tui"], cwd=REPO, check=True)
+    if "exports" in parts:
+        print("\np11spy export and query (a fresh process each, beside a plain reader pass)",
+              flush=True)
+        subprocess.run([sys.executable, "-m", "tests.bench.exports"], cwd=REPO, check=True)
     return 0
 
 
