@@ -118,6 +118,13 @@ def test_query_bad_sql_and_bad_files_are_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and "no such file" in r.stderr and r.stderr.count("\n") == 1
     r = p11spy("export", "--format", "parquet", str(CARD_SIGN))
     assert r.returncode == 2 and "-o FILE" in r.stderr
+    for fmt in ("perfetto", "parquet"):
+        out = tmp_path / f"out.{fmt}"
+        r = p11spy("export", "--format", fmt, str(tmp_path / "missing.p11"), "-o", str(out))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such file" in r.stderr
+        assert not out.exists() and not list(tmp_path.glob(".*"))  # nothing half-written
+    r = p11spy("export", "--format", "perfetto", str(tmp_path / "missing.p11"))
+    assert r.returncode == 2 and r.stdout == ""
 
 
 def slices_of(path: Path) -> list[dict]:

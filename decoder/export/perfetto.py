@@ -64,6 +64,7 @@ class Writer:
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
+        self.begun = False
         self.first = True
         self.slices = 0
         self.named: set[int] = set()
@@ -76,10 +77,15 @@ class Writer:
         self.pending: dict[tuple[int, int], _Pending] = {}
         self.cursor: dict[tuple[int, int], float] = {}
 
-    def begin(self) -> None:
+    def _begin(self) -> None:
+        """The file's head, written with its first event: a trace that cannot be opened leaves
+        nothing half-written on standard output."""
         self.out.write('{"displayTimeUnit": "ms", "traceEvents": [\n')
+        self.begun = True
 
     def _emit(self, ev: dict[str, Any]) -> None:
+        if not self.begun:
+            self._begin()
         if not self.first:
             self.out.write(",\n")
         self.first = False
@@ -170,6 +176,8 @@ class Writer:
             self._flush(ids)
 
     def end(self) -> None:
+        if not self.begun:
+            self._begin()
         self.out.write("\n]}\n")
 
 
@@ -177,7 +185,6 @@ def write(traces: Iterable[tuple[str, Iterable[Event]]], out: TextIO) -> int:
     """The events of each (name, events) as one trace-event file; returns the slices written.
     Several traces go into one file, each process under its own name."""
     w = Writer(out)
-    w.begin()
     for name, events in traces:
         w.start_trace(name)
         for e in events:
