@@ -59,6 +59,7 @@ class Pairs:
     right_spy: Path  # the same through pkcs11-spy
     ebcdic: Path  # the right digits in EBCDIC (p11spy)
     read_only: Path  # a read-only session (p11spy)
+    pss: tuple[Path, Path]  # pkcs11-tool signs twice with RSA-PSS: other signature bytes
 
 
 def diff(good: Path, bad: Path, *opts: str) -> subprocess.CompletedProcess[str]:
@@ -112,7 +113,13 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> Pairs:
     runs["right_spy"] = pkcs11_spied(fresh("right-spy"), root / "right-spy.log", client())
     runs["ebcdic"] = spied(fresh("ebcdic"), root / "ebcdic.p11", real(client("--ebcdic")))
     runs["read_only"] = spied(fresh("ro"), root / "ro.p11", real(client("--read-only")))
-    return Pairs(root, **runs)
+    pss = []
+    for i in (1, 2):
+        cmd = real(sign_tool(f"sig-pss{i}"))
+        cmd[cmd.index("SHA256-RSA-PKCS")] = "SHA256-RSA-PKCS-PSS"
+        pss.append(spied(fresh(f"pss{i}"), root / f"pss{i}.p11", cmd))
+    assert (root / "sig-pss1").read_bytes() != (root / "sig-pss2").read_bytes()  # salted
+    return Pairs(root, **runs, pss=(pss[0], pss[1]))
 
 
 def steps_of(d: dict, function: str) -> list[dict]:
@@ -142,6 +149,14 @@ def test_same_signature_by_pkcs11_tool_and_python_pkcs11(pairs: Pairs) -> None:
     # the lookups differ: python-pkcs11 asks about every slot and mechanism first
     assert d["counts"]["only bad"] > 0 and d["counts"]["same"] >= 5
     assert "C_GetMechanismList" in {s["bad"]["function"] for s in d["divergences"] if s["bad"]}
+
+
+def test_signatures_and_handles_are_not_compared(pairs: Pairs) -> None:
+    """RSA-PSS signatures are salted: two runs sign the same data into other bytes, and are
+    still alike call for call."""
+    r = diff(*pairs.pss)
+    assert r.returncode == 0, r.stdout
+    assert " 0 differ, 0 only in GOOD, 0 only in BAD" in r.stdout
 
 
 def test_right_pin_against_ebcdic_pin(pairs: Pairs) -> None:
