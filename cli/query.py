@@ -29,19 +29,26 @@ def table(names: list[str], rows: list[tuple], out) -> None:
 
 
 def _query(args: argparse.Namespace) -> int:
+    import tempfile
+
     from p11spy.cli.export import all_rows
-    from p11spy.decoder.export.parquet import _duckdb, events_table, is_parquet, private_dir
+    from p11spy.decoder.export.parquet import (
+        duckdb_module,
+        events_table,
+        is_parquet,
+        private_dir,
+    )
     from p11spy.errors import UserError
 
     paths = [Path(f) for f in args.files]
     parquet = [p for p in paths if p.is_file() and is_parquet(p)]
     trace_files = [str(p) for p in paths if p not in parquet]
-    with private_dir(Path(tempfile_root())) as scratch:
+    with private_dir(Path(tempfile.gettempdir())) as scratch:
         rows = all_rows(trace_files, args.input_format, args.host) if trace_files else None
         con = events_table(rows, parquet, scratch)
         try:
             res = con.execute(args.sql)
-        except _duckdb().Error as exc:
+        except duckdb_module().Error as exc:
             raise UserError(f"SQL: {str(exc).strip().splitlines()[0]}") from exc
         names = [d[0] for d in res.description or []]
         result = res.fetchall()
@@ -58,12 +65,6 @@ def _query(args: argparse.Namespace) -> int:
     else:
         table(names, result, out)
     return 0
-
-
-def tempfile_root() -> str:
-    import tempfile
-
-    return tempfile.gettempdir()
 
 
 def register(sub: argparse._SubParsersAction) -> None:

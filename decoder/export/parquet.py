@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 NULL = "\\N"  # how the CSV says NULL (an empty field is an empty string)
 
 
-def _duckdb() -> Any:
+def duckdb_module() -> Any:
     try:
         import duckdb
     except ImportError as exc:  # an install without the dependency: one line, not a traceback
@@ -75,7 +75,7 @@ def read_csv_sql(path: Path) -> str:
 
 def to_parquet(rows: Iterable[tuple[Any, ...]], target: Path) -> int:
     """Write the rows as one Parquet file at target; returns how many rows."""
-    duckdb = _duckdb()
+    duckdb = duckdb_module()
     folder = target.parent if str(target.parent) else Path(".")
     with private_dir(folder) as d:
         data = d / "rows.csv"
@@ -107,7 +107,7 @@ def is_parquet(path: Path) -> bool:
 def events_table(rows: Iterable[tuple[Any, ...]] | None, parquet: list[Path],
                  scratch: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB whose `events` holds the rows and the Parquet files' rows."""
-    duckdb = _duckdb()
+    duckdb = duckdb_module()
     con = duckdb.connect()
     cols = ", ".join(f'"{c}" {t}' for c, t, _d in SCHEMA)
     con.execute(f"CREATE TABLE events ({cols})")
