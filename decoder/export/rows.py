@@ -59,6 +59,7 @@ SCHEMA: tuple[tuple[str, str, str], ...] = (
     ("text", "VARCHAR", "a log line's or a warning's text"),
 )
 COLUMNS = tuple(c for c, _t, _d in SCHEMA)
+_EMPTY = dict.fromkeys(COLUMNS)  # a row's dict in column order: filled, then read in order
 
 
 def pin_summary(value: Any) -> Any:
@@ -139,11 +140,12 @@ def _json(v: Any) -> str:
 def row(e: Event, o: Origin) -> tuple[Any, ...]:
     """One event as a tuple in COLUMNS order."""
     pid = getattr(e, "pid", None)
-    base = {"schema_version": SCHEMA_VERSION, "host": o.host, "trace_file": o.trace_file,
-            "format": o.format, "pid": pid, "tid": getattr(e, "tid", None),
-            "exe": o.exe.get(pid), "module": o.module.get(pid), "seq": e.seq, "type": e.type,
-            "parent": getattr(e, "parent", None), "time": getattr(e, "time", None),
-            "duration_us": getattr(e, "duration_us", None)}
+    base = dict(_EMPTY)
+    base.update(schema_version=SCHEMA_VERSION, host=o.host, trace_file=o.trace_file,
+                format=o.format, pid=pid, tid=getattr(e, "tid", None), exe=o.exe.get(pid),
+                module=o.module.get(pid), seq=e.seq, type=e.type,
+                parent=getattr(e, "parent", None), time=getattr(e, "time", None),
+                duration_us=getattr(e, "duration_us", None))
     if isinstance(e, Call):
         base.update(function=e.function, rv=e.rv, rv_name=e.rv_name, failed=_failed(e.rv),
                     length_query=e.length_query, args=_json(public_args(e)),
@@ -161,7 +163,7 @@ def row(e: Event, o: Origin) -> tuple[Any, ...]:
         base.update(text=e.message)
     elif isinstance(e, (Process, ModuleInfo)):
         base.update(args=_json(e.info))
-    return tuple(base.get(c) for c in COLUMNS)
+    return tuple(base.values())
 
 
 def rows(events: Iterable[Event], origin: Origin) -> Iterator[tuple[Any, ...]]:
