@@ -26,6 +26,7 @@ from p11spy.decoder.compare.align import (
 )
 from p11spy.decoder.compare.comparable import BOOTSTRAP, comparable
 from p11spy.decoder.events import Apdu, Call, Event
+from p11spy.decoder.export.rows import ins_label
 
 
 @dataclass
@@ -40,10 +41,7 @@ class Run:
 
 def apdu_label(a: Apdu) -> str:
     """An exchange as "INS-name SW" (or the PC/SC error): what two runs' cards compare on."""
-    from p11spy.decoder.apdu import ins_name
-
-    ins = ins_name(a.command[0], a.command[1]) if len(a.command) >= 2 else "short APDU"
-    return f"{ins} {a.sw or a.error or 'no response'}"
+    return f"{ins_label(a) or 'short APDU'} {a.sw or a.error or 'no response'}"
 
 
 def run_of(path: str, fmt: str, events: Iterable[Event]) -> Run:
@@ -61,7 +59,9 @@ def run_of(path: str, fmt: str, events: Iterable[Event]) -> Run:
             apdus = True
             parent = by_seq.get(e.parent) if e.parent is not None else None
             if parent is not None:
-                parent.card = (parent.card or []) + [apdu_label(e)]
+                if parent.card is None:
+                    parent.card = []
+                parent.card.append(apdu_label(e))
     if apdus:  # the trace records the card: a call without an APDU sent none
         for s in run.sides:
             if s.card is None:
