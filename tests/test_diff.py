@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from testbed import card_station as station
 from tests.conftest import SOFTHSM_MODULE, USER_PIN, Token, make_token
@@ -264,3 +266,31 @@ def test_a_trace_against_itself_does_not_differ() -> None:
         assert r.returncode == 0, (f, r.stdout, r.stderr)
         assert " 0 differ, 0 only in GOOD, 0 only in BAD" in r.stdout
         assert os.path.basename(f) in r.stdout
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from("ABCDEFG"), max_size=2500),
+       st.lists(st.tuples(st.integers(0, 2500), st.sampled_from("ABCDEFGZ"), st.booleans()),
+                max_size=30))
+def test_alignment_of_long_runs_covers_both_in_order(a: list[str], edits) -> None:
+    """Long runs are aligned window by window: the steps must still cover both runs in order
+    and match only equal calls; identical runs are one equal block."""
+    from p11spy.decoder.compare.align import WINDOW, opcodes
+
+    b = list(a)
+    for at, item, insert in edits:
+        k = min(at, len(b))
+        if insert or not b:
+            b.insert(k, item)
+        else:
+            del b[min(k, len(b) - 1)]
+    i = j = 0
+    for tag, i1, i2, j1, j2 in opcodes(a, b):
+        assert (i1, j1) == (i, j)
+        if tag == "equal":
+            assert a[i1:i2] == b[j1:j2]
+        i, j = i2, j2
+    assert (i, j) == (len(a), len(b))
+    if a == b:
+        assert opcodes(a, b) == ([("equal", 0, len(a), 0, len(a))] if a else [])
+    assert WINDOW < 2500  # the examples reach the windowed path
