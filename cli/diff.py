@@ -17,7 +17,8 @@ def _diff(args: argparse.Namespace) -> int:
 
     from p11spy.decoder.compare.diff import compare, load, text
 
-    d = compare(load(Path(args.good), args.good_format), load(Path(args.bad), args.bad_format))
+    d = compare(load(Path(args.good), args.good_format, args.max_calls),
+                load(Path(args.bad), args.bad_format, args.max_calls))
     if args.json:
         sys.stdout.write(json.dumps(d.to_json(), ensure_ascii=False, default=str) + "\n")
     else:
@@ -36,4 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.add_argument("--good-format", choices=sorted(NAMES), help="GOOD's format (default: detect)")
     p.add_argument("--bad-format", choices=sorted(NAMES), help="BAD's format (default: detect)")
+    p.add_argument("--max-calls", type=int, default=500_000, metavar="N",
+                   help="refuse runs of more calls (both are held in memory; default 500000)")
     p.set_defaults(func=_diff)

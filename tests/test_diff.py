@@ -257,6 +257,14 @@ def test_bad_input_is_one_line(case: str, words: str, tmp_path: Path) -> None:
     assert r.stderr.count("\n") == 1 and words in r.stderr and "Traceback" not in r.stderr
 
 
+def test_too_many_calls_is_one_line() -> None:
+    """Both runs are held in memory: past --max-calls, one line instead of the machine's memory."""
+    good = Path(__file__).parents[1] / "fixtures" / "p11spy" / "real-card-sign.p11"
+    r = diff(good, good, "--max-calls", "5")
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert "more than 5 calls" in r.stderr
+
+
 def test_a_trace_against_itself_does_not_differ() -> None:
     """Every format, a fixture against itself: alike call for call, exit status 0."""
     fixtures = Path(__file__).parents[1] / "fixtures"

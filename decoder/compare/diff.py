@@ -3,7 +3,8 @@
 The runs may be of any formats `decode` reads (a pkcs11-spy log of the working client against a
 p11spy trace of the failing one). Calls are compared on what comparable.py keeps of them; the
 calls that only hand out the function list are left out (they say how the module was loaded).
-Both runs are held in memory as their comparable calls, which are small.
+Both runs are held in memory as their comparable calls (about a kilobyte each), so a run of more
+than max_calls calls is refused with one line rather than taking the machine's memory.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from p11spy.decoder.compare.align import (
 from p11spy.decoder.compare.comparable import BOOTSTRAP, comparable
 from p11spy.decoder.events import Apdu, Call, Event
 from p11spy.decoder.export.rows import ins_label
+from p11spy.errors import UserError
 
 
 @dataclass
@@ -44,7 +46,10 @@ def apdu_label(a: Apdu) -> str:
     return f"{ins_label(a) or 'short APDU'} {a.sw or a.error or 'no response'}"
 
 
-def run_of(path: str, fmt: str, events: Iterable[Event]) -> Run:
+MAX_CALLS = 500_000
+
+
+def run_of(path: str, fmt: str, events: Iterable[Event], max_calls: int = MAX_CALLS) -> Run:
     run = Run(path, fmt)
     by_seq: dict[int, Side] = {}
     apdus = False
@@ -52,6 +57,9 @@ def run_of(path: str, fmt: str, events: Iterable[Event]) -> Run:
         if isinstance(e, Call):
             if e.function in BOOTSTRAP:
                 continue
+            if len(run.sides) >= max_calls:
+                raise UserError(f"{path}: more than {max_calls} calls; diff holds both runs in "
+                                "memory (--max-calls N to allow more)")
             side = Side(len(run.sides) + 1, e.seq, e.source, comparable(e))
             run.sides.append(side)
             by_seq[e.seq] = side
@@ -69,12 +77,12 @@ def run_of(path: str, fmt: str, events: Iterable[Event]) -> Run:
     return run
 
 
-def load(path: Path, fmt: str | None = None) -> Run:
+def load(path: Path, fmt: str | None = None, max_calls: int = MAX_CALLS) -> Run:
     from p11spy.decoder.formats.registry import FORMATS, open_trace
 
     name, f = open_trace(path, fmt)
     with f:
-        return run_of(str(path), name, FORMATS[name].reader.read(f))
+        return run_of(str(path), name, FORMATS[name].reader.read(f), max_calls)
 
 
 @dataclass
