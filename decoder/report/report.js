@@ -144,7 +144,19 @@
   }
   function computeKidView() {
     const failOnly = $("kid-failures-only").checked, out = [];
-    for (let j = 0; j < nK; j++) if (!failOnly || K.fail[j]) out.push(j);
+    const q = $("kid-search").value.trim().toLowerCase();
+    let labelHit = null, codeHit = null, strHit = null;
+    if (q) {
+      labelHit = M.names.map((n) => n.toLowerCase().includes(q));
+      codeHit = M.codes.map((c) => (c.key + " " + c.short).toLowerCase().includes(q));
+      strHit = new Uint8Array(S.length);
+      for (let s = 0; s < S.length; s++) if (S[s].toLowerCase().includes(q)) strHit[s] = 1;
+    }
+    for (let j = 0; j < nK; j++) {
+      if (failOnly && !K.fail[j]) continue;
+      if (q && !(labelHit[K.label[j]] || (K.code[j] >= 0 && codeHit[K.code[j]]) || (K.det[j] >= 0 && strHit[K.det[j]]))) continue;
+      out.push(j);
+    }
     kidView = Int32Array.from(out);
     $("kid-count").textContent = kidView.length.toLocaleString() + " of " + nK.toLocaleString();
     kids.set(kidView);
@@ -281,7 +293,7 @@
     tl.lanes.forEach((L, n) => {
       const y = AXIS + n * LANE;
       g.fillStyle = n % 2 ? "#fafafa" : "#f2f2f2"; g.fillRect(0, y, w, LANE - 2);
-      g.fillStyle = "#333"; g.fillText(thread(L.th).replace(/ pid .* tid /, " tid "), 4, y + 10);
+      g.fillStyle = "#333"; g.fillText(thread(L.th).replace(/ pid .* tid /, " tid "), 4, y + 10, LABEL - 8);
       let a = lowerBound(L.maxEnd, L.items.length, x0), lastPx = -1;
       for (let q = a; q < L.items.length && L.start[q] <= x1; q++) {
         const it = L.items[q], p0 = X(L.start[q]), p1 = Math.max(X(L.end[q]), p0 + 1);
@@ -365,6 +377,8 @@
     $("search").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(computeView, 200); });
     $("failures-only").addEventListener("change", computeView);
     $("kid-failures-only").addEventListener("change", computeKidView);
+    let kidTimer = 0;
+    $("kid-search").addEventListener("input", () => { clearTimeout(kidTimer); kidTimer = setTimeout(computeKidView, 200); });
     $("first-failure").addEventListener("click", () => nextFailure(-1));
     $("next-failure").addEventListener("click", () => nextFailure(selected));
     document.addEventListener("click", (ev) => {
