@@ -78,7 +78,14 @@ def header(name: str, fmt: str, redacted: bool, masked: int, c: Collector) -> st
     return "\n".join(out)
 
 
-def diagnosis(findings: list[Finding]) -> str:
+def _code_link(code: str, keys: set[str]) -> str:
+    """A code a finding names: a link to its explanation below when the trace shows it."""
+    if code in keys:
+        return f'<a href="#code-{_e(code)}" class="code">{_e(code)}</a>'
+    return f"<b>{_e(code)}</b>"
+
+
+def diagnosis(findings: list[Finding], keys: set[str]) -> str:
     if not findings:
         return '<p class="none">No findings: nothing in this trace looks wrong to p11spy.</p>'
     out = []
@@ -87,7 +94,7 @@ def diagnosis(findings: list[Finding]) -> str:
                      f"{_e(e.what)}</li>" for e in f.evidence)
         if f.more_evidence:
             ev += f"<li>... and {f.more_evidence} more</li>"
-        codes = "".join(f'<li><a href="#code-{_e(c)}" class="code">{_e(c)}</a>: {_e(m)}</li>'
+        codes = "".join(f"<li>{_code_link(c, keys)}: {_e(m)}</li>"
                         for c in f.codes if (m := code_meaning(c)))
         related = ", ".join(_e(c) for c in f.related_codes)
         out.append(
@@ -156,7 +163,7 @@ def write(out: TextIO, name: str, fmt: str, redacted: bool, masked: int, c: Coll
     fill: dict[str, Any] = {
         "css": _asset("report.css"),
         "header": header(name, fmt, redacted, masked, c),
-        "diagnosis": diagnosis(findings),
+        "diagnosis": diagnosis(findings, {r.key for r in c.codes}),
         "codes": codes_section(c),
         "data": data_blocks(c, findings),
         "js": _asset("report.js"),

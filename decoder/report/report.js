@@ -261,7 +261,16 @@
     for (let j = 0; j < nK; j++) if (K.parent[j] < 0) add(K.th[j], -j - 1);
     let lo = Infinity, hi = -Infinity;
     tl.lanes = [...lanes.keys()].sort((a, b) => a - b).map((th, n) => {
-      const items = Int32Array.from(lanes.get(th)).sort((a, b) => itemStart(a) - itemStart(b));
+      const items = Int32Array.from(lanes.get(th));
+      let sorted = true; // calls are written when they return: mostly in order already
+      for (let q = 1; q < items.length && sorted; q++) if (itemStart(items[q]) < itemStart(items[q - 1])) sorted = false;
+      if (!sorted) {
+        const keys = Float64Array.from(items, itemStart), order = new Int32Array(items.length);
+        for (let q = 0; q < order.length; q++) order[q] = q;
+        order.sort((a, b) => keys[a] - keys[b]);
+        const copy = items.slice();
+        for (let q = 0; q < order.length; q++) items[q] = copy[order[q]];
+      }
       const start = new Float64Array(items.length), end = new Float64Array(items.length), maxEnd = new Float64Array(items.length);
       let m = -Infinity;
       items.forEach((it, k) => {
@@ -269,7 +278,11 @@
         m = Math.max(m, end[k]); maxEnd[k] = m; lo = Math.min(lo, start[k]); hi = Math.max(hi, end[k]);
       });
       tl.byThread.set(th, n);
-      return { th, items, start, end, maxEnd };
+      const fq = [];
+      items.forEach((it, q) => { if (it >= 0 ? callFail[it] : K.fail[-it - 1]) fq.push(q); });
+      const fails = Int32Array.from(fq), failStart = Float64Array.from(fq, (q) => start[q]);
+      const failMaxEnd = Float64Array.from(fq, (q) => maxEnd[q]);
+      return { th, items, start, end, maxEnd, fails, failStart, failMaxEnd };
     });
     if (!(hi > lo)) { lo = lo === Infinity ? 0 : lo; hi = lo + 1; }
     tl.lo = lo; tl.hi = hi + (hi - lo) * 0.01; tl.x0 = tl.lo; tl.x1 = tl.hi;
@@ -294,23 +307,36 @@
       const y = AXIS + n * LANE;
       g.fillStyle = n % 2 ? "#fafafa" : "#f2f2f2"; g.fillRect(0, y, w, LANE - 2);
       g.fillStyle = "#333"; g.fillText(thread(L.th).replace(/ pid .* tid /, " tid "), 4, y + 10, LABEL - 8);
-      let a = lowerBound(L.maxEnd, L.items.length, x0), lastPx = -1;
-      for (let q = a; q < L.items.length && L.start[q] <= x1; q++) {
-        const it = L.items[q], p0 = X(L.start[q]), p1 = Math.max(X(L.end[q]), p0 + 1);
-        const fail = it >= 0 ? callFail[it] : K.fail[-it - 1];
-        const px = Math.floor(p0);
-        if (!fail && p1 - p0 < 1.5 && px === lastPx) continue;
-        lastPx = px;
+      drawLane(g, X, L, L.start, L.maxEnd, null, y, w, x0, x1, k);
+      drawLane(g, X, L, L.failStart, L.failMaxEnd, L.fails, y, w, x0, x1, k); // every failure
+      if (selected >= 0 && tl.byThread.get(C.th[selected]) === n) {
+        const l = Math.max(X(tl.cs[selected]), LABEL), r = Math.min(Math.max(X(tl.ce[selected]), l + 2), w);
+        if (r > LABEL && l < w) { g.strokeStyle = "#000"; g.lineWidth = 2; g.strokeRect(l, y + 1, r - l, 16); }
+      }
+    });
+  }
+  // The bars of one lane in view (or, given fails, only its failures). A bar narrower than a
+  // pixel shares it with its neighbours: the next one drawn is the first of the next pixel, so
+  // a redraw costs the pixels in view, not the calls.
+  function drawLane(g, X, L, starts, maxEnd, fails, y, w, x0, x1, k) {
+    const n = starts.length;
+    let q = lowerBound(maxEnd, n, x0);
+    while (q < n && starts[q] <= x1) {
+      const at = fails ? fails[q] : q, it = L.items[at];
+      const p0 = X(L.start[at]), p1 = Math.max(X(L.end[at]), p0 + 1);
+      const fail = it >= 0 ? callFail[it] : K.fail[-it - 1];
+      if (p1 >= LABEL) {
         const l = Math.max(p0, LABEL), r = Math.min(p1, w);
         if (it >= 0) {
           g.fillStyle = fail ? "#c62828" : "#5c7fa3"; g.fillRect(l, y + 2, Math.max(1, r - l), 14);
-          if (it === selected) { g.strokeStyle = "#000"; g.lineWidth = 2; g.strokeRect(l, y + 1, Math.max(2, r - l), 16); }
           if (r - l > 50) { g.fillStyle = "#fff"; g.fillText(fnName(it), l + 3, y + 9, r - l - 6); }
-          const ka = kidStart[it], kb = kidStart[it + 1];
-          if (r - l >= 3) for (let z = ka; z < kb; z++) drawKid(g, X, kidIdx[z], y, w);
+          if (r - l >= 3) for (let z = kidStart[it]; z < kidStart[it + 1]; z++) drawKid(g, X, kidIdx[z], y, w);
         } else drawKid(g, X, -it - 1, y, w);
       }
-    });
+      const next = x0 + (Math.floor(p0) + 1 - LABEL) / k; // where the next pixel starts
+      const q2 = p1 - p0 <= 1 ? lowerBound(starts, n, next) : q + 1;
+      q = q2 > q + 1 && maxEnd[q2 - 1] <= next ? q2 : q + 1; // skip only what ends in this pixel
+    }
   }
   function drawKid(g, X, j, y, w) {
     const p0 = Math.max(X(tl.ks[j]), LABEL), p1 = Math.min(Math.max(X(tl.ke[j]), p0 + 1), w);
@@ -385,11 +411,15 @@
       const a = ev.target.closest("a.seq");
       if (a) { ev.preventDefault(); bySeq(+a.dataset.seq); $("calls-section").scrollIntoView(); }
     });
+    performance.mark("p11spy-loaded");
     computeView(); computeKidView();
-    buildTimeline(); wireTimeline(); drawTimeline();
-    $("loading").classList.add("done");
-    document.body.dataset.ready = "1";
-    performance.mark("p11spy-ready");
+    performance.mark("p11spy-lists");
+    setTimeout(() => { // the lists are usable while the timeline is laid out
+      buildTimeline(); wireTimeline(); drawTimeline();
+      $("loading").classList.add("done");
+      document.body.dataset.ready = "1";
+      performance.mark("p11spy-ready");
+    }, 0);
   }
   // Paint what is already there (header, diagnosis) before the tables are read.
   requestAnimationFrame(() => setTimeout(() => {

@@ -10,9 +10,10 @@ pkcs11-spy crashes on some of the invalid ones (NULL arguments).
 
 Then the decoders (tests/bench/decoders.py: each reader against a regex floor, and redact
 against decode) and the viewer (tests/bench/tui.py: first screen, full index and memory for 100 MB
-and 1 GB traces), and start-up (tests/bench/startup.py: `p11spy --version` against `python -c
-pass`, `p11spy run -- pkcs11-tool -L` against the bare client). P11SPY_BENCH_ONLY=startup,shim,
-decoders,tui picks parts (default: all).
+and 1 GB traces), the HTML report (tests/bench/report.py: making it, its size, and its first
+paint in Chromium for a 100 MB trace), and start-up (tests/bench/startup.py: `p11spy --version`
+against `python -c pass`, `p11spy run -- pkcs11-tool -L` against the bare client).
+P11SPY_BENCH_ONLY=startup,shim,decoders,tui,report picks parts (default: all).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def rate(loop: Path, module: str, env: dict[str, str], func: str, threads: int) 
 
 
 def main() -> int:
-    parts = os.environ.get("P11SPY_BENCH_ONLY", "startup,shim,decoders,tui").split(",")
+    parts = os.environ.get("P11SPY_BENCH_ONLY", "startup,shim,decoders,tui,report").split(",")
     if "startup" in parts:
         subprocess.run([sys.executable, str(REPO / "tests/bench/startup.py")], check=True)
         print(flush=True)
@@ -97,6 +98,10 @@ def main() -> int:
     if "tui" in parts:
         print("\np11spy show (headless at 120x40, a fresh process per size)", flush=True)
         subprocess.run([sys.executable, "-m", "tests.bench.tui"], cwd=REPO, check=True)
+    if "report" in parts:
+        print("\np11spy report (the page of a 100 MB trace, opened in Debian's chromium)",
+              flush=True)
+        subprocess.run([sys.executable, "-m", "tests.bench.report"], cwd=REPO, check=True)
     return 0
 
 
