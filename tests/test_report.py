@@ -139,6 +139,27 @@ def test_no_redact_is_an_opt_in_the_page_announces(softhsm_trace: Path, tmp_path
     page.close(html)
 
 
+def test_what_the_trace_says_is_text_not_markup(spy_env, shim: Path, tmp_path: Path,
+                                                browser: object) -> None:
+    """A token label is whatever its owner typed: the page shows it, and runs none of it."""
+    from tests.conftest import make_token
+
+    label = "<img src=x onerror=alert(1)>"
+    tok = make_token(tmp_path / "hsm", label=label)
+    trace = tmp_path / "label.p11"
+    res = run(["pkcs11-tool", "--module", str(shim), "-L"], spy_env(tok, trace))
+    assert res.returncode == 0 and label in res.stdout, res.stderr
+    html = tmp_path / "label.html"
+    made(trace, html)
+    page = Page(browser, html)
+    page.page.fill("#search", "C_GetTokenInfo")
+    expect(page.page.locator("#call-list .row >> nth=0")).to_contain_text("C_GetTokenInfo")
+    page.page.click("#call-list .row >> nth=0")
+    assert label in page.text("#detail pre.args")  # shown as the characters it is
+    assert page.page.locator("img").count() == 0
+    page.close(html)  # and no request for "x"
+
+
 # --- the card station: APDUs under the call ---------------------------------------------------
 
 def test_card_wrong_pin_report_shows_the_verify_and_63c2(piv_card: CardStation,
