@@ -320,13 +320,15 @@
   // a redraw costs the pixels in view, not the calls.
   function drawLane(g, X, L, starts, maxEnd, fails, y, w, x0, x1, k) {
     const n = starts.length;
-    let q = lowerBound(maxEnd, n, x0);
+    let q = lowerBound(maxEnd, n, x0), prevL = -1, prevR = -1;
     while (q < n && starts[q] <= x1) {
       const at = fails ? fails[q] : q, it = L.items[at];
       const p0 = X(L.start[at]), p1 = Math.max(X(L.end[at]), p0 + 1);
       const fail = it >= 0 ? callFail[it] : K.fail[-it - 1];
-      if (p1 >= LABEL) {
-        const l = Math.max(p0, LABEL), r = Math.min(p1, w);
+      const l = Math.max(p0, LABEL), r = Math.min(p1, w);
+      const covered = l >= prevL && r <= prevR && (fails || !fail); // under the bar just drawn
+      if (p1 >= LABEL && !covered) {
+        prevL = l; prevR = r;
         if (it >= 0) {
           g.fillStyle = fail ? "#c62828" : "#5c7fa3"; g.fillRect(l, y + 2, Math.max(1, r - l), 14);
           if (r - l > 50) { g.fillStyle = "#fff"; g.fillText(fnName(it), l + 3, y + 9, r - l - 6); }
