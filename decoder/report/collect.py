@@ -34,6 +34,7 @@ from p11spy.decoder.render import call_text, pcsc_text
 
 MAX_CALLS = 1_000_000
 DETAIL_BUDGET = 32 << 20  # characters of decoded text for calls and APDUs that did not fail
+APDU_CACHE = 20_000  # distinct exchanges whose decoded text is kept for reuse
 MAX_WARNINGS = 50  # reader warnings listed (the count says the rest)
 NO_DETAIL = -1
 NAN = float("nan")
@@ -131,6 +132,7 @@ class Collector:
         self.details_left_out = 0
         self.log_lines = 0
         self.failed_calls = 0
+        self._apdu_cache: dict[tuple[bytes, bytes | None, bool, str | None], str] = {}
 
     # --- tables ---------------------------------------------------------------------------
 
@@ -199,7 +201,7 @@ class Collector:
             code = self._code("SW", sw, None)
             fail = (sw is None and e.response is None) or sw_status(sw) in ("error", "warning")
             label = _ins_label(e)
-            kind, text = APDU, "\n".join(apdu_lines(e))
+            kind, text = APDU, self._apdu_text(e)
         else:
             code = self._code("PC/SC", e.rv, e.rv_name)
             fail = bool(e.rv)
@@ -208,6 +210,17 @@ class Collector:
                          code=code, fail=int(fail), th=self._thread(e.pid, e.tid),
                          t=_num(e.time), d=_num(e.duration_us),
                          det=self._detail(text, fail))
+
+    def _apdu_text(self, a: Apdu) -> str:
+        """apdu_lines as one text; the same exchange (a SELECT, a GET DATA sent again) is
+        decoded once: decoding is most of the cost of a card trace's report."""
+        key = (a.command, a.response, a.masked, a.error)
+        text = self._apdu_cache.get(key)
+        if text is None:
+            if len(self._apdu_cache) >= APDU_CACHE:
+                self._apdu_cache.clear()
+            text = self._apdu_cache[key] = "\n".join(apdu_lines(a))
+        return text
 
     def call_row(self, seq: int) -> int | None:
         return self._call_at.get(seq)
