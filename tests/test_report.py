@@ -126,6 +126,14 @@ def test_softhsm_wrong_pin_report_in_the_browser(softhsm_trace: Path, tmp_path: 
     assert f"pPin = {'2a' * len(SOFTHSM_PIN)}" in page.text("#detail pre.args")
     assert "The token rejected the PIN." in page.text("#detail .rv-explain")  # explain's text
     assert "CKR_PIN_INCORRECT" in page.text("#codes")
+    # the timeline: zoomed to the failed call, a click on its (red) bar opens it again
+    page.page.click("#tl-focus")
+    page.page.evaluate("document.getElementById('detail').textContent = ''")
+    box = page.page.locator("#timeline").bounding_box()
+    assert box is not None
+    label, axis = 120, 22  # the thread names' column and the time axis (report.js)
+    page.page.mouse.click(box["x"] + label + (box["width"] - label) / 2, box["y"] + axis + 9)
+    assert "C_Login → CKR_PIN_INCORRECT" in page.text("#detail h3.title")
     page.close(html)
 
 
