@@ -306,7 +306,8 @@
     tl.lanes.forEach((L, n) => {
       const y = AXIS + n * LANE;
       g.fillStyle = n % 2 ? "#fafafa" : "#f2f2f2"; g.fillRect(0, y, w, LANE - 2);
-      g.fillStyle = "#333"; g.fillText(thread(L.th).replace(/ pid .* tid /, " tid "), 4, y + 10, LABEL - 8);
+      g.fillStyle = "#333"; const t = M.threads[L.th] || {};
+      g.fillText("T" + L.th + " " + (t.pid === t.tid ? "pid " + t.pid : t.pid + "/" + t.tid), 4, y + 10, LABEL - 8);
       drawLane(g, X, L, L.start, L.maxEnd, null, y, w, x0, x1, k);
       drawLane(g, X, L, L.failStart, L.failMaxEnd, L.fails, y, w, x0, x1, k); // every failure
       if (selected >= 0 && tl.byThread.get(C.th[selected]) === n) {
@@ -330,7 +331,7 @@
       if (p1 >= LABEL && !covered) {
         prevL = l; prevR = r;
         if (it >= 0) {
-          g.fillStyle = fail ? "#c62828" : "#5c7fa3"; g.fillRect(l, y + 2, Math.max(1, r - l), 14);
+          g.fillStyle = fail ? "#c62828" : "#5c7fa3"; g.fillRect(l, y + 2, Math.max(fail ? 3 : 1, r - l), 14);
           if (r - l > 50) { g.fillStyle = "#fff"; g.fillText(fnName(it), l + 3, y + 9, r - l - 6); }
           if (r - l >= 3) for (let z = kidStart[it]; z < kidStart[it + 1]; z++) drawKid(g, X, kidIdx[z], y, w);
         } else drawKid(g, X, -it - 1, y, w);
