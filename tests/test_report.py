@@ -168,6 +168,13 @@ def test_what_the_trace_says_is_text_not_markup(spy_env, shim: Path, tmp_path: P
     page.close(html)  # and no request for "x"
 
 
+def test_strict_masks_what_names_the_card_as_redact_strict_does(tmp_path: Path) -> None:
+    trace, label = FORMAT_FIXTURES["p11spy"], "PIV Authentication"
+    assert label in made(trace, tmp_path / "plain.html")
+    strict = made(trace, tmp_path / "strict.html", "--strict")
+    assert label not in strict and "place(s) masked" in strict
+
+
 # --- the card station: APDUs under the call ---------------------------------------------------
 
 def test_card_wrong_pin_report_shows_the_verify_and_63c2(piv_card: CardStation,
