@@ -74,6 +74,7 @@ def make_report(src: Path, dest: Path | None, fmt: str | None = None, redacted: 
 
         with fin:
             findings = diagnose(events())
+        c.finish()
     if out is not None:
         page.write(out, src.name, name, redacted, masked or 0, c, findings)
     else:

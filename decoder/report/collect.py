@@ -36,6 +36,7 @@ MAX_CALLS = 1_000_000
 DETAIL_BUDGET = 32 << 20  # characters of decoded text for calls and APDUs that did not fail
 APDU_CACHE = 20_000  # distinct exchanges whose decoded text is kept for reuse
 MAX_WARNINGS = 50  # reader warnings listed (the count says the rest)
+MAX_LOG_LINES = 300  # log lines kept under one call (OpenSC at level 9 logs thousands)
 NO_DETAIL = -1
 NAN = float("nan")
 APDU, PCSC = 0, 1  # kinds of the events under a call
@@ -88,8 +89,10 @@ class Columns:
 
 # seq: as `p11spy decode` numbers events; fn/label: index into `names`; rv/code: index into the
 # code table (-1: none recorded); th: thread; t: epoch seconds (NaN unknown); d: microseconds
-# (NaN unknown); det: index into `strings` (-1: not embedded); parent: index of the call
-CALL_COLUMNS = {"seq": "i", "fn": "i", "rv": "i", "th": "i", "t": "d", "d": "f", "det": "i"}
+# (NaN unknown); det: index into `strings` (-1: not embedded); log: the lines a library logged
+# under the call (OpenSC's debug log), one text in `strings`; parent: index of the call
+CALL_COLUMNS = {"seq": "i", "fn": "i", "rv": "i", "th": "i", "t": "d", "d": "f", "det": "i",
+                "log": "i"}
 KID_COLUMNS = {"seq": "i", "parent": "i", "kind": "b", "label": "i", "code": "i", "fail": "b",
                "th": "i", "t": "d", "d": "f", "det": "i"}
 
@@ -133,6 +136,9 @@ class Collector:
         self.log_lines = 0
         self.failed_calls = 0
         self._apdu_cache: dict[tuple[bytes, bytes | None, bool, str | None], str] = {}
+        self._logs: dict[int, list[str]] = {}  # row -> lines logged under it, not yet stored
+        self._logs_more: dict[int, int] = {}  # row -> lines past MAX_LOG_LINES
+        self._last_row: dict[int, int] = {}  # thread -> its latest call's row
 
     # --- tables ---------------------------------------------------------------------------
 
@@ -169,6 +175,13 @@ class Collector:
             self._add_kid(e)
         elif isinstance(e, LogLine):
             self.log_lines += 1
+            row = None if e.parent is None else self._call_at.get(e.parent)
+            if row is not None:
+                lines = self._logs.setdefault(row, [])
+                if len(lines) < MAX_LOG_LINES:
+                    lines.append(e.text)
+                else:
+                    self._logs_more[row] = self._logs_more.get(row, 0) + 1
         elif isinstance(e, Process):
             self.processes.append({"pid": e.pid, **e.info})
         elif isinstance(e, ModuleInfo) and "loaded" in e.info:
@@ -184,12 +197,15 @@ class Collector:
             self.calls_left_out += 1
             return
         self.failed_calls += failed
-        self._call_at[c.seq] = len(self.calls)
+        th = self._thread(c.pid, c.tid)
+        if th in self._last_row:  # what its thread's call before it logged is complete
+            self._store_logs(self._last_row[th])
+        self._last_row[th] = self._call_at[c.seq] = len(self.calls)
         body = call_text(c)[1:-1]  # the arguments; the head and the code are columns
         self.calls.append(
             seq=c.seq, fn=self.names.add(c.function), rv=self._code("CKR", c.rv, c.rv_name),
-            th=self._thread(c.pid, c.tid), t=_num(c.time), d=_num(c.duration_us),
-            det=self._detail("\n".join(body), failed))
+            th=th, t=_num(c.time), d=_num(c.duration_us),
+            det=self._detail("\n".join(body), failed), log=NO_DETAIL)
 
     def _add_kid(self, e: Apdu | PcscCall) -> None:
         parent = NO_DETAIL if e.parent is None else self._call_at.get(e.parent)
@@ -221,6 +237,20 @@ class Collector:
                 self._apdu_cache.clear()
             text = self._apdu_cache[key] = "\n".join(apdu_lines(a))
         return text
+
+    def _store_logs(self, row: int) -> None:
+        lines = self._logs.pop(row, None)
+        if lines:
+            more = self._logs_more.pop(row, 0)
+            text = "\n".join(lines) + (f"\n... and {more} more" if more else "")
+            failed = self.codes[self.calls.cols["rv"][row]].fail \
+                if self.calls.cols["rv"][row] >= 0 else False
+            self.calls.cols["log"][row] = self._detail(text, failed)
+
+    def finish(self) -> None:
+        """Stores what is still pending (the log lines of each thread's last call)."""
+        for row in list(self._logs):
+            self._store_logs(row)
 
     def call_row(self, seq: int) -> int | None:
         return self._call_at.get(seq)

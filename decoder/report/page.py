@@ -50,7 +50,7 @@ def header(name: str, fmt: str, redacted: bool, masked: int, c: Collector) -> st
     facts = [f"format {fmt}", f"{len(c.calls):,} calls ({c.failed_calls:,} failed)",
              f"{len(c.kids):,} APDUs and PC/SC calls", f"{len(c.threads)} thread(s)"]
     if c.log_lines:
-        facts.append(f"{c.log_lines:,} log lines (not shown)")
+        facts.append(f"{c.log_lines:,} log lines (under their calls)")
     out = [f"<h1>p11spy report: {_e(name)}</h1>", safety,
            f'<p class="facts">{_e(" · ".join(facts))}</p>']
     left = []

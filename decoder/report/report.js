@@ -39,7 +39,7 @@
   function load() {
     M = JSON.parse($("p11-meta").textContent);
     C = {}; K = {};
-    for (const k of ["seq", "fn", "rv", "th", "t", "d", "det"]) C[k] = column("calls", k);
+    for (const k of ["seq", "fn", "rv", "th", "t", "d", "det", "log"]) C[k] = column("calls", k);
     for (const k of ["seq", "parent", "kind", "label", "code", "fail", "th", "t", "d", "det"])
       K[k] = column("kids", k);
     S = JSON.parse($("p11-strings").textContent);
@@ -129,7 +129,7 @@
         const seqQ = /^#?\d+$/.test(q) ? +q.replace("#", "") : -1;
         hit = new Uint8Array(nC);
         for (let i = 0; i < nC; i++)
-          if (fnHit[C.fn[i]] || (C.rv[i] >= 0 && codeHit[C.rv[i]]) || (C.det[i] >= 0 && strHit[C.det[i]]) || C.seq[i] === seqQ) hit[i] = 1;
+          if (fnHit[C.fn[i]] || (C.rv[i] >= 0 && codeHit[C.rv[i]]) || (C.det[i] >= 0 && strHit[C.det[i]]) || (C.log[i] >= 0 && strHit[C.log[i]]) || C.seq[i] === seqQ) hit[i] = 1;
         for (let j = 0; j < nK; j++) {
           const p = K.parent[j];
           if (p >= 0 && !hit[p] && (fnHit[K.label[j]] || (K.code[j] >= 0 && codeHit[K.code[j]]) || (K.det[j] >= 0 && strHit[K.det[j]]) || K.seq[j] === seqQ)) hit[p] = 1;
@@ -193,6 +193,7 @@
     h += '<div class="section">Arguments</div>';
     h += C.det[i] >= 0 ? '<pre class="args">' + esc(S[C.det[i]] || "(none)") + "</pre>"
       : '<p class="args dim">(not embedded: size limit; <code>p11spy decode</code> shows them)</p>';
+    if (C.log[i] >= 0) h += '<div class="section">Log lines</div><pre class="logs">' + esc(S[C.log[i]]) + "</pre>";
     if (n) {
       h += '<div class="section">APDUs and PC/SC calls (' + n + ')</div><div class="kids">';
       const max = Math.min(n, 500);
