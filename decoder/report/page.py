@@ -78,10 +78,15 @@ def header(name: str, fmt: str, redacted: bool, masked: int, c: Collector) -> st
     return "\n".join(out)
 
 
+def _anchor(key: str) -> str:
+    """The id of a code's explanation ("SW 63C2" -> "code-SW-63C2": ids hold no spaces)."""
+    return _e("code-" + "-".join(key.split()))
+
+
 def _code_link(code: str, keys: set[str]) -> str:
     """A code a finding names: a link to its explanation below when the trace shows it."""
     if code in keys:
-        return f'<a href="#code-{_e(code)}" class="code">{_e(code)}</a>'
+        return f'<a href="#{_anchor(code)}" class="code">{_e(code)}</a>'
     return f"<b>{_e(code)}</b>"
 
 
@@ -115,7 +120,7 @@ def codes_section(c: Collector) -> str:
     """explain's text for every code the trace shows, failures first."""
     refs = sorted({r.key: r for r in c.codes}.values(), key=lambda r: (not r.fail, r.key))
     return "\n".join(
-        f'<details class="code{" fail" if r.fail else ""}" id="code-{_e(r.key)}"'
+        f'<details class="code{" fail" if r.fail else ""}" id="{_anchor(r.key)}"'
         f'{" open" if r.fail else ""}><summary>{_e(r.key)}: {_e(r.short)}</summary>'
         f"<pre>{_e(r.text)}</pre></details>" for r in refs)
 
