@@ -264,6 +264,21 @@ def test_a_big_trace_draws_only_the_rows_in_view(tmp_path: Path, browser: object
     page.close(html)
 
 
+def test_past_the_text_budget_only_failures_keep_their_arguments(tmp_path: Path,
+                                                                  browser: object) -> None:
+    from p11spy.decoder.report import make_report
+
+    html = tmp_path / "budget.html"
+    make_report(FORMAT_FIXTURES["p11spy"], html, detail_budget=200)
+    page = Page(browser, html)
+    assert "show no decoded arguments (size limit)" in page.text("#top")
+    page.page.click("#call-list .row >> nth=-1")  # C_Finalize, past the budget
+    assert "not embedded" in page.text("#detail .args")
+    detail = page.click_first_failure()
+    assert "C_Login" in detail and "userType = CKU_USER" in page.text("#detail pre.args")
+    page.close(html)
+
+
 # --- the file it writes, and bad input ----------------------------------------------------------
 
 def test_output_never_overwrites_nor_follows_a_link(tmp_path: Path) -> None:
