@@ -10,11 +10,12 @@ SHIM := spy/libp11spy.so
 # PIN-pad reader driver and pcsc-spy, libp11-kit-dev has p11-kit/pkcs11.h for the shim tests' C
 # clients, build-essential the C compiler for the tests' small C programs (the shims are built
 # with zig's, from the ziglang package in .venv), nodejs runs Perfetto's trace processor (its
-# WebAssembly build) for tests/test_export.py.
+# WebAssembly build) for tests/test_export.py, chromium is the browser the HTML report's tests
+# drive (playwright, pointed at /usr/bin/chromium).
 APT_PACKAGES := softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools libpcsclite1 libpcsclite-dev \
 	vsmartcard-vpcd python3-virtualsmartcard gnutls-bin libnss3-tools libengine-pkcs11-openssl \
 	openssl openjdk-17-jdk-headless tmux build-essential python3-dev python3-venv \
-	libp11-kit-dev qemu-user-static nodejs
+	libp11-kit-dev qemu-user-static nodejs chromium
 # The foreign architectures the shims are built and tested for (Debian's names in testbed/cross.py).
 CROSS_ARCHES := s390x aarch64 ppc64le
 CROSS_SHIMS := $(foreach a,$(CROSS_ARCHES),spy/$(a)/libp11spy.so)

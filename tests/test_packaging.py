@@ -1,7 +1,7 @@
 """p11spy installs like any other package (issue 12): `python -m build` makes an sdist and,
 from that sdist, a wheel whose build compiles the shims; the wheel installs into a fresh
-virtualenv on a machine with no C compiler, and there `p11spy lib`, `run`, `decode` and `show`
-work as they do in the checkout, and `bundle` packs the shims it carries.
+virtualenv on a machine with no C compiler, and there `p11spy lib`, `run`, `decode`, `show` and
+`report` work as they do in the checkout, and `bundle` packs the shims it carries.
 
 The build and the install take a minute or two (the build environment and the dependencies
 come from the package index, through pip's cache)."""
@@ -156,6 +156,23 @@ def test_decode_and_diagnose_read_a_fixture_as_the_checkout_does(venv: Path,
         here = subprocess.run([checkout, *args], capture_output=True, text=True, timeout=120)
         assert installed.stdout == here.stdout and installed.returncode == here.returncode
     assert "CKR_PIN_INCORRECT" in installed.stdout
+
+
+def test_report_from_the_installed_package(venv: Path, no_compiler: str, tmp_path: Path
+                                           ) -> None:
+    """The report's template, style and script are package data the wheel carries: the page
+    the installed p11spy writes is the checkout's (but for the line saying when it was made)."""
+    checkout = str(Path(sys.executable).parent / "p11spy")
+    pages = []
+    for name in ("installed", "checkout"):
+        out = tmp_path / f"{name}.html"
+        args = ("report", str(FIXTURE), "-o", str(out))
+        res = p11spy(venv, no_compiler, *args) if name == "installed" else \
+            subprocess.run([checkout, *args], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        pages.append(re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+", "", out.read_text()))
+    assert pages[0] == pages[1]
+    assert "CKR_PIN_INCORRECT" in pages[0] and "function start()" in pages[0]
 
 
 def test_show_opens_the_viewer_in_a_terminal(venv: Path, no_compiler: str) -> None:

@@ -10,10 +10,11 @@ pkcs11-spy crashes on some of the invalid ones (NULL arguments).
 
 Then the decoders (tests/bench/decoders.py: each reader against a regex floor, and redact
 against decode) and the viewer (tests/bench/tui.py: first screen, full index and memory for 100 MB
-and 1 GB traces), and start-up (tests/bench/startup.py: `p11spy --version` against `python -c
-pass`, `p11spy run -- pkcs11-tool -L` against the bare client), and export (tests/bench/exports.py:
-perfetto and parquet export, and query, beside a reader pass). P11SPY_BENCH_ONLY=startup,shim,
-decoders,tui,exports picks parts (default: all).
+and 1 GB traces), the HTML report (tests/bench/report.py: making it, its size, and its first
+paint in Chromium for a 100 MB trace), start-up (tests/bench/startup.py: `p11spy --version`
+against `python -c pass`, `p11spy run -- pkcs11-tool -L` against the bare client), and export
+(tests/bench/exports.py: perfetto and parquet export, and query, beside a reader pass).
+P11SPY_BENCH_ONLY=startup,shim,decoders,tui,report,exports picks parts (default: all).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def rate(loop: Path, module: str, env: dict[str, str], func: str, threads: int) 
 
 
 def main() -> int:
-    parts = os.environ.get("P11SPY_BENCH_ONLY", "startup,shim,decoders,tui,exports").split(",")
+    parts = os.environ.get("P11SPY_BENCH_ONLY", "startup,shim,decoders,tui,report,exports").split(",")
     if "startup" in parts:
         subprocess.run([sys.executable, str(REPO / "tests/bench/startup.py")], check=True)
         print(flush=True)
@@ -98,6 +99,10 @@ def main() -> int:
     if "tui" in parts:
         print("\np11spy show (headless at 120x40, a fresh process per size)", flush=True)
         subprocess.run([sys.executable, "-m", "tests.bench.tui"], cwd=REPO, check=True)
+    if "report" in parts:
+        print("\np11spy report (the page of a 100 MB trace, opened in Debian's chromium)",
+              flush=True)
+        subprocess.run([sys.executable, "-m", "tests.bench.report"], cwd=REPO, check=True)
     if "exports" in parts:
         print("\np11spy export and query (a fresh process each, beside a plain reader pass)",
               flush=True)
