@@ -48,6 +48,8 @@ class RecordType(IntEnum):
     MODULE = 4  # JSON: a module the shim wraps ({"index", "path"}); calls name it by index
     PCSC = 5  # one PC/SC call a module made (function = index in facts/pcsc.py)
     DROPPED = 6  # one ULONG field: records before this one that could not be written
+    ENTRY = 7  # a call entered: its header and in-fields, written before the module is called
+    PASSED_ON = 8  # header only: the call of that ENTRY was passed on to another module
 
 
 class Phase(IntEnum):

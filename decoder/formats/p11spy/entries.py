@@ -1,0 +1,80 @@
+"""Pairs a call's ENTRY record with the record written when it returned (facts/LOGFORMAT.md).
+
+Why a module of its own: the reader and the viewer's index must agree on which entry a return
+closes, or a call would show twice in one and never-returned in the other. A return closes the
+latest open entry of the same function, pid, thread, start time and call number: nested calls
+on one thread return in the reverse order they entered, and the start time keeps two
+processes that had the same pid (containers, reruns appending to one file) apart.
+
+What is left open when the trace ends never returned, unless the process's records went
+missing after it entered (a DROPPED record: disk full): its return may be among them, so it is
+only a call with no return recorded. So that a damaged or hostile trace
+cannot make a reader hold every entry it ever saw, at most MAX_OPEN entries (and MAX_BYTES of
+them) are held; beyond that the oldest is given up as never returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+MAX_OPEN = 1 << 16  # calls open at once: far more than any process has threads
+MAX_BYTES = 64 << 20  # bytes of open entries a reader holds
+
+
+def call_key(rec: bytes, p: int = 0) -> bytes:
+    """What pairs an entry with its return: function, pid, thread, start time, call number
+    (the header's bytes 10..32 and 48..56 of the record at rec[p:])."""
+    return rec[p + 10:p + 32] + rec[p + 48:p + 56]
+
+
+class OpenCalls(Generic[T]):
+    """Entries not yet closed, in the order they were entered. What they give back is
+    (item, doubtful): doubtful when records of its process went missing after it entered."""
+
+    def __init__(self) -> None:
+        # serial -> [key, item, size, doubtful]; public so that a hot loop tests it without a
+        # call
+        self.items: dict[int, list] = {}
+        self._by_key: dict[bytes, list[int]] = {}  # key -> serials, latest last
+        self._serial = 0
+        self._bytes = 0
+
+    def enter(self, key: bytes, item: T, size: int = 0) -> list[tuple[T, bool]]:
+        """Holds item until its return; gives back the entries given up to make room."""
+        self._serial += 1
+        self.items[self._serial] = [key, item, size, False]
+        self._by_key.setdefault(key, []).append(self._serial)
+        self._bytes += size
+        given_up = []
+        while len(self.items) > MAX_OPEN or (self._bytes > MAX_BYTES and len(self.items) > 1):
+            given_up.append(self._drop(next(iter(self.items))))
+        return given_up
+
+    def leave(self, key: bytes) -> T | None:
+        """The open entry a return with this key closes, if any."""
+        serials = self._by_key.get(key)
+        return self._drop(serials[-1])[0] if serials else None
+
+    def records_lost(self, pid: bytes) -> None:
+        """Records of this process (its pid as the header holds it) went missing here: the
+        returns of the entries open now may be among them."""
+        for entry in self.items.values():
+            if entry[0][2:6] == pid:
+                entry[3] = True
+
+    def _drop(self, serial: int) -> tuple[T, bool]:
+        key, item, size, doubtful = self.items.pop(serial)
+        serials = self._by_key[key]
+        serials.remove(serial)
+        if not serials:
+            del self._by_key[key]
+        self._bytes -= size
+        return item, doubtful
+
+    def drain(self) -> Iterator[tuple[T, bool]]:
+        """The entries never closed, in the order they were entered."""
+        while self.items:
+            yield self._drop(next(iter(self.items)))
