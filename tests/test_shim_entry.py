@@ -18,13 +18,15 @@ from pathlib import Path
 import pytest
 
 from p11spy.decoder.events import Call
-from p11spy.facts.logformat import RECORD, RecordType
+from p11spy.facts.logformat import RECORD, Phase, RecordType
 from p11spy.facts.pkcs11 import functions
 from p11spy.tui.app import ShowApp
+from p11spy.tui.p11_index import P11Index
 
 from .conftest import REPO, USER_PIN, read_trace, run
 from .cprogs import build
 from .test_tui import ready, screen_text, settle, sync
+from .traces import record, ulong
 
 P11SPY = Path(sys.executable).parent / "p11spy"
 INSIDE = "crashed, killed or hung inside the module"
@@ -254,3 +256,58 @@ def test_redact_masks_the_pin_in_the_entry_record_too(token, tmp_path, spy_env, 
     again = run([str(P11SPY), "redact", "--check", str(out)], dict(os.environ))
     assert again.returncode == 0, again.stdout
     assert not any(USER_PIN.encode() in rec for rec in login_records(out.read_bytes()))
+
+
+# --- pairing, on traces laid out record by record as the shim writes them --------------------
+
+def _pairs(path: Path, *recs: bytes) -> list[tuple[str, int | None, bool]]:
+    """The calls decode reads, (function, rv, never returned); the viewer lists the same."""
+    path.write_bytes(b"".join(recs))
+    got = [(c.function, c.rv, c.never_returned) for c in read_trace(path)
+           if isinstance(c, Call)]
+    index = P11Index(path)
+    index.scan(lambda: False)
+    rows = [index.event(r) for r in index.rows]
+    assert [(c.function, c.rv, c.never_returned) for c in rows if isinstance(c, Call)] == got
+    index.close()
+    return got
+
+
+def _ids(name: str) -> int:
+    return next(i for i, f in enumerate(functions.FUNCTIONS) if f.name == name)
+
+
+def test_pairing_nested_passed_on_reused_pid_and_lost_records(tmp_path) -> None:
+    """A return closes the latest open entry with its function, pid, thread, start and
+    number; PASSED_ON closes without a call; a second process with the same pid and numbers
+    (another start) stays apart; an entry open when records of its process went missing is
+    not said to have never returned."""
+    login, info, dropped = _ids("C_Login"), _ids("C_GetInfo"), RecordType.DROPPED
+    e, c, p = RecordType.ENTRY, RecordType.CALL, RecordType.PASSED_ON
+    got = _pairs(
+        tmp_path / "t.p11",
+        record(e, login, b"", number=1, start_us=10),  # outer: passed on
+        record(e, login, b"", number=1, start_us=10),  # inner, same key (a second shim copy)
+        record(c, login, b"", number=1, start_us=10, rv=0xA0),  # closes the inner
+        record(p, login, b"", number=1, start_us=10),  # closes the outer
+        record(e, info, b"", number=2, start_us=20),  # pid 4242, first run: killed
+        record(e, info, b"", number=2, start_us=99),  # pid 4242 again, a later run
+        record(c, info, b"", number=2, start_us=99),
+        record(e, info, b"", number=3, start_us=30, pid=5),
+        record(dropped, 0, ulong(0, 1, Phase.OUT), pid=5),  # its return may be the one lost
+    )
+    assert got == [("C_Login", 0xA0, False), ("C_GetInfo", 0, False),
+                   ("C_GetInfo", None, True), ("C_GetInfo", None, False)]
+
+
+def test_open_entries_are_bounded(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More entries open at once than a reader holds: the oldest are given up as never
+    returned as they go, so memory stays bounded; each still shows once."""
+    from p11spy.decoder.formats.p11spy import entries
+
+    monkeypatch.setattr(entries, "MAX_OPEN", 3)
+    info = _ids("C_GetInfo")
+    recs = [record(RecordType.ENTRY, info, b"", number=n) for n in range(1, 11)]
+    got = _pairs(tmp_path / "t.p11", *recs, record(RecordType.CALL, info, b"", number=10))
+    assert got == [("C_GetInfo", None, True)] * 7 + [("C_GetInfo", 0, False)] + \
+        [("C_GetInfo", None, True)] * 2
