@@ -216,7 +216,8 @@ class P11Index(TraceIndex):
             if thread is None:
                 thread = self.thread_id(pid, tid)
             if rtype == _ENTRY_T:  # listed only if no return closes it (_orphans)
-                for given_up, lost in entered.enter(call_key(buf, p), base + p):
+                for given_up, lost in entered.enter(buf[p + 10:p + 32] + buf[p + 48:p + 56],
+                                                    base + p):  # entries.call_key, inlined
                     self._unreturned(given_up, lost)
                 p += length
                 continue
@@ -226,7 +227,9 @@ class P11Index(TraceIndex):
                 continue
             if rtype == _CALL_T:
                 if open_entries:
-                    entered.leave(call_key(buf, p))
+                    key = buf[p + 10:p + 32] + buf[p + 48:p + 56]  # entries.call_key, inlined
+                    if key in open_entries:
+                        entered.leave(key)
                 session = NO_ID
                 if fidx in _SESSION_FIRST and length >= session_len:
                     param, _ph, kind, _fl, _n = field(buf, p + hs)

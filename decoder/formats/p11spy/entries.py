@@ -35,46 +35,48 @@ class OpenCalls(Generic[T]):
     (item, doubtful): doubtful when records of its process went missing after it entered."""
 
     def __init__(self) -> None:
-        # serial -> [key, item, size, doubtful]; public so that a hot loop tests it without a
-        # call
-        self.items: dict[int, list] = {}
-        self._by_key: dict[bytes, list[int]] = {}  # key -> serials, latest last
-        self._serial = 0
+        # key -> its open entries [item, size, doubtful], latest last (nearly always one);
+        # public so that a hot loop can test a key without a call
+        self.items: dict[bytes, list[list]] = {}
+        self._count = 0
         self._bytes = 0
 
     def enter(self, key: bytes, item: T, size: int = 0) -> list[tuple[T, bool]]:
         """Holds item until its return; gives back the entries given up to make room."""
-        self._serial += 1
-        self.items[self._serial] = [key, item, size, False]
-        self._by_key.setdefault(key, []).append(self._serial)
+        stack = self.items.get(key)
+        if stack is None:
+            self.items[key] = [[item, size, False]]
+        else:
+            stack.append([item, size, False])
+        self._count += 1
         self._bytes += size
         given_up = []
-        while len(self.items) > MAX_OPEN or (self._bytes > MAX_BYTES and len(self.items) > 1):
-            given_up.append(self._drop(next(iter(self.items))))
+        while self._count > MAX_OPEN or (self._bytes > MAX_BYTES and self._count > 1):
+            given_up.append(self._take(next(iter(self.items)), 0))
         return given_up
 
     def leave(self, key: bytes) -> T | None:
         """The open entry a return with this key closes, if any."""
-        serials = self._by_key.get(key)
-        return self._drop(serials[-1])[0] if serials else None
+        return self._take(key, -1)[0] if key in self.items else None
 
     def records_lost(self, pid: bytes) -> None:
         """Records of this process (its pid as the header holds it) went missing here: the
         returns of the entries open now may be among them."""
-        for entry in self.items.values():
-            if entry[0][2:6] == pid:
-                entry[3] = True
+        for key, stack in self.items.items():
+            if key[2:6] == pid:
+                for entry in stack:
+                    entry[2] = True
 
-    def _drop(self, serial: int) -> tuple[T, bool]:
-        key, item, size, doubtful = self.items.pop(serial)
-        serials = self._by_key[key]
-        serials.remove(serial)
-        if not serials:
-            del self._by_key[key]
+    def _take(self, key: bytes, at: int) -> tuple[T, bool]:
+        stack = self.items[key]
+        item, size, doubtful = stack.pop(at)
+        if not stack:
+            del self.items[key]
+        self._count -= 1
         self._bytes -= size
         return item, doubtful
 
     def drain(self) -> Iterator[tuple[T, bool]]:
         """The entries never closed, in the order they were entered."""
         while self.items:
-            yield self._drop(next(iter(self.items)))
+            yield self._take(next(iter(self.items)), 0)
