@@ -23,7 +23,7 @@ from p11spy.facts.pkcs11 import functions
 from p11spy.tui.app import ShowApp
 from p11spy.tui.p11_index import P11Index
 
-from .conftest import REPO, USER_PIN, read_trace, run
+from .conftest import REPO, SOFTHSM_MODULE, USER_PIN, read_trace, run
 from .cprogs import build
 from .test_tui import ready, screen_text, settle, sync
 from .traces import record, ulong
@@ -172,6 +172,23 @@ def test_a_thread_that_crashed_inside_the_module(token, tmp_path, spy_env, shim)
     assert [c for c in calls if c.never_returned] == [crashed]
     assert f"C_GenerateRandom in thread {tid} of process {crashed.pid} never returned" \
         in diagnosed(trace)
+
+
+def test_under_p11spy_run_the_crashed_call_is_in_the_trace(token, tmp_path) -> None:
+    """The same crash under `p11spy run` (the preloaded spy wraps SoftHSM2, which the client
+    loads itself): run reports the signal, the trace names the call and the thread."""
+    prog = build("inside", tmp_path)
+    res = run([str(P11SPY), "run", "-o", str(tmp_path / "run-%p.p11"), "--", str(prog),
+               SOFTHSM_MODULE, USER_PIN, "crash"], token.env)
+    assert res.returncode == 128 + signal.SIGSEGV, res.stderr
+    assert "client killed by SIGSEGV" in res.stderr
+    tid = int(res.stdout.split()[1])
+    [trace] = tmp_path.glob("run-*.p11")
+    text = decoded(trace)
+    [head] = heads(text, "C_GenerateRandom")
+    assert f"tid {tid}" in head
+    assert text.rstrip().endswith(f"never returned (thread {tid} of process "
+                                  f"{head.split()[3]}): {INSIDE}")
 
 
 def test_the_viewer_shows_the_call_that_never_returned(token, tmp_path, spy_env,
