@@ -16,11 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
+from textual.widgets import DataTable
 
 from p11spy.decoder.events import Call
 from p11spy.facts.logformat import RECORD, Phase, RecordType
 from p11spy.facts.pkcs11 import functions
+from p11spy.tui import detail
 from p11spy.tui.app import ShowApp
+from p11spy.tui.findings import FindingsScreen
 from p11spy.tui.p11_index import P11Index
 
 from .conftest import REPO, SOFTHSM_MODULE, USER_PIN, read_trace, run
@@ -328,3 +331,35 @@ def test_open_entries_are_bounded(tmp_path, monkeypatch: pytest.MonkeyPatch) -> 
     got = _pairs(tmp_path / "t.p11", *recs, record(RecordType.CALL, info, b"", number=10))
     assert got == [("C_GetInfo", None, True)] * 7 + [("C_GetInfo", 0, False)] + \
         [("C_GetInfo", None, True)] * 2
+
+
+def test_the_viewers_findings_go_to_the_call_that_never_returned() -> None:
+    """`p11spy show` on the crash fixture, d, Enter on the first finding: the viewer is on
+    C_GenerateRandom, marked as an error, and its detail carries the finding."""
+    path = REPO / "fixtures" / "p11spy" / "real-thread-crashed-in-module.p11"
+
+    @sync
+    async def look() -> tuple[str, str, str]:
+        app = ShowApp.for_paths([path])
+        async with app.run_test(size=(120, 40)) as pilot:
+            tv = await ready(pilot)
+            await pilot.press("d")
+            screen = app.screen
+            assert isinstance(screen, FindingsScreen)
+            for _ in range(300):
+                await pilot.pause(0.01)
+                if screen.findings is not None:
+                    break
+            await pilot.pause(0.1)
+            first = str(screen.query_one("#findings", DataTable).get_row_at(0)[1])
+            await pilot.press("enter")
+            await pilot.pause(0.2)
+            rec, _kid = tv.calls.current()
+            assert tv.index.marks[rec] == "error"
+            pane = detail.plain(detail.build(tv.index, rec), width=200)
+            return first, tv.index.function(rec), pane
+
+    first, function, pane = look()
+    assert "C_GenerateRandom in thread" in first and "never returned" in first
+    assert function == "C_GenerateRandom"
+    assert INSIDE in pane and "[error] C_GenerateRandom in thread" in pane
