@@ -16,18 +16,17 @@ import time
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable
 
 from p11spy.decoder.events import Call
 from p11spy.facts.logformat import RECORD, Phase, RecordType
 from p11spy.facts.pkcs11 import functions
 from p11spy.tui import detail
 from p11spy.tui.app import ShowApp
-from p11spy.tui.findings import FindingsScreen
 from p11spy.tui.p11_index import P11Index
 
 from .conftest import REPO, SOFTHSM_MODULE, USER_PIN, read_trace, run
 from .cprogs import build
+from .test_diagnose_tui import first_finding
 from .test_tui import ready, screen_text, settle, sync
 from .traces import record, ulong
 
@@ -342,19 +341,7 @@ def test_the_viewers_findings_go_to_the_call_that_never_returned() -> None:
     async def look() -> tuple[str, str, str]:
         app = ShowApp.for_paths([path])
         async with app.run_test(size=(120, 40)) as pilot:
-            tv = await ready(pilot)
-            await pilot.press("d")
-            screen = app.screen
-            assert isinstance(screen, FindingsScreen)
-            for _ in range(300):
-                await pilot.pause(0.01)
-                if screen.findings is not None:
-                    break
-            await pilot.pause(0.1)
-            first = str(screen.query_one("#findings", DataTable).get_row_at(0)[1])
-            await pilot.press("enter")
-            await pilot.pause(0.2)
-            rec, _kid = tv.calls.current()
+            tv, first, rec = await first_finding(pilot, app)
             assert tv.index.marks[rec] == "error"
             pane = detail.plain(detail.build(tv.index, rec), width=200)
             return first, tv.index.function(rec), pane
