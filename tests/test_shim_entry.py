@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -350,3 +351,30 @@ def test_the_viewers_findings_go_to_the_call_that_never_returned() -> None:
     assert "C_GenerateRandom in thread" in first and "never returned" in first
     assert function == "C_GenerateRandom"
     assert INSIDE in pane and "[error] C_GenerateRandom in thread" in pane
+
+
+def test_following_a_trace_names_the_call_the_client_is_inside(token, tmp_path, spy_env,
+                                                                shim) -> None:
+    """`p11spy show --follow` on the trace of a client inside a long C_GenerateKeyPair (RSA
+    8192): the status line says which call, in which thread, has been inside the module for
+    how long, while it is (a hang, seen live)."""
+    prog = build("inside", tmp_path)
+    trace = tmp_path / "live.p11"
+    proc, tid = inside(prog, shim, spy_env(token, trace), trace, "keypair", "8192")
+    try:
+        @sync
+        async def live() -> str:
+            app = ShowApp.for_paths([trace], follow=True)
+            async with app.run_test(size=(160, 30)) as pilot:
+                end = time.monotonic() + 20
+                while f"C_GenerateKeyPair (thread {tid})" not in screen_text(app):
+                    assert time.monotonic() < end, screen_text(app)
+                    await pilot.pause(0.1)
+                return screen_text(app)
+
+        screen = live()
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    status = next(ln for ln in screen.splitlines() if "inside the module" in ln)
+    assert re.search(rf"inside the module for \d+ s: C_GenerateKeyPair \(thread {tid}\)", status)

@@ -23,6 +23,7 @@ import time
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
+from itertools import islice
 from pathlib import Path
 
 from p11spy.decoder.events import Event, TraceWarning
@@ -340,6 +341,26 @@ class P11Index(TraceIndex):
             st.apdus += n
         st.slowest_calls = [(d / 1000.0, r, self.function(r)) for d, r in list(self._slowest)]
         return st
+
+    def inside(self, older_than_s: float) -> list[tuple[str, int | None, float]]:
+        """The oldest entries the scan holds open (called from the UI while a followed scan
+        runs, so only a few keys are copied; the key says function, thread and start:
+        entries.call_key)."""
+        try:
+            keys = list(islice(self._entered.items, 8))
+        except RuntimeError:  # changed while copied: next time
+            return []
+        now = time.time()
+        out = []
+        for key in keys:
+            fidx, tid, start_us = (int.from_bytes(key[0:2], "little"),
+                                   int.from_bytes(key[6:14], "little"),
+                                   int.from_bytes(key[14:22], "little"))
+            since = now - start_us / 1e6
+            if since >= older_than_s:
+                out.append((_FN[fidx].name if fidx < len(_FN) else f"function #{fidx}", tid,
+                            since))
+        return out
 
     def _unreturned(self, offset: int, lost: bool = False) -> None:
         """A row for a call that entered and never returned (its ENTRY record at offset), with
