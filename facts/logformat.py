@@ -52,6 +52,13 @@ class RecordType(IntEnum):
     PASSED_ON = 8  # header only: the call of that ENTRY was passed on to another module
 
 
+def call_key(rec: bytes, p: int = 0) -> bytes:
+    """What pairs a call's ENTRY record with the record of its return (CALL or PASSED_ON):
+    the header's function, pid, thread, start time (bytes 10..32) and call number (48..56),
+    of the record at rec[p:]."""
+    return rec[p + 10:p + 32] + rec[p + 48:p + 56]
+
+
 class Phase(IntEnum):
     IN = 0  # captured before the real call
     OUT = 1  # captured after it

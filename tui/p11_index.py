@@ -29,11 +29,11 @@ from pathlib import Path
 from p11spy.decoder.events import Event, TraceWarning
 from p11spy.decoder.formats.p11spy import byteorder, frames
 from p11spy.decoder.formats.p11spy import reader as p11log
-from p11spy.decoder.formats.p11spy.entries import OpenCalls, call_key
+from p11spy.decoder.formats.p11spy.entries import OpenCalls
 from p11spy.decoder.summary import NEVER_RETURNED, FunctionStats, Summary
 from p11spy.decoder.values import format_time, rv_name
 from p11spy.facts import pcsc
-from p11spy.facts.logformat import FIELD, MAGIC, RECORD, ULONG, Kind, Phase, RecordType
+from p11spy.facts.logformat import FIELD, MAGIC, RECORD, ULONG, Kind, Phase, RecordType, call_key
 from p11spy.facts.pkcs11 import functions
 from p11spy.tui.trace_index import (
     APDU,
@@ -218,7 +218,7 @@ class P11Index(TraceIndex):
                 thread = self.thread_id(pid, tid)
             if rtype == _ENTRY_T:  # listed only if no return closes it (_orphans)
                 for given_up, lost in entered.enter(buf[p + 10:p + 32] + buf[p + 48:p + 56],
-                                                    base + p):  # entries.call_key, inlined
+                                                    base + p):  # logformat.call_key, inlined
                     self._unreturned(given_up, lost)
                 p += length
                 continue
@@ -228,7 +228,7 @@ class P11Index(TraceIndex):
                 continue
             if rtype == _CALL_T:
                 if open_entries:
-                    key = buf[p + 10:p + 32] + buf[p + 48:p + 56]  # entries.call_key, inlined
+                    key = buf[p + 10:p + 32] + buf[p + 48:p + 56]  # logformat.call_key, inlined
                     if key in open_entries:
                         entered.leave(key)
                 session = NO_ID
@@ -345,7 +345,7 @@ class P11Index(TraceIndex):
     def inside(self, older_than_s: float) -> list[tuple[str, int | None, float]]:
         """The oldest entries the scan holds open (called from the UI while a followed scan
         runs, so only a few keys are copied; the key says function, thread and start:
-        entries.call_key)."""
+        logformat.call_key)."""
         try:
             keys = list(islice(self._entered.items, 8))
         except RuntimeError:  # changed while copied: next time

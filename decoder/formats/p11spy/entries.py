@@ -2,15 +2,16 @@
 
 Why a module of its own: the reader and the viewer's index must agree on which entry a return
 closes, or a call would show twice in one and never-returned in the other. A return closes the
-latest open entry of the same function, pid, thread, start time and call number: nested calls
-on one thread return in the reverse order they entered, and the start time keeps two
-processes that had the same pid (containers, reruns appending to one file) apart.
+latest open entry of the same function, pid, thread, start time and call number (the key is
+facts/logformat.py's call_key): nested calls on one thread return in the reverse order they
+entered, and the start time keeps two processes that had the same pid (containers, reruns
+appending to one file) apart.
 
 What is left open when the trace ends never returned, unless the process's records went
 missing after it entered (a DROPPED record: disk full): its return may be among them, so it is
-only a call with no return recorded. So that a damaged or hostile trace
-cannot make a reader hold every entry it ever saw, at most MAX_OPEN entries (and MAX_BYTES of
-them) are held; beyond that the oldest is given up as never returned.
+only a call with no return recorded. So that a damaged or hostile trace cannot make a reader
+hold every entry it ever saw, at most MAX_OPEN entries (and MAX_BYTES of them) are held;
+beyond that the oldest is given up as never returned.
 """
 
 from __future__ import annotations
@@ -22,12 +23,6 @@ T = TypeVar("T")
 
 MAX_OPEN = 1 << 16  # calls open at once: far more than any process has threads
 MAX_BYTES = 64 << 20  # bytes of open entries a reader holds
-
-
-def call_key(rec: bytes, p: int = 0) -> bytes:
-    """What pairs an entry with its return: function, pid, thread, start time, call number
-    (the header's bytes 10..32 and 48..56 of the record at rec[p:])."""
-    return rec[p + 10:p + 32] + rec[p + 48:p + 56]
 
 
 class OpenCalls(Generic[T]):

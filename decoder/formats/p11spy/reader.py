@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 from p11spy.decoder.events import Apdu, Call, Event, ModuleInfo, PcscCall, Process, TraceWarning
 from p11spy.decoder.formats.p11spy import frames
-from p11spy.decoder.formats.p11spy.entries import OpenCalls, call_key
+from p11spy.decoder.formats.p11spy.entries import OpenCalls
 from p11spy.decoder.formats.p11spy.frames import u64
 from p11spy.decoder.values import (
     CK_UNAVAILABLE_INFORMATION,
@@ -28,7 +28,17 @@ from p11spy.decoder.values import (
     utc,
 )
 from p11spy.facts import pcsc
-from p11spy.facts.logformat import DIGEST, MAGIC, MASKED, MECHANISM, RECORD, Kind, Phase, RecordType
+from p11spy.facts.logformat import (
+    DIGEST,
+    MAGIC,
+    MASKED,
+    MECHANISM,
+    RECORD,
+    Kind,
+    Phase,
+    RecordType,
+    call_key,
+)
 from p11spy.facts.pkcs11 import functions, structs
 from p11spy.facts.pkcs11.model import Function, Param, Role
 
