@@ -179,13 +179,15 @@ def test_a_thread_that_crashed_inside_the_module(token, tmp_path, spy_env, shim)
 
 def test_under_p11spy_run_the_crashed_call_is_in_the_trace(token, tmp_path) -> None:
     """The same crash under `p11spy run` (the preloaded spy wraps SoftHSM2, which the client
-    loads itself): run reports the signal, the trace names the call and the thread."""
+    loads itself): run reports the signal and the call it hit the client in; the trace names
+    the call and the thread."""
     prog = build("inside", tmp_path)
     res = run([str(P11SPY), "run", "-o", str(tmp_path / "run-%p.p11"), "--", str(prog),
                SOFTHSM_MODULE, USER_PIN, "crash"], token.env)
     assert res.returncode == 128 + signal.SIGSEGV, res.stderr
-    assert "client killed by SIGSEGV" in res.stderr
     tid = int(res.stdout.split()[1])
+    assert res.stderr.splitlines()[0] == (f"p11spy run: client killed by SIGSEGV inside "
+                                          f"C_GenerateRandom (thread {tid})")
     [trace] = tmp_path.glob("run-*.p11")
     text = decoded(trace)
     [head] = heads(text, "C_GenerateRandom")
