@@ -1,7 +1,8 @@
 """`make bench`: what p11spy costs a client, side by side with OpenSC's pkcs11-spy, in one run.
 
 A C client (tests/bench/loop.c) calls SoftHSM2 in a tight loop: directly, through pkcs11-spy
-writing to a file, and through p11spy writing to a file. Each configuration runs ROUNDS times,
+writing to a file, and through p11spy writing to a file (two records per call: the entry before
+the module is called, the call when it returns). Each configuration runs ROUNDS times,
 interleaved, and the best round counts (the machine is noisy; the best is the least disturbed).
 Also measured: throughput with 2 threads against 1, bytes of trace per call, and the wall time
 and trace size of a whole exercise run (tests/clients/exercise.py: every function, valid and
@@ -131,7 +132,8 @@ def shim_table() -> None:
             label = {"getsessioninfo": "C_GetSessionInfo", "random32": "C_GenerateRandom(32)"}[func]
             rows.append((f"{label}: direct, ns/call", f"{ns['direct']:.0f}"))
             rows.append((f"{label}: added by pkcs11-spy, ns/call", f"{added['pkcs11-spy']:.0f}"))
-            rows.append((f"{label}: added by p11spy, ns/call", f"{added['p11spy']:.0f}"))
+            rows.append((f"{label}: added by p11spy (entry + return records), ns/call",
+                         f"{added['p11spy']:.0f}"))
             rows.append((f"{label}: p11spy / pkcs11-spy added cost (target <= 0.50)",
                          f"{added['p11spy'] / added['pkcs11-spy']:.2f}"))
             rows.append((f"{label}: log bytes/call, pkcs11-spy", f"{size['pkcs11-spy']:.0f}"))
