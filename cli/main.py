@@ -13,11 +13,11 @@ import signal
 import sys
 
 from p11spy import __version__
-from p11spy.cli import bundle, capture, decode, diagnose, explain, redact, show
+from p11spy.cli import bundle, capture, decode, diagnose, explain, redact, replay, show
 from p11spy.errors import UserError
 
 # Each command module offers register(subparsers); the order is the order of `p11spy --help`.
-COMMANDS = (capture, bundle, decode, explain, redact, diagnose, show)
+COMMANDS = (capture, bundle, decode, explain, redact, diagnose, show, replay)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -65,3 +65,13 @@ def shim_path(module: str | None = None, arch: str = NATIVE) -> Path:
     if not path.is_file():
         raise UserError(f"the shim is not built ({path} is missing): run `make setup`")
     return path
+
+
+REPLAY = HERE / "libp11spy-replay.so"  # `p11spy replay --lib`: answers from a recorded trace
+
+
+def replay_module() -> Path:
+    """The built replay module; a UserError if it is not built."""
+    if not REPLAY.is_file():
+        raise UserError(f"the replay module is not built ({REPLAY} is missing): run `make setup`")
+    return REPLAY

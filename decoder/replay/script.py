@@ -1,0 +1,153 @@
+"""Compiles a p11spy trace into the replay module's script (spy/replay_runtime.c reads it).
+
+Why a script and not the trace itself: the module is plain C in the client, and should only
+walk a flat list. The script keeps, per recorded call of one process and module, the function,
+the return value, the call number and the call's fields exactly as the shim recorded them
+(split into what went in and what came out), so the module compares an incoming call with
+the recording byte for byte, with the same encoders, and writes back what was recorded.
+
+Layout (little-endian): "P11RPLY1", u32 calls, u8 major, u8 minor (the function list's
+version), u8 flags (1: secrets were masked), u8 0, u32 name length, the name (what the
+replay's trace names as its module); then per call u32 function index, u32 in length,
+u32 out length, u32 0, u64 return value, u64 call number, the in-fields, the out-fields.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from p11spy.decoder.formats.p11spy import frames
+from p11spy.decoder.formats.registry import open_file
+from p11spy.errors import UserError
+from p11spy.facts.logformat import RECORD, Kind, Phase, RecordType
+from p11spy.facts.pkcs11 import functions
+
+MAGIC = b"P11RPLY1"
+HEAD = struct.Struct("<8sIBBBBI")
+CALL = struct.Struct("<IIIIQQ")
+SECRETS_MASKED = 1
+SHIM_MODULE = 255  # calls the shim answered itself (facts/LOGFORMAT.md): entry points
+DEFAULT_VERSION = (2, 40)
+_ENTRY = {"C_GetFunctionList", "C_GetInterfaceList", "C_GetInterface"}
+
+
+@dataclass
+class Recorded:
+    """One recorded call: its function, return value, call number and fields by phase."""
+
+    function: str
+    fn_index: int
+    rv: int
+    seq: int
+    tid: int
+    fields_in: bytes
+    fields_out: bytes
+
+
+@dataclass
+class Recording:
+    """The calls of one process to one module, as the replay answers them."""
+
+    source: str
+    pid: int
+    module: str
+    calls: list[Recorded] = field(default_factory=list)
+    version: tuple[int, int] = DEFAULT_VERSION
+    secrets_masked: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.source} (process {self.pid}, module {self.module})"
+
+
+def _split(rec: bytes) -> tuple[bytes, bytes, bool]:
+    """The record's in-fields and out-fields, each as recorded; whether an output was masked."""
+    parts: dict[int, bytearray] = {Phase.IN: bytearray(), Phase.OUT: bytearray()}
+    masked = False
+    for _param, phase, kind, _flags, off, n in frames.fields(rec):
+        if off + n > len(rec) or phase not in parts:
+            raise UserError("a damaged call record (its fields run past it)")
+        parts[phase] += rec[off - 8:off + n]
+        if phase == Phase.OUT:
+            masked |= kind == Kind.MASKED or (
+                kind == Kind.TEMPLATE and any(vk == Kind.MASKED for _t, _l, vk, _s, _e in
+                                              frames.attributes(rec[off:off + n], 0, False)))
+    return bytes(parts[Phase.IN]), bytes(parts[Phase.OUT]), masked
+
+
+def _version(call: Recorded) -> tuple[int, int] | None:
+    """The function list's version an entry call (or C_GetInfo) handed out."""
+    out = list(frames.fields(call.fields_out, -RECORD.size))
+    for _param, _phase, kind, _flags, off, n in out:
+        data = call.fields_out[off:off + n]
+        if call.function == "C_GetFunctionList" and kind == Kind.STRUCT and n >= 2:
+            return data[0], data[1]
+        if call.function in ("C_GetInterface", "C_GetInterfaceList") and n >= 10:
+            return data[8], data[9]
+        if call.function == "C_GetInfo" and kind == Kind.STRUCT and n >= 2:
+            return data[0], data[1]
+    return None
+
+
+def load(path: Path, pid: int | None = None) -> Recording:
+    """The recording of one process of a p11spy trace (the first with calls, or pid)."""
+    f = open_file(path)
+    with f:
+        head = f.read(4)
+        if head != b"P11R":
+            raise UserError(f"{path}: replay reads p11spy's own traces (this is not one)")
+        f.seek(0)
+        modules: dict[tuple[int, int], str] = {}
+        by_pid: dict[int, list[tuple[int, bytes]]] = {}
+        for kind, _offset, data in frames.frames(f):
+            if kind != frames.RECORD:
+                continue
+            _m, _len, rtype, mod, fn, rpid, _tid, *_rest = RECORD.unpack_from(data)
+            if rtype == RecordType.MODULE:
+                try:
+                    modules[(rpid, mod)] = json.loads(data[RECORD.size:]).get("path", "?")
+                except (ValueError, AttributeError):
+                    modules[(rpid, mod)] = "?"
+            elif rtype == RecordType.CALL and fn < len(functions.FUNCTIONS):
+                by_pid.setdefault(rpid, []).append((mod, data))
+    if not by_pid:
+        raise UserError(f"{path}: no PKCS#11 calls recorded")
+    if pid is None:
+        pid = next(iter(by_pid))
+    elif pid not in by_pid:
+        have = ", ".join(str(p) for p in by_pid)
+        raise UserError(f"{path}: no calls of process {pid} (processes: {have})")
+    records = by_pid[pid]
+    counts = Counter(mod for mod, _ in records if mod != SHIM_MODULE)
+    module = counts.most_common(1)[0][0] if counts else SHIM_MODULE
+    rec = Recording(str(path), pid, modules.get((pid, module), f"#{module}"))
+    for mod, data in records:
+        if mod not in (module, SHIM_MODULE):
+            continue
+        _m, _len, _t, _mod, fn, _pid, tid, _start, _dur, rv, seq = RECORD.unpack_from(data)
+        fin, fout, masked = _split(data)
+        name = functions.FUNCTIONS[fn].name
+        rec.calls.append(Recorded(name, fn, rv, seq, tid, fin, fout))
+        rec.secrets_masked |= masked
+    for call in rec.calls:
+        if call.function in _ENTRY or call.function == "C_GetInfo":
+            v = _version(call)
+            if v:
+                rec.version = v
+                break
+    return rec
+
+
+def encode(rec: Recording) -> bytes:
+    name = rec.name.encode()
+    out = [HEAD.pack(MAGIC, len(rec.calls), rec.version[0], rec.version[1],
+                     SECRETS_MASKED if rec.secrets_masked else 0, 0, len(name)), name]
+    for c in rec.calls:
+        out.append(CALL.pack(c.fn_index, len(c.fields_in), len(c.fields_out), 0,
+                             c.rv & (2**64 - 1), c.seq))
+        out += [c.fields_in, c.fields_out]
+    return b"".join(out)
