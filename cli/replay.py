@@ -14,7 +14,7 @@ def _lib(args: argparse.Namespace) -> int:
     rec = script.load(args.trace, args.pid)
     data = script.encode(rec)
     where = args.output or folder.default_folder(args.trace, data)
-    path = folder.make(where, replay_module(), data)
+    path = folder.make(where, replay_module(rec.interfaces), data)
     secrets = "; secrets unavailable (masked in the recording)" if rec.secrets_masked else ""
     print(f"p11spy replay: {len(rec.calls)} calls of process {rec.pid} to {rec.module}{secrets}; "
           f"the replay's traces go to {where}/", file=sys.stderr)

@@ -100,7 +100,9 @@ def out_dir(arch: str) -> Path:
     return SPY if arch == NATIVE else SPY / arch
 
 
-REPLAY = "libp11spy-replay.so"  # the module `p11spy replay` answers a client with
+# The module `p11spy replay` answers a client with; the 2.x build exports no interfaces, for
+# recordings of a client that found none.
+REPLAYS = (("libp11spy-replay.so", 1), ("libp11spy-replay-2.so", 0))
 
 
 def source(arch: str, name: str = "p11spy-shim.c", text=generate) -> Path:
@@ -139,10 +141,12 @@ def build(arch: str = NATIVE, *, system_cc: bool = False, verbose: bool = False)
                                f"-DP11SPY_PRELOAD={int(shim.preload)}", "-o", str(tmp),
                                str(src), *LINK], target, verbose))
     if arch == NATIVE:  # the replay runs where the support engineer works
-        target = dest / REPLAY
         rsrc = source(arch, "p11spy-replay.c", replay_codegen.generate)
-        built.append(_compile([*cc, *FLAGS, "-o", str(target.with_suffix(".so.tmp")), str(rsrc),
-                               *LINK], target, verbose))
+        for name, interfaces in REPLAYS:
+            target = dest / name
+            built.append(_compile([*cc, *FLAGS, f"-DP11SPY_EXPORT_INTERFACES={interfaces}",
+                                   "-o", str(target.with_suffix(".so.tmp")), str(rsrc), *LINK],
+                                  target, verbose))
     return built
 
 

@@ -31,7 +31,8 @@
 #define RPN_ORDER 4      /* found ahead of the next recorded call */
 #define RPN_PIN 8        /* a PIN matched by length and character class only */
 #define RPN_SECRETS 16   /* an output was masked in the recording: given back as zeros */
-#define RPN_BIG 32       /* a buffer too large to record: given back as its first bytes */
+#define RPN_BIG 32       /* an output not wholly recorded (too large, a nested template):
+                          * given back as what was recorded of it, zeros for the rest */
 
 struct rp_call {
     unsigned fn;
@@ -167,7 +168,8 @@ static void rp_open_match(void)
 
 static const char *const rp_note_words[] = {"data differs", "mechanism parameter differs",
                                             "out of order", "PIN matched by length and class",
-                                            "secrets unavailable", "large output cut short"};
+                                            "secrets unavailable",
+                                            "output not wholly recorded"};
 
 static void rp_note_line(uint64_t seq, unsigned fn, const char *match, const struct rp_call *c,
                          unsigned notes, const char *why)
@@ -463,8 +465,13 @@ static int rp_template_out(const struct rp_call *c, int param, CK_ATTRIBUTE *a, 
         if (len > room) {
             a[i].ulValueLen = CK_UNAVAILABLE_;
             small = 1;
+        } else if (len == 0) {
+            continue;
         } else if (kind == K_BYTES && pn == len) {
             memcpy(a[i].pValue, v, len);
+        } else if (kind == K_DIGEST && pn >= 16) {
+            struct rp_field d = {1, K_DIGEST, v, pn};
+            rp_copy(&d, a[i].pValue, room);
         } else {
             memset(a[i].pValue, 0, len);
             t_rp_notes |= kind == K_MASKED ? RPN_SECRETS : RPN_BIG;
@@ -532,10 +539,10 @@ static void rp_take_entry(struct p11_rec *r)
     for (uint32_t k = g_rp_first; k < g_rp_n; k++) {
         unsigned f = g_rp_calls[k].fn;
         if (g_rp_calls[k].used) continue;
+        /* any of the three: each hands out the same list */
         if (f == P11_FN_C_GetFunctionList || f == P11_FN_C_GetInterfaceList ||
-            f == P11_FN_C_GetInterface) {
-            if (f == r->fn) c = &g_rp_calls[k];
-        }
+            f == P11_FN_C_GetInterface)
+            c = &g_rp_calls[k];
         break;
     }
     if (c) {
@@ -570,7 +577,15 @@ P11_EXPORT CK_RV C_GetFunctionList(void **pp)
     return rv;
 }
 
-P11_EXPORT CK_RV C_GetInterfaceList(CK_INTERFACE *list, CK_ULONG *count)
+/* The replay offers interfaces only where the recorded client found them (the 2.x build,
+ * libp11spy-replay-2.so, exports neither), so that the client takes the same path. */
+#if P11SPY_EXPORT_INTERFACES
+#define RP_IFACE_EXPORT P11_EXPORT
+#else
+#define RP_IFACE_EXPORT static
+#endif
+
+RP_IFACE_EXPORT CK_RV C_GetInterfaceList(CK_INTERFACE *list, CK_ULONG *count)
 {
     if (!p11_ready()) return CKR_GENERAL_ERROR_;
     struct p11_rec r;
@@ -592,7 +607,7 @@ P11_EXPORT CK_RV C_GetInterfaceList(CK_INTERFACE *list, CK_ULONG *count)
     return rv;
 }
 
-P11_EXPORT CK_RV C_GetInterface(CK_UTF8CHAR *name, CK_VERSION *version, CK_INTERFACE **pp,
+RP_IFACE_EXPORT CK_RV C_GetInterface(CK_UTF8CHAR *name, CK_VERSION *version, CK_INTERFACE **pp,
                                 CK_FLAGS flags)
 {
     if (!p11_ready()) return CKR_GENERAL_ERROR_;

@@ -60,6 +60,12 @@ class Recording:
     secrets_masked: bool = False
 
     @property
+    def interfaces(self) -> bool:
+        """Whether the recorded client found PKCS#11 3.0 interfaces (then the replay offers
+        them too, so that the client takes the same path)."""
+        return any(c.function in ("C_GetInterface", "C_GetInterfaceList") for c in self.calls)
+
+    @property
     def name(self) -> str:
         return f"{self.source} (process {self.pid}, module {self.module})"
 

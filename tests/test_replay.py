@@ -1,0 +1,197 @@
+"""`p11spy replay`: real clients recorded over SoftHSM2 through the shim, then answered by the
+replay module alone (SoftHSM's token folder removed), with the same output and exit status;
+clients that depart from the recording are told so at the call where they do."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import USER_PIN, Token, make_token, run
+
+PY = sys.executable
+P11SPY = [PY, "-m", "p11spy.cli.main"]
+
+# A python-pkcs11 client: finds a key by label, signs, prints what a user would see.
+PY_CLIENT = """
+import sys, pkcs11
+from pkcs11 import Mechanism, ObjectClass
+lib = pkcs11.lib(sys.argv[1])
+token = lib.get_token(token_label=sys.argv[2])
+print("token", token.label, token.manufacturer_id)
+with token.open(user_pin=sys.argv[3]) as s:
+    key = s.get_key(object_class=ObjectClass.PRIVATE_KEY, label=sys.argv[4])
+    print("key", key.label, key.key_type)
+    sig = key.sign(b"data to sign", mechanism=Mechanism.ECDSA)
+    print("signature", len(sig), sig.hex())
+"""
+
+
+def need(tool: str) -> None:
+    if not shutil.which(tool):
+        pytest.fail(f"{tool} is missing: run `make setup`")
+
+
+@pytest.fixture
+def keys_token(tmp_path: Path) -> Token:
+    """A SoftHSM2 token with two EC key pairs, k1 (id 01) and k2 (id 02)."""
+    need("pkcs11-tool")
+    tok = make_token(tmp_path / "hsm")
+    for label, kid in (("k1", "01"), ("k2", "02")):
+        subprocess.run(["pkcs11-tool", "--module", tok.module, "--login", "--pin", USER_PIN,
+                        "--keypairgen", "--key-type", "EC:prime256v1", "--label", label,
+                        "--id", kid], env=tok.env, check=True, capture_output=True)
+    return tok
+
+
+def record(cmd: list[str], tok: Token, trace: Path, spy_env,
+           shim_for) -> subprocess.CompletedProcess:
+    """Runs cmd (MODULE in it stands for the module) through the shim over the token."""
+    shim = str(shim_for(tok.module))
+    return run([shim if a == "MODULE" else a for a in cmd], spy_env(tok, trace))
+
+
+def replay_module(trace: Path, folder: Path) -> str:
+    res = run([*P11SPY, "replay", "--lib", str(trace), "-o", str(folder)], {})
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def without_token(tok: Token) -> dict[str, str]:
+    """The environment of a replayed run: SoftHSM's tokens gone, no spy settings."""
+    shutil.rmtree(tok.conf.parent / "tokens", ignore_errors=True)
+    return {k: v for k, v in tok.env.items()
+            if not k.startswith(("P11SPY_", "PKCS11SPY", "SOFTHSM2_CONF"))}
+
+
+def replayed(cmd: list[str], module: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return run([module if a == "MODULE" else a for a in cmd], env)
+
+
+def matches(folder: Path) -> list[list[dict]]:
+    """The .match lines of each replayed run in the folder, oldest first."""
+    files = sorted(folder.glob("*.match"), key=lambda p: p.stat().st_mtime_ns)
+    return [[json.loads(line) for line in f.read_text().splitlines()] for f in files]
+
+
+SIGN = ["pkcs11-tool", "--module", "MODULE", "--login", "--pin", USER_PIN, "--sign", "-m",
+        "ECDSA", "--id", "01", "-i", "DATA", "-o", "SIG"]
+
+
+@pytest.mark.parametrize("args", [
+    ["-L"],
+    ["-O"],
+    ["--login", "--pin", USER_PIN, "-O"],
+    ["--login", "--pin", "9999", "-O"],  # a wrong PIN: the recorded failure happens again
+], ids=["list-slots", "list-objects", "login-list-objects", "wrong-pin"])
+def test_pkcs11_tool_replayed_without_the_token(args, keys_token, tmp_path, spy_env, shim_for):
+    cmd = ["pkcs11-tool", "--module", "MODULE", *args]
+    trace = tmp_path / "rec.p11"
+    rec = record(cmd, keys_token, trace, spy_env, shim_for)
+    module = replay_module(trace, tmp_path / "replay")
+    got = replayed(cmd, module, without_token(keys_token))
+    assert got.stdout == rec.stdout
+    assert got.returncode == rec.returncode
+    if "9999" in args:
+        assert rec.returncode != 0 and "CKR_PIN_INCORRECT" in rec.stderr
+        assert "CKR_PIN_INCORRECT" in got.stderr
+    else:
+        assert rec.returncode == 0, rec.stderr
+    (run_matches,) = matches(tmp_path / "replay")
+    assert {m["match"] for m in run_matches} == {"exact"}
+    # the replay wrote its own trace, which decodes like a recorded one
+    (own,) = (tmp_path / "replay").glob("pkcs11-tool-*.p11")
+    decoded = run([*P11SPY, "decode", str(own)], {})
+    assert decoded.returncode == 0 and "p11spy replay of" in decoded.stdout
+
+
+def test_sign_replayed_gives_the_recorded_signature(keys_token, tmp_path, spy_env, shim_for):
+    data = tmp_path / "data"
+    data.write_bytes(b"to be signed\n")
+    cmd = [str(data) if a == "DATA" else a for a in SIGN]
+    rec = record([str(tmp_path / "sig1") if a == "SIG" else a for a in cmd], keys_token,
+                 tmp_path / "rec.p11", spy_env, shim_for)
+    assert rec.returncode == 0, rec.stderr
+    module = replay_module(tmp_path / "rec.p11", tmp_path / "replay")
+    env = without_token(keys_token)
+    # another PIN of the same length and class is taken: the recorded one was masked
+    other_pin = [("4321" if a == USER_PIN else str(tmp_path / "sig2") if a == "SIG" else a)
+                 for a in cmd]
+    got = replayed(other_pin, module, env)
+    assert (got.stdout, got.returncode) == (rec.stdout, rec.returncode)
+    assert (tmp_path / "sig2").read_bytes() == (tmp_path / "sig1").read_bytes()
+    login = [m for m in matches(tmp_path / "replay")[0] if m["function"] == "C_Login"]
+    assert login[0]["match"] == "exact"
+    assert "PIN matched by length and class" in login[0]["notes"]
+
+    # other data to sign: tolerated (it may hold a time), the recorded signature comes back
+    data.write_bytes(b"other data, signed at 12:00\n")
+    got = replayed([str(tmp_path / "sig3") if a == "SIG" else a for a in cmd], module, env)
+    assert got.returncode == 0, got.stderr
+    sign = [m for m in matches(tmp_path / "replay")[1] if m["function"] == "C_Sign"]
+    assert sign[0]["match"] == "tolerated" and sign[0]["notes"] == ["data differs"]
+
+
+@pytest.mark.parametrize("change,function,param", [
+    (("--id", "02"), "C_FindObjectsInit", "pTemplate"),  # another key
+    (("-m", "ECDSA-SHA256"), "C_SignInit", "pMechanism"),  # another mechanism
+    (("--pin", "12345"), "C_Login", "pPin"),  # a PIN of another length
+], ids=["other-key", "other-mechanism", "other-pin-length"])
+def test_a_client_that_departs_is_told_at_that_call(change, function, param, keys_token,
+                                                    tmp_path, spy_env, shim_for):
+    data = tmp_path / "data"
+    data.write_bytes(b"to be signed\n")
+    cmd = [str(data) if a == "DATA" else str(tmp_path / "sig") if a == "SIG" else a
+           for a in SIGN]
+    rec = record(cmd, keys_token, tmp_path / "rec.p11", spy_env, shim_for)
+    assert rec.returncode == 0, rec.stderr
+    module = replay_module(tmp_path / "rec.p11", tmp_path / "replay")
+    flag, value = change
+    other = [*cmd]
+    other[other.index(flag) + 1] = value
+    got = replayed(other, module, without_token(keys_token))
+    assert got.returncode != 0
+    assert f"departs from the recording at {function}" in got.stderr
+    assert "CKR_FUNCTION_FAILED" in got.stderr  # the client names the failure
+    (run_matches,) = matches(tmp_path / "replay")
+    diverged = [m for m in run_matches if m["match"] == "diverged"]
+    assert diverged[0]["function"] == function
+    assert diverged[0]["why"].startswith(f"{param} differs")
+    # every call before it matched
+    before = run_matches[:run_matches.index(diverged[0])]
+    assert before and all(m["match"] == "exact" for m in before)
+    report = run([*P11SPY, "replay", "--report", str(tmp_path / "replay")], {})
+    assert report.returncode == 1
+    assert f"{function}: diverged" in report.stdout
+
+
+def test_python_pkcs11_replayed_and_diverging(keys_token, tmp_path, spy_env, shim_for):
+    script = tmp_path / "client.py"
+    script.write_text(PY_CLIENT)
+    cmd = [PY, str(script), "MODULE", keys_token.label, USER_PIN, "k2"]
+    rec = record(cmd, keys_token, tmp_path / "rec.p11", spy_env, shim_for)
+    assert rec.returncode == 0, rec.stderr
+    assert "signature 64" in rec.stdout
+    module = replay_module(tmp_path / "rec.p11", tmp_path / "replay")
+    env = without_token(keys_token)
+    got = replayed(cmd, module, env)
+    assert (got.stdout, got.returncode) == (rec.stdout, rec.returncode), got.stderr
+    other = replayed([*cmd[:-1], "k1"], module, env)
+    assert other.returncode != 0
+    diverged = [m for m in matches(tmp_path / "replay")[1] if m["match"] == "diverged"]
+    assert diverged[0]["function"] == "C_FindObjectsInit"
+
+
+def test_replay_refuses_what_it_cannot_play(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a trace\n")
+    res = run([*P11SPY, "replay", "--lib", str(text)], {})
+    assert res.returncode != 0
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    res = run([*P11SPY, "replay", "--lib", str(tmp_path / "missing.p11")], {})
+    assert res.returncode != 0 and "no such file" in res.stderr
