@@ -5,6 +5,7 @@ clients that depart from the recording are told so at the call where they do."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,18 @@ SIGN = ["pkcs11-tool", "--module", "MODULE", "--login", "--pin", USER_PIN, "--si
         "ECDSA", "--id", "01", "-i", "DATA", "-o", "SIG"]
 
 
+def sign_cmd(tmp_path: Path) -> list[str]:
+    """SIGN with a data file of its own, writing the signature to tmp_path/sig."""
+    data = tmp_path / "data"
+    data.write_bytes(b"to be signed\n")
+    return [str(data) if a == "DATA" else str(tmp_path / "sig") if a == "SIG" else a
+            for a in SIGN]
+
+
+# A return value that differs, as --against reports it.
+RV_DIFFERS = re.compile(r"^#\d+ \w+: CKR_\w+ now, CKR_\w+ recorded$", re.M)
+
+
 @pytest.mark.parametrize("args", [
     ["-L"],
     ["-O"],
@@ -144,10 +157,7 @@ def test_sign_replayed_gives_the_recorded_signature(keys_token, tmp_path, spy_en
 ], ids=["other-key", "other-mechanism", "other-pin-length"])
 def test_a_client_that_departs_is_told_at_that_call(change, function, param, keys_token,
                                                     tmp_path, spy_env, shim_for):
-    data = tmp_path / "data"
-    data.write_bytes(b"to be signed\n")
-    cmd = [str(data) if a == "DATA" else str(tmp_path / "sig") if a == "SIG" else a
-           for a in SIGN]
+    cmd = sign_cmd(tmp_path)
     rec = record(cmd, keys_token, tmp_path / "rec.p11", spy_env, shim_for)
     assert rec.returncode == 0, rec.stderr
     module = replay_module(tmp_path / "rec.p11", tmp_path / "replay")
@@ -195,3 +205,50 @@ def test_replay_refuses_what_it_cannot_play(tmp_path):
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
     res = run([*P11SPY, "replay", "--lib", str(tmp_path / "missing.p11")], {})
     assert res.returncode != 0 and "no such file" in res.stderr
+
+
+def set_sign(tok: Token, label: str, value: bool) -> None:
+    """Sets CKA_SIGN of a private key (python-pkcs11, straight to SoftHSM2)."""
+    code = ("import sys, pkcs11\nfrom pkcs11 import Attribute, ObjectClass\n"
+            "tok = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])\n"
+            "with tok.open(user_pin=sys.argv[3], rw=True) as s:\n"
+            "    k = s.get_key(object_class=ObjectClass.PRIVATE_KEY, label=sys.argv[4])\n"
+            "    k[Attribute.SIGN] = sys.argv[5] == '1'\n")
+    subprocess.run([PY, "-c", code, tok.module, tok.label, USER_PIN, label,
+                    "1" if value else "0"], env=tok.env, check=True, capture_output=True)
+
+
+def test_against_a_token_where_the_key_may_not_sign(keys_token, tmp_path, spy_env, shim_for):
+    """Recorded on one token, re-issued against a copy where k1 lacks CKA_SIGN: exactly the
+    C_SignInit fails, and the C_Sign after it is not made (it would fail for that reason)."""
+    cmd = sign_cmd(tmp_path)
+    lab = keys_token.copy(tmp_path / "lab")
+    rec = record(cmd, keys_token, tmp_path / "rec.p11", spy_env, shim_for)
+    assert rec.returncode == 0, rec.stderr
+    against = [*P11SPY, "replay", "--against", lab.module, str(tmp_path / "rec.p11"), "--pin",
+               USER_PIN]
+    same = run(against, lab.env)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "== 0 of " in same.stdout and not RV_DIFFERS.findall(same.stdout)
+
+    set_sign(lab, "k1", False)
+    res = run(against, lab.env)
+    assert res.returncode == 1, res.stderr
+    failed = RV_DIFFERS.findall(res.stdout)
+    assert len(failed) == 1
+    assert "C_SignInit: CKR_KEY_FUNCTION_NOT_PERMITTED now, CKR_OK recorded" in failed[0]
+    seq = failed[0].split()[0]
+    assert f"C_Sign: not made: follows from {seq} C_SignInit" in res.stdout
+    assert "1 of " in res.stdout.splitlines()[-1]
+
+    no_pin = run(against[:-2], lab.env)
+    assert "C_Login: not made: the recorded USER PIN is masked: give --pin" in no_pin.stdout
+
+
+def test_against_refuses_what_is_no_module(keys_token, tmp_path, spy_env, shim_for):
+    record(["pkcs11-tool", "--module", "MODULE", "-L"], keys_token, tmp_path / "rec.p11",
+           spy_env, shim_for)
+    res = run([*P11SPY, "replay", "--against", str(tmp_path / "nothing.so"),
+               str(tmp_path / "rec.p11")], {})
+    assert res.returncode != 0
+    assert res.stderr.count("\n") == 1 and "cannot load" in res.stderr
