@@ -252,3 +252,51 @@ def test_against_refuses_what_is_no_module(keys_token, tmp_path, spy_env, shim_f
                str(tmp_path / "rec.p11")], {})
     assert res.returncode != 0
     assert res.stderr.count("\n") == 1 and "cannot load" in res.stderr
+
+
+SECRET_CLIENT = """
+import sys, pkcs11
+from pkcs11 import Attribute, KeyType, ObjectClass
+tok = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])
+with tok.open(user_pin=sys.argv[3], rw=True) as s:
+    if sys.argv[4] == "make":
+        s.generate_key(KeyType.AES, 128, label="aes", store=True,
+                       template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True})
+    else:
+        value = s.get_key(object_class=ObjectClass.SECRET_KEY, label="aes")[Attribute.VALUE]
+        print("value", len(value), value.hex())
+"""
+
+
+def test_masked_key_values_come_back_as_zeros_marked_unavailable(keys_token, tmp_path, spy_env,
+                                                                 shim_for):
+    script = tmp_path / "secret.py"
+    script.write_text(SECRET_CLIENT)
+    base = [PY, str(script), keys_token.module, keys_token.label, USER_PIN]
+    subprocess.run([*base, "make"], env=keys_token.env, check=True, capture_output=True)
+    cmd = [PY, str(script), "MODULE", keys_token.label, USER_PIN, "read"]
+    rec = record(cmd, keys_token, tmp_path / "rec.p11", spy_env, shim_for)
+    assert rec.returncode == 0 and rec.stdout.startswith("value 16 "), rec.stderr
+    lib = run([*P11SPY, "replay", "--lib", str(tmp_path / "rec.p11"), "-o",
+               str(tmp_path / "replay")], {})
+    assert "secrets unavailable" in lib.stderr
+    got = replayed(cmd, lib.stdout.strip(), without_token(keys_token))
+    assert got.stdout == "value 16 " + "00" * 16 + "\n"
+    notes = [m for ms in matches(tmp_path / "replay") for m in ms if m["notes"]]
+    assert any("secrets unavailable" in m["notes"] for m in notes)
+    (own,) = (tmp_path / "replay").glob("*.p11")
+    decoded = run([*P11SPY, "decode", str(own)], {})
+    assert "(secrets unavailable)" in decoded.stdout
+
+
+def test_a_damaged_script_fails_every_call_with_one_line(keys_token, tmp_path, spy_env,
+                                                         shim_for):
+    cmd = ["pkcs11-tool", "--module", "MODULE", "-L"]
+    record(cmd, keys_token, tmp_path / "rec.p11", spy_env, shim_for)
+    module = replay_module(tmp_path / "rec.p11", tmp_path / "replay")
+    script = tmp_path / "replay" / "replay.p11r"
+    script.write_bytes(script.read_bytes()[:100])
+    got = replayed(cmd, module, without_token(keys_token))
+    assert got.returncode != 0
+    assert "p11spy: replay: the replay script" in got.stderr and "damaged" in got.stderr
+    assert "Segmentation" not in got.stderr
