@@ -300,3 +300,41 @@ def test_a_damaged_script_fails_every_call_with_one_line(keys_token, tmp_path, s
     assert got.returncode != 0
     assert "p11spy: replay: the replay script" in got.stderr and "damaged" in got.stderr
     assert "Segmentation" not in got.stderr
+
+
+def nss_db(d: Path, module: str, env: dict[str, str]) -> str:
+    """A new NSS database with module added by modutil; its sql: name."""
+    d.mkdir()
+    db = f"sql:{d}"
+    subprocess.run(["certutil", "-N", "-d", db, "--empty-password"], check=True,
+                   capture_output=True)
+    subprocess.run(["modutil", "-dbdir", db, "-add", "p11", "-libfile", module, "-force"],
+                   input="\n", text=True, env=env, check=True, capture_output=True)
+    return db
+
+
+def test_nss_certutil_replayed_through_modutil(keys_token, tmp_path, spy_env, shim_for):
+    """The printed path works as NSS's module, added with modutil and no environment: certutil
+    lists the token's keys from the replay as it did from SoftHSM (NSS seeds the token's
+    random generator with data of its own: tolerated)."""
+    need("certutil")
+    need("modutil")
+    env = spy_env(keys_token, tmp_path / "modutil.p11")
+    db = nss_db(tmp_path / "nss", str(shim_for(keys_token.module)), env)
+    cmd = ["certutil", "-K", "-d", "DB", "-h", keys_token.label, "-f", "PWFILE"]
+    pw = tmp_path / "pw"
+    pw.write_text(USER_PIN + "\n")
+    rec = run([db if a == "DB" else str(pw) if a == "PWFILE" else a for a in cmd],
+              spy_env(keys_token, tmp_path / "rec.p11"))
+    assert rec.returncode == 0 and "k1" in rec.stdout and "k2" in rec.stdout, rec.stderr
+    module = replay_module(tmp_path / "rec.p11", tmp_path / "replay")
+    clean = without_token(keys_token)
+    db2 = nss_db(tmp_path / "nss2", module, clean)
+    pw.write_text("4321\n")  # another PIN of the same length and class
+    got = run([db2 if a == "DB" else str(pw) if a == "PWFILE" else a for a in cmd], clean)
+    assert (got.stdout, got.returncode) == (rec.stdout, rec.returncode), got.stderr
+    certutil_run = [ms for f, ms in zip(sorted((tmp_path / "replay").glob("*.match"),
+                                               key=lambda p: p.stat().st_mtime_ns),
+                                        matches(tmp_path / "replay"), strict=True)
+                    if f.name.startswith("certutil")]
+    assert certutil_run and "diverged" not in {m["match"] for m in certutil_run[0]}
