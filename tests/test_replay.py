@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import USER_PIN, Token, make_token, run
+from p11spy.decoder.events import Call
+from tests.conftest import USER_PIN, Token, make_token, read_trace, run
 
 PY = sys.executable
 P11SPY = [PY, "-m", "p11spy.cli.main"]
@@ -31,6 +32,10 @@ with token.open(user_pin=sys.argv[3]) as s:
     sig = key.sign(b"data to sign", mechanism=Mechanism.ECDSA)
     print("signature", len(sig), sig.hex())
 """
+
+
+def read_calls(path: Path) -> list[Call]:
+    return [e for e in read_trace(path) if isinstance(e, Call)]
 
 
 def need(tool: str) -> None:
@@ -117,10 +122,13 @@ def test_pkcs11_tool_replayed_without_the_token(args, keys_token, tmp_path, spy_
         assert rec.returncode == 0, rec.stderr
     (run_matches,) = matches(tmp_path / "replay")
     assert {m["match"] for m in run_matches} == {"exact"}
-    # the replay wrote its own trace, which decodes like a recorded one
+    # the replay wrote its own trace, which decodes like a recorded one: the same calls with
+    # the same return values, so a comparison of the two runs lines them up
     (own,) = (tmp_path / "replay").glob("pkcs11-tool-*.p11")
     decoded = run([*P11SPY, "decode", str(own)], {})
     assert decoded.returncode == 0 and "p11spy replay of" in decoded.stdout
+    assert [(c.function, c.rv) for c in read_calls(own)] == \
+        [(c.function, c.rv) for c in read_calls(trace)]
 
 
 def test_sign_replayed_gives_the_recorded_signature(keys_token, tmp_path, spy_env, shim_for):
