@@ -25,12 +25,14 @@ ENTRY_POINTS = ("C_GetFunctionList", "C_GetInterfaceList", "C_GetInterface")
 # is "tolerated"); ROOM only whether it is NULL (the room a client offers, garbage in an
 # unset count); PTR only whether it is NULL (an address); MECH the same mechanism, its parameter
 # may differ (an IV); TYPES the same attribute types asked, with or without room;
-# INITARGS the same flags.
-CLASSES = ("RP_STRICT", "RP_DATA", "RP_ROOM", "RP_PTR", "RP_MECH", "RP_TYPES", "RP_INITARGS")
+# INITARGS the same flags; PIN the same length and character class as a masked recorded PIN,
+# the same length as one recorded in clear or redacted.
+CLASSES = ("RP_STRICT", "RP_DATA", "RP_ROOM", "RP_PTR", "RP_MECH", "RP_TYPES", "RP_INITARGS",
+           "RP_PIN")
 MATCH = {
     Role.BYTES_IN: "RP_DATA", Role.BYTES_INOUT: "RP_DATA", Role.LENGTH_PTR: "RP_ROOM",
     Role.POINTER: "RP_PTR", Role.MECHANISM: "RP_MECH", Role.TEMPLATE_INOUT: "RP_TYPES",
-    Role.INIT_ARGS: "RP_INITARGS",
+    Role.INIT_ARGS: "RP_INITARGS", Role.PIN: "RP_PIN",
 }
 # A LENGTH takes the class of what it measures: the length of data may differ with the data,
 # the capacity of an output array is room.

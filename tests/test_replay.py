@@ -148,7 +148,7 @@ def test_sign_replayed_gives_the_recorded_signature(keys_token, tmp_path, spy_en
     assert (tmp_path / "sig2").read_bytes() == (tmp_path / "sig1").read_bytes()
     login = [m for m in matches(tmp_path / "replay")[0] if m["function"] == "C_Login"]
     assert login[0]["match"] == "exact"
-    assert "PIN matched by length and class" in login[0]["notes"]
+    assert "PIN matched by length (and class)" in login[0]["notes"]
 
     # other data to sign: tolerated (it may hold a time), the recorded signature comes back
     data.write_bytes(b"other data, signed at 12:00\n")
@@ -346,3 +346,28 @@ def test_nss_certutil_replayed_through_modutil(keys_token, tmp_path, spy_env, sh
                                         matches(tmp_path / "replay"), strict=True)
                     if f.name.startswith("certutil")]
     assert certutil_run and "diverged" not in {m["match"] for m in certutil_run[0]}
+
+
+@pytest.mark.parametrize("how", ["secrets-logged", "redacted"])
+def test_a_pin_recorded_in_clear_or_redacted_matches_by_length(how, keys_token, tmp_path,
+                                                               spy_env, shim_for):
+    cmd = sign_cmd(tmp_path)
+    extra = {"P11SPY_LOG_SECRETS": "1"} if how == "secrets-logged" else {}
+    shim = str(shim_for(keys_token.module))
+    trace = tmp_path / "rec.p11"
+    rec = run([shim if a == "MODULE" else a for a in cmd], spy_env(keys_token, trace, **extra))
+    assert rec.returncode == 0, rec.stderr
+    if how == "redacted":
+        red = tmp_path / "red.p11"
+        assert run([*P11SPY, "redact", str(trace), "-o", str(red)], {}).returncode == 0
+        trace = red
+    lab = keys_token.copy(tmp_path / "lab")
+    against = run([*P11SPY, "replay", "--against", lab.module, str(trace), "--pin", USER_PIN],
+                  lab.env)
+    assert against.returncode == 0, against.stdout + against.stderr
+    module = replay_module(trace, tmp_path / "replay")
+    got = replayed([("4321" if a == USER_PIN else a) for a in cmd], module,
+                   without_token(keys_token))
+    assert (got.stdout, got.returncode) == (rec.stdout, rec.returncode), got.stderr
+    login = [m for m in matches(tmp_path / "replay")[0] if m["function"] == "C_Login"]
+    assert login[0]["match"] == "exact"

@@ -149,7 +149,9 @@ class Player:
         raise Unplayable(f"{what} was not recorded whole ({Kind(f.kind).name.lower()})")
 
     def pin_of(self, fn: Function, f: Field | None, fin: dict[int, Field]):
-        if f is None or f.kind != Kind.MASKED:
+        redacted = f is not None and f.kind == Kind.BYTES and f.data and \
+            f.data == b"*" * len(f.data)
+        if f is None or (f.kind != Kind.MASKED and not redacted):
             return self.bytes_of(f, "the PIN")
         who = "so" if fn.name == "C_InitToken" or (
             fn.name == "C_Login" and 1 in fin and _u64(fin[1].data) == CKU_SO) else "user"
@@ -157,7 +159,7 @@ class Player:
         if pin is None:
             raise Unplayable(f"the recorded {who.upper()} PIN is masked: give "
                              f"--{'so-pin' if who == 'so' else 'pin'}")
-        length, _cls, _extra = MASKED.unpack_from(f.data)
+        length = len(f.data) if redacted else MASKED.unpack_from(f.data)[0]
         if len(pin.encode()) != length:
             raise Unplayable(f"the recorded PIN has {length} bytes, the PIN given "
                              f"{len(pin.encode())}")
