@@ -32,7 +32,15 @@ def _against(args: argparse.Namespace) -> int:
     from p11spy.decoder.replay import against, script
 
     rec = script.load(args.trace, args.pid)
-    return against.run(rec, args.against, pin=args.pin, so_pin=args.so_pin)
+    load = args.against
+    if args.output:  # through the shim, which records the re-issued calls
+        import os
+
+        from p11spy.spy.shims import shim_path
+
+        load = str(shim_path(args.against))
+        os.environ.update(P11SPY_MODULE=args.against, P11SPY_OUTPUT=str(args.output))
+    return against.run(rec, args.against, pin=args.pin, so_pin=args.so_pin, load=load)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -69,9 +77,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "replay trace) matched the recording")
     p.add_argument("--pid", type=int, help="the process of the trace to replay (default: the "
                                            "first with calls)")
-    p.add_argument("-o", "--output", type=Path, metavar="FOLDER",
-                   help="the folder for the module, its script and the replay's traces "
-                        "(default /tmp/p11spy-<uid>/replay-<trace>-<digest>)")
+    p.add_argument("-o", "--output", type=Path, metavar="PATH",
+                   help="--lib: the folder for the module, its script and the replay's traces "
+                        "(default /tmp/p11spy-<uid>/replay-<trace>-<digest>); --against: a "
+                        "trace of the re-issued calls, recorded by the shim (to compare with "
+                        "the recording)")
     p.add_argument("--pin", help="--against: the user PIN, for a C_Login recorded masked")
     p.add_argument("--so-pin", help="--against: the SO PIN, for a C_Login as CKU_SO recorded "
                                     "masked")

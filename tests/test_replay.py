@@ -249,6 +249,12 @@ def test_against_a_token_where_the_key_may_not_sign(keys_token, tmp_path, spy_en
     assert f"C_Sign: not made: follows from {seq} C_SignInit" in res.stdout
     assert "1 of " in res.stdout.splitlines()[-1]
 
+    # the re-issued calls recorded by the shim: a trace to compare with the recording
+    res = run([*against, "-o", str(tmp_path / "against.p11")], lab.env)
+    assert res.returncode == 1
+    signinit = [c for c in read_calls(tmp_path / "against.p11") if c.function == "C_SignInit"]
+    assert [c.rv_name for c in signinit] == ["CKR_KEY_FUNCTION_NOT_PERMITTED"]
+
     no_pin = run(against[:-2], lab.env)
     assert "C_Login: not made: the recorded USER PIN is masked: give --pin" in no_pin.stdout
 

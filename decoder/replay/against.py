@@ -406,9 +406,10 @@ def _session_of(fn: Function, call: Recorded) -> int | None:
 
 
 def run(rec: Recording, module: str, *, pin: str | None = None, so_pin: str | None = None,
-        write: Callable[[str], object] = sys.stdout.write) -> int:
-    """Re-issues the recording against module and reports; 1 when a return value differs."""
-    player = Player(module, pin, so_pin)
+        load: str | None = None, write: Callable[[str], object] = sys.stdout.write) -> int:
+    """Re-issues the recording against module and reports; 1 when a return value differs.
+    load: what to load for it (the shim in front of module, to record the calls)."""
+    player = Player(load or module, pin, so_pin)
     by_name = {fn.name: fn for fn in functions.FUNCTIONS}
     broken: dict[tuple[int | None, str], int] = {}  # (session, Init function) -> call number
     failures = 0
