@@ -12,6 +12,9 @@ def _lib(args: argparse.Namespace) -> int:
     from p11spy.spy.shims import replay_module
 
     rec = script.load(args.trace, args.pid)
+    for gap in rec.gaps:
+        print(f"p11spy replay: {args.trace}: {gap}: the replay lacks what was there",
+              file=sys.stderr)
     data = script.encode(rec)
     where = args.output or folder.default_folder(args.trace, data)
     path = folder.make(where, replay_module(rec.interfaces), data)

@@ -377,3 +377,15 @@ def test_a_pin_recorded_in_clear_or_redacted_matches_by_length(how, keys_token, 
     assert (got.stdout, got.returncode) == (rec.stdout, rec.returncode), got.stderr
     login = [m for m in matches(tmp_path / "replay")[0] if m["function"] == "C_Login"]
     assert login[0]["match"] == "exact"
+
+
+def test_a_cut_trace_replays_what_it_holds_and_says_so(keys_token, tmp_path, spy_env,
+                                                       shim_for):
+    cmd = ["pkcs11-tool", "--module", "MODULE", "-L"]
+    record(cmd, keys_token, tmp_path / "rec.p11", spy_env, shim_for)
+    cut = tmp_path / "cut.p11"
+    whole = (tmp_path / "rec.p11").read_bytes()
+    cut.write_bytes(whole[:len(whole) - 40])
+    res = run([*P11SPY, "replay", "--lib", str(cut), "-o", str(tmp_path / "replay")], {})
+    assert res.returncode == 0 and res.stdout.strip().endswith(".so")
+    assert "ends inside a record" in res.stderr

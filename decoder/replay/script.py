@@ -58,6 +58,7 @@ class Recording:
     calls: list[Recorded] = field(default_factory=list)
     version: tuple[int, int] = DEFAULT_VERSION
     secrets_masked: bool = False
+    gaps: list[str] = field(default_factory=list)  # why calls may be missing from the recording
 
     @property
     def interfaces(self) -> bool:
@@ -109,10 +110,17 @@ def load(path: Path, pid: int | None = None) -> Recording:
         f.seek(0)
         modules: dict[tuple[int, int], str] = {}
         by_pid: dict[int, list[tuple[int, bytes]]] = {}
-        for kind, _offset, data in frames.frames(f):
+        gaps: list[str] = []
+        for kind, offset, data in frames.frames(f):
             if kind != frames.RECORD:
+                if kind != frames.MORE:
+                    gaps.append(f"unreadable bytes at offset {offset}" if kind == frames.JUNK
+                                else f"the trace ends inside a record at offset {offset}")
                 continue
             _m, _len, rtype, mod, fn, rpid, _tid, *_rest = RECORD.unpack_from(data)
+            if rtype == RecordType.DROPPED:
+                gaps.append(f"{frames.u64(data, RECORD.size + 8)} records the shim could not "
+                            f"write are missing before offset {offset}")
             if rtype == RecordType.MODULE:
                 try:
                     modules[(rpid, mod)] = json.loads(data[RECORD.size:]).get("path", "?")
@@ -130,7 +138,7 @@ def load(path: Path, pid: int | None = None) -> Recording:
     records = by_pid[pid]
     counts = Counter(mod for mod, _ in records if mod != SHIM_MODULE)
     module = counts.most_common(1)[0][0] if counts else SHIM_MODULE
-    rec = Recording(str(path), pid, modules.get((pid, module), f"#{module}"))
+    rec = Recording(str(path), pid, modules.get((pid, module), f"#{module}"), gaps=gaps)
     for mod, data in records:
         if mod not in (module, SHIM_MODULE):
             continue
