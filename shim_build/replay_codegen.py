@@ -11,9 +11,9 @@ recorded output is written back (_apply).
 
 from __future__ import annotations
 
-from p11spy.facts.pkcs11 import functions, structs
+from p11spy.facts.pkcs11 import attributes, functions, structs
 from p11spy.facts.pkcs11.cdecl import function_list_struct
-from p11spy.facts.pkcs11.model import Function, Param, Role
+from p11spy.facts.pkcs11.model import Function, Param, Role, ValueType
 from shim_build import codegen
 
 MAX_PARAMS = 12  # the C's RP_MAXPARAMS: more than any function has
@@ -25,14 +25,15 @@ ENTRY_POINTS = ("C_GetFunctionList", "C_GetInterfaceList", "C_GetInterface")
 # is "tolerated"); ROOM only whether it is NULL (the room a client offers, garbage in an
 # unset count); PTR only whether it is NULL (an address); MECH the same mechanism, its parameter
 # may differ (an IV); TYPES the same attribute types asked, with or without room;
-# INITARGS the same flags; PIN the same length and character class as a masked recorded PIN,
-# the same length as one recorded in clear or redacted.
+# INITARGS the same flags; TEMPLATE the same attributes and values but for dates (DATE-typed
+# attributes: a client may set today's); PIN the same length and character class as a masked
+# recorded PIN, the same length as one recorded in clear or redacted.
 CLASSES = ("RP_STRICT", "RP_DATA", "RP_ROOM", "RP_PTR", "RP_MECH", "RP_TYPES", "RP_INITARGS",
-           "RP_PIN")
+           "RP_PIN", "RP_TEMPLATE")
 MATCH = {
     Role.BYTES_IN: "RP_DATA", Role.BYTES_INOUT: "RP_DATA", Role.LENGTH_PTR: "RP_ROOM",
     Role.POINTER: "RP_PTR", Role.MECHANISM: "RP_MECH", Role.TEMPLATE_INOUT: "RP_TYPES",
-    Role.INIT_ARGS: "RP_INITARGS", Role.PIN: "RP_PIN",
+    Role.INIT_ARGS: "RP_INITARGS", Role.PIN: "RP_PIN", Role.TEMPLATE_IN: "RP_TEMPLATE",
 }
 # A LENGTH takes the class of what it measures: the length of data may differ with the data,
 # the capacity of an output array is room.
@@ -108,6 +109,10 @@ def _tables() -> str:
     for fn in fns:
         out.append("    {" + ", ".join(f'"{p.name}"' for p in fn.params) + "},")
     out.append("};")
+    dated = [a for a in attributes.ATTRIBUTES.values() if a.type is ValueType.DATE]
+    out += ["static int rp_attr_dated(CK_ULONG t)", "{", "    switch (t) {",
+            *(f"    case 0x{a.value:x}UL: return 1; /* {a.name} */" for a in dated),
+            "    default: return 0;", "    }", "}"]
     return "\n".join(out) + "\n"
 
 

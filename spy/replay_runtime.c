@@ -243,6 +243,27 @@ static int rp_same_types(const struct rp_field *a, const struct rp_field *b)
     return 1;
 }
 
+/* A template the call reads: the same attributes with the same values, but that a date
+ * (CKA_START_DATE, CKA_END_DATE: today's, in a client that sets them) may differ. */
+static int rp_template_dated(const struct rp_field *a, const struct rp_field *b)
+{
+    if (a->kind != K_TEMPLATE || b->kind != K_TEMPLATE || a->n != b->n || a->n < 8 ||
+        rp_u64(a->p) != rp_u64(b->p))
+        return -1;
+    int notes = 0;
+    for (uint32_t off = 8; off + 24 <= a->n;) {
+        const unsigned char *x = a->p + off, *y = b->p + off;
+        uint32_t n = rp_u32(x + 20);
+        if (memcmp(x, y, 24) != 0 || n > a->n - off - 24) return -1;
+        if (memcmp(x + 24, y + 24, n) != 0) {
+            if (!rp_attr_dated(rp_u64(x)) || x[16] != K_BYTES) return -1;
+            notes |= RPN_DATA;
+        }
+        off += 24 + n;
+    }
+    return notes;
+}
+
 /* -1: the parameter departs from the recording; else the notes it adds. */
 static int rp_compare(int cls, const struct rp_field *a, const struct rp_field *b)
 {
@@ -262,6 +283,9 @@ static int rp_compare(int cls, const struct rp_field *a, const struct rp_field *
         if (a->kind != K_MECHANISM || b->kind != K_MECHANISM) return rp_same(a, b) ? 0 : -1;
         if (a->n < 8 || b->n < 8 || memcmp(a->p, b->p, 8) != 0) return -1;
         return rp_same(a, b) ? 0 : RPN_PARAM;
+    case RP_TEMPLATE:
+        if (rp_same(a, b)) return 0;
+        return rp_template_dated(a, b);
     case RP_TYPES:
         return rp_same_types(a, b) ? 0 : -1;
     case RP_PIN:

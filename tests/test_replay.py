@@ -389,3 +389,36 @@ def test_a_cut_trace_replays_what_it_holds_and_says_so(keys_token, tmp_path, spy
     res = run([*P11SPY, "replay", "--lib", str(cut), "-o", str(tmp_path / "replay")], {})
     assert res.returncode == 0 and res.stdout.strip().endswith(".so")
     assert "ends inside a record" in res.stderr
+
+
+DATED_CLIENT = """
+import datetime, sys, pkcs11
+from pkcs11 import Attribute, KeyType
+tok = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])
+with tok.open(user_pin=sys.argv[3], rw=True) as s:
+    key = s.generate_key(KeyType.AES, 128, label=sys.argv[5], store=False,
+                         template={Attribute.START_DATE: datetime.date.fromisoformat(sys.argv[4])})
+    print("made", key.label)
+"""
+
+
+@pytest.mark.parametrize("date,label,match", [
+    ("2026-12-24", "aes", "tolerated"),  # another date in the template: tolerated
+    ("2026-12-06", "other", "diverged"),  # another label: a departure
+])
+def test_a_template_date_may_differ_a_label_may_not(date, label, match, keys_token, tmp_path,
+                                                    spy_env, shim_for):
+    script = tmp_path / "dated.py"
+    script.write_text(DATED_CLIENT)
+    cmd = [PY, str(script), "MODULE", keys_token.label, USER_PIN, "2026-12-06", "aes"]
+    rec = record(cmd, keys_token, tmp_path / "rec.p11", spy_env, shim_for)
+    assert rec.returncode == 0, rec.stderr
+    module = replay_module(tmp_path / "rec.p11", tmp_path / "replay")
+    replayed([*cmd[:-2], date, label], module, without_token(keys_token))
+    (run_matches,) = matches(tmp_path / "replay")
+    gen = [m for m in run_matches if m["function"] == "C_GenerateKey"]
+    assert gen[0]["match"] == match
+    if match == "tolerated":
+        assert gen[0]["notes"] == ["data differs"]
+    else:
+        assert gen[0]["why"].startswith("pTemplate differs")
