@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import struct
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from p11spy.decoder.formats.p11spy import frames
-from p11spy.decoder.formats.registry import open_file
+from p11spy.decoder.formats.registry import open_file, seekable
 from p11spy.errors import UserError
 from p11spy.facts.logformat import RECORD, Kind, Phase, RecordType
 from p11spy.facts.pkcs11 import functions
@@ -100,53 +102,61 @@ def _version(call: Recorded) -> tuple[int, int] | None:
     return None
 
 
+def _calls(f: BinaryIO, gaps: list[str] | None = None) -> Iterator[tuple[int, int, bytes]]:
+    """(pid, module index, record) of each call record; MODULE records' paths into modules,
+    what leaves calls out into gaps (when given)."""
+    for kind, offset, data in frames.frames(f):
+        if kind != frames.RECORD:
+            if gaps is not None and kind != frames.MORE:
+                gaps.append(f"unreadable bytes at offset {offset}" if kind == frames.JUNK
+                            else f"the trace ends inside a record at offset {offset}")
+            continue
+        _m, _len, rtype, mod, fn, rpid, _tid, *_rest = RECORD.unpack_from(data)
+        if rtype == RecordType.DROPPED and gaps is not None:
+            gaps.append(f"{frames.u64(data, RECORD.size + 8)} records the shim could not "
+                        f"write are missing before offset {offset}")
+        elif rtype in (RecordType.CALL, RecordType.MODULE) and fn < len(functions.FUNCTIONS):
+            yield rpid, mod, data
+
+
 def load(path: Path, pid: int | None = None) -> Recording:
-    """The recording of one process of a p11spy trace (the first with calls, or pid)."""
-    f = open_file(path)
-    with f:
-        head = f.read(4)
-        if head != b"P11R":
+    """The recording of one process of a p11spy trace (the first with calls, or pid) to the
+    module it called most. Two passes, so only that process's calls are held."""
+    with open_file(path) as f:
+        if not seekable(path):
+            raise UserError(f"{path}: replay reads a trace file (not a pipe)")
+        if f.read(4) != b"P11R":
             raise UserError(f"{path}: replay reads p11spy's own traces (this is not one)")
         f.seek(0)
         modules: dict[tuple[int, int], str] = {}
-        by_pid: dict[int, list[tuple[int, bytes]]] = {}
+        counts: dict[int, Counter[int]] = {}
         gaps: list[str] = []
-        for kind, offset, data in frames.frames(f):
-            if kind != frames.RECORD:
-                if kind != frames.MORE:
-                    gaps.append(f"unreadable bytes at offset {offset}" if kind == frames.JUNK
-                                else f"the trace ends inside a record at offset {offset}")
-                continue
-            _m, _len, rtype, mod, fn, rpid, _tid, *_rest = RECORD.unpack_from(data)
-            if rtype == RecordType.DROPPED:
-                gaps.append(f"{frames.u64(data, RECORD.size + 8)} records the shim could not "
-                            f"write are missing before offset {offset}")
-            if rtype == RecordType.MODULE:
+        for rpid, mod, data in _calls(f, gaps):
+            if data[8] == RecordType.MODULE:
                 try:
                     modules[(rpid, mod)] = json.loads(data[RECORD.size:]).get("path", "?")
                 except (ValueError, AttributeError):
                     modules[(rpid, mod)] = "?"
-            elif rtype == RecordType.CALL and fn < len(functions.FUNCTIONS):
-                by_pid.setdefault(rpid, []).append((mod, data))
-    if not by_pid:
-        raise UserError(f"{path}: no PKCS#11 calls recorded")
-    if pid is None:
-        pid = next(iter(by_pid))
-    elif pid not in by_pid:
-        have = ", ".join(str(p) for p in by_pid)
-        raise UserError(f"{path}: no calls of process {pid} (processes: {have})")
-    records = by_pid[pid]
-    counts = Counter(mod for mod, _ in records if mod != SHIM_MODULE)
-    module = counts.most_common(1)[0][0] if counts else SHIM_MODULE
-    rec = Recording(str(path), pid, modules.get((pid, module), f"#{module}"), gaps=gaps)
-    for mod, data in records:
-        if mod not in (module, SHIM_MODULE):
-            continue
-        _m, _len, _t, _mod, fn, _pid, tid, _start, _dur, rv, seq = RECORD.unpack_from(data)
-        fin, fout, masked = _split(data)
-        name = functions.FUNCTIONS[fn].name
-        rec.calls.append(Recorded(name, fn, rv, seq, tid, fin, fout))
-        rec.secrets_masked |= masked
+            else:
+                counts.setdefault(rpid, Counter())[mod] += 1
+        if not counts:
+            raise UserError(f"{path}: no PKCS#11 calls recorded")
+        if pid is None:
+            pid = next(iter(counts))
+        elif pid not in counts:
+            have = ", ".join(str(p) for p in counts)
+            raise UserError(f"{path}: no calls of process {pid} (processes: {have})")
+        real = Counter({m: n for m, n in counts[pid].items() if m != SHIM_MODULE})
+        module = real.most_common(1)[0][0] if real else SHIM_MODULE
+        rec = Recording(str(path), pid, modules.get((pid, module), f"#{module}"), gaps=gaps)
+        f.seek(0)
+        for rpid, mod, data in _calls(f):
+            if rpid != pid or mod not in (module, SHIM_MODULE) or data[8] != RecordType.CALL:
+                continue
+            _m, _len, _t, _mod, fn, _pid, tid, _start, _dur, rv, seq = RECORD.unpack_from(data)
+            fin, fout, masked = _split(data)
+            rec.calls.append(Recorded(functions.FUNCTIONS[fn].name, fn, rv, seq, tid, fin, fout))
+            rec.secrets_masked |= masked
     for call in rec.calls:
         if call.function in _ENTRY or call.function == "C_GetInfo":
             v = _version(call)
