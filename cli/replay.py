@@ -43,7 +43,15 @@ def _against(args: argparse.Namespace) -> int:
 
         load = str(shim_path(args.against))
         os.environ.update(P11SPY_MODULE=args.against, P11SPY_OUTPUT=str(args.output))
-    return against.run(rec, args.against, pin=args.pin, so_pin=args.so_pin, load=load)
+    pin, so_pin = (_from_stdin(v) for v in (args.pin, args.so_pin))
+    return against.run(rec, args.against, pin=pin, so_pin=so_pin, load=load)
+
+
+def _from_stdin(value: str | None) -> str | None:
+    """`-`: a line of standard input (so the PIN is not in the process list)."""
+    if value != "-":
+        return value
+    return sys.stdin.readline().rstrip("\r\n")
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -85,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default /tmp/p11spy-<uid>/replay-<trace>-<digest>); --against: a "
                         "trace of the re-issued calls, recorded by the shim (to compare with "
                         "the recording)")
-    p.add_argument("--pin", help="--against: the user PIN, for a C_Login recorded masked")
+    p.add_argument("--pin", help="--against: the user PIN, for a C_Login recorded masked "
+                                 "(`-`: read a line of standard input)")
     p.add_argument("--so-pin", help="--against: the SO PIN, for a C_Login as CKU_SO recorded "
-                                    "masked")
+                                    "masked (`-`: the next line of standard input)")
     p.set_defaults(func=_dispatch)

@@ -255,6 +255,10 @@ def test_against_a_token_where_the_key_may_not_sign(keys_token, tmp_path, spy_en
     signinit = [c for c in read_calls(tmp_path / "against.p11") if c.function == "C_SignInit"]
     assert [c.rv_name for c in signinit] == ["CKR_KEY_FUNCTION_NOT_PERMITTED"]
 
+    from_stdin = subprocess.run([*against[:-1], "-"], input=USER_PIN + "\n", env=lab.env,
+                                capture_output=True, text=True, timeout=120)
+    assert from_stdin.stdout.splitlines()[1:] == res.stdout.splitlines()[1:]
+
     no_pin = run(against[:-2], lab.env)
     assert "C_Login: not made: the recorded USER PIN is masked: give --pin" in no_pin.stdout
 
