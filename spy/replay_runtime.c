@@ -387,11 +387,14 @@ static struct rp_call *rp_match(struct p11_rec *r, unsigned fn)
 }
 
 /* A call answered: its line in the .match file. */
+/* A call answered: "tolerated" when its inputs differ from the recorded ones where they may
+ * (data, a mechanism's parameter), else "exact"; the other notes say more (the order, the PIN,
+ * what of the outputs the recording lacked). */
 static void rp_answered(struct p11_rec *r, const struct rp_call *c)
 {
     unsigned notes = t_rp_notes;
-    rp_note_line(r->seq, r->fn, notes & ~(unsigned)RPN_ORDER & ~(unsigned)RPN_PIN &
-                 ~(unsigned)RPN_SECRETS ? "tolerated" : "exact", c, notes, NULL);
+    rp_note_line(r->seq, r->fn, notes & (RPN_DATA | RPN_PARAM) ? "tolerated" : "exact", c,
+                 notes, NULL);
 }
 
 /* A call that is not recorded but needs no recording (the entry points), or a room too small
