@@ -61,11 +61,6 @@ static int g_rp_match_fd = -1;
 static int g_rp_told;                /* the first divergence was said on stderr */
 static __thread unsigned t_rp_notes; /* notes of the call running on this thread */
 
-
-
-
-
-
 static uint32_t rp_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static uint64_t rp_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
