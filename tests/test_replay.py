@@ -426,3 +426,27 @@ def test_a_template_date_may_differ_a_label_may_not(date, label, match, keys_tok
         assert gen[0]["notes"] == ["data differs"]
     else:
         assert gen[0]["why"].startswith("pTemplate differs")
+
+
+def test_a_mangled_script_never_crashes_the_client(keys_token, tmp_path, spy_env, shim_for):
+    """Scripts cut anywhere or with bytes changed: the client gets answers or errors, never a
+    crash (the module checks every length it reads)."""
+    import random
+
+    cmd = ["pkcs11-tool", "--module", "MODULE", "--login", "--pin", USER_PIN, "-O"]
+    record(cmd, keys_token, tmp_path / "rec.p11", spy_env, shim_for)
+    module = replay_module(tmp_path / "rec.p11", tmp_path / "replay")
+    script = tmp_path / "replay" / "replay.p11r"
+    good = script.read_bytes()
+    env = without_token(keys_token)
+    rng = random.Random(18)
+    variants = [good[:n] for n in range(0, len(good), max(1, len(good) // 12))]
+    for _ in range(24):
+        b = bytearray(good)
+        for _ in range(4):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        variants.append(bytes(b))
+    for v in variants:
+        script.write_bytes(v)
+        got = replayed(cmd, module, env)
+        assert got.returncode >= 0, (got.returncode, got.stderr)  # not killed by a signal
