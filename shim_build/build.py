@@ -103,6 +103,9 @@ def out_dir(arch: str) -> Path:
 # The module `p11spy replay` answers a client with; the 2.x build exports no interfaces, for
 # recordings of a client that found none.
 REPLAYS = (("libp11spy-replay.so", 1), ("libp11spy-replay-2.so", 0))
+# A client that unloads the replay module and loads it again (a plug-in host) goes on where it
+# was in the recording: the module stays in memory, with its place, until the process ends.
+REPLAY_LINK = ["-Wl,-z,nodelete"]
 
 
 def source(arch: str, name: str = "p11spy-shim.c", text=generate) -> Path:
@@ -145,8 +148,8 @@ def build(arch: str = NATIVE, *, system_cc: bool = False, verbose: bool = False)
         for name, interfaces in REPLAYS:
             target = dest / name
             built.append(_compile([*cc, *FLAGS, f"-DP11SPY_EXPORT_INTERFACES={interfaces}",
-                                   "-o", str(target.with_suffix(".so.tmp")), str(rsrc), *LINK],
-                                  target, verbose))
+                                   "-o", str(target.with_suffix(".so.tmp")), str(rsrc), *LINK,
+                                   *REPLAY_LINK], target, verbose))
     return built
 
 

@@ -175,8 +175,13 @@ static void rp_note_line(uint64_t seq, unsigned fn, const char *match, const str
     o += (size_t)snprintf(line, sizeof line, "{\"seq\": %llu, \"function\": \"%s\", "
                           "\"match\": \"%s\", \"recorded\": ", (unsigned long long)seq,
                           rp_fn_names[fn], match);
-    if (c) o += (size_t)snprintf(line + o, sizeof line - o, "%llu", (unsigned long long)c->seq);
-    else o += (size_t)snprintf(line + o, sizeof line - o, "null");
+    /* recorded: the recorded call's number; at: its place in the recording, from 1 (a
+     * recording of a client that reloaded the shim numbers its calls again from 1) */
+    if (c)
+        o += (size_t)snprintf(line + o, sizeof line - o, "%llu, \"at\": %llu",
+                              (unsigned long long)c->seq,
+                              (unsigned long long)(c - g_rp_calls) + 1);
+    else o += (size_t)snprintf(line + o, sizeof line - o, "null, \"at\": null");
     o += (size_t)snprintf(line + o, sizeof line - o, ", \"notes\": [");
     int first = 1;
     for (unsigned i = 0; i < sizeof rp_note_words / sizeof *rp_note_words; i++) {

@@ -450,3 +450,22 @@ def test_a_mangled_script_never_crashes_the_client(keys_token, tmp_path, spy_env
         script.write_bytes(v)
         got = replayed(cmd, module, env)
         assert got.returncode >= 0, (got.returncode, got.stderr)  # not killed by a signal
+
+
+def test_a_client_that_reloads_the_module_goes_on_in_the_recording(keys_token, tmp_path,
+                                                                     spy_env, shim_for):
+    """A plug-in host: three rounds of dlopen, C_Initialize, C_GetInfo, C_Finalize, dlclose.
+    The replay answers each round from its own part of the recording, in one trace."""
+    from tests.cprogs import build
+
+    prog = str(build("reload", tmp_path))
+    shim = str(shim_for(keys_token.module))
+    rec = run([prog, shim, keys_token.module, "3"], spy_env(keys_token, tmp_path / "rec.p11"))
+    assert "failures 0" in rec.stdout, rec.stdout + rec.stderr
+    module = replay_module(tmp_path / "rec.p11", tmp_path / "replay")
+    got = run([prog, module, keys_token.module, "3"], without_token(keys_token))
+    assert "failures 0" in got.stdout, got.stdout + got.stderr
+    (run_matches,) = matches(tmp_path / "replay")
+    assert [m["at"] for m in run_matches] == list(range(1, 13))
+    assert [m["recorded"] for m in run_matches] == [1, 2, 3, 4] * 3  # the shim's numbers
+    assert {m["match"] for m in run_matches} == {"exact"}
