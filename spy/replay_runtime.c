@@ -172,11 +172,11 @@ static void rp_note_line(uint64_t seq, unsigned fn, const char *match, const str
     if (g_rp_match_fd < 0) return;
     char line[1024];
     size_t o = 0;
-    o += (size_t)snprintf(line, sizeof line, "{\"seq\": %llu, \"function\": \"%s\", "
+    o += (size_t)snprintf(line, sizeof line, "{\"call\": %llu, \"function\": \"%s\", "
                           "\"match\": \"%s\", \"recorded\": ", (unsigned long long)seq,
                           rp_fn_names[fn], match);
-    /* recorded: the recorded call's number; at: its place in the recording, from 1 (a
-     * recording of a client that reloaded the shim numbers its calls again from 1) */
+    /* call: the replay process's call number (its trace's records carry it); recorded: the
+     * recorded call's number as `p11spy decode` shows it; at: its place in the recording */
     if (c)
         o += (size_t)snprintf(line + o, sizeof line - o, "%llu, \"at\": %llu",
                               (unsigned long long)c->seq,

@@ -22,6 +22,7 @@ from typing import Any
 
 from p11spy.decoder.formats.p11spy import frames
 from p11spy.decoder.replay.script import Recorded, Recording
+from p11spy.decoder.values import struct_value
 from p11spy.errors import UserError
 from p11spy.facts.logformat import MASKED, MECHANISM, Kind, Phase
 from p11spy.facts.pkcs11 import constants, functions, structs
@@ -348,8 +349,9 @@ class Player:
             return [] if old == new else [f"{p.name}: {old} recorded, {new} now"]
         if r is Role.STRUCT_OUT:
             new = bytes(ffi.buffer(a, ffi.sizeof(p.struct)))
-            return [f"{p.name}.{name}" for name in _struct_fields_differ(ffi, p.struct,
-                                                                          f.data, new)]
+            was, now = struct_value(p.struct, f.data), struct_value(p.struct, new)
+            return [f"{p.name}.{name} ({_shown(was, name)} recorded, {_shown(now, name)} now)"
+                    for name in _struct_fields_differ(ffi, p.struct, f.data, new)]
         if f.kind != Kind.BYTES and f.kind != Kind.ULONG_ARRAY:
             return []
         n = len(f.data) if r is not Role.BYTES_OUT else self._out_len(fn, p, args)
@@ -386,6 +388,12 @@ class Player:
 
 def _param_index(fn: Function, name: str | None) -> int:
     return [p.name for p in fn.params].index(name or "")
+
+
+def _shown(rendered: Any, name: str) -> str:
+    """A struct field as decode shows it (the whole struct's hex if it could not be read)."""
+    value = rendered.get(name, "?") if isinstance(rendered, dict) else rendered
+    return value if isinstance(value, str) else repr(value)
 
 
 def _struct_fields_differ(ffi, name: str, old: bytes, new: bytes) -> list[str]:

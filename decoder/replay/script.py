@@ -9,7 +9,8 @@ the recording byte for byte, with the same encoders, and writes back what was re
 Layout (little-endian): "P11RPLY1", u32 calls, u8 major, u8 minor (the function list's
 version), u8 flags (1: secrets were masked), u8 0, u32 name length, the name (what the
 replay's trace names as its module); then per call u32 function index, u32 in length,
-u32 out length, u32 0, u64 return value, u64 call number, the in-fields, the out-fields.
+u32 out length, u32 0, u64 return value, u64 the call's number as `p11spy decode` shows it,
+the in-fields, the out-fields.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from p11spy.decoder.events import Call
 from p11spy.decoder.formats.p11spy import frames
 from p11spy.decoder.formats.registry import open_file, seekable
 from p11spy.errors import UserError
@@ -44,7 +46,7 @@ class Recorded:
     function: str
     fn_index: int
     rv: int
-    seq: int
+    seq: int  # the number `p11spy decode` shows for it
     tid: int
     fields_in: bytes
     fields_out: bytes
@@ -102,9 +104,10 @@ def _version(call: Recorded) -> tuple[int, int] | None:
     return None
 
 
-def _calls(f: BinaryIO, gaps: list[str] | None = None) -> Iterator[tuple[int, int, bytes]]:
-    """(pid, module index, record) of each call record; MODULE records' paths into modules,
-    what leaves calls out into gaps (when given)."""
+def _calls(f: BinaryIO,
+           gaps: list[str] | None = None) -> Iterator[tuple[int, int, int, bytes]]:
+    """(offset, pid, module index, record) of each call and module record; what leaves calls
+    out into gaps (when given)."""
     for kind, offset, data in frames.frames(f):
         if kind != frames.RECORD:
             if gaps is not None and kind != frames.MORE:
@@ -116,7 +119,19 @@ def _calls(f: BinaryIO, gaps: list[str] | None = None) -> Iterator[tuple[int, in
             gaps.append(f"{frames.u64(data, RECORD.size + 8)} records the shim could not "
                         f"write are missing before offset {offset}")
         elif rtype in (RecordType.CALL, RecordType.MODULE) and fn < len(functions.FUNCTIONS):
-            yield rpid, mod, data
+            yield offset, rpid, mod, data
+
+
+def _numbers(f: BinaryIO, pid: int) -> dict[int, int]:
+    """Record offset -> the number `p11spy decode` shows for the call (its event number), so
+    that what replay reports can be found in the decoded trace."""
+    from p11spy.decoder.formats.p11spy import reader
+
+    out: dict[int, int] = {}
+    for e in reader.read(f):
+        if isinstance(e, Call) and e.pid == pid and e.source and e.source.startswith("offset "):
+            out[int(e.source.split()[1])] = e.seq
+    return out
 
 
 def load(path: Path, pid: int | None = None) -> Recording:
@@ -131,7 +146,7 @@ def load(path: Path, pid: int | None = None) -> Recording:
         modules: dict[tuple[int, int], str] = {}
         counts: dict[int, Counter[int]] = {}
         gaps: list[str] = []
-        for rpid, mod, data in _calls(f, gaps):
+        for _offset, rpid, mod, data in _calls(f, gaps):
             if data[8] == RecordType.MODULE:
                 try:
                     modules[(rpid, mod)] = json.loads(data[RECORD.size:]).get("path", "?")
@@ -150,12 +165,15 @@ def load(path: Path, pid: int | None = None) -> Recording:
         module = real.most_common(1)[0][0] if real else SHIM_MODULE
         rec = Recording(str(path), pid, modules.get((pid, module), f"#{module}"), gaps=gaps)
         f.seek(0)
-        for rpid, mod, data in _calls(f):
+        numbers = _numbers(f, pid)
+        f.seek(0)
+        for offset, rpid, mod, data in _calls(f):
             if rpid != pid or mod not in (module, SHIM_MODULE) or data[8] != RecordType.CALL:
                 continue
             _m, _len, _t, _mod, fn, _pid, tid, _start, _dur, rv, seq = RECORD.unpack_from(data)
             fin, fout, masked = _split(data)
-            rec.calls.append(Recorded(functions.FUNCTIONS[fn].name, fn, rv, seq, tid, fin, fout))
+            rec.calls.append(Recorded(functions.FUNCTIONS[fn].name, fn, rv,
+                                      numbers.get(offset, seq), tid, fin, fout))
             rec.secrets_masked |= masked
     for call in rec.calls:
         if call.function in _ENTRY or call.function == "C_GetInfo":
