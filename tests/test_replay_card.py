@@ -13,6 +13,17 @@ from testbed.card_station import CardStation
 from tests.test_replay import matches, replay_module
 from tests.test_run_card import TIMEOUT, WRONG_PIN, pkcs11_tool, traced
 
+PY_CARD_CLIENT = """
+import sys, pkcs11
+from pkcs11 import Mechanism, ObjectClass
+token = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])
+print("token", token.label, token.serial.hex() if isinstance(token.serial, bytes) else token.serial)
+with token.open(user_pin=sys.argv[3]) as s:
+    key = s.get_key(object_class=ObjectClass.PRIVATE_KEY)
+    sig = key.sign(b"data to sign", mechanism=Mechanism.SHA256_RSA_PKCS)
+    print("signature", len(sig), sig.hex())
+"""
+
 
 def replayed(cmd: list[str], card_module: str, module: str, env: dict[str, str]):
     return subprocess.run([module if a == card_module else a for a in cmd], env=env,
@@ -53,3 +64,22 @@ def test_card_runs_replayed_with_the_station_stopped(piv_card: CardStation,
     assert (tmp_path / "sig").read_bytes() == (tmp_path / "sig.recorded").read_bytes()
     assert "CKR_PIN_LOCKED" in replayed(runs["blocked"], piv_card.module,
                                         recorded["blocked"][1], env).stderr
+
+
+def test_python_pkcs11_on_the_card_replayed_with_the_station_stopped(piv_card: CardStation,
+                                                                     tmp_path: Path) -> None:
+    import sys
+
+    script = tmp_path / "client.py"
+    script.write_text(PY_CARD_CLIENT)
+    cmd = [sys.executable, str(script), piv_card.module, piv_card.token_label, piv_card.pin]
+    t = traced(piv_card, tmp_path / "rec", cmd)
+    assert t.result.returncode == 0 and "signature 256" in t.result.stdout, t.result.stderr
+    (trace,) = t.traces
+    module = replay_module(trace, tmp_path / "replay")
+    env = dict(piv_card.env)
+    piv_card.daemon.stop()
+    got = replayed(cmd, piv_card.module, module, env)
+    assert (got.stdout, got.returncode) == (t.result.stdout, 0), got.stderr
+    (run_matches,) = matches(tmp_path / "replay")
+    assert "diverged" not in {m["match"] for m in run_matches}
