@@ -83,3 +83,24 @@ def test_python_pkcs11_on_the_card_replayed_with_the_station_stopped(piv_card: C
     assert (got.stdout, got.returncode) == (t.result.stdout, 0), got.stderr
     (run_matches,) = matches(tmp_path / "replay")
     assert "diverged" not in {m["match"] for m in run_matches}
+
+
+def test_keytool_on_the_card_replayed_with_the_station_stopped(piv_card: CardStation,
+                                                                tmp_path: Path) -> None:
+    from tests.test_clients import keytool_list, need
+
+    need("keytool", "openjdk-17-jdk-headless")
+    (tmp_path / "rec").mkdir()
+    t = traced(piv_card, tmp_path / "traces",
+               keytool_list(piv_card.module, piv_card.pin, tmp_path / "rec", "Card"), timeout=120)
+    assert t.result.returncode == 0 and "PrivateKeyEntry" in t.result.stdout, t.result.stderr
+    (trace,) = t.traces
+    module = replay_module(trace, tmp_path / "replay")
+    env = dict(piv_card.env)
+    piv_card.daemon.stop()
+    (tmp_path / "again").mkdir()
+    got = subprocess.run(keytool_list(module, piv_card.pin, tmp_path / "again", "Card"), env=env,
+                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert (got.stdout, got.returncode) == (t.result.stdout, 0), got.stderr
+    (run_matches,) = matches(tmp_path / "replay")
+    assert "diverged" not in {m["match"] for m in run_matches}
