@@ -40,6 +40,13 @@ MATCH = {
 _LENGTH_OF = {Role.BYTES_IN: "RP_DATA", Role.BYTES_INOUT: "RP_DATA", Role.ARRAY_OUT: "RP_ROOM"}
 
 
+# Queries that change nothing on the token: one the client asks more often than recorded (a
+# poll on a timer) gets the latest recorded answer again, and one it asks less often is
+# passed over without putting the calls after it "out of order".
+REPEATABLE = ("C_GetInfo", "C_GetSlotList", "C_GetSlotInfo", "C_GetTokenInfo",
+              "C_GetMechanismList", "C_GetMechanismInfo", "C_GetSessionInfo")
+
+
 def match_class(fn: Function, p: Param) -> str:
     if p.role is Role.LENGTH:
         for q in fn.params:
@@ -109,6 +116,8 @@ def _tables() -> str:
     for fn in fns:
         out.append("    {" + ", ".join(f'"{p.name}"' for p in fn.params) + "},")
     out.append("};")
+    out += ["static const unsigned char rp_repeatable[P11_NFUNCS] = {",
+            "    " + ", ".join("1" if fn.name in REPEATABLE else "0" for fn in fns), "};"]
     dated = [a for a in attributes.ATTRIBUTES.values() if a.type is ValueType.DATE]
     out += ["static int rp_attr_dated(CK_ULONG t)", "{", "    switch (t) {",
             *(f"    case 0x{a.value:x}UL: return 1; /* {a.name} */" for a in dated),

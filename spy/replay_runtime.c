@@ -31,6 +31,7 @@
 #define RPN_ORDER 4      /* found ahead of the next recorded call */
 #define RPN_PIN 8        /* a PIN matched by length and character class only */
 #define RPN_SECRETS 16   /* an output was masked in the recording: given back as zeros */
+#define RPN_REPEAT 64    /* a query answered again as it was answered before (a poll) */
 #define RPN_BIG 32       /* an output not wholly recorded (too large, a nested template):
                           * given back as what was recorded of it, zeros for the rest */
 
@@ -164,7 +165,8 @@ static void rp_open_match(void)
 static const char *const rp_note_words[] = {"data differs", "mechanism parameter differs",
                                             "out of order", "PIN matched by length (and class)",
                                             "secrets unavailable",
-                                            "output not wholly recorded"};
+                                            "output not wholly recorded",
+                                            "repeats an earlier answer"};
 
 static void rp_note_line(uint64_t seq, unsigned fn, const char *match, const struct rp_call *c,
                          unsigned notes, const char *why)
@@ -345,24 +347,37 @@ static struct rp_call *rp_match(struct p11_rec *r, unsigned fn)
     int notes = 0;
     pthread_mutex_lock(&g_rp_lock);
     uint32_t end = g_rp_last + RP_WINDOW < g_rp_n ? g_rp_last + RP_WINDOW : g_rp_n;
+    int passed_only_queries = 1; /* the calls passed over are polls the client skipped */
     for (uint32_t k = g_rp_first; k < end; k++) {
         struct rp_call *c = &g_rp_calls[k];
-        if (c->used || c->fn != fn) continue;
+        if (c->used) continue;
         const char *w = NULL;
-        int m = rp_match_one(fn, in, c, &w);
+        int m = c->fn == fn ? rp_match_one(fn, in, c, &w) : -1;
         if (m < 0) {
-            if (!first_same) {
+            if (c->fn == fn && !first_same) {
                 first_same = c;
                 why = w;
             }
+            passed_only_queries &= rp_repeatable[c->fn];
             continue;
         }
         found = c;
-        notes = m | (k != g_rp_first ? RPN_ORDER : 0);
+        notes = m | (passed_only_queries ? 0 : RPN_ORDER);
         c->used = 1;
         g_rp_last = k;
         while (g_rp_first < g_rp_n && g_rp_calls[g_rp_first].used) g_rp_first++;
         break;
+    }
+    /* A query the client makes more often than recorded (a poll on a timer, as SunPKCS11 asks
+     * whether the token is still present): the latest recorded answer to the same question. */
+    for (uint32_t k = end; !found && rp_repeatable[fn] && k-- > 0;) {
+        struct rp_call *c = &g_rp_calls[k];
+        const char *w = NULL;
+        int m = c->used && c->fn == fn ? rp_match_one(fn, in, c, &w) : -1;
+        if (m >= 0) {
+            found = c;
+            notes = m | RPN_REPEAT;
+        }
     }
     struct rp_call *expected = g_rp_first < g_rp_n ? &g_rp_calls[g_rp_first] : NULL;
     pthread_mutex_unlock(&g_rp_lock);
@@ -408,6 +423,7 @@ static void rp_unrecorded(struct p11_rec *r, const char *why)
  * CKR_BUFFER_TOO_SMALL and stays in the recording for the client's next try. */
 static void rp_release(struct rp_call *c)
 {
+    if (t_rp_notes & RPN_REPEAT) return; /* it was not taken */
     pthread_mutex_lock(&g_rp_lock);
     c->used = 0;
     uint32_t k = (uint32_t)(c - g_rp_calls);

@@ -476,3 +476,36 @@ def test_a_client_that_reloads_the_module_goes_on_in_the_recording(keys_token, t
     assert [m["recorded"] for m in run_matches] == \
         [c.seq for c in read_calls(tmp_path / "rec.p11")]
     assert {m["match"] for m in run_matches} == {"exact"}
+
+
+POLL_CLIENT = """
+import sys, pkcs11
+lib = pkcs11.lib(sys.argv[1])
+for _ in range(int(sys.argv[2])):  # a poll: is the token still there?
+    slots = lib.get_slots(token_present=True)
+token = slots[0].get_token()
+with token.open(user_pin=sys.argv[3]) as s:
+    print("token", token.label, len(list(s.get_objects())), "objects")
+"""
+
+
+@pytest.mark.parametrize("recorded,replayed_polls", [(1, 3), (3, 1)])
+def test_a_client_that_polls_more_or_less_than_recorded(recorded, replayed_polls, keys_token,
+                                                        tmp_path, spy_env, shim_for):
+    """A poll on a timer (SunPKCS11 asks whether the token is present) runs as often as the
+    clock says: an extra query gets the latest recorded answer again, a missing one is passed
+    over, and the calls after it still match in order."""
+    script = tmp_path / "poll.py"
+    script.write_text(POLL_CLIENT)
+    cmd = [PY, str(script), "MODULE", str(recorded), USER_PIN]
+    rec = record(cmd, keys_token, tmp_path / "rec.p11", spy_env, shim_for)
+    assert rec.returncode == 0, rec.stderr
+    module = replay_module(tmp_path / "rec.p11", tmp_path / "replay")
+    got = replayed([*cmd[:3], str(replayed_polls), USER_PIN], module, without_token(keys_token))
+    assert (got.stdout, got.returncode) == (rec.stdout, 0), got.stderr
+    (run_matches,) = matches(tmp_path / "replay")
+    assert {m["match"] for m in run_matches} <= {"exact", "answered"}
+    repeated = [m for m in run_matches if "repeats an earlier answer" in m["notes"]]
+    assert bool(repeated) == (replayed_polls > recorded)
+    assert all(m["function"] in ("C_GetSlotList", "C_GetSlotInfo") for m in repeated)
+    assert not [m for m in run_matches if "out of order" in m["notes"]]
