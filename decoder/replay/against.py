@@ -109,6 +109,7 @@ class Player:
         self.ffi = ffi = cffi.FFI()
         ffi.cdef(function_list_cdef())
         ffi.cdef("CK_RV C_GetFunctionList(void **);")
+        ffi.cdef("CK_RV C_GetInterface(CK_UTF8CHAR *, CK_VERSION *, CK_INTERFACE **, CK_FLAGS);")
         try:
             self.lib = ffi.dlopen(module)
         except OSError as exc:
@@ -121,13 +122,28 @@ class Player:
         if rv != 0 or pp[0] == ffi.NULL:
             raise UserError(f"{module}: C_GetFunctionList answered {CKR.name_of(rv)}")
         self.list = ffi.cast("P11_FUNCTION_LIST_3_2 *", pp[0])
-        v = self.list.version
-        self.since = {"2.40"} | ({"3.0"} if v.major >= 3 else set()) | \
-            ({"3.2"} if (v.major, v.minor) >= (3, 2) else set())
+        self.since = {"2.40"}  # the slots C_GetFunctionList's list surely has
+        self._interface(ffi)
         self.pins = {"user": pin, "so": so_pin}
         self.handles: dict[tuple[str, int], int] = {}
         self.keep: list[Any] = []  # what must live until the call returns
         self.mech_structs = _mechanism_structs()
+
+    def _interface(self, ffi) -> None:
+        """The module's "PKCS 11" interface, where it has one: the 3.x functions are only
+        surely in that list (C_GetFunctionList's may be 2.x-sized whatever its version)."""
+        try:
+            get = self.lib.C_GetInterface
+        except AttributeError:
+            return
+        out = ffi.new("CK_INTERFACE **")
+        if get(ffi.new("char[]", b"PKCS 11"), ffi.NULL, out, 0) != 0 or out[0] == ffi.NULL \
+                or out[0].pFunctionList == ffi.NULL:
+            return
+        self.list = ffi.cast("P11_FUNCTION_LIST_3_2 *", out[0].pFunctionList)
+        v = self.list.version
+        self.since |= ({"3.0"} if v.major >= 3 else set()) | \
+            ({"3.2"} if (v.major, v.minor) >= (3, 2) else set())
 
     # ---- inputs -------------------------------------------------------------------------
 
