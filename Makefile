@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SHIM := spy/libp11spy.so
+REPLAY := spy/libp11spy-replay.so
 
 # Everything the shim build and the tests use: python3-venv makes .venv, python3-dev has Python.h
 # for Python packages built from source, libpcsclite-dev has PCSC/ifdhandler.h for the bench's
@@ -23,7 +24,7 @@ SHIM_SOURCES := $(wildcard shim_build/*.py facts/*.py facts/pkcs11/*.py spy/*.c 
 
 .PHONY: setup test test-cross bench demo lint clean shim
 
-setup: .stamps/apt $(VENV)/.installed $(SHIM) $(CROSS_SHIMS) .stamps/sysroots
+setup: .stamps/apt $(VENV)/.installed $(SHIM) $(REPLAY) $(CROSS_SHIMS) .stamps/sysroots
 
 # Install only what is missing, so a second run asks apt nothing. The stamp depends on this
 # Makefile, so a package added to the list above is installed by the next make.
@@ -47,8 +48,9 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	@touch $@
 
 # The shims are C generated from the PKCS#11 fact tables, compiled as plain shared objects
-# against glibc 2.17 with zig's C compiler (shim_build/build.py).
-$(SHIM): $(VENV)/.installed $(SHIM_SOURCES)
+# against glibc 2.17 with zig's C compiler (shim_build/build.py), with the replay module
+# (`p11spy replay`) generated from the same tables.
+$(SHIM) $(REPLAY) &: $(VENV)/.installed $(SHIM_SOURCES)
 	$(PY) -m shim_build.build
 
 # The same shims for s390x, aarch64 and ppc64le, into spy/<arch>/.

@@ -23,13 +23,15 @@ from p11spy.cli import (
     export,
     query,
     redact,
+    replay,
     report,
     show,
 )
 from p11spy.errors import UserError
 
 # Each command module offers register(subparsers); the order is the order of `p11spy --help`.
-COMMANDS = (capture, bundle, decode, explain, redact, diagnose, show, report, diff, export, query)
+COMMANDS = (capture, bundle, decode, explain, redact, diagnose, show, report, diff, export, query,
+            replay)
 
 
 def build_parser() -> argparse.ArgumentParser:

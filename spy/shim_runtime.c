@@ -1372,7 +1372,7 @@ static int p11_load_module(void)
     return 1;
 }
 
-#if !P11SPY_PRELOAD
+#if !P11SPY_PRELOAD && !P11SPY_REPLAY
 /* Found by p11_load_module in a module that is one of our shims. */
 P11_EXPORT const char p11spy_shim_version[] = P11SPY_VERSION;
 

@@ -148,6 +148,24 @@ def test_run_traces_a_real_client_and_the_trace_decodes(venv: Path, no_compiler:
     assert token.label in dec.stdout
 
 
+def test_replay_from_the_installed_package(venv: Path, no_compiler: str, token: Token,
+                                          tmp_path: Path) -> None:
+    """The wheel carries the replay module: a run traced by the installed p11spy is answered
+    by the installed replay module, the token's folder gone."""
+    res = p11spy(venv, no_compiler, "run", "-o", str(tmp_path / "%n-%p.p11"), "--",
+                 "pkcs11-tool", "--module", SOFTHSM_MODULE, "-L",
+                 SOFTHSM2_CONF=str(token.conf))
+    assert res.returncode == 0, res.stderr
+    (trace,) = tmp_path.glob("pkcs11-tool-*.p11")
+    lib = p11spy(venv, no_compiler, "replay", "--lib", str(trace), "-o", str(tmp_path / "r"))
+    assert lib.returncode == 0, lib.stderr
+    shutil.rmtree(token.conf.parent / "tokens")
+    got = subprocess.run(["pkcs11-tool", "--module", lib.stdout.strip(), "-L"],
+                         capture_output=True, text=True, timeout=120,
+                         env=_env(venv, no_compiler))
+    assert (got.stdout, got.returncode) == (res.stdout, 0), got.stderr
+
+
 def test_decode_and_diagnose_read_a_fixture_as_the_checkout_does(venv: Path,
                                                                  no_compiler: str) -> None:
     checkout = str(Path(sys.executable).parent / "p11spy")
