@@ -147,10 +147,18 @@ class ModuleInfo(Event):
 
 @dataclass
 class TraceWarning(Event):
-    """Something the reader could not read; it says where and goes on."""
+    """Something the reader could not read; it says where and goes on. kind marks the two that
+    make a trace incomplete, so that nothing is concluded from what is missing: TRUNCATED (the
+    file ends inside a record or a line) and DROPPED (the tracer could not write records)."""
 
     message: str = ""
+    kind: str | None = None
     type: str = "warning"
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "warning", "seq": self.seq, "message": self.message}
+        return {"type": "warning", "seq": self.seq, "message": self.message,
+                **({"kind": self.kind} if self.kind else {})}
+
+
+TRUNCATED = "truncated"
+DROPPED = "dropped"

@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from p11spy.decoder.events import Apdu, Call, Event
+from p11spy.decoder.events import Apdu, Call, Event, TraceWarning
 
 TOP = 10
+WARNINGS_SHOWN = 5
 
 
 @dataclass
@@ -44,6 +45,10 @@ class Summary:
     errors: int = 0
     apdus: int = 0
     top: int = TOP  # how many slowest calls and APDUs are kept
+    # what the reader could not read (a file cut short, records lost): the first few, and how
+    # many in all, since the numbers above then leave something out
+    warnings: list[str] = field(default_factory=list)
+    warning_count: int = 0
 
     def add(self, e: Event) -> None:
         if isinstance(e, Call):
@@ -51,6 +56,10 @@ class Summary:
         elif isinstance(e, Apdu):
             label = e.command[:4].hex(" ").upper()
             self.add_apdu(e.sw, e.duration_us, e.seq, label)
+        elif isinstance(e, TraceWarning):
+            self.warning_count += 1
+            if len(self.warnings) < WARNINGS_SHOWN:
+                self.warnings.append(e.message)
 
     def add_call(self, function: str, rv: int | None, rv_name: str | None,
                  duration_us: float | None, ref: int) -> None:
@@ -87,6 +96,7 @@ class Summary:
     def to_json(self) -> dict[str, Any]:
         return {
             "type": "summary", "calls": self.calls, "apdus": self.apdus,
+            "warnings": self.warning_count,
             "functions": {
                 name: {"count": s.count, "errors": s.errors,
                        "total_us": s.total_us if s.timed else None,
@@ -122,6 +132,10 @@ def _ms(us: float | None) -> str:
 
 def text(s: Summary, out: TextIO) -> None:
     out.write(f"{s.calls} calls, {s.apdus} APDUs\n")
+    for message in s.warnings:
+        out.write(f"!! {message}\n")
+    if s.warning_count > len(s.warnings):
+        out.write(f"!! ({s.warning_count - len(s.warnings)} more warnings: decode shows them)\n")
     if s.functions:  # no table without rows (a PC/SC-only trace has no PKCS#11 calls)
         out.write(f"\n{'function':<28} {'count':>7} {'errors':>7} {'total ms':>10} "
                   f"{'mean ms':>9} {'max ms':>9}\n")

@@ -248,6 +248,16 @@ FINDINGS: dict[str, Advice] = {
         "death by signal), and run it again under a debugger (gdb --args ...) to see the stack "
         "inside that call; with OpenSC, OPENSC_DEBUG=9 shows how far the module got.",
         ()),
+    "trace-incomplete": Advice(
+        "info", "The trace is incomplete: {what}",
+        "The reader found a gap ({first}): the file ends inside a record or a line, as when it "
+        "is copied while still being written, or the tracer could not write (a full disk). "
+        "What the trace does not show may still have happened, so diagnose draws no conclusion "
+        "from its end or its gaps: no 'C_Finalize never called', no call that 'never returned' "
+        "when the file was cut, no 'the program gave up' on the last failure it shows.",
+        "Take the trace again, copying the file after the program ended, with room on the disk "
+        "(P11SPY_OUTPUT on a file system that is not full).",
+        ()),
     "setup-per-operation": Advice(
         "warning", "Setup per operation: {what} for each of {ops}",
         "The program made {ops} and, for them, called {counts}: it sets up {what} for every "

@@ -27,7 +27,16 @@ from p11spy.decoder.diagnose.base import (
     finding,
 )
 from p11spy.decoder.diagnose.rules.common import apdu_ev, call_ev, log_ev, pcsc_ev, plural
-from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall, Process, TraceWarning
+from p11spy.decoder.events import (
+    TRUNCATED,
+    Apdu,
+    Call,
+    Event,
+    LogLine,
+    PcscCall,
+    Process,
+    TraceWarning,
+)
 
 # functions a module may leave out, which programs try and do without
 OPTIONAL_FUNCTIONS = ("C_GetInterface", "C_GetInterfaceList", "C_GetOperationState",
@@ -140,6 +149,8 @@ class ClientStopped(Rule):
         self.under.pop(e.pid, None)
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
+        if TRUNCATED in t.gaps:  # what came after the last failure is cut off
+            return
         stops = {pid: (False, c, ev) for pid, (c, ev) in self.last.items()}
         for pid, (c, ev) in self.pcsc.items():
             if not t.proc(pid).calls and self.pcsc_work.get(pid, -1) < c.seq:
@@ -231,6 +242,8 @@ class NeverReturned(Rule):
                 self.found.append((Evidence(e.seq, e.message), what))
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
+        if TRUNCATED in t.gaps:  # the end of a cut file is not where a call stopped
+            return
         if not self.found:
             self.found = list(self._unreturned())
         if not self.found:

@@ -12,7 +12,17 @@ import struct
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from p11spy.decoder.events import Apdu, Call, Event, ModuleInfo, PcscCall, Process, TraceWarning
+from p11spy.decoder.events import (
+    DROPPED,
+    TRUNCATED,
+    Apdu,
+    Call,
+    Event,
+    ModuleInfo,
+    PcscCall,
+    Process,
+    TraceWarning,
+)
 from p11spy.decoder.formats.p11spy import frames
 from p11spy.decoder.formats.p11spy.frames import u64
 from p11spy.decoder.values import (
@@ -37,6 +47,9 @@ def sniff(head: bytes) -> bool:
     return head.startswith(MAGIC)
 
 
+ENDS_INSIDE = "file ends inside"  # how a truncation's message begins
+
+
 def records(f: BinaryIO) -> Iterator[tuple[int, bytes] | tuple[int, str]]:
     """(offset, record bytes) for each whole record; (offset, message) for damage."""
     stretch, skipped = -1, 0  # where the stretch of unreadable bytes being read began, its size
@@ -56,11 +69,11 @@ def records(f: BinaryIO) -> Iterator[tuple[int, bytes] | tuple[int, str]]:
             short, tail = (offset if short < 0 else short), tail + len(data)
         else:
             length = int.from_bytes(data[4:8], "little")
-            yield offset, f"file ends inside a record ({len(data)} of {length} bytes)"
+            yield offset, f"{ENDS_INSIDE} a record ({len(data)} of {length} bytes)"
     if stretch >= 0:
         yield stretch, "unreadable bytes up to the end of the file"
     if short >= 0:
-        yield short, f"file ends inside a record header ({tail} bytes)"
+        yield short, f"{ENDS_INSIDE} a record header ({tail} bytes)"
 
 
 # What decoding a damaged record or field raises: the reader turns it into a warning.
@@ -295,7 +308,8 @@ def read(f: BinaryIO) -> Iterator[Event]:
 
     for offset, rec in records(f):
         if isinstance(rec, str):
-            yield TraceWarning(seq=seq, message=f"byte {offset}: {rec}")
+            yield TraceWarning(seq=seq, message=f"byte {offset}: {rec}",
+                               kind=TRUNCATED if rec.startswith(ENDS_INSIDE) else None)
             seq += 1
             continue
         rtype = rec[8]
@@ -346,7 +360,7 @@ def read(f: BinaryIO) -> Iterator[Event]:
                     info = struct_value("CK_INFO", data)
             yield ModuleInfo(seq=seq, pid=pid, info=info if isinstance(info, dict) else {})
         elif rtype == RecordType.DROPPED:
-            yield TraceWarning(seq=seq, message=dropped_message(pid, rec))
+            yield TraceWarning(seq=seq, message=dropped_message(pid, rec), kind=DROPPED)
         else:
             yield TraceWarning(seq=seq, message=f"byte {offset}: record of unknown type {rtype}")
         seq += 1
