@@ -98,6 +98,16 @@ def pcsc_text(p: PcscCall) -> str:
     return f"{pad}{p.function}({args}) -> {p.rv_name}"
 
 
+def numbered(lines: list[str], seq: int) -> list[str]:
+    """An APDU's or PC/SC call's lines with its #seq, the number diagnose and --summary cite,
+    after the indent of the first line; the lines after it indented to match."""
+    first = lines[0]
+    pad = first[:len(first) - len(first.lstrip(" "))]
+    mark = f"#{seq} "
+    return [pad + mark + first[len(pad):],
+            *(line[:len(pad)] + " " * len(mark) + line[len(pad):] for line in lines[1:])]
+
+
 def text(events: Iterable[Event], out: TextIO) -> None:
     modules: set[str] = set()  # the modules seen so far: once several, each call names its own
     for e in events:
@@ -106,9 +116,9 @@ def text(events: Iterable[Event], out: TextIO) -> None:
                 modules.add(e.module)
             out.write("\n".join(call_text(e, module=len(modules) > 1)) + "\n")
         elif isinstance(e, Apdu):
-            out.write("\n".join(apdu_text(e)) + "\n")
+            out.write("\n".join(numbered(apdu_text(e), e.seq)) + "\n")
         elif isinstance(e, PcscCall):
-            out.write(pcsc_text(e) + "\n")
+            out.write(numbered([pcsc_text(e)], e.seq)[0] + "\n")
         elif isinstance(e, Process):
             info = e.info
             secrets = "SHOWN" if info.get("secrets") else "masked"

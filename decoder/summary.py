@@ -12,10 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from p11spy.decoder.events import Apdu, Call, Event, TraceWarning
+from p11spy.decoder.events import Apdu, Call, Event, PcscCall, TraceWarning
 
 TOP = 10
 WARNINGS_SHOWN = 5
+SUCCESS = frozenset({"CKR_OK", "SCARD_S_SUCCESS"})  # the return values that are no failure
 
 
 @dataclass
@@ -51,10 +52,19 @@ class Summary:
     warning_count: int = 0
 
     def add(self, e: Event) -> None:
+        """A PC/SC call made outside any PKCS#11 call (a trace of PC/SC calls alone, or a
+        p11spy run of opensc-tool) counts as a call of its own; one under a PKCS#11 call is
+        part of that call."""
         if isinstance(e, Call):
+            self.add_call(e.function, e.rv, e.rv_name, e.duration_us, e.seq)
+        elif isinstance(e, PcscCall) and e.parent is None:
             self.add_call(e.function, e.rv, e.rv_name, e.duration_us, e.seq)
         elif isinstance(e, Apdu):
             label = e.command[:4].hex(" ").upper()
+            if e.parent is None:
+                failed = e.error is not None
+                self.add_call("SCardTransmit", 1 if failed else 0,
+                              e.error or "SCARD_S_SUCCESS", e.duration_us, e.seq)
             self.add_apdu(e.sw, e.duration_us, e.seq, label)
         elif isinstance(e, TraceWarning):
             self.warning_count += 1
@@ -91,7 +101,7 @@ class Summary:
     def failures(self) -> dict[tuple[str, str], int]:
         """(function, return value name) -> times, for the calls that failed."""
         return {(fn, name): n for fn, st in self.functions.items()
-                for name, n in st.rvs.items() if name != "CKR_OK"}
+                for name, n in st.rvs.items() if name not in SUCCESS}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,7 +158,7 @@ def text(s: Summary, out: TextIO) -> None:
     if errors:
         out.write("\nreturn values of failing functions:\n")
         for name, st in sorted(errors):
-            rvs = ", ".join(f"{k} x{v}" for k, v in st.rvs.most_common() if k != "CKR_OK")
+            rvs = ", ".join(f"{k} x{v}" for k, v in st.rvs.most_common() if k not in SUCCESS)
             out.write(f"  {name}: {rvs}\n")
     if s.status_words:
         out.write("\nstatus words:\n")

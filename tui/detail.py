@@ -75,7 +75,8 @@ def build(index: TraceIndex, rec: int, kid: int | None = None, raw: bool = False
 
 def _kid_heading(index: TraceIndex, rec: int, e: Event, st: dict[str, Style]) -> Text:
     name = e.function if isinstance(e, Call) else type(e).__name__
-    return Text.assemble(("under ", _role(st, "dim")), (f"#{rec} {name}", _role(st, "title")),
+    return Text.assemble(("under ", _role(st, "dim")),
+                         (f"#{index.seq_of(rec)} {name}", _role(st, "title")),
                          ("  (Enter on the call closes its APDUs)", _role(st, "dim")))
 
 
@@ -86,14 +87,15 @@ def _call(index: TraceIndex, rec: int, c: Call, st: dict[str, Style]) -> Rendera
         Text.assemble((c.function, _role(st, "title")), "  ",
                       (rv, _role(st, "error" if failed else ("ok" if c.rv == 0 else "dim")))),
     ]
-    facts = [f"record {rec}"]
-    if c.call_number is not None:
-        facts.append(f"call #{c.call_number}")
-    facts.append(f"pid {c.pid}")
+    facts = [f"#{index.seq_of(rec)}"]  # decode's number, which diagnose cites: the only one
+    if c.pid is not None:
+        facts.append(f"pid {c.pid}")
     if c.module and len(index.modules) > 1:  # the trace holds calls to several modules
         facts.append(f"module {c.module}")
-    facts.append(index.describe_thread(index.threads[rec]).split(":")[0] + f" (tid {c.tid})")
-    facts.append(format_time(c.time))
+    thread = index.describe_thread(index.threads[rec]).split(":")[0]
+    facts.append(thread if c.tid is None else f"{thread} (tid {c.tid})")
+    if c.time is not None:
+        facts.append(format_time(c.time))
     if c.duration_us is not None:
         facts.append(fmt_duration(c.duration_us))
     if c.source:

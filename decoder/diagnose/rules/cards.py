@@ -264,6 +264,7 @@ class CardRemoved(Rule):
 
     def __init__(self) -> None:
         self.ev: list[Evidence] = []
+        self.last: Evidence | None = None  # the last failed exchange, when past MAX_SHOWN
         self.what: set[str] = set()
         self.answered = False  # the card answered some command before
         self.present: set[str] = set()  # readers seen with a card
@@ -279,6 +280,8 @@ class CardRemoved(Rule):
         self.seen += 1
         if self.seen <= self.MAX_SHOWN:
             self.ev.append(ev)
+        else:  # cited too: a program gives up on the last one (the engine's prime suspect)
+            self.last = Evidence(ev.seq, ev.what + " (the last)")
         parent = t.parent(e)
         if parent is None:
             self.failed = self.failed or not isinstance(e, Call) or bool(e.rv)
@@ -351,7 +354,7 @@ class CardRemoved(Rule):
         detail = "; ".join(self.DETAIL[w] for w in kinds)
         if self.seen > self.MAX_SHOWN:
             detail += f" ({self.seen} failed exchanges in all)"
-        ev = list(self.ev)
+        ev = list(self.ev) + ([self.last] if self.last is not None else [])
         # recovered: every call it hit returned CKR_OK, the card answering again under them
         recovered = not self.failed and bool(self.calls) and self.resumed
         if recovered:
