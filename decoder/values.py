@@ -10,6 +10,7 @@ import datetime as _dt
 from functools import cache
 from typing import Any
 
+from p11spy.decoder.events import Undated
 from p11spy.facts import pcsc
 from p11spy.facts.logformat import PinClass, PinExtra
 from p11spy.facts.pkcs11 import attributes, constants, structs
@@ -145,9 +146,13 @@ def utc(us: int) -> float:
 
 
 def format_time(epoch: float | None) -> str:
+    """The date and time; the time alone where the trace wrote no date (Undated)."""
     if epoch is None:
         return "-"
     try:
-        return _dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S.%f")
+        when = _dt.datetime.fromtimestamp(epoch)
+        if isinstance(epoch, Undated):
+            return when.strftime("%H:%M:%S.%f") + " (no date in the trace)"
+        return when.strftime("%Y-%m-%d %H:%M:%S.%f")
     except (ValueError, OverflowError, OSError):  # a damaged record's time
         return f"{epoch:.6f} s (not a date)"

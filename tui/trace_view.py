@@ -21,6 +21,8 @@ from textual.timer import Timer
 from textual.widgets import ProgressBar, Static
 from textual.worker import Worker, get_current_worker
 
+from p11spy.decoder.events import Undated
+from p11spy.decoder.values import format_time
 from p11spy.tui import detail, search
 from p11spy.tui.call_list import CallList
 from p11spy.tui.trace_index import TraceIndex
@@ -316,7 +318,9 @@ class TraceView(Vertical):
             return
         pos = self._time_position(target)
         self.calls.cursor = pos
-        self.say(f"first row at or after {_dt.datetime.fromtimestamp(target)}")
+        first = self._first_time()
+        when = format_time(Undated(target) if isinstance(first, Undated) else target)
+        self.say(f"first row at or after {when}")
 
     def _first_time(self) -> float | None:
         for pos in range(min(len(self.view), 50)):
