@@ -19,8 +19,9 @@ def _short(v: Any) -> str:
             return f"{v[:TEXT_BYTES * 2]}... ({len(v) // 2} bytes)"
         return v
     if isinstance(v, dict) and v.get("masked"):
-        extras = ", ".join(v.get("extras", []))
-        return f"<masked: {v['length']} bytes, {v.get('class')}{', ' + extras if extras else ''}>"
+        said = [f"{v['length']} bytes", v.get("class"), *v.get("extras", []),
+                "by p11spy redact" if v.get("redacted") else None]
+        return f"<masked: {', '.join(filter(None, said))}>"
     if v is None:
         return "NULL"
     return json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v)

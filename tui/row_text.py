@@ -163,7 +163,9 @@ def header_text(e: Event) -> tuple[str, str]:
         if i.get("unreadable_header"):
             return "== process header (unreadable)", "dim"
         secrets = "SHOWN" if i.get("secrets") else "masked"
-        return f"== process {e.pid}: {i.get('exe', '?')} (secrets {secrets})", "dim"
+        pid = "" if e.pid is None else f" {e.pid}"
+        exe = i.get("exe") or "(program not named in the trace)"
+        return f"== process{pid}: {exe} (secrets {secrets})", "dim"
     if isinstance(e, ModuleInfo):
         i = e.info
         if "loaded" in i:

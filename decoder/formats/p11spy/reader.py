@@ -31,6 +31,7 @@ from p11spy.decoder.values import (
     masked,
     name_in,
     pcsc_rv_name,
+    pin_bytes,
     rv_name,
     scalar,
     struct_value,
@@ -166,6 +167,8 @@ def _render_param(p: Param, kind: int, data: bytes) -> Any:
         if p.role in (Role.INTERFACE_LIST_OUT, Role.INTERFACE_OUT):
             found = _interfaces(data)
             return found if p.role is Role.INTERFACE_LIST_OUT else (found or [None])[0]
+        if p.role is Role.PIN:
+            return pin_bytes(data)
         return data.hex()
     if kind == Kind.CSTRING:
         return data.decode("utf-8", "replace")
