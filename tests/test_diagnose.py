@@ -931,3 +931,22 @@ def test_healthy_real_clients_have_no_finding(token, tmp_path: Path) -> None:
         assert above_info(findings) == [], (name, [f.title for f in findings])
     findings, events = diagnosed(tmp_path / "certutil.p11")
     assert any(isinstance(e, Call) and e.rv_name == "CKR_TOKEN_NOT_RECOGNIZED" for e in events)
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_codes_a_finding_calls_seen_are_in_the_trace(name: str) -> None:
+    """A finding's `codes` are what the trace shows: each by its name, or its number as the
+    trace writes it (OpenSC's "returning with: -1214", PC/SC's 0x8010001D), or a status word
+    of its pattern (63C2 for 63Cx). What it does not show is a related code."""
+    path = FIXTURES / name
+    findings, events = diagnosed(path)
+    raw = path.read_bytes().decode("latin-1").upper()
+    shown = raw + "\n".join(json.dumps(e.to_json(), default=str) for e in events).upper()
+    sws = {e.sw for e in events if isinstance(e, Apdu) and e.sw}
+    for f in findings:
+        for c in f.codes:
+            code = codes.lookup(c)[0].code
+            numbers = () if code.value is None else (str(code.value), f"{code.value:X}")
+            assert c.upper() in shown or any(n in shown for n in numbers) or \
+                (c.endswith("x") and any(sw.startswith(c[:-1].upper()) for sw in sws)), \
+                (f.rule, c)
