@@ -17,6 +17,7 @@ import ctypes
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -451,3 +452,46 @@ def test_pcscd_without_readers(tmp_path: Path) -> None:
     f = one(findings, "no-readers")
     assert {by_seq[s].rv_name for s in f.seqs} == {"SCARD_E_NO_READERS_AVAILABLE"}
     assert "lists no reader" in one(findings, "no-token").explanation
+
+
+def test_opensc_debug_log_of_a_program_killed_inside_c_login(tmp_path: Path) -> None:
+    """The card takes the VERIFY and does not answer (it hangs); pkcs11-tool waits inside
+    C_Login until it is killed, as a user or a timeout kills a hung program. OPENSC_DEBUG=9
+    logged C_Login's entry line and the VERIFY going out, and no result: the finding names
+    C_Login, its thread, and that the program crashed, was killed or hung in it."""
+    log = tmp_path / "killed.log"
+    with station.card_station(tmp_path / "station") as b:
+        arrived, release = threading.Event(), threading.Event()
+        verify = b.card._verify
+
+        def hang(apdu):  # type: ignore[no-untyped-def]
+            if apdu.data:  # the PIN itself, not the query of the tries left
+                arrived.set()
+                release.wait(60)
+            return verify(apdu)
+
+        b.card._verify = hang
+        with log.open("w") as err:
+            p = subprocess.Popen(["pkcs11-tool", "--module", b.module, "--login", "--pin",
+                                  b.pin, "-O"], env={**b.env, "OPENSC_DEBUG": "9"},
+                                 stdout=subprocess.DEVNULL, stderr=err,
+                                 stdin=subprocess.DEVNULL)
+            try:
+                assert arrived.wait(30), "the VERIFY never reached the card"
+                time.sleep(0.3)
+                assert p.poll() is None  # still waiting inside C_Login
+            finally:
+                p.kill()
+                p.wait(10)
+                release.set()
+    text = log.read_text()
+    assert "C_Login(" in text and "fLogin() rv" not in text, text[-2000:]
+    findings, by_seq = diagnosed(log)
+    [first, *rest] = [f for f in findings if f.severity != "info"]
+    assert first.rule == "call-never-returned" and first.severity == "error", \
+        [f.title for f in findings]
+    assert rest == [], [f.title for f in rest]
+    [call] = [by_seq[s] for s in first.seqs if isinstance(by_seq[s], Call)]
+    assert call.function == "C_Login" and call.rv is None
+    assert first.title == (f"C_Login in thread {call.tid} never returned: the program crashed, "
+                           "was killed or hung inside it")

@@ -181,10 +181,13 @@ class ClientStopped(Rule):
 
 
 # what the readers say of a call the trace ends inside (pcsc-spy: a call without its return
-# line; p11spy: PC/SC records whose PKCS#11 call was never written, as it had not returned)
+# line; OpenSC's debug log: a call that logs its result, entered and without one; p11spy: PC/SC
+# records whose PKCS#11 call was never written, as it had not returned)
 _NEVER_RETURNED = (
     re.compile(r"(?P<function>\w+) \(thread (?P<thread>\w+)\) has no return line: the trace "
                r"ends inside it"),
+    re.compile(r"(?P<function>C_\w+) \(pid \w+, thread (?P<thread>\w+)\) has no result line "
+               r"before the end of the log"),
     re.compile(r"process (?P<pid>\d+): call #(?P<number>\d+) never returned"),
 )
 
@@ -239,6 +242,13 @@ class NeverReturned(Rule):
                 g = m.groupdict()
                 what = (f"{g['function']} in thread {g['thread']}" if g.get("function") else
                         f"call #{g['number']} of process {g['pid']}")
+                # the call itself, where the trace has it (OpenSC's entry line)
+                entered = next((c for (_pid, tid), c in self.last.items()
+                                if str(tid) == g.get("thread") and c.function == g["function"]),
+                               None) if g.get("function") else None
+                if entered is not None:
+                    self.found.append((Evidence(entered.seq, f"{entered.function}: entered, "
+                                                             "no result"), what))
                 self.found.append((Evidence(e.seq, e.message), what))
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
@@ -250,8 +260,8 @@ class NeverReturned(Rule):
             return
         ev = [x for x, _ in self.found] + ([self.follow] if self.follow else [])
         what = self.found[0][1]
-        yield finding(self.name, ev, what=what, n=len(self.found),
-                      data={"calls": [w for _, w in self.found]})
+        calls = list(dict.fromkeys(w for _, w in self.found))
+        yield finding(self.name, ev, what=what, n=len(calls), data={"calls": calls})
 
 
 RULES = (ClientStopped, NeverReturned,)
