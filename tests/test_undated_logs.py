@@ -37,7 +37,7 @@ def test_no_guessed_date_in_decode(tmp_path: Path) -> None:
     text = subprocess.run([P11SPY, "decode", str(log)], capture_output=True, text=True,
                           env={**os.environ, "TZ": "UTC"}).stdout
     heads = [line for line in text.splitlines() if line.startswith("#")]
-    assert heads and "2010" not in text
+    assert heads and "2010-" not in text
     assert all("(no date in the trace)" in line for line in heads if " C_" in line)
     rows = [json.loads(line) for line in subprocess.run(
         [P11SPY, "decode", "--json", str(log)], capture_output=True, text=True).stdout.splitlines()]
@@ -56,4 +56,4 @@ def test_no_guessed_date_in_the_viewer(tmp_path: Path, monkeypatch) -> None:
             return tv.detail_text()
 
     detail = asyncio.run(run())
-    assert "C_" in detail and "2010" not in detail and "(no date in the trace)" in detail
+    assert "C_" in detail and "2010-" not in detail and "(no date in the trace)" in detail
