@@ -87,3 +87,22 @@ async def test_filter_checkbox_is_empty_until_checked() -> None:
         await pilot.click("#errors")
         await pilot.pause(0.2)
         assert box() == "▐✓▌"
+
+
+def test_no_python_none_on_any_fixture() -> None:
+    """What a format does not record (a pid, a tid, a module) is left out of the rows and the
+    detail pane, never printed as Python's None; every fixture, every record (up to 3000)."""
+    from p11spy.tui import detail
+    from p11spy.tui.loader import open_index
+    from p11spy.tui.row_text import Columns, call_parts
+
+    for path in sorted(p for p in (REPO / "fixtures").rglob("*")
+                       if p.is_file() and p.suffix not in (".md", ".sh")):
+        idx = open_index(path)
+        idx.scan(lambda: False)
+        cols = Columns(120, idx)
+        for rec in range(min(len(idx.kinds), 3000)):
+            e = idx.event(rec)
+            pane = detail.plain(detail.build(idx, rec, None, False))
+            row = "".join(text for text, _ in call_parts(idx, rec, e, cols))
+            assert not re.search(r"\bNone\b", pane + row), (path.name, rec, pane, row)

@@ -64,7 +64,8 @@ def build(index: TraceIndex, rec: int, kid: int | None = None, raw: bool = False
     if info:
         parts.append(Text(""))
         for k, v in info.items():
-            parts.append(Text(f"    {k} = {v}"))
+            if v is not None:  # what the format does not record is left out, never "None"
+                parts.append(Text(f"    {k} = {v}"))
     kids = index.kids(rec)
     if kids:
         parts += [Text(""), Text(f"APDUs and PC/SC calls ({len(kids)})", _role(st, "section"))]
