@@ -495,3 +495,21 @@ def test_opensc_debug_log_of_a_program_killed_inside_c_login(tmp_path: Path) -> 
     assert call.function == "C_Login" and call.rv is None
     assert first.title == (f"C_Login in thread {call.tid} never returned: the program crashed, "
                            "was killed or hung inside it")
+
+
+def test_no_card_in_the_reader(tmp_path: Path) -> None:
+    """The card pulled before pkcs11-tool lists the slots with a token (-T): none. PC/SC said
+    each reader was empty, so the no-token finding says no card was in them and cites that."""
+    out = tmp_path / "nocard.p11"
+    with station.card_station(tmp_path / "station") as b:
+        b.remove()
+        r = _run(b, out, "-T", "-L")
+    assert "No slots." in r.stdout + r.stderr, r.stdout + r.stderr
+    findings, by_seq = diagnosed(out)
+    assert above_info(findings) == {"no-token"}, [f.title for f in findings]
+    f = one(findings, "no-token")
+    assert f.severity == "error" and f.data["empty_readers"]
+    assert " because no card was in any reader (" in f.explanation or \
+        " because no card was in the reader " in f.explanation
+    empty = [by_seq[s] for s in f.seqs if isinstance(by_seq[s], PcscCall)]
+    assert empty and all(e.function == "SCardGetStatusChange" for e in empty)

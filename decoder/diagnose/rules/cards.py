@@ -36,6 +36,7 @@ from p11spy.decoder.diagnose.rules.common import (
     ms,
     pcsc_ev,
     plural,
+    reader_states,
 )
 from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall
 from p11spy.decoder.knowledge.findings import (
@@ -319,15 +320,7 @@ class CardRemoved(Rule):
         elif isinstance(e, PcscCall):
             if e.function in self.PCSC_OPS and (e.rv_name or "") in SCARD_GONE:
                 self._gone(SCARD_GONE[e.rv_name or ""], pcsc_ev(e), e, t)
-            states = out_value(e.args.get("rgReaderStates"))
-            for s in states if isinstance(states, list) else ():
-                if not isinstance(s, dict):
-                    continue
-                try:
-                    state = int(str(s.get("event_state", "0")), 0)
-                except ValueError:
-                    continue
-                reader = str(s.get("reader"))
+            for reader, state in reader_states(e):
                 if state & SCARD_STATE_PRESENT:
                     self.present.add(reader)
                 elif state & SCARD_STATE_EMPTY and reader in self.present:
