@@ -46,12 +46,14 @@ def test_dropped_records_are_no_missing_finalize(token, tmp_path, spy_env, shim)
     assert r.returncode == 0 and r.stdout == "failures 0\n", r.stderr
     events = list(open_events(trace))
     assert not any(isinstance(e, Call) and e.function == "C_Finalize" for e in events)
-    [gap] = [e for e in events if isinstance(e, TraceWarning)]
-    assert gap.kind == DROPPED and "record(s) missing here" in gap.message
+    # one count where a write worked again, or more (as the limit comes and goes)
+    gaps = [e for e in events if isinstance(e, TraceWarning)]
+    assert gaps and all(g.kind == DROPPED and "record(s) missing here" in g.message
+                        for g in gaps)
     findings = diagnose(events)
     assert "never-finalized" not in rules(findings)
     f = next(f for f in findings if f.rule == "trace-incomplete")
-    assert f.severity == "info" and f.seqs == [gap.seq]
+    assert f.severity == "info" and f.seqs == [gaps[0].seq]
     assert f.title == "The trace is incomplete: the tracer could not write some records"
     # the same program with room to write: the C_Finalize is there, no gap
     whole = tmp_path / "whole.p11"
