@@ -53,9 +53,15 @@ async def test_rows_and_detail_carry_decodes_number() -> None:
         assert under_cursor(tv).function == "C_Login"
         rows = [line for line in screen_text(app).splitlines() if "C_Login" in line]
         assert rows and rows[0].split()[0] == str(login)
-        facts = tv.detail_text().splitlines()[2]
+        pane = tv.detail_text()
+        facts = pane.splitlines()[2]
         assert facts.startswith(f"#{login} · ") and "record" not in facts \
             and "call #" not in facts, facts
+        # the APDUs and PC/SC calls under it carry decode's numbers too, not 1, 2, 3
+        kids = [idx.seq_of(k) for k in idx.kids(idx.record_of_seq(login))]
+        assert kids == [s for s in numbers if login < s <= kids[-1]]
+        shown = [int(m) for m in re.findall(r"^\s*#(\d+) ", pane, re.MULTILINE)]
+        assert shown == [login, *kids]  # the call's own facts line, then its children
         # the status bar says where `e` went, until the cursor leaves that row
         assert f"failed call #{login} C_Login" in status(app)
         await pilot.press("up")

@@ -53,7 +53,7 @@ def build(index: TraceIndex, rec: int, kid: int | None = None, raw: bool = False
     e = index.event(rec)
     if kid is not None:
         return Group(_kid_heading(index, rec, e, st), Text(""),
-                     *_child(index, kid, 1, st))
+                     *_child(index, kid, st))
     if isinstance(e, Call):
         return _call(index, rec, e, st)
     text, role = header_text(e)
@@ -69,8 +69,8 @@ def build(index: TraceIndex, rec: int, kid: int | None = None, raw: bool = False
     kids = index.kids(rec)
     if kids:
         parts += [Text(""), Text(f"APDUs and PC/SC calls ({len(kids)})", _role(st, "section"))]
-        for i, k in enumerate(kids[:MAX_APDUS]):
-            parts += _child(index, k, i + 1, st)
+        for k in kids[:MAX_APDUS]:
+            parts += _child(index, k, st)
     return Group(*parts)
 
 
@@ -125,8 +125,8 @@ def _call(index: TraceIndex, rec: int, c: Call, st: dict[str, Style]) -> Rendera
     logs = [k for k in kids if k not in set(apdus)]
     if apdus:
         parts += [Text(""), Text(f"APDUs ({len(apdus)})", _role(st, "section"))]
-        for i, k in enumerate(apdus[:MAX_APDUS]):
-            parts += _child(index, k, i + 1, st)
+        for k in apdus[:MAX_APDUS]:
+            parts += _child(index, k, st)
         if len(apdus) > MAX_APDUS:
             parts.append(Text(f"... {len(apdus) - MAX_APDUS} more", _role(st, "dim")))
     if logs:
@@ -139,14 +139,15 @@ def _call(index: TraceIndex, rec: int, c: Call, st: dict[str, Style]) -> Rendera
     return Group(*parts)
 
 
-def _child(index: TraceIndex, k: int, n: int, st: dict[str, Style]) -> list[RenderableType]:
-    e = index.event(k)
+def _child(index: TraceIndex, k: int, st: dict[str, Style]) -> list[RenderableType]:
+    """An APDU, PC/SC call or log line under a call, numbered by its #seq as everywhere."""
+    e, n = index.event(k), index.seq_of(k)
     if isinstance(e, Apdu):
         return apdu_parts(e, n, st)
     if isinstance(e, PcscCall):
-        return [Text(f"{n:>3} " + pcsc_text(e).strip(),
+        return [Text(f"#{n} " + pcsc_text(e).strip(),
                      _role(st, "ok" if not e.rv else "error"))]
-    return [Text(f"{n:>3} {getattr(e, 'text', e)}", _role(st, "dim"))]
+    return [Text(f"#{n} {getattr(e, 'text', e)}", _role(st, "dim"))]
 
 
 def apdu_parts(a: Apdu, n: int, st: dict[str, Style] | None = None) -> list[RenderableType]:
@@ -154,7 +155,7 @@ def apdu_parts(a: Apdu, n: int, st: dict[str, Style] | None = None) -> list[Rend
     and the response's TLV tree when the decoder finds one."""
     st = st or DEFAULT_STYLES
     out: list[RenderableType] = []
-    head = Text.assemble((f"{n:>3} > ", _role(st, "apdu")), masked_hex(a.command),
+    head = Text.assemble((f"#{n} > ", _role(st, "apdu")), masked_hex(a.command),
                          ("  (PIN masked by p11spy)" if a.masked else "", _role(st, "dim")),
                          (f"  {fmt_duration(a.duration_us)}" if a.duration_us else "",
                           _role(st, "dim")))
