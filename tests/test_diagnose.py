@@ -950,3 +950,32 @@ def test_codes_a_finding_calls_seen_are_in_the_trace(name: str) -> None:
             assert c.upper() in shown or any(n in shown for n in numbers) or \
                 (c.endswith("x") and any(sw.startswith(c[:-1].upper()) for sw in sws)), \
                 (f.rule, c)
+
+
+def test_the_step_after_a_failed_step_points_back_to_it(token, tmp_path: Path) -> None:
+    """pkcs11-tool signs with CKM_ECDSA using an RSA key on SoftHSM2: C_SignInit accepts it,
+    C_Sign fails (CKR_GENERAL_ERROR), pkcs11-tool tries the multi-part way and stops on
+    C_SignUpdate -> CKR_OPERATION_NOT_INITIALIZED. The finding names the call it stopped on
+    and cites the earlier failure of the same operation as where to look first."""
+    env = {k: v for k, v in token.env.items() if not k.startswith("P11SPY_")}
+    tool = ["pkcs11-tool", "--module", token.module, "--login", "--pin", USER_PIN]
+    r = subprocess.run([*tool, "--keypairgen", "--key-type", "rsa:2048", "--id", "01"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    data = tmp_path / "data"
+    data.write_bytes(b"to sign")
+    out = tmp_path / "ecdsa.p11"
+    r = subprocess.run([P11SPY, "run", "-o", str(out), "--", *tool, "--sign", "--id", "01",
+                        "-m", "ECDSA", "-i", str(data), "-o", str(tmp_path / "sig")], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0, r.stderr
+    findings, events = diagnosed(out)
+    [first, *rest] = above_info(findings)
+    assert first.rule == "client-stopped" and rest == [], [f.title for f in findings]
+    calls = [c for c in events if isinstance(c, Call) and c.rv]
+    stop, origin = calls[-1], calls[-2]
+    assert stop.rv_name == "CKR_OPERATION_NOT_INITIALIZED" and origin.function == "C_Sign"
+    assert first.data["stopped_at"] == stop.seq and first.data["origin"] == origin.seq
+    assert first.seqs == [origin.seq, stop.seq]
+    assert f"C_Sign -> {origin.rv_name} (#{origin.seq}), an earlier failure of the same " \
+           "operation" in first.explanation

@@ -100,6 +100,7 @@ class ClientStopped(Rule):
 
     def __init__(self) -> None:
         self.last: dict[Any, tuple[CallFacts, Evidence]] = {}  # pid -> its last failure
+        self.prev: dict[Any, tuple[CallFacts, Evidence]] = {}  # pid -> the failure before it
         self.pcsc: dict[Any, tuple[CallFacts, Evidence]] = {}  # the same for PC/SC calls
         self.earlier: Counter[tuple[bool, Any]] = Counter()  # (PC/SC?, pid) -> failures before
         self.pcsc_work: dict[Any, int] = {}  # pid -> seq of its last PC/SC call that worked
@@ -113,6 +114,8 @@ class ClientStopped(Rule):
         store = self.pcsc if pcsc else self.last
         if c.pid in store:
             self.earlier[(pcsc, c.pid)] += 1
+            if not pcsc:
+                self.prev[c.pid] = store[c.pid]
         store[c.pid] = (c, ev)
 
     def _opensc_error(self, c: CallFacts) -> tuple[Evidence, str] | None:
@@ -174,10 +177,31 @@ class ClientStopped(Rule):
             if opensc is not None:
                 cited.append(opensc[0])
                 started = opensc[1]
+            origin = self.prev.get(pid) if not pcsc and rv in ENDED_BY_EARLIER else None
+            if origin is not None and _operation(origin[0].function) != _operation(c.function):
+                origin = None
+            if origin is not None:  # the call only met the end of what failed before it
+                o, o_ev = origin
+                cited.insert(0, o_ev)
+                started += (f" It comes after {o.function} -> {o.rv_name or o.rv} (#{o.seq}), "
+                            "an earlier failure of the same operation, which is where to look "
+                            "first: a failed step ends an operation, so the steps tried after "
+                            "it meet CKR_OPERATION_NOT_INITIALIZED.")
             yield finding(self.name, cited, pid=pid, function=c.function, rv=rv,
                           seq=c.seq, meaning=meaning, causes=causes, checks=checks,
                           earlier=earlier, started=started, subjects=[c.seq],
-                          data={"function": c.function, "rv": rv, "earlier_failures": n})
+                          data={"function": c.function, "rv": rv, "earlier_failures": n,
+                                **({"origin": origin[0].seq} if origin else {})})
+
+
+# a failure that only says an earlier one ended the operation (a C_Sign that failed ends the
+# signing; a C_SignUpdate tried after it finds no operation)
+ENDED_BY_EARLIER = frozenset({"CKR_OPERATION_NOT_INITIALIZED"})
+
+
+def _operation(function: str) -> str:
+    """The operation a call is a step of: C_SignUpdate and C_SignFinal are C_Sign's."""
+    return re.sub(r"(Init|Update|Final)$", "", function)
 
 
 # what the readers say of a call the trace ends inside (pcsc-spy: a call without its return
