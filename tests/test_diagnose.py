@@ -979,3 +979,22 @@ def test_the_step_after_a_failed_step_points_back_to_it(token, tmp_path: Path) -
     assert first.seqs == [origin.seq, stop.seq]
     assert f"C_Sign -> {origin.rv_name} (#{origin.seq}), an earlier failure of the same " \
            "operation" in first.explanation
+
+
+def test_a_new_pin_too_short_to_set(token, tmp_path: Path) -> None:
+    """pkcs11-tool --change-pin with a new PIN of 2 digits on SoftHSM2 (PINs of 4-255 bytes):
+    C_SetPIN -> CKR_PIN_LEN_RANGE. The new PIN's length against the token's range leads, not
+    a bare "gave up after"."""
+    env = {k: v for k, v in token.env.items() if not k.startswith("P11SPY_")}
+    out = tmp_path / "setpin.p11"
+    r = subprocess.run([P11SPY, "run", "-o", str(out), "--", "pkcs11-tool", "--module",
+                        token.module, "--login", "--pin", USER_PIN, "--change-pin", "--new-pin",
+                        "12"], env=env, capture_output=True, text=True, timeout=60)
+    assert "CKR_PIN_LEN_RANGE" in r.stderr, r.stderr
+    findings, events = diagnosed(out)
+    [first, *rest] = above_info(findings)
+    assert first.rule == "pin-length" and rest == [], [f.title for f in findings]
+    assert first.title == "New PIN of 2 bytes, outside the token's 4-255"
+    assert [(c.function, c.rv_name) for c in cited_calls(first, events)] == [
+        ("C_GetTokenInfo", "CKR_OK"), ("C_SetPIN", "CKR_PIN_LEN_RANGE")]
+    assert first.data["stopped_at"] == cited_calls(first, events)[-1].seq

@@ -72,9 +72,9 @@ FINDINGS: dict[str, Advice] = {
         "then fix whatever sent the wrong PIN before retrying.",
         ("CKR_PIN_LOCKED", "6983", "SC_ERROR_AUTH_METHOD_BLOCKED")),
     "pin-length": Advice(
-        "error", "PIN of {length} bytes, outside the token's {min}-{max}",
+        "error", "{Which} of {length} bytes, outside the token's {min}-{max}",
         "C_GetTokenInfo says this token takes PINs of {min} to {max} bytes, and the program "
-        "gave one of {length}. No PIN of that length can be right.",
+        "gave a {which} of {length}. The token takes no PIN of that length.",
         "Look at what the program reads the PIN from: a truncated or padded value, a PIN "
         "meant for another token, or the PUK/SO PIN given as user PIN.",
         ("CKR_PIN_LEN_RANGE", "CKR_PIN_INCORRECT")),

@@ -253,19 +253,27 @@ class PinLocked(Rule):
         yield finding(self.name, self.evidence, pid=self.pid, where=where, after=after)
 
 
+# function -> the PIN argument whose length the token checks against its range, and what the
+# finding calls it: a login's PIN, or the new PIN being set
+CHECKED_PINS = {"C_Login": ("pPin", "PIN"), "C_LoginUser": ("pPin", "PIN"),
+                "C_SetPIN": ("pNewPin", "new PIN"), "C_InitPIN": ("pPin", "new PIN")}
+
+
 class PinLength(Rule):
-    """A PIN whose length is outside the token's ulMinPinLen..ulMaxPinLen."""
+    """A PIN whose length is outside the token's ulMinPinLen..ulMaxPinLen: one to log in with,
+    or a new one being set (C_SetPIN, C_InitPIN)."""
 
     name = "pin-length"
 
     def __init__(self) -> None:
-        self.hits: dict[tuple[int, Any, Any], list[Evidence]] = {}
+        self.hits: dict[tuple[int, Any, Any, str], list[Evidence]] = {}
         self.pid: int | None = None
 
     def observe(self, e: Event, t: Tracker) -> None:
-        if not isinstance(e, Call) or e.function != "C_Login" or e.rv in (0, None):
+        if not isinstance(e, Call) or e.function not in CHECKED_PINS or e.rv in (0, None):
             return
-        length = pin_length(e)
+        arg, which = CHECKED_PINS[e.function]
+        length = pin_length(e) if arg == "pPin" else pin_facts(e.args.get(arg))[0]
         slot = t.slot_of(e)
         info = t.proc(e.pid).token_info.get(slot) or {}
         lo, hi = info.get("ulMinPinLen"), info.get("ulMaxPinLen")
@@ -273,17 +281,18 @@ class PinLength(Rule):
         outside = known and length is not None and not lo <= length <= hi
         if outside or e.rv == PIN_LEN_RANGE:
             key = (length if length is not None else -1, lo if known else "?",
-                   hi if known else "?")
+                   hi if known else "?", which)
             ev = self.hits.setdefault(key, [])
             if known and not ev:
                 ev.append(Evidence(info["seq"], f"C_GetTokenInfo: PIN length {lo}-{hi}"))
-            keep(ev, call_ev(e, f"PIN of {length} bytes" if length is not None else ""))
+            keep(ev, call_ev(e, f"{which} of {length} bytes" if length is not None else ""))
             self.pid = e.pid
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
-        for (length, lo, hi), ev in self.hits.items():
+        for (length, lo, hi, which), ev in self.hits.items():
             yield finding(self.name, ev, pid=self.pid, length=length if length >= 0 else "?",
-                          min=lo, max=hi, data={"length": length, "min": lo, "max": hi})
+                          min=lo, max=hi, which=which, Which=which[0].upper() + which[1:],
+                          data={"length": length, "min": lo, "max": hi, "which": which})
 
 
 class VerifyFailedNoCounter(Rule):
