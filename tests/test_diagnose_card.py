@@ -513,3 +513,21 @@ def test_no_card_in_the_reader(tmp_path: Path) -> None:
         " because no card was in the reader " in f.explanation
     empty = [by_seq[s] for s in f.seqs if isinstance(by_seq[s], PcscCall)]
     assert empty and all(e.function == "SCardGetStatusChange" for e in empty)
+
+
+def test_tries_left_asked_before_a_login_whose_verify_is_not_logged(tmp_path: Path) -> None:
+    """OPENSC_DEBUG=3 logs the card's answer to the tries-left question (63C3) but not the
+    VERIFY that carries the wrong PIN: the count the log shows is from before the login. The
+    finding must not say 3 tries are left when the card now holds 2."""
+    log = tmp_path / "debug3.log"
+    with station.card_station(tmp_path / "station") as b:
+        r = b.pkcs11_tool("--login", "--pin", WRONG, "-O", OPENSC_DEBUG="3")
+        left = b.card.pin_tries
+    log.write_text(r.stderr)
+    assert r.returncode != 0 and left == b.card.retries - 1 == 2, r.stderr[-1000:]
+    findings, by_seq = diagnosed(log)
+    wrong = one(findings, "pin-incorrect")
+    asked = [by_seq[s] for s in wrong.seqs if isinstance(by_seq[s], Apdu)]
+    assert asked and all(a.sw == "63C3" and len(a.command) <= 5 for a in asked)
+    assert wrong.title == f"Wrong PIN: 1 failed login(s); at most {left} tries left"
+    assert "its VERIFY is not in the trace: it used up one more try" in wrong.explanation

@@ -149,6 +149,7 @@ class WrongPin(Rule):
         self.n_failed = 0
         self.n_attempts = 0
         self.last_left: int | None = None
+        self.last_reading: tuple[int, int | None, bool] | None = None  # (seq, parent, attempt)
 
     def observe(self, e: Event, t: Tracker) -> None:
         if isinstance(e, Call) and e.function in PIN_FUNCTIONS:
@@ -177,9 +178,22 @@ class WrongPin(Rule):
                     if view != "unseen":
                         self.views.setdefault(view, what)
                 self.last_left = sw & 0x0F
+                self.last_reading = (e.seq, e.parent, attempt)
                 keep(self.counter, (e.seq, sw & 0x0F, attempt))
                 keep(self.evidence, apdu_ev(e, "a wrong PIN" if attempt else
                                             "asking the tries left, no PIN sent"))
+
+    def _read_before_last_failure(self) -> bool:
+        """Whether the last reading of the counter was a question asked before the last failed
+        login spent a try: in that login (its parent) or an earlier call, or earlier in a
+        trace that does not tie APDUs to calls."""
+        if self.last_reading is None or self.last_fail < 0:
+            return False
+        seq, parent, attempt = self.last_reading
+        if attempt:
+            return False
+        return parent == self.last_fail or (parent is not None and parent < self.last_fail) \
+            or (parent is None and seq < self.last_fail)
 
     def _same_user(self, user: Any) -> bool:
         """A later login shows the right PIN was known only for the user who failed: the
@@ -202,6 +216,12 @@ class WrongPin(Rule):
             steps = " -> ".join(f"{c[1]} (#{c[0]}{'' if c[2] else ', asked'})"
                                 for c in shown[:20]) + (" -> ..." if len(shown) > 20 else "")
             fall = f" The card's counter of tries left went {steps}."
+            if self._read_before_last_failure() and left:
+                # the count was asked before the last failed login, whose VERIFY the trace
+                # does not show (OpenSC below level 9 hides it): that login spent one more
+                tries = f"; at most {left - 1} {'try' if left == 2 else 'tries'} left"
+                fall += (f" The last failed login (#{self.last_fail}) came after that reading "
+                         "and its VERIFY is not in the trace: it used up one more try.")
         if self.ok_after:
             fall += " A later login worked, so the right PIN was known."
         if "wrong" in self.views:
