@@ -531,3 +531,27 @@ def test_tries_left_asked_before_a_login_whose_verify_is_not_logged(tmp_path: Pa
     assert asked and all(a.sw == "63C3" and len(a.command) <= 5 for a in asked)
     assert wrong.title == f"Wrong PIN: 1 failed login(s); at most {left} tries left"
     assert "its VERIFY is not in the trace: it used up one more try" in wrong.explanation
+
+
+def test_card_pulled_mid_signature_in_an_opensc_debug_log(tmp_path: Path) -> None:
+    """The card pulled at GENERAL AUTHENTICATE, logged with OPENSC_DEBUG=3: OpenSC writes
+    "SCardTransmit/Control failed: 0x80100016" (SCARD_E_NOT_TRANSACTED) after the card had
+    answered. The removal leads, citing those lines and the signing call that failed, rather
+    than a bare "gave up after C_SignFinal"."""
+    log = tmp_path / "pulled.log"
+    data = tmp_path / "data"
+    data.write_bytes(b"to sign")
+    with station.card_station(tmp_path / "station") as b:
+        b.remove_when(lambda apdu: apdu.ins == 0x87)
+        r = b.pkcs11_tool("--login", "--pin", b.pin, "--sign", "--id", "01", "-m",
+                          "SHA256-RSA-PKCS", "-i", str(data), "-o", str(tmp_path / "sig"),
+                          OPENSC_DEBUG="3")
+    log.write_text(r.stderr)
+    assert r.returncode != 0 and "SCardTransmit/Control failed: 0x80100016" in r.stderr
+    findings, by_seq = diagnosed(log)
+    [first, *rest] = [f for f in findings if f.severity != "info"]
+    assert first.rule == "card-removed" and first.severity == "error" and rest == [], \
+        [f.title for f in findings]
+    cited = [by_seq[s] for s in first.seqs]
+    assert any(isinstance(e, LogLine) and "0x80100016" in e.text for e in cited)
+    assert any(isinstance(e, Call) and e.function.startswith("C_Sign") and e.rv for e in cited)

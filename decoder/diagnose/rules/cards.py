@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from p11spy.decoder.apdu import aid_info
+from p11spy.decoder.codes import pcsc_name
 from p11spy.decoder.diagnose.base import Evidence, Finding, Rule, Tracker, finding, out_value
 from p11spy.decoder.diagnose.rules.common import (
     DEVICE_REMOVED,
@@ -236,6 +237,8 @@ class CardNotRecognised(Rule):
                             "apdu_us": self.apdu_us})
 
 
+# OpenSC's log of a failed exchange: "p11spy vpcd 00 00:SCardTransmit/Control failed: 0x80100016"
+_PCSC_FAILED_LOG = re.compile(r"SCard(?:Transmit|Control)\S* failed: (0x[0-9a-fA-F]{8})")
 # PC/SC codes of an exchange that got no answer
 SCARD_LOST = frozenset({"SCARD_E_NOT_TRANSACTED", "SCARD_F_COMM_ERROR", "SCARD_E_COMM_DATA_LOST",
                         "SCARD_W_UNRESPONSIVE_CARD", "SCARD_W_UNPOWERED_CARD"})
@@ -336,6 +339,12 @@ class CardRemoved(Rule):
         elif isinstance(e, Call) and e.rv == TOKEN_NOT_PRESENT \
                 and e.args.get("hSession") in t.proc(e.pid).sessions:
             self._gone("removed", call_ev(e, "a session was open on this token"), e, t)
+        elif isinstance(e, LogLine) and (m := _PCSC_FAILED_LOG.search(e.text)):
+            name = pcsc_name(int(m.group(1), 16)) or ""
+            if name in SCARD_GONE:
+                self._gone(SCARD_GONE[name], log_ev(e), e, t)
+            elif name in SCARD_LOST and self.answered:
+                self._gone("stopped answering", log_ev(e), e, t)
         elif isinstance(e, LogLine) and GONE_LOG.search(e.text):
             self._gone("reset" if "reset" in e.text.lower() else "removed", log_ev(e), e, t)
 
