@@ -34,6 +34,9 @@ def _selected(events: Iterator[Event], args: argparse.Namespace) -> Iterator[Eve
             yield e
         elif getattr(e, "parent", None) in kept:
             yield e
+        elif isinstance(e, PcscCall | Apdu) and args.function \
+                and _function(e) in args.function and not (args.errors and not _failed(e)):
+            yield e  # a PC/SC call asked for by name, under a PKCS#11 call not shown
 
 
 def _failed(e: Event) -> bool:

@@ -148,3 +148,13 @@ def test_libpcscspy_log_of_a_pulled_card() -> None:
     bad = [e.seq for e in events if failed(e)]
     seen, _ = viewer(PULLED_SPY, 2)
     assert seen == bad[:2]
+
+
+def test_function_picks_pc_sc_calls_by_name_under_pkcs11_calls() -> None:
+    """--function SCardTransmit on pkcs11-tool's wrong PIN on the card station (fixtures/p11spy):
+    every exchange, though each was made under a PKCS#11 call, with the #seq diagnose cites."""
+    path = REPO / "fixtures" / "p11spy" / "real-card-wrong-pin.p11"
+    apdus = [e.seq for e in open_events(path) if isinstance(e, Apdu)]
+    assert apdus and numbers(p11spy("decode", "--function", "SCardTransmit", str(path))) == apdus
+    login = [e.seq for e in open_events(path) if isinstance(e, Call) and e.function == "C_Login"]
+    assert numbers(p11spy("decode", "--function", "C_Login", str(path)))[0] == login[0]
