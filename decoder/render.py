@@ -75,6 +75,18 @@ def _hex(b: bytes, limit: int = TEXT_BYTES) -> str:
     return h + (f" ... ({len(b)} bytes)" if len(b) > limit else "")
 
 
+def _redacted_pin(command: bytes) -> bool:
+    """A PIN field that `p11spy redact` overwrote: its mark, then only padding (FF)."""
+    from p11spy.decoder.apdu import pin_field
+    from p11spy.decoder.masking import MARK
+
+    span = pin_field(command)
+    if span is None:
+        return False
+    data = command[span[0]:span[0] + span[1]].rstrip(b"\xff")
+    return bool(data) and data.count(MARK) == len(data)
+
+
 def apdu_text(a: Apdu) -> list[str]:
     from p11spy.decoder.apdu import ins_name
 
@@ -83,6 +95,8 @@ def apdu_text(a: Apdu) -> list[str]:
     head = f"{pad}>> {_hex(a.command)}" + (f"  [{name}]" if name else "")
     if a.masked:
         head += "  (PIN masked)"
+    elif _redacted_pin(a.command):
+        head += "  (PIN masked by p11spy redact)"
     lines = [head]
     if a.response is not None and a.sw is None:  # fewer than 2 bytes: the reader's fault
         lines.append(f"{pad}<< {_hex(a.response) or '(empty)'}  no status word")

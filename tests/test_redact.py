@@ -151,8 +151,13 @@ def test_opensc_debug_9_over_the_card(piv_card: CardStation, tmp_path: Path) -> 
             r = piv_card.pkcs11_tool(*args, OPENSC_DEBUG="9")
             f.write(r.stderr)
     assert "Outgoing APDU" in log.read_text()
-    assert_redacts(log, ["999999", piv_card.pin, "24681357"], [],
-                   ["VERIFY APDU data (PIN)", "CHANGE REFERENCE DATA APDU data (PIN)"])
+    out = assert_redacts(log, ["999999", piv_card.pin, "24681357"], [],
+                         ["VERIFY APDU data (PIN)", "CHANGE REFERENCE DATA APDU data (PIN)"])
+    # decoded, each VERIFY that carried a PIN says it was masked, as at capture
+    verifies = [line for line in p11spy("decode", out).stdout.splitlines()
+                if "[VERIFY]" in line and " 08 " in line]
+    assert len(verifies) >= 2 and all(line.endswith("(PIN masked by p11spy redact)")
+                                      for line in verifies), verifies
 
 
 def test_pkcs11_spy_over_the_card(piv_card: CardStation, tmp_path: Path) -> None:
