@@ -555,3 +555,24 @@ def test_card_pulled_mid_signature_in_an_opensc_debug_log(tmp_path: Path) -> Non
     cited = [by_seq[s] for s in first.seqs]
     assert any(isinstance(e, LogLine) and "0x80100016" in e.text for e in cited)
     assert any(isinstance(e, Call) and e.function.startswith("C_Sign") and e.rv for e in cited)
+
+
+def test_wrong_pin_in_an_opensc_debug_log_without_calls(tmp_path: Path) -> None:
+    """OPENSC_DEBUG=2 logs neither the PKCS#11 calls nor the APDUs, only OpenSC's card layer:
+    a wrong PIN is its "sc_pin_cmd: returning with: -1214" line. That is the evidence of the
+    wrong-PIN finding; the same run with the right PIN has none."""
+    with station.card_station(tmp_path / "station") as b:
+        wrong = b.pkcs11_tool("--login", "--pin", WRONG, "-O", OPENSC_DEBUG="2")
+        right = b.pkcs11_tool("--login", "--pin", b.pin, "-O", OPENSC_DEBUG="2")
+    assert "CKR_PIN_INCORRECT" in wrong.stderr and right.returncode == 0, right.stderr[-500:]
+    for name, r in (("wrong", wrong), ("right", right)):
+        (tmp_path / f"{name}.log").write_text(r.stderr)
+    findings, by_seq = diagnosed(tmp_path / "wrong.log")
+    assert not any(isinstance(e, Call | Apdu) for e in by_seq.values())  # the card layer only
+    assert above_info(findings) == {"pin-incorrect"}, [f.title for f in findings]
+    f = one(findings, "pin-incorrect")
+    [line] = [by_seq[s] for s in f.seqs]
+    assert isinstance(line, LogLine) and "sc_pin_cmd: returning with: -1214" in line.text
+    assert f.title == "Wrong PIN: 1 failed login(s)" and f.severity == "error"
+    findings, _ = diagnosed(tmp_path / "right.log")
+    assert above_info(findings) == set(), [f.title for f in findings]

@@ -8,6 +8,7 @@ trace, read here in the same terms.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,9 +22,10 @@ from p11spy.decoder.diagnose.rules.common import (
     call_ev,
     is_pin_apdu,
     keep,
+    log_ev,
     sw_int,
 )
-from p11spy.decoder.events import Apdu, Call, Event
+from p11spy.decoder.events import Apdu, Call, Event, LogLine
 from p11spy.decoder.knowledge.findings import (
     PIN_ASCII,
     PIN_SEE_ENCODING,
@@ -130,6 +132,12 @@ def pin_view(e: Call | Apdu) -> tuple[str, str]:
     return "ascii", f"{length} bytes of {cls}" if length is not None else cls
 
 
+# OpenSC's card layer refusing a PIN: "sec.c:259:sc_pin_cmd: returning with: -1214 (PIN code or
+# key incorrect)", logged once per refused PIN from OPENSC_DEBUG=2 on (asking the tries left
+# returns 0 there)
+_PIN_REFUSED_LOG = re.compile(r"\bsc_pin_cmd: returning with: -1214\b")
+
+
 class WrongPin(Rule):
     """CKR_PIN_INCORRECT, and the retry counter (63Cx) as it fell across the attempts. Says
     whether the PIN's encoding can be the cause, from what the trace shows of the bytes."""
@@ -150,6 +158,7 @@ class WrongPin(Rule):
         self.n_attempts = 0
         self.last_left: int | None = None
         self.last_reading: tuple[int, int | None, bool] | None = None  # (seq, parent, attempt)
+        self.log_refusals: list[Evidence] = []  # OpenSC's own line for a refused PIN
 
     def observe(self, e: Event, t: Tracker) -> None:
         if isinstance(e, Call) and e.function in PIN_FUNCTIONS:
@@ -167,6 +176,9 @@ class WrongPin(Rule):
                     and self._same_user(e.args.get("userType")):
                 self.ok_after = True
                 keep(self.evidence, call_ev(e, "a later login worked"))
+        elif isinstance(e, LogLine) and _PIN_REFUSED_LOG.search(e.text):
+            keep(self.log_refusals, log_ev(e))
+            self.pid = e.pid
         elif isinstance(e, Apdu) and is_pin_apdu(e):
             sw = sw_int(e)
             if sw is not None and 0x63C0 <= sw <= 0x63CF:
@@ -202,6 +214,11 @@ class WrongPin(Rule):
         return user is None or None in self.users or user in self.users
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
+        if not self.n_failed and not self.n_attempts and self.log_refusals:
+            # a log that shows neither the calls nor the APDUs (OPENSC_DEBUG=1 or 2): OpenSC's
+            # own line for each refused PIN is the evidence
+            self.failed, self.n_failed = self.log_refusals, len(self.log_refusals)
+            self.views.setdefault("unseen", "")
         if not self.n_failed and not self.n_attempts:
             return
         n = max(self.n_failed, self.n_attempts)
