@@ -134,13 +134,16 @@ def detect(path: Path) -> str:
 def open_events(path: Path, fmt: str | None = None) -> Iterator[Event]:
     """Events of one trace (a file, a pipe, a FIFO or `-`), its format detected unless given."""
     name, f = open_trace(path, fmt)
+    reader = FORMATS[name].reader
     with f:
-        last = -1
-        for e in FORMATS[name].reader.read(f):
-            last = max(last, e.seq)
+        if not FORMATS[name].lines:  # the reader itself says where a record is cut
+            yield from reader.read(f)
+            return
+        e: Event | None = None
+        for e in reader.read(f):
             yield e
-        if FORMATS[name].lines and _cut_in_a_line(path, f):
-            yield TraceWarning(seq=last + 1, kind=TRUNCATED,
+        if _cut_in_a_line(path, f):
+            yield TraceWarning(seq=0 if e is None else e.seq + 1, kind=TRUNCATED,
                                message="the file ends in the middle of a line: the trace was "
                                        "cut short, and what came after is missing")
 
