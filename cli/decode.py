@@ -17,38 +17,55 @@ if TYPE_CHECKING:
 
 def _selected(events: Iterator[Event], args: argparse.Namespace) -> Iterator[Event]:
     """The calls --errors / --function pick, each with what happened under it (its APDUs,
-    PC/SC calls and log lines, which readers yield after the call)."""
-    from p11spy.decoder.events import Call
+    PC/SC calls and log lines, which readers yield after the call). A PC/SC call or APDU
+    exchange made outside any PKCS#11 call (a trace of PC/SC calls alone) is a call too."""
+    from p11spy.decoder.events import Apdu, Call, PcscCall
 
     if not (args.errors or args.function):
         yield from events
         return
     kept: set[int] = set()
     for e in events:
-        if isinstance(e, Call):
-            failed = e.rv or e.never_returned
-            if (args.errors and not failed) or (args.function and e.function not in
-                                                args.function):
+        if isinstance(e, Call) or (isinstance(e, PcscCall | Apdu) and e.parent is None):
+            if (args.errors and not _failed(e)) or \
+                    (args.function and _function(e) not in args.function):
                 continue
             kept.add(e.seq)
             yield e
         elif getattr(e, "parent", None) in kept:
             yield e
+        elif isinstance(e, PcscCall | Apdu) and args.function \
+                and _function(e) in args.function and not (args.errors and not _failed(e)):
+            yield e  # a PC/SC call asked for by name, under a PKCS#11 call not shown
+
+
+def _failed(e: Event) -> bool:
+    """A call that did not return CKR_OK or SCARD_S_SUCCESS, or never returned (an APDU: whose
+    transmit failed)."""
+    if hasattr(e, "error"):
+        return bool(e.error)
+    return bool(getattr(e, "rv", None)) or bool(getattr(e, "never_returned", False))
+
+
+def _function(e: Event) -> str:
+    return getattr(e, "function", None) or "SCardTransmit"
 
 
 def _known_function(name: str) -> None:
-    """A --function that no PKCS#11 version defines would silently select nothing: say so,
-    with the names it may have meant."""
+    """A --function that no PKCS#11 version or PC/SC defines would silently select nothing:
+    say so, with the names it may have meant."""
     import difflib
 
+    from p11spy.facts import pcsc
     from p11spy.facts.pkcs11.functions import BY_NAME
 
-    if name in BY_NAME:
+    names = [*BY_NAME, *pcsc.BY_NAME]
+    if name in names:
         return
-    near = difflib.get_close_matches(name, BY_NAME, n=3, cutoff=0.6) or \
-        [n for n in BY_NAME if name.lower() in n.lower()][:3]
+    near = difflib.get_close_matches(name, names, n=3, cutoff=0.6) or \
+        [n for n in names if name.lower() in n.lower()][:3]
     hint = f"; did you mean {' or '.join(near)}?" if near else ""
-    raise UserError(f"--function {name}: no PKCS#11 function has that name{hint}")
+    raise UserError(f"--function {name}: no PKCS#11 or PC/SC function has that name{hint}")
 
 
 def _decode(args: argparse.Namespace) -> int:
@@ -92,7 +109,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Lines (--json) for tools.")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="one JSON object per event and line")
-    p.add_argument("--errors", action="store_true", help="only calls that did not return CKR_OK")
+    p.add_argument("--errors", action="store_true",
+                   help="only calls that failed (not CKR_OK or SCARD_S_SUCCESS)")
     p.add_argument("--function", action="append", metavar="NAME",
                    help="only calls of this function (repeatable)")
     p.add_argument("--summary", action="store_true",

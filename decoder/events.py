@@ -6,6 +6,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+class Undated(float):
+    """Epoch seconds of a trace that writes the time of day without a date (OpenSC's debug
+    log): the date is the reader's guess from the file's modification time, so it is shown as
+    guessed (JSON: date_guessed) or left out (text), never as a fact."""
+
+
+def _time(t: float | None) -> dict[str, Any]:
+    return {"time": t, "date_guessed": True} if isinstance(t, Undated) else {"time": t}
+
+
 @dataclass
 class Event:
     seq: int  # order in the input, from 0
@@ -39,7 +49,7 @@ class Call(Event):
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "type": "call", "seq": self.seq, "function": self.function, "rv": self.rv,
-            "rv_name": self.rv_name, "pid": self.pid, "tid": self.tid, "time": self.time,
+            "rv_name": self.rv_name, "pid": self.pid, "tid": self.tid, **_time(self.time),
             "duration_us": self.duration_us, "args": self.args,
         }
         if self.length_query:
@@ -83,7 +93,7 @@ class Apdu(Event):
             else self.response.hex(), "sw": self.sw,
             "ins": None if ins is None else f"{ins:02X}",
             "ins_name": None if ins is None else ins_name(self.command[0], ins),
-            "pid": self.pid, "tid": self.tid, "time": self.time,
+            "pid": self.pid, "tid": self.tid, **_time(self.time),
             "duration_us": self.duration_us, **({"masked": True} if self.masked else {}),
             **({"error": self.error} if self.error else {}),
         }
@@ -107,7 +117,7 @@ class PcscCall(Event):
     def to_json(self) -> dict[str, Any]:
         return {"type": "pcsc", "seq": self.seq, "parent": self.parent,
                 "function": self.function, "rv": self.rv, "rv_name": self.rv_name,
-                "pid": self.pid, "tid": self.tid, "time": self.time,
+                "pid": self.pid, "tid": self.tid, **_time(self.time),
                 "duration_us": self.duration_us, "args": self.args}
 
 
@@ -125,7 +135,7 @@ class LogLine(Event):
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "log", "seq": self.seq, "parent": self.parent, "text": self.text,
-                "pid": self.pid, "tid": self.tid, "time": self.time}
+                "pid": self.pid, "tid": self.tid, **_time(self.time)}
 
 
 @dataclass
@@ -152,10 +162,18 @@ class ModuleInfo(Event):
 
 @dataclass
 class TraceWarning(Event):
-    """Something the reader could not read; it says where and goes on."""
+    """Something the reader could not read; it says where and goes on. kind marks the two that
+    make a trace incomplete, so that nothing is concluded from what is missing: TRUNCATED (the
+    file ends inside a record or a line) and DROPPED (the tracer could not write records)."""
 
     message: str = ""
+    kind: str | None = None
     type: str = "warning"
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "warning", "seq": self.seq, "message": self.message}
+        return {"type": "warning", "seq": self.seq, "message": self.message,
+                **({"kind": self.kind} if self.kind else {})}
+
+
+TRUNCATED = "truncated"
+DROPPED = "dropped"

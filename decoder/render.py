@@ -19,8 +19,9 @@ def _short(v: Any) -> str:
             return f"{v[:TEXT_BYTES * 2]}... ({len(v) // 2} bytes)"
         return v
     if isinstance(v, dict) and v.get("masked"):
-        extras = ", ".join(v.get("extras", []))
-        return f"<masked: {v['length']} bytes, {v.get('class')}{', ' + extras if extras else ''}>"
+        said = [f"{v['length']} bytes", v.get("class"), *v.get("extras", []),
+                "by p11spy redact" if v.get("redacted") else None]
+        return f"<masked: {', '.join(filter(None, said))}>"
     if v is None:
         return "NULL"
     return json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v)
@@ -82,6 +83,18 @@ def _hex(b: bytes, limit: int = TEXT_BYTES) -> str:
     return h + (f" ... ({len(b)} bytes)" if len(b) > limit else "")
 
 
+def _redacted_pin(command: bytes) -> bool:
+    """A PIN field that `p11spy redact` overwrote: its mark, then only padding (FF)."""
+    from p11spy.decoder.apdu import pin_field
+    from p11spy.decoder.masking import MARK
+
+    span = pin_field(command)
+    if span is None:
+        return False
+    data = command[span[0]:span[0] + span[1]].rstrip(b"\xff")
+    return bool(data) and data.count(MARK) == len(data)
+
+
 def apdu_text(a: Apdu) -> list[str]:
     from p11spy.decoder.apdu import ins_name
 
@@ -90,6 +103,8 @@ def apdu_text(a: Apdu) -> list[str]:
     head = f"{pad}>> {_hex(a.command)}" + (f"  [{name}]" if name else "")
     if a.masked:
         head += "  (PIN masked)"
+    elif _redacted_pin(a.command):
+        head += "  (PIN masked by p11spy redact)"
     lines = [head]
     if a.response is not None and a.sw is None:  # fewer than 2 bytes: the reader's fault
         lines.append(f"{pad}<< {_hex(a.response) or '(empty)'}  no status word")
@@ -106,6 +121,16 @@ def pcsc_text(p: PcscCall) -> str:
     return f"{pad}{p.function}({args}) -> {p.rv_name}"
 
 
+def numbered(lines: list[str], seq: int) -> list[str]:
+    """An APDU's or PC/SC call's lines with its #seq, the number diagnose and --summary cite,
+    after the indent of the first line; the lines after it indented to match."""
+    first = lines[0]
+    pad = first[:len(first) - len(first.lstrip(" "))]
+    mark = f"#{seq} "
+    return [pad + mark + first[len(pad):],
+            *(line[:len(pad)] + " " * len(mark) + line[len(pad):] for line in lines[1:])]
+
+
 def text(events: Iterable[Event], out: TextIO) -> None:
     modules: set[str] = set()  # the modules seen so far: once several, each call names its own
     for e in events:
@@ -114,9 +139,9 @@ def text(events: Iterable[Event], out: TextIO) -> None:
                 modules.add(e.module)
             out.write("\n".join(call_text(e, module=len(modules) > 1)) + "\n")
         elif isinstance(e, Apdu):
-            out.write("\n".join(apdu_text(e)) + "\n")
+            out.write("\n".join(numbered(apdu_text(e), e.seq)) + "\n")
         elif isinstance(e, PcscCall):
-            out.write(pcsc_text(e) + "\n")
+            out.write(numbered([pcsc_text(e)], e.seq)[0] + "\n")
         elif isinstance(e, Process):
             info = e.info
             secrets = "SHOWN" if info.get("secrets") else "masked"

@@ -12,10 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from p11spy.decoder.events import Apdu, Call, Event
+from p11spy.decoder.events import Apdu, Call, Event, PcscCall, TraceWarning
 
 TOP = 10
 NEVER_RETURNED = "never returned"  # what stands for the return value of a call that had none
+WARNINGS_SHOWN = 5
+SUCCESS = frozenset({"CKR_OK", "SCARD_S_SUCCESS"})  # the return values that are no failure
 
 
 @dataclass
@@ -45,13 +47,30 @@ class Summary:
     errors: int = 0
     apdus: int = 0
     top: int = TOP  # how many slowest calls and APDUs are kept
+    # what the reader could not read (a file cut short, records lost): the first few, and how
+    # many in all, since the numbers above then leave something out
+    warnings: list[str] = field(default_factory=list)
+    warning_count: int = 0
 
     def add(self, e: Event) -> None:
+        """A PC/SC call made outside any PKCS#11 call (a trace of PC/SC calls alone, or a
+        p11spy run of opensc-tool) counts as a call of its own; one under a PKCS#11 call is
+        part of that call."""
         if isinstance(e, Call):
             self.add_call(e.function, e.rv, e.rv_name, e.duration_us, e.seq, e.never_returned)
+        elif isinstance(e, PcscCall) and e.parent is None:
+            self.add_call(e.function, e.rv, e.rv_name, e.duration_us, e.seq)
         elif isinstance(e, Apdu):
             label = e.command[:4].hex(" ").upper()
+            if e.parent is None:
+                failed = e.error is not None
+                self.add_call("SCardTransmit", 1 if failed else 0,
+                              e.error or "SCARD_S_SUCCESS", e.duration_us, e.seq)
             self.add_apdu(e.sw, e.duration_us, e.seq, label)
+        elif isinstance(e, TraceWarning):
+            self.warning_count += 1
+            if len(self.warnings) < WARNINGS_SHOWN:
+                self.warnings.append(e.message)
 
     def add_call(self, function: str, rv: int | None, rv_name: str | None,
                  duration_us: float | None, ref: int, never_returned: bool = False) -> None:
@@ -85,11 +104,12 @@ class Summary:
     def failures(self) -> dict[tuple[str, str], int]:
         """(function, return value name) -> times, for the calls that failed."""
         return {(fn, name): n for fn, st in self.functions.items()
-                for name, n in st.rvs.items() if name != "CKR_OK"}
+                for name, n in st.rvs.items() if name not in SUCCESS}
 
     def to_json(self) -> dict[str, Any]:
         return {
             "type": "summary", "calls": self.calls, "apdus": self.apdus,
+            "warnings": self.warning_count,
             "functions": {
                 name: {"count": s.count, "errors": s.errors,
                        "total_us": s.total_us if s.timed else None,
@@ -125,6 +145,10 @@ def _ms(us: float | None) -> str:
 
 def text(s: Summary, out: TextIO) -> None:
     out.write(f"{s.calls} calls, {s.apdus} APDUs\n")
+    for message in s.warnings:
+        out.write(f"!! {message}\n")
+    if s.warning_count > len(s.warnings):
+        out.write(f"!! ({s.warning_count - len(s.warnings)} more warnings: decode shows them)\n")
     if s.functions:  # no table without rows (a PC/SC-only trace has no PKCS#11 calls)
         out.write(f"\n{'function':<28} {'count':>7} {'errors':>7} {'total ms':>10} "
                   f"{'mean ms':>9} {'max ms':>9}\n")
@@ -137,7 +161,7 @@ def text(s: Summary, out: TextIO) -> None:
     if errors:
         out.write("\nreturn values of failing functions:\n")
         for name, st in sorted(errors):
-            rvs = ", ".join(f"{k} x{v}" for k, v in st.rvs.most_common() if k != "CKR_OK")
+            rvs = ", ".join(f"{k} x{v}" for k, v in st.rvs.most_common() if k not in SUCCESS)
             out.write(f"  {name}: {rvs}\n")
     if s.status_words:
         out.write("\nstatus words:\n")

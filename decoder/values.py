@@ -10,6 +10,8 @@ import datetime as _dt
 from functools import cache
 from typing import Any
 
+from p11spy.decoder.events import Undated
+from p11spy.decoder.masking import MARK
 from p11spy.facts import pcsc
 from p11spy.facts.logformat import PinClass, PinExtra
 from p11spy.facts.pkcs11 import attributes, constants, structs
@@ -46,6 +48,14 @@ def pcsc_rv_name(rv: int) -> str:
 
 def rv_name(rv: int | None) -> str | None:
     return None if rv is None else constants.FAMILIES["CKR"].name_of(rv)
+
+
+def pin_bytes(data: bytes) -> Any:
+    """A PIN a trace holds in clear, as hex; one that `p11spy redact` overwrote with its mark
+    (every byte '*') as masked, as a PIN masked at capture is shown: a row of 2a is no PIN."""
+    if data and data.count(MARK) == len(data):
+        return {"masked": True, "length": len(data), "redacted": True}
+    return data.hex()
 
 
 def masked(length: int, cls: int, extra: int) -> dict[str, Any]:
@@ -145,9 +155,13 @@ def utc(us: int) -> float:
 
 
 def format_time(epoch: float | None) -> str:
+    """The date and time; the time alone where the trace wrote no date (Undated)."""
     if epoch is None:
         return "-"
     try:
-        return _dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S.%f")
+        when = _dt.datetime.fromtimestamp(epoch)
+        if isinstance(epoch, Undated):
+            return when.strftime("%H:%M:%S.%f") + " (no date in the trace)"
+        return when.strftime("%Y-%m-%d %H:%M:%S.%f")
     except (ValueError, OverflowError, OSError):  # a damaged record's time
         return f"{epoch:.6f} s (not a date)"

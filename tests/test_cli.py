@@ -103,20 +103,26 @@ def test_text_never_prints_python_none():
 
 
 def test_summary_without_durations_or_calls():
-    """pkcs11-spy records no durations: '-', not 0.000 ms; a PC/SC-only trace has no table of
-    PKCS#11 functions at all."""
+    """pkcs11-spy records no durations: '-', not 0.000 ms; a PC/SC-only trace's table lists its
+    PC/SC calls (tests/test_pcsc_only.py counts them), and a table is never printed empty."""
     res = cli("decode", "--summary", str(FIXTURES / "pkcs11-spy/real-0.23-login-wrong-pin.log"))
     login = next(line for line in res.stdout.splitlines() if line.startswith("C_Login "))
     assert login.split()[1:] == ["1", "1", "-", "-", "-"]
     assert "0.000" not in res.stdout
     res = cli("decode", "--summary", str(FIXTURES / "pcsc-spy/real-1.9.9-card-wrong-pin.raw"))
-    assert "function" not in res.stdout and "status words:" in res.stdout
+    assert "C_" not in res.stdout and "status words:" in res.stdout
+    assert any(line.startswith("SCardTransmit ") for line in res.stdout.splitlines())
+    lines = res.stdout.splitlines()
+    for i, line in enumerate(lines[:-1]):  # every heading has a row under it
+        if line.endswith(":") or line.startswith("function "):
+            assert lines[i + 1].strip(), line
 
 
 def test_unknown_function_is_an_error_with_a_suggestion():
     trace = str(FIXTURES / "p11spy/real-card-wrong-pin.p11")
     res = cli("decode", "--function", "C_login", trace)
     assert res.returncode == 2 and res.stdout == ""
-    assert res.stderr.strip() == ("p11spy decode: --function C_login: no PKCS#11 function has "
-                                  "that name; did you mean C_Login or C_LoginUser or C_Sign?")
+    assert res.stderr.strip() == ("p11spy decode: --function C_login: no PKCS#11 or PC/SC "
+                                  "function has that name; did you mean C_Login or "
+                                  "C_LoginUser or C_Sign?")
     assert cli("decode", "--function", "C_Login", trace).returncode == 0

@@ -933,3 +933,70 @@ def test_healthy_real_clients_have_no_finding(token, tmp_path: Path) -> None:
         assert above_info(findings) == [], (name, [f.title for f in findings])
     findings, events = diagnosed(tmp_path / "certutil.p11")
     assert any(isinstance(e, Call) and e.rv_name == "CKR_TOKEN_NOT_RECOGNIZED" for e in events)
+
+
+@pytest.mark.parametrize("name", fixture_names())
+def test_codes_a_finding_calls_seen_are_in_the_trace(name: str) -> None:
+    """A finding's `codes` are what the trace shows: each by its name, or its number as the
+    trace writes it (OpenSC's "returning with: -1214", PC/SC's 0x8010001D), or a status word
+    of its pattern (63C2 for 63Cx). What it does not show is a related code."""
+    path = FIXTURES / name
+    findings, events = diagnosed(path)
+    raw = path.read_bytes().decode("latin-1").upper()
+    shown = raw + "\n".join(json.dumps(e.to_json(), default=str) for e in events).upper()
+    sws = {e.sw for e in events if isinstance(e, Apdu) and e.sw}
+    for f in findings:
+        for c in f.codes:
+            code = codes.lookup(c)[0].code
+            numbers = () if code.value is None else (str(code.value), f"{code.value:X}")
+            assert c.upper() in shown or any(n in shown for n in numbers) or \
+                (c.endswith("x") and any(sw.startswith(c[:-1].upper()) for sw in sws)), \
+                (f.rule, c)
+
+
+def test_the_step_after_a_failed_step_points_back_to_it(token, tmp_path: Path) -> None:
+    """pkcs11-tool signs with CKM_ECDSA using an RSA key on SoftHSM2: C_SignInit accepts it,
+    C_Sign fails (CKR_GENERAL_ERROR), pkcs11-tool tries the multi-part way and stops on
+    C_SignUpdate -> CKR_OPERATION_NOT_INITIALIZED. The finding names the call it stopped on
+    and cites the earlier failure of the same operation as where to look first."""
+    env = {k: v for k, v in token.env.items() if not k.startswith("P11SPY_")}
+    tool = ["pkcs11-tool", "--module", token.module, "--login", "--pin", USER_PIN]
+    r = subprocess.run([*tool, "--keypairgen", "--key-type", "rsa:2048", "--id", "01"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    data = tmp_path / "data"
+    data.write_bytes(b"to sign")
+    out = tmp_path / "ecdsa.p11"
+    r = subprocess.run([P11SPY, "run", "-o", str(out), "--", *tool, "--sign", "--id", "01",
+                        "-m", "ECDSA", "-i", str(data), "-o", str(tmp_path / "sig")], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0, r.stderr
+    findings, events = diagnosed(out)
+    [first, *rest] = above_info(findings)
+    assert first.rule == "client-stopped" and rest == [], [f.title for f in findings]
+    calls = [c for c in events if isinstance(c, Call) and c.rv]
+    stop, origin = calls[-1], calls[-2]
+    assert stop.rv_name == "CKR_OPERATION_NOT_INITIALIZED" and origin.function == "C_Sign"
+    assert first.data["stopped_at"] == stop.seq and first.data["origin"] == origin.seq
+    assert first.seqs == [origin.seq, stop.seq]
+    assert f"C_Sign -> {origin.rv_name} (#{origin.seq}), an earlier failure of the same " \
+           "operation" in first.explanation
+
+
+def test_a_new_pin_too_short_to_set(token, tmp_path: Path) -> None:
+    """pkcs11-tool --change-pin with a new PIN of 2 digits on SoftHSM2 (PINs of 4-255 bytes):
+    C_SetPIN -> CKR_PIN_LEN_RANGE. The new PIN's length against the token's range leads, not
+    a bare "gave up after"."""
+    env = {k: v for k, v in token.env.items() if not k.startswith("P11SPY_")}
+    out = tmp_path / "setpin.p11"
+    r = subprocess.run([P11SPY, "run", "-o", str(out), "--", "pkcs11-tool", "--module",
+                        token.module, "--login", "--pin", USER_PIN, "--change-pin", "--new-pin",
+                        "12"], env=env, capture_output=True, text=True, timeout=60)
+    assert "CKR_PIN_LEN_RANGE" in r.stderr, r.stderr
+    findings, events = diagnosed(out)
+    [first, *rest] = above_info(findings)
+    assert first.rule == "pin-length" and rest == [], [f.title for f in findings]
+    assert first.title == "New PIN of 2 bytes, outside the token's 4-255"
+    assert [(c.function, c.rv_name) for c in cited_calls(first, events)] == [
+        ("C_GetTokenInfo", "CKR_OK"), ("C_SetPIN", "CKR_PIN_LEN_RANGE")]
+    assert first.data["stopped_at"] == cited_calls(first, events)[-1].seq

@@ -17,6 +17,7 @@ import ctypes
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -451,3 +452,127 @@ def test_pcscd_without_readers(tmp_path: Path) -> None:
     f = one(findings, "no-readers")
     assert {by_seq[s].rv_name for s in f.seqs} == {"SCARD_E_NO_READERS_AVAILABLE"}
     assert "lists no reader" in one(findings, "no-token").explanation
+
+
+def test_opensc_debug_log_of_a_program_killed_inside_c_login(tmp_path: Path) -> None:
+    """The card takes the VERIFY and does not answer (it hangs); pkcs11-tool waits inside
+    C_Login until it is killed, as a user or a timeout kills a hung program. OPENSC_DEBUG=9
+    logged C_Login's entry line and the VERIFY going out, and no result: the finding names
+    C_Login, its thread, and that the program crashed, was killed or hung in it."""
+    log = tmp_path / "killed.log"
+    with station.card_station(tmp_path / "station") as b:
+        arrived, release = threading.Event(), threading.Event()
+        verify = b.card._verify
+
+        def hang(apdu):  # type: ignore[no-untyped-def]
+            if apdu.data:  # the PIN itself, not the query of the tries left
+                arrived.set()
+                release.wait(60)
+            return verify(apdu)
+
+        b.card._verify = hang
+        with log.open("w") as err:
+            p = subprocess.Popen(["pkcs11-tool", "--module", b.module, "--login", "--pin",
+                                  b.pin, "-O"], env={**b.env, "OPENSC_DEBUG": "9"},
+                                 stdout=subprocess.DEVNULL, stderr=err,
+                                 stdin=subprocess.DEVNULL)
+            try:
+                assert arrived.wait(30), "the VERIFY never reached the card"
+                time.sleep(0.3)
+                assert p.poll() is None  # still waiting inside C_Login
+            finally:
+                p.kill()
+                p.wait(10)
+                release.set()
+    text = log.read_text()
+    assert "C_Login(" in text and "fLogin() rv" not in text, text[-2000:]
+    findings, by_seq = diagnosed(log)
+    [first, *rest] = [f for f in findings if f.severity != "info"]
+    assert first.rule == "call-never-returned" and first.severity == "error", \
+        [f.title for f in findings]
+    assert rest == [], [f.title for f in rest]
+    [call] = [by_seq[s] for s in first.seqs if isinstance(by_seq[s], Call)]
+    assert call.function == "C_Login" and call.rv is None
+    assert first.title == (f"C_Login in thread {call.tid} never returned: the program crashed, "
+                           "was killed or hung inside it")
+
+
+def test_no_card_in_the_reader(tmp_path: Path) -> None:
+    """The card pulled before pkcs11-tool lists the slots with a token (-T): none. PC/SC said
+    each reader was empty, so the no-token finding says no card was in them and cites that."""
+    out = tmp_path / "nocard.p11"
+    with station.card_station(tmp_path / "station") as b:
+        b.remove()
+        r = _run(b, out, "-T", "-L")
+    assert "No slots." in r.stdout + r.stderr, r.stdout + r.stderr
+    findings, by_seq = diagnosed(out)
+    assert above_info(findings) == {"no-token"}, [f.title for f in findings]
+    f = one(findings, "no-token")
+    assert f.severity == "error" and f.data["empty_readers"]
+    assert " because no card was in any reader (" in f.explanation or \
+        " because no card was in the reader " in f.explanation
+    empty = [by_seq[s] for s in f.seqs if isinstance(by_seq[s], PcscCall)]
+    assert empty and all(e.function == "SCardGetStatusChange" for e in empty)
+
+
+def test_tries_left_asked_before_a_login_whose_verify_is_not_logged(tmp_path: Path) -> None:
+    """OPENSC_DEBUG=3 logs the card's answer to the tries-left question (63C3) but not the
+    VERIFY that carries the wrong PIN: the count the log shows is from before the login. The
+    finding must not say 3 tries are left when the card now holds 2."""
+    log = tmp_path / "debug3.log"
+    with station.card_station(tmp_path / "station") as b:
+        r = b.pkcs11_tool("--login", "--pin", WRONG, "-O", OPENSC_DEBUG="3")
+        left = b.card.pin_tries
+    log.write_text(r.stderr)
+    assert r.returncode != 0 and left == b.card.retries - 1 == 2, r.stderr[-1000:]
+    findings, by_seq = diagnosed(log)
+    wrong = one(findings, "pin-incorrect")
+    asked = [by_seq[s] for s in wrong.seqs if isinstance(by_seq[s], Apdu)]
+    assert asked and all(a.sw == "63C3" and len(a.command) <= 5 for a in asked)
+    assert wrong.title == f"Wrong PIN: 1 failed login(s); at most {left} tries left"
+    assert "its VERIFY is not in the trace: it used up one more try" in wrong.explanation
+
+
+def test_card_pulled_mid_signature_in_an_opensc_debug_log(tmp_path: Path) -> None:
+    """The card pulled at GENERAL AUTHENTICATE, logged with OPENSC_DEBUG=3: OpenSC writes
+    "SCardTransmit/Control failed: 0x80100016" (SCARD_E_NOT_TRANSACTED) after the card had
+    answered. The removal leads, citing those lines and the signing call that failed, rather
+    than a bare "gave up after C_SignFinal"."""
+    log = tmp_path / "pulled.log"
+    data = tmp_path / "data"
+    data.write_bytes(b"to sign")
+    with station.card_station(tmp_path / "station") as b:
+        b.remove_when(lambda apdu: apdu.ins == 0x87)
+        r = b.pkcs11_tool("--login", "--pin", b.pin, "--sign", "--id", "01", "-m",
+                          "SHA256-RSA-PKCS", "-i", str(data), "-o", str(tmp_path / "sig"),
+                          OPENSC_DEBUG="3")
+    log.write_text(r.stderr)
+    assert r.returncode != 0 and "SCardTransmit/Control failed: 0x80100016" in r.stderr
+    findings, by_seq = diagnosed(log)
+    [first, *rest] = [f for f in findings if f.severity != "info"]
+    assert first.rule == "card-removed" and first.severity == "error" and rest == [], \
+        [f.title for f in findings]
+    cited = [by_seq[s] for s in first.seqs]
+    assert any(isinstance(e, LogLine) and "0x80100016" in e.text for e in cited)
+    assert any(isinstance(e, Call) and e.function.startswith("C_Sign") and e.rv for e in cited)
+
+
+def test_wrong_pin_in_an_opensc_debug_log_without_calls(tmp_path: Path) -> None:
+    """OPENSC_DEBUG=2 logs neither the PKCS#11 calls nor the APDUs, only OpenSC's card layer:
+    a wrong PIN is its "sc_pin_cmd: returning with: -1214" line. That is the evidence of the
+    wrong-PIN finding; the same run with the right PIN has none."""
+    with station.card_station(tmp_path / "station") as b:
+        wrong = b.pkcs11_tool("--login", "--pin", WRONG, "-O", OPENSC_DEBUG="2")
+        right = b.pkcs11_tool("--login", "--pin", b.pin, "-O", OPENSC_DEBUG="2")
+    assert "CKR_PIN_INCORRECT" in wrong.stderr and right.returncode == 0, right.stderr[-500:]
+    for name, r in (("wrong", wrong), ("right", right)):
+        (tmp_path / f"{name}.log").write_text(r.stderr)
+    findings, by_seq = diagnosed(tmp_path / "wrong.log")
+    assert not any(isinstance(e, Call | Apdu) for e in by_seq.values())  # the card layer only
+    assert above_info(findings) == {"pin-incorrect"}, [f.title for f in findings]
+    f = one(findings, "pin-incorrect")
+    [line] = [by_seq[s] for s in f.seqs]
+    assert isinstance(line, LogLine) and "sc_pin_cmd: returning with: -1214" in line.text
+    assert f.title == "Wrong PIN: 1 failed login(s)" and f.severity == "error"
+    findings, _ = diagnosed(tmp_path / "right.log")
+    assert above_info(findings) == set(), [f.title for f in findings]

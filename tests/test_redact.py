@@ -103,7 +103,18 @@ def test_pkcs11_spy_over_softhsm(tmp_path: Path, token: Token) -> None:
     a, b = log.read_text().splitlines(), out.read_text().splitlines()
     assert [len(x) for x in a] == [len(x) for x in b]
     changed = [y for x, y in zip(a, b, strict=True) if x != y]
-    assert changed and all(set(y[14:62].split()) == {"2A"} for y in changed)
+    # each run's banner is marked, so that the reader knows the PINs are masked
+    banners = [y for y in changed if "OpenSC PKCS#11 spy (redacted) " in y]
+    assert len(banners) == text.count("OpenSC PKCS#11 spy") == 5
+    assert all(set(y[14:62].split()) == {"2A"} for y in changed if y not in banners)
+    # decoded: no "secrets SHOWN", and each PIN shows as masked, not as a row of 2a
+    events = list(open_events(out))
+    assert [e.info["secrets"] for e in events if e.type == "process"] == [False] * 5
+    pins = [v for e in events if e.type == "call" for k, v in e.args.items()
+            if k in ("pPin", "pOldPin", "pNewPin") and v is not None]
+    assert len(pins) >= 5 and all(v["masked"] and v["redacted"] for v in pins), pins
+    shown = p11spy("decode", out).stdout
+    assert "secrets SHOWN" not in shown and "pPin = <masked: 6 bytes, by p11spy redact>" in shown
 
 
 def test_p11spy_log_with_secrets(tmp_path: Path, token: Token, spy_env, shim: Path) -> None:
@@ -125,7 +136,8 @@ def test_p11spy_log_with_secrets(tmp_path: Path, token: Token, spy_env, shim: Pa
     headers = [e for e in open_events(out) if e.type == "process"]
     assert headers and all(h.info["redacted"] and not h.info["secrets"] for h in headers)
     shown = p11spy("decode", out).stdout
-    assert "2a2a2a2a2a2a" in shown and NEW_PIN.encode().hex() not in shown
+    assert NEW_PIN.encode().hex() not in shown and "secrets SHOWN" not in shown
+    assert "pPin = <masked: 6 bytes, by p11spy redact>" in shown  # not a row of 2a
 
 
 def test_opensc_debug_9_over_the_card(piv_card: CardStation, tmp_path: Path) -> None:
@@ -139,8 +151,13 @@ def test_opensc_debug_9_over_the_card(piv_card: CardStation, tmp_path: Path) -> 
             r = piv_card.pkcs11_tool(*args, OPENSC_DEBUG="9")
             f.write(r.stderr)
     assert "Outgoing APDU" in log.read_text()
-    assert_redacts(log, ["999999", piv_card.pin, "24681357"], [],
-                   ["VERIFY APDU data (PIN)", "CHANGE REFERENCE DATA APDU data (PIN)"])
+    out = assert_redacts(log, ["999999", piv_card.pin, "24681357"], [],
+                         ["VERIFY APDU data (PIN)", "CHANGE REFERENCE DATA APDU data (PIN)"])
+    # decoded, each VERIFY that carried a PIN says it was masked, as at capture
+    verifies = [line for line in p11spy("decode", out).stdout.splitlines()
+                if "[VERIFY]" in line and " 08 " in line]
+    assert len(verifies) >= 2 and all(line.endswith("(PIN masked by p11spy redact)")
+                                      for line in verifies), verifies
 
 
 def test_pkcs11_spy_over_the_card(piv_card: CardStation, tmp_path: Path) -> None:

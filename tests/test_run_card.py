@@ -9,6 +9,7 @@ configuration. Every test starts its own pcscd and card (fixture `piv_card`).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -111,8 +112,11 @@ def test_decode_shows_the_verify_under_the_failed_login(piv_card: CardStation,
     first = next(i for i, line in enumerate(lines) if " C_Login " in line)
     block = lines[first:first + 12]
     assert "  -> CKR_PIN_INCORRECT (0xa0)" in block
-    assert "    >> 00 20 00 80 08 2A 2A 2A 2A 2A 2A 2A 2A  [VERIFY]  (PIN masked)" in block
-    assert "    << 63 C2  SW 63C2" in block
+    # the APDU under the call carries its #seq (the number diagnose cites), its answer below it
+    [verify] = [i for i, line in enumerate(block) if re.fullmatch(
+        r"    #\d+ >> 00 20 00 80 08 2A 2A 2A 2A 2A 2A 2A 2A  \[VERIFY\]  \(PIN masked\)",
+        line)]
+    assert block[verify + 1].strip() == "<< 63 C2  SW 63C2"
 
 
 # --- the same APDUs as OpenSC's own debug log -------------------------------------------------

@@ -174,16 +174,17 @@ class ShowApp(App[int]):
             if text:
                 tv.go_to(text)
 
-        self.push_screen(PromptScreen("Go to", "a record number (1234) or a time "
-                                               "(12:34:56.789, 2024-03-25 12:34)",
-                                      placeholder="record or time"), done)
+        self.push_screen(PromptScreen("Go to", "a call number (#1234, as decode and diagnose "
+                                               "number them) or a time (12:34:56.789, "
+                                               "2024-03-25 12:34)",
+                                      placeholder="#number or time"), done)
 
     def action_stats(self) -> None:
         tv = self.active()
 
         def done(rec: int | None) -> None:
             if rec is not None and not tv.go_to_record(rec):
-                tv.say(f"record {rec} is not in the filtered list")
+                tv.say(f"{tv.number(rec)} is not in the filtered list")
 
         self.push_screen(StatsScreen(tv.index), done)
 
@@ -193,7 +194,7 @@ class ShowApp(App[int]):
         def done(rec: int | None) -> None:
             tv.calls.redraw()  # with the marks the diagnosis left
             if rec is not None and not tv.go_to_record(rec):
-                tv.say(f"record {rec} is not in the filtered list")
+                tv.say(f"{tv.number(rec)} is not in the filtered list")
 
         self.push_screen(FindingsScreen(tv.index), done)
 

@@ -53,7 +53,7 @@ def build(index: TraceIndex, rec: int, kid: int | None = None, raw: bool = False
     e = index.event(rec)
     if kid is not None:
         return Group(_kid_heading(index, rec, e, st), Text(""),
-                     *_child(index, kid, 1, st))
+                     *_child(index, kid, st))
     if isinstance(e, Call):
         return _call(index, rec, e, st)
     text, role = header_text(e)
@@ -64,18 +64,20 @@ def build(index: TraceIndex, rec: int, kid: int | None = None, raw: bool = False
     if info:
         parts.append(Text(""))
         for k, v in info.items():
-            parts.append(Text(f"    {k} = {v}"))
+            if v is not None:  # what the format does not record is left out, never "None"
+                parts.append(Text(f"    {k} = {v}"))
     kids = index.kids(rec)
     if kids:
         parts += [Text(""), Text(f"APDUs and PC/SC calls ({len(kids)})", _role(st, "section"))]
-        for i, k in enumerate(kids[:MAX_APDUS]):
-            parts += _child(index, k, i + 1, st)
+        for k in kids[:MAX_APDUS]:
+            parts += _child(index, k, st)
     return Group(*parts)
 
 
 def _kid_heading(index: TraceIndex, rec: int, e: Event, st: dict[str, Style]) -> Text:
     name = e.function if isinstance(e, Call) else type(e).__name__
-    return Text.assemble(("under ", _role(st, "dim")), (f"#{rec} {name}", _role(st, "title")),
+    return Text.assemble(("under ", _role(st, "dim")),
+                         (f"#{index.seq_of(rec)} {name}", _role(st, "title")),
                          ("  (Enter on the call closes its APDUs)", _role(st, "dim")))
 
 
@@ -88,14 +90,15 @@ def _call(index: TraceIndex, rec: int, c: Call, st: dict[str, Style]) -> Rendera
         Text.assemble((c.function, _role(st, "title")), "  ",
                       (rv, _role(st, "error" if failed else ("ok" if c.rv == 0 else "dim")))),
     ]
-    facts = [f"record {rec}"]
-    if c.call_number is not None:
-        facts.append(f"call #{c.call_number}")
-    facts.append(f"pid {c.pid}")
+    facts = [f"#{index.seq_of(rec)}"]  # decode's number, which diagnose cites: the only one
+    if c.pid is not None:
+        facts.append(f"pid {c.pid}")
     if c.module and len(index.modules) > 1:  # the trace holds calls to several modules
         facts.append(f"module {c.module}")
-    facts.append(index.describe_thread(index.threads[rec]).split(":")[0] + f" (tid {c.tid})")
-    facts.append(format_time(c.time))
+    thread = index.describe_thread(index.threads[rec]).split(":")[0]
+    facts.append(thread if c.tid is None else f"{thread} (tid {c.tid})")
+    if c.time is not None:
+        facts.append(format_time(c.time))
     if c.duration_us is not None:
         facts.append(fmt_duration(c.duration_us))
     if c.source:
@@ -124,8 +127,8 @@ def _call(index: TraceIndex, rec: int, c: Call, st: dict[str, Style]) -> Rendera
     logs = [k for k in kids if k not in set(apdus)]
     if apdus:
         parts += [Text(""), Text(f"APDUs ({len(apdus)})", _role(st, "section"))]
-        for i, k in enumerate(apdus[:MAX_APDUS]):
-            parts += _child(index, k, i + 1, st)
+        for k in apdus[:MAX_APDUS]:
+            parts += _child(index, k, st)
         if len(apdus) > MAX_APDUS:
             parts.append(Text(f"... {len(apdus) - MAX_APDUS} more", _role(st, "dim")))
     if logs:
@@ -138,14 +141,15 @@ def _call(index: TraceIndex, rec: int, c: Call, st: dict[str, Style]) -> Rendera
     return Group(*parts)
 
 
-def _child(index: TraceIndex, k: int, n: int, st: dict[str, Style]) -> list[RenderableType]:
-    e = index.event(k)
+def _child(index: TraceIndex, k: int, st: dict[str, Style]) -> list[RenderableType]:
+    """An APDU, PC/SC call or log line under a call, numbered by its #seq as everywhere."""
+    e, n = index.event(k), index.seq_of(k)
     if isinstance(e, Apdu):
         return apdu_parts(e, n, st)
     if isinstance(e, PcscCall):
-        return [Text(f"{n:>3} " + pcsc_text(e).strip(),
+        return [Text(f"#{n} " + pcsc_text(e).strip(),
                      _role(st, "ok" if not e.rv else "error"))]
-    return [Text(f"{n:>3} {getattr(e, 'text', e)}", _role(st, "dim"))]
+    return [Text(f"#{n} {getattr(e, 'text', e)}", _role(st, "dim"))]
 
 
 def apdu_parts(a: Apdu, n: int, st: dict[str, Style] | None = None) -> list[RenderableType]:
@@ -153,7 +157,7 @@ def apdu_parts(a: Apdu, n: int, st: dict[str, Style] | None = None) -> list[Rend
     and the response's TLV tree when the decoder finds one."""
     st = st or DEFAULT_STYLES
     out: list[RenderableType] = []
-    head = Text.assemble((f"{n:>3} > ", _role(st, "apdu")), masked_hex(a.command),
+    head = Text.assemble((f"#{n} > ", _role(st, "apdu")), masked_hex(a.command),
                          ("  (PIN masked by p11spy)" if a.masked else "", _role(st, "dim")),
                          (f"  {fmt_duration(a.duration_us)}" if a.duration_us else "",
                           _role(st, "dim")))

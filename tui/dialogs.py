@@ -9,11 +9,22 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
 from p11spy.tui.trace_index import TraceIndex
 from p11spy.tui.view import Filter
+
+
+class TickBox(Checkbox):
+    """A checkbox with a tick when checked and an empty box when not: Textual's draws an X
+    either way (dimmed when unchecked), which reads as checked."""
+
+    @property
+    def _button(self) -> Content:
+        self.BUTTON_INNER = "✓" if self.value else " "
+        return super()._button
 
 KEYS_HELP = [
     ("e / E", "next / previous failed call"),
@@ -21,7 +32,8 @@ KEYS_HELP = [
           "(3F 00) or status word (6A82), constant (CKM_RSA_PKCS) or free text"),
     ("n / N", "next / previous match"),
     ("f / F", "filter (errors only, function, thread, session) / clear the filter"),
-    ("g", "go to a record number (1234) or a time (12:34:56.789, 2024-03-25 12:34)"),
+    ("g", "go to a call number (#1234, as decode and diagnose number them) or a time "
+          "(12:34:56.789, 2024-03-25 12:34)"),
     ("s", "statistics: per function counts, errors and times; status words; slowest calls"),
     ("d", "findings: what went wrong (p11spy diagnose); Enter goes to the call, and the list "
           "marks the calls each finding points at with ●"),
@@ -103,7 +115,7 @@ class FilterScreen(ModalScreen[Filter | None]):
         idx, cur = self.index, self.current
         with Vertical():
             yield Label("Filter the list (empty fields keep everything)")
-            yield Checkbox("failed calls only", cur.errors, id="errors", compact=True)
+            yield TickBox("failed calls only", cur.errors, id="errors", compact=True)
             yield Label("functions (C_Login, Sign, ...):")
             yield Input(", ".join(sorted(idx.func_names[f] for f in cur.functions)),
                         id="functions", compact=True, placeholder="all functions")

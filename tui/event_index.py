@@ -152,10 +152,8 @@ class EventIndex(TraceIndex):
             self._by_seq[e.seq] = rec
             if e.module:
                 self.modules.add(e.module)
-            self._stats.add_call(e.function, e.rv, e.rv_name, e.duration_us, rec)
         elif isinstance(e, Apdu):
             kind, fid, failed = APDU, self.func_id("APDU"), bool(e.error)
-            self._stats.add_apdu(e.sw)
         elif isinstance(e, PcscCall):
             kind, fid, failed = PCSC, self.func_id(e.function or "?"), bool(e.rv)
         elif isinstance(e, LogLine):
@@ -174,10 +172,11 @@ class EventIndex(TraceIndex):
         self.threads.append(thread)
         self.sessions.append(session)
         self.rvs.append(self.rv_id(getattr(e, "rv", None)))
+        self._stats.add(e)  # decode --summary's counts: rec is the seq here
         if owner is not None:
             self._kids.setdefault(owner, []).append(rec)
             return
-        if failed and kind == CALL:
+        if failed and kind in (CALL, PCSC, APDU):  # a PC/SC call of its own counts too
             self.errors.append(rec)
         self.rows.append(rec)
 

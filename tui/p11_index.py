@@ -31,7 +31,7 @@ from p11spy.decoder.formats.p11spy import byteorder, frames
 from p11spy.decoder.formats.p11spy import reader as p11log
 from p11spy.decoder.formats.p11spy.entries import OpenCalls
 from p11spy.decoder.summary import NEVER_RETURNED, FunctionStats, Summary
-from p11spy.decoder.values import format_time, rv_name
+from p11spy.decoder.values import format_time, pcsc_rv_name, rv_name
 from p11spy.facts import pcsc
 from p11spy.facts.logformat import FIELD, MAGIC, RECORD, ULONG, Kind, Phase, RecordType, call_key
 from p11spy.facts.pkcs11 import functions
@@ -113,6 +113,8 @@ class P11Index(TraceIndex):
         self._pending: dict[tuple[int, int], list[int]] = {}
         self._entered: OpenCalls[int] = OpenCalls()  # offsets of entries not yet returned
         self._seq_order: array | None = None  # seq -> record, built when first asked
+        self._record_seqs: dict[int, int] = {}  # record -> seq, where the two differ
+        self._orders_for = -1  # the number of records the two were built for
         self._module_paths: dict[tuple[int, int], str] = {}  # (pid, module index) -> path
         self._data = little_endian(path)  # what is scanned and read: path, or its twin
         self._fd = os.open(self._data, os.O_RDONLY)
@@ -291,8 +293,17 @@ class P11Index(TraceIndex):
                     sws[sw] = sws.get(sw, 0) + 1
                 if parent:
                     pending.setdefault((pid, parent), []).append(rec)
-                else:
+                else:  # outside any PKCS#11 call (opensc-tool): a call of its own
                     rows.append(rec)
+                    fid = funcs[-1]
+                    fs = fstats[fid]
+                    fs[0] += 1
+                    fs[2] += dur_ns
+                    fs[3] = max(fs[3], dur_ns)
+                    if rv:
+                        fs[1] += 1
+                        failures[(fid, rv)] = failures.get((fid, rv), 0) + 1
+                        errors.append(rec)
             else:
                 kind = {RecordType.PROCESS: PROCESS, RecordType.MODULE: MODULE,
                         RecordType.MODULE_INFO: MODULE}.get(rtype, WARNING)
@@ -323,7 +334,8 @@ class P11Index(TraceIndex):
                 fs = st.functions[names[fid]] = FunctionStats(count, errs, total / 1000.0,
                                                               most / 1000.0, count)
                 if count > errs:
-                    fs.rvs["CKR_OK"] = count - errs
+                    fs.rvs["CKR_OK" if fid < self._pcsc_base else "SCARD_S_SUCCESS"] = \
+                        count - errs
                 st.calls += count
                 st.errors += errs
         for fid, n in list(self._never_returned.items()):
@@ -335,7 +347,8 @@ class P11Index(TraceIndex):
             st.errors += n
         for (fid, rv), n in list(self._failures.items()):
             fs = st.functions.setdefault(names[fid], FunctionStats())
-            fs.rvs[rv_name(rv) or f"0x{rv:x}"] += n
+            name = rv_name(rv) if fid < self._pcsc_base else pcsc_rv_name(rv)
+            fs.rvs[name or f"0x{rv:x}"] += n
         for sw, n in list(self._sws.items()):
             st.status_words[sw or "none"] = n
             st.apdus += n
@@ -484,10 +497,21 @@ class P11Index(TraceIndex):
     def record_of_seq(self, seq: int) -> int | None:
         """p11log.read numbers a call's PC/SC records right after the call (they come before
         it in the file): seq order is each row followed by its children."""
-        order = self._seq_order
-        if order is None or len(order) != len(self.kinds):
-            order = self._seq_order = self._build_seq_order()
+        order = self._orders()
         return order[seq] if 0 <= seq < len(order) else None
+
+    def seq_of(self, rec: int) -> int:
+        self._orders()
+        return self._record_seqs.get(rec, rec)
+
+    def _orders(self) -> array:
+        """seq -> record and, where they differ, record -> seq; rebuilt when records were
+        added (while the trace is being indexed)."""
+        if self._seq_order is None or self._orders_for != len(self.kinds):
+            self._orders_for = len(self.kinds)
+            order = self._seq_order = self._build_seq_order()
+            self._record_seqs = {rec: seq for seq, rec in enumerate(order) if rec != seq}
+        return self._seq_order
 
     def _build_seq_order(self) -> array:
         order = array("I")

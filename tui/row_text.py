@@ -130,8 +130,9 @@ MARK_ROLES = {"error": "error", "warning": "warning", "info": "more"}
 def call_parts(index: TraceIndex, rec: int, e: Event, cols: Columns) -> list[Part]:
     """A top-level row: a call, a process or module header, a warning or a log line."""
     mark = index.marks.get(rec)
-    parts: list[Part] = [(str(rec).rjust(cols.num) + " ", "num")] if not mark else [
-        (str(rec).rjust(cols.num), "num"), ("●", MARK_ROLES[mark])]
+    num = str(index.seq_of(rec)).rjust(cols.num)
+    parts: list[Part] = [(num + " ", "num")] if not mark else [(num, "num"),
+                                                                ("●", MARK_ROLES[mark])]
     if cols.time:
         parts.append((_fit(fmt_time(getattr(e, "time", None), 6 if cols.time > 12 else 3),
                            cols.time) + " ", "time"))
@@ -164,7 +165,9 @@ def header_text(e: Event) -> tuple[str, str]:
         if i.get("unreadable_header"):
             return "== process header (unreadable)", "dim"
         secrets = "SHOWN" if i.get("secrets") else "masked"
-        return f"== process {e.pid}: {i.get('exe', '?')} (secrets {secrets})", "dim"
+        pid = "" if e.pid is None else f" {e.pid}"
+        exe = i.get("exe") or "(program not named in the trace)"
+        return f"== process{pid}: {exe} (secrets {secrets})", "dim"
     if isinstance(e, ModuleInfo):
         i = e.info
         if "loaded" in i:
@@ -209,7 +212,7 @@ def _ins_name(command: bytes) -> str | None:
 
 def kid_parts(index: TraceIndex, kid: int, e: Event, cols: Columns) -> list[Part]:
     """A row under a call: one APDU (command, instruction, status word) or PC/SC call."""
-    parts: list[Part] = [(str(kid).rjust(cols.num) + " ", "num")]
+    parts: list[Part] = [(str(index.seq_of(kid)).rjust(cols.num) + " ", "num")]
     if cols.time:
         parts.append((" " * (cols.time + 1), "time"))
     parts.append(("    ↳ ", "apdu"))

@@ -102,12 +102,13 @@ class StatsScreen(Screen[int | None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#slowest", DataTable)
-        table.add_columns("record", "function", "duration", "result")
+        table.add_columns("#", "function", "duration", "result")
         idx = self.index
         for dur, rec, _function in sorted(list(idx.stats.slowest_calls), reverse=True):
             rv = idx.rv_values[idx.rvs[rec]]
             name = "" if rv is None else (idx.event(rec).rv_name or f"0x{rv:x}")  # type: ignore
-            table.add_row(str(rec), idx.function(rec), fmt_duration(dur), name, key=str(rec))
+            table.add_row(f"#{idx.seq_of(rec)}", idx.function(rec), fmt_duration(dur), name,
+                          key=str(rec))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.dismiss(int(event.row_key.value or 0))

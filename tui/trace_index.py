@@ -155,6 +155,10 @@ class TraceIndex:
         keep one record per event in the reader's order, so the two are the same."""
         return seq if 0 <= seq < len(self.kinds) else None
 
+    def seq_of(self, rec: int) -> int:
+        """The number the viewer shows for a record: decode's #seq, which diagnose cites."""
+        return rec
+
     def apdu_kids(self, rec: int) -> Sequence[int]:
         """The children shown under a call in the list: APDUs and PC/SC calls."""
         kinds = self.kinds
@@ -228,7 +232,8 @@ class TraceIndex:
 
     def describe_thread(self, thread: int) -> str:
         pid, tid = self.thread_keys[thread] if thread < len(self.thread_keys) else (None, None)
-        return f"T{thread}: pid {pid} tid {tid}"
+        known = " ".join(f"{k} {v}" for k, v in (("pid", pid), ("tid", tid)) if v is not None)
+        return f"T{thread}: {known or 'thread not recorded'}"
 
     def session_label(self, session: int) -> str:
         pid, handle = self.session_keys[session]

@@ -21,6 +21,8 @@ from textual.timer import Timer
 from textual.widgets import ProgressBar, Static
 from textual.worker import Worker, get_current_worker
 
+from p11spy.decoder.events import Undated
+from p11spy.decoder.values import format_time
 from p11spy.tui import detail, search
 from p11spy.tui.call_list import CallList
 from p11spy.tui.trace_index import TraceIndex
@@ -55,6 +57,7 @@ class TraceView(Vertical):
         self.raw = False
         self.last_query: search.Query | None = None
         self.message = ""
+        self.message_at = -1  # the record the cursor was on when the message was said
         self.searching: str | None = None
         self._stop = threading.Event()
         self._detail_timer: Timer | None = None
@@ -152,6 +155,8 @@ class TraceView(Vertical):
 
     def on_call_list_moved(self, event: CallList.Moved) -> None:
         event.stop()
+        if self.message and self.current_record() != self.message_at:
+            self.message = ""  # it spoke of the row the cursor has left
         self._update_status()
         if self._detail_timer is not None:
             self._detail_timer.stop()
@@ -181,7 +186,7 @@ class TraceView(Vertical):
         try:
             body = detail.build(self.index, cur[0], cur[1], self.raw, self._styles())
         except Exception as exc:  # noqa: BLE001 - a bad record must not take the app down
-            body = Text(f"record {cur[0]}: cannot decode ({type(exc).__name__}: {exc})")
+            body = Text(f"{self.number(cur[0])}: cannot decode ({type(exc).__name__}: {exc})")
         self.query_one("#detail", Static).update(body)
         self.query_one("#detail-scroll", VerticalScroll).scroll_home(animate=False)
 
@@ -195,8 +200,15 @@ class TraceView(Vertical):
     # -- commands ------------------------------------------------------------------------------
 
     def say(self, message: str) -> None:
+        """A message in the status bar, about the row under the cursor: it goes when the
+        cursor moves to another row."""
         self.message = message
+        self.message_at = self.current_record()
         self._update_status()
+
+    def number(self, rec: int) -> str:
+        """How messages name a record: decode's #seq, as the list and diagnose do."""
+        return f"#{self.index.seq_of(rec)}"
 
     def current_record(self) -> int:
         cur = self.calls.current()
@@ -223,7 +235,7 @@ class TraceView(Vertical):
                          + more)
                 return
             if self.go_to_record(rec):
-                self.say(f"failed call {idx.function(rec)} at record {rec}")
+                self.say(f"failed call {self.number(rec)} {idx.function(rec)}")
                 return
 
     def start_search(self, text: str) -> None:
@@ -239,6 +251,7 @@ class TraceView(Vertical):
     def _search(self, q: search.Query, backwards: bool) -> None:
         self.searching = q.describe()
         self.message = ""
+        self.message_at = -1  # the record the cursor was on when the message was said
         self._update_status()
         self._search_worker(q, self.calls.cursor, backwards)
 
@@ -259,7 +272,7 @@ class TraceView(Vertical):
             return
         wrapped = pos >= start if backwards else pos <= start
         self.calls.cursor = pos
-        self.say(f"{q.describe()}: record {self.view.record(pos)[0]}"
+        self.say(f"{q.describe()}: {self.number(self.view.record(pos)[0])}"
                  + (" (search wrapped around)" if wrapped else ""))
 
     def cancel_search(self) -> bool:
@@ -292,15 +305,15 @@ class TraceView(Vertical):
 
     def go_to(self, text: str) -> None:
         t = text.strip().lstrip("#")
-        if t.isdigit():
-            rec = int(t)
-            if rec >= len(self.index.kinds):
-                self.say(f"no record {rec} (last: {len(self.index.kinds) - 1})")
+        if t.isdigit():  # decode's #seq
+            rec = self.index.record_of_seq(int(t))
+            if rec is None:
+                self.say(f"no #{t} (last: #{len(self.index.kinds) - 1})")
                 return
             pos = min(self.view.nearest(rec), len(self.view) - 1)
             if pos >= 0:
                 self.calls.cursor = pos
-                self.say(f"record {self.view.record(pos)[0]}")
+                self.say(self.number(self.view.record(pos)[0]))
             return
         target = self._parse_time(t)
         if target is None:
@@ -308,7 +321,9 @@ class TraceView(Vertical):
             return
         pos = self._time_position(target)
         self.calls.cursor = pos
-        self.say(f"first row at or after {_dt.datetime.fromtimestamp(target)}")
+        first = self._first_time()
+        when = format_time(Undated(target) if isinstance(first, Undated) else target)
+        self.say(f"first row at or after {when}")
 
     def _first_time(self) -> float | None:
         for pos in range(min(len(self.view), 50)):

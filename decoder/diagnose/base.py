@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p11spy.decoder import codes
-from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall, Process
+from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall, Process, TraceWarning
 from p11spy.decoder.knowledge.findings import FINDINGS
 
 ALREADY_INIT = 0x191  # CKR_CRYPTOKI_ALREADY_INITIALIZED
@@ -245,6 +245,9 @@ class Tracker:
         self.process_headers = 0
         self.formats: set[str] = set()
         self.codes = CodesSeen()
+        # kind (TRUNCATED, DROPPED) -> the reader's first warning of that kind: the trace is
+        # incomplete, so what it does not show (a C_Finalize, a return) may have happened
+        self.gaps: dict[str, TraceWarning] = {}
 
     def proc(self, pid: int | None) -> ProcessState:
         st = self.processes.get(pid)
@@ -271,6 +274,8 @@ class Tracker:
 
     def update(self, e: Event) -> None:
         self.codes.update(e)
+        if isinstance(e, TraceWarning) and e.kind:
+            self.gaps.setdefault(e.kind, e)
         if isinstance(e, Process):
             self.process_headers += 1
             st = self.proc(e.pid)

@@ -20,6 +20,9 @@ user who reads one finding reads the right one. The rules, in the order they app
 4. A cause comes right before its consequence (CAUSES): a finding that may cause another
    (a failed login, a card reset: CKR_USER_NOT_LOGGED_IN; no PC/SC service: no token) and
    shares evidence with it is moved before it, and raised to its severity.
+5. An incomplete trace (cut short, or records the shim could not write) is not read for
+   what it does not show: the rules that conclude from its end (never-finalized,
+   call-never-returned, client-stopped) stay silent, and trace-incomplete says why.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import BinaryIO, NamedTuple
 
-from p11spy.decoder.events import Event
+from p11spy.decoder.events import TRUNCATED, Event, TraceWarning
 from p11spy.decoder.formats import NAMES
 from p11spy.decoder.formats.opensc_debug import masker as opensc_debug_masker
 from p11spy.decoder.formats.opensc_debug import reader as opensc_debug_reader
@@ -31,10 +31,11 @@ from p11spy.errors import UserError
 class Format(NamedTuple):
     reader: ModuleType
     masker: ModuleType
+    lines: bool = True  # a text of lines, each ending with a newline when whole
 
 
 FORMATS = {
-    "p11spy": Format(p11spy_reader, p11spy_masker),
+    "p11spy": Format(p11spy_reader, p11spy_masker, lines=False),
     "pkcs11-spy": Format(pkcs11_spy_reader, pkcs11_spy_masker),
     "opensc-debug": Format(opensc_debug_reader, opensc_debug_masker),
     "pcsc-spy": Format(pcsc_spy_reader, pcsc_spy_masker),
@@ -133,5 +134,30 @@ def detect(path: Path) -> str:
 def open_events(path: Path, fmt: str | None = None) -> Iterator[Event]:
     """Events of one trace (a file, a pipe, a FIFO or `-`), its format detected unless given."""
     name, f = open_trace(path, fmt)
+    reader = FORMATS[name].reader
     with f:
-        yield from FORMATS[name].reader.read(f)
+        if not FORMATS[name].lines:  # the reader itself says where a record is cut
+            yield from reader.read(f)
+            return
+        e: Event | None = None
+        for e in reader.read(f):
+            yield e
+        if _cut_in_a_line(path, f):
+            yield TraceWarning(seq=0 if e is None else e.seq + 1, kind=TRUNCATED,
+                               message="the file ends in the middle of a line: the trace was "
+                                       "cut short, and what came after is missing")
+
+
+def _cut_in_a_line(path: Path, f: BinaryIO) -> bool:
+    """Whether a text trace file ends without a newline: the tracers end every line, so it
+    was cut (copied while written, a size limit, a crash inside a write). A pipe is not
+    looked at."""
+    if not seekable(path):
+        return False
+    try:
+        if f.seek(0, io.SEEK_END) == 0:
+            return False
+        f.seek(-1, io.SEEK_END)
+        return f.read(1) != b"\n"
+    except OSError:
+        return False

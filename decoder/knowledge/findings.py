@@ -72,9 +72,9 @@ FINDINGS: dict[str, Advice] = {
         "then fix whatever sent the wrong PIN before retrying.",
         ("CKR_PIN_LOCKED", "6983", "SC_ERROR_AUTH_METHOD_BLOCKED")),
     "pin-length": Advice(
-        "error", "PIN of {length} bytes, outside the token's {min}-{max}",
+        "error", "{Which} of {length} bytes, outside the token's {min}-{max}",
         "C_GetTokenInfo says this token takes PINs of {min} to {max} bytes, and the program "
-        "gave one of {length}. No PIN of that length can be right.",
+        "gave a {which} of {length}. The token takes no PIN of that length.",
         "Look at what the program reads the PIN from: a truncated or padded value, a PIN "
         "meant for another token, or the PUK/SO PIN given as user PIN.",
         ("CKR_PIN_LEN_RANGE", "CKR_PIN_INCORRECT")),
@@ -247,6 +247,16 @@ FINDINGS: dict[str, Advice] = {
         "Look at how the program ended (its exit status, a core dump; p11spy run reports a "
         "death by signal), and run it again under a debugger (gdb --args ...) to see the stack "
         "inside that call; with OpenSC, OPENSC_DEBUG=9 shows how far the module got.",
+        ()),
+    "trace-incomplete": Advice(
+        "info", "The trace is incomplete: {what}",
+        "The reader found a gap ({first}): the file ends inside a record or a line, as when it "
+        "is copied while still being written, or the tracer could not write (a full disk). "
+        "What the trace does not show may still have happened, so diagnose draws no conclusion "
+        "from its end or its gaps: no 'C_Finalize never called', no call that 'never returned' "
+        "when the file was cut, no 'the program gave up' on the last failure it shows.",
+        "Take the trace again, copying the file after the program ended, with room on the disk "
+        "(P11SPY_OUTPUT on a file system that is not full).",
         ()),
     "setup-per-operation": Advice(
         "warning", "Setup per operation: {what} for each of {ops}",

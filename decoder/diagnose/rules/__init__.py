@@ -20,10 +20,12 @@ from p11spy.decoder.diagnose.rules import (
     pins,
     timing,
     tokens,
+    trace,
     usage,
 )
 
 RULES: dict[str, type[Rule]] = {
-    r.name: r for module in (pins, logins, lifecycle, cards, tokens, keys, outcome, usage, timing)
+    r.name: r for module in (pins, logins, lifecycle, cards, tokens, keys, outcome, usage, timing,
+                                   trace)
     for r in module.RULES
 }

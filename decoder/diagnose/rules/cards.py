@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from p11spy.decoder.apdu import aid_info
+from p11spy.decoder.codes import pcsc_name
 from p11spy.decoder.diagnose.base import Evidence, Finding, Rule, Tracker, finding, out_value
 from p11spy.decoder.diagnose.rules.common import (
     DEVICE_REMOVED,
@@ -36,6 +37,7 @@ from p11spy.decoder.diagnose.rules.common import (
     ms,
     pcsc_ev,
     plural,
+    reader_states,
 )
 from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall
 from p11spy.decoder.knowledge.findings import (
@@ -235,6 +237,8 @@ class CardNotRecognised(Rule):
                             "apdu_us": self.apdu_us})
 
 
+# OpenSC's log of a failed exchange: "p11spy vpcd 00 00:SCardTransmit/Control failed: 0x80100016"
+_PCSC_FAILED_LOG = re.compile(r"SCard(?:Transmit|Control)\S* failed: (0x[0-9a-fA-F]{8})")
 # PC/SC codes of an exchange that got no answer
 SCARD_LOST = frozenset({"SCARD_E_NOT_TRANSACTED", "SCARD_F_COMM_ERROR", "SCARD_E_COMM_DATA_LOST",
                         "SCARD_W_UNRESPONSIVE_CARD", "SCARD_W_UNPOWERED_CARD"})
@@ -264,6 +268,7 @@ class CardRemoved(Rule):
 
     def __init__(self) -> None:
         self.ev: list[Evidence] = []
+        self.last: Evidence | None = None  # the last failed exchange, when past MAX_SHOWN
         self.what: set[str] = set()
         self.answered = False  # the card answered some command before
         self.present: set[str] = set()  # readers seen with a card
@@ -279,6 +284,8 @@ class CardRemoved(Rule):
         self.seen += 1
         if self.seen <= self.MAX_SHOWN:
             self.ev.append(ev)
+        else:  # cited too: a program gives up on the last one (the engine's prime suspect)
+            self.last = Evidence(ev.seq, ev.what + " (the last)")
         parent = t.parent(e)
         if parent is None:
             self.failed = self.failed or not isinstance(e, Call) or bool(e.rv)
@@ -316,15 +323,7 @@ class CardRemoved(Rule):
         elif isinstance(e, PcscCall):
             if e.function in self.PCSC_OPS and (e.rv_name or "") in SCARD_GONE:
                 self._gone(SCARD_GONE[e.rv_name or ""], pcsc_ev(e), e, t)
-            states = out_value(e.args.get("rgReaderStates"))
-            for s in states if isinstance(states, list) else ():
-                if not isinstance(s, dict):
-                    continue
-                try:
-                    state = int(str(s.get("event_state", "0")), 0)
-                except ValueError:
-                    continue
-                reader = str(s.get("reader"))
+            for reader, state in reader_states(e):
                 if state & SCARD_STATE_PRESENT:
                     self.present.add(reader)
                 elif state & SCARD_STATE_EMPTY and reader in self.present:
@@ -340,6 +339,12 @@ class CardRemoved(Rule):
         elif isinstance(e, Call) and e.rv == TOKEN_NOT_PRESENT \
                 and e.args.get("hSession") in t.proc(e.pid).sessions:
             self._gone("removed", call_ev(e, "a session was open on this token"), e, t)
+        elif isinstance(e, LogLine) and (m := _PCSC_FAILED_LOG.search(e.text)):
+            name = pcsc_name(int(m.group(1), 16)) or ""
+            if name in SCARD_GONE:
+                self._gone(SCARD_GONE[name], log_ev(e), e, t)
+            elif name in SCARD_LOST and self.answered:
+                self._gone("stopped answering", log_ev(e), e, t)
         elif isinstance(e, LogLine) and GONE_LOG.search(e.text):
             self._gone("reset" if "reset" in e.text.lower() else "removed", log_ev(e), e, t)
 
@@ -351,7 +356,7 @@ class CardRemoved(Rule):
         detail = "; ".join(self.DETAIL[w] for w in kinds)
         if self.seen > self.MAX_SHOWN:
             detail += f" ({self.seen} failed exchanges in all)"
-        ev = list(self.ev)
+        ev = list(self.ev) + ([self.last] if self.last is not None else [])
         # recovered: every call it hit returned CKR_OK, the card answering again under them
         recovered = not self.failed and bool(self.calls) and self.resumed
         if recovered:

@@ -13,7 +13,7 @@ import re
 from p11spy.decoder import codes
 from p11spy.decoder.apdu import PIN_INS as APDU_PIN_INS
 from p11spy.decoder.apdu import ins_name
-from p11spy.decoder.diagnose.base import Evidence
+from p11spy.decoder.diagnose.base import Evidence, out_value
 from p11spy.decoder.events import Apdu, Call, LogLine, PcscCall
 from p11spy.decoder.knowledge.pcsc import PCSC, PCSC_STATE_FLAGS
 from p11spy.facts.pkcs11.constants import FAMILIES
@@ -54,6 +54,19 @@ PIN_INS = frozenset(ins for ins in APDU_PIN_INS if not ins & 1)
 
 MAX_KEPT = 1000  # evidence a rule keeps per finding while reading (the first ones; a finding
 #                  shows at most diagnose.MAX_EVIDENCE of them)
+
+
+def reader_states(e: PcscCall) -> list[tuple[str, int]]:
+    """(reader, event state) of each reader an SCardGetStatusChange reported on."""
+    states = out_value(e.args.get("rgReaderStates"))
+    out = []
+    for s in states if isinstance(states, list) else ():
+        if isinstance(s, dict):
+            try:
+                out.append((str(s.get("reader")), int(str(s.get("event_state", "0")), 0)))
+            except ValueError:
+                continue
+    return out
 
 
 def keep(items: list, item: object) -> None:

@@ -154,11 +154,14 @@ class NotInitialized(Rule):
 
 
 class NeverFinalized(Rule):
-    """A process that initialised the library and whose trace ends without C_Finalize."""
+    """A process that initialised the library and whose trace ends without C_Finalize; not
+    said of a trace that is missing records or was cut short (trace-incomplete says so)."""
 
     name = "never-finalized"
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
+        if t.gaps:  # records lost or the file cut: the C_Finalize may be among what is missing
+            return
         for pid, st in t.processes.items():
             if not st.initialized or st.init_seq is None:
                 continue

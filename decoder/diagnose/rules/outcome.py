@@ -27,7 +27,16 @@ from p11spy.decoder.diagnose.base import (
     finding,
 )
 from p11spy.decoder.diagnose.rules.common import apdu_ev, call_ev, log_ev, pcsc_ev, plural
-from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall, Process, TraceWarning
+from p11spy.decoder.events import (
+    TRUNCATED,
+    Apdu,
+    Call,
+    Event,
+    LogLine,
+    PcscCall,
+    Process,
+    TraceWarning,
+)
 
 # functions a module may leave out, which programs try and do without
 OPTIONAL_FUNCTIONS = ("C_GetInterface", "C_GetInterfaceList", "C_GetOperationState",
@@ -91,6 +100,7 @@ class ClientStopped(Rule):
 
     def __init__(self) -> None:
         self.last: dict[Any, tuple[CallFacts, Evidence]] = {}  # pid -> its last failure
+        self.prev: dict[Any, tuple[CallFacts, Evidence]] = {}  # pid -> the failure before it
         self.pcsc: dict[Any, tuple[CallFacts, Evidence]] = {}  # the same for PC/SC calls
         self.earlier: Counter[tuple[bool, Any]] = Counter()  # (PC/SC?, pid) -> failures before
         self.pcsc_work: dict[Any, int] = {}  # pid -> seq of its last PC/SC call that worked
@@ -104,6 +114,8 @@ class ClientStopped(Rule):
         store = self.pcsc if pcsc else self.last
         if c.pid in store:
             self.earlier[(pcsc, c.pid)] += 1
+            if not pcsc:
+                self.prev[c.pid] = store[c.pid]
         store[c.pid] = (c, ev)
 
     def _opensc_error(self, c: CallFacts) -> tuple[Evidence, str] | None:
@@ -140,6 +152,8 @@ class ClientStopped(Rule):
         self.under.pop(e.pid, None)
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
+        if TRUNCATED in t.gaps:  # what came after the last failure is cut off
+            return
         stops = {pid: (False, c, ev) for pid, (c, ev) in self.last.items()}
         for pid, (c, ev) in self.pcsc.items():
             if not t.proc(pid).calls and self.pcsc_work.get(pid, -1) < c.seq:
@@ -163,17 +177,41 @@ class ClientStopped(Rule):
             if opensc is not None:
                 cited.append(opensc[0])
                 started = opensc[1]
+            origin = self.prev.get(pid) if not pcsc and rv in ENDED_BY_EARLIER else None
+            if origin is not None and _operation(origin[0].function) != _operation(c.function):
+                origin = None
+            if origin is not None:  # the call only met the end of what failed before it
+                o, o_ev = origin
+                cited.insert(0, o_ev)
+                started += (f" It comes after {o.function} -> {o.rv_name or o.rv} (#{o.seq}), "
+                            "an earlier failure of the same operation, which is where to look "
+                            "first: a failed step ends an operation, so the steps tried after "
+                            "it meet CKR_OPERATION_NOT_INITIALIZED.")
             yield finding(self.name, cited, pid=pid, function=c.function, rv=rv,
                           seq=c.seq, meaning=meaning, causes=causes, checks=checks,
                           earlier=earlier, started=started, subjects=[c.seq],
-                          data={"function": c.function, "rv": rv, "earlier_failures": n})
+                          data={"function": c.function, "rv": rv, "earlier_failures": n,
+                                **({"origin": origin[0].seq} if origin else {})})
+
+
+# a failure that only says an earlier one ended the operation (a C_Sign that failed ends the
+# signing; a C_SignUpdate tried after it finds no operation)
+ENDED_BY_EARLIER = frozenset({"CKR_OPERATION_NOT_INITIALIZED"})
+
+
+def _operation(function: str) -> str:
+    """The operation a call is a step of: C_SignUpdate and C_SignFinal are C_Sign's."""
+    return re.sub(r"(Init|Update|Final)$", "", function)
 
 
 # what the readers say of a call the trace ends inside (pcsc-spy: a call without its return
-# line; p11spy: PC/SC records whose PKCS#11 call was never written, as it had not returned)
+# line; OpenSC's debug log: a call that logs its result, entered and without one; p11spy: PC/SC
+# records whose PKCS#11 call was never written, as it had not returned)
 _NEVER_RETURNED = (
     re.compile(r"(?P<function>\w+) \(thread (?P<thread>\w+)\) has no return line: the trace "
                r"ends inside it"),
+    re.compile(r"(?P<function>C_\w+) \(pid \w+, thread (?P<thread>\w+)\) has no result line "
+               r"before the end of the log"),
     re.compile(r"process (?P<pid>\d+): call #(?P<number>\d+) never returned"),
 )
 
@@ -234,17 +272,26 @@ class NeverReturned(Rule):
                 g = m.groupdict()
                 what = (f"{g['function']} in thread {g['thread']}" if g.get("function") else
                         f"call #{g['number']} of process {g['pid']}")
+                # the call itself, where the trace has it (OpenSC's entry line)
+                entered = next((c for (_pid, tid), c in self.last.items()
+                                if str(tid) == g.get("thread") and c.function == g["function"]),
+                               None) if g.get("function") else None
+                if entered is not None:
+                    self.found.append((Evidence(entered.seq, f"{entered.function}: entered, "
+                                                             "no result"), what))
                 self.found.append((Evidence(e.seq, e.message), what))
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
+        if TRUNCATED in t.gaps:  # the end of a cut file is not where a call stopped
+            return
         if not self.found:
             self.found = list(self._unreturned())
         if not self.found:
             return
         ev = [x for x, _ in self.found] + ([self.follow] if self.follow else [])
         what = self.found[0][1]
-        yield finding(self.name, ev, what=what, n=len(self.found),
-                      data={"calls": [w for _, w in self.found]})
+        calls = list(dict.fromkeys(w for _, w in self.found))
+        yield finding(self.name, ev, what=what, n=len(calls), data={"calls": calls})
 
 
 RULES = (ClientStopped, NeverReturned,)

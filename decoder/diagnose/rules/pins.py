@@ -8,6 +8,7 @@ trace, read here in the same terms.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,9 +22,10 @@ from p11spy.decoder.diagnose.rules.common import (
     call_ev,
     is_pin_apdu,
     keep,
+    log_ev,
     sw_int,
 )
-from p11spy.decoder.events import Apdu, Call, Event
+from p11spy.decoder.events import Apdu, Call, Event, LogLine
 from p11spy.decoder.knowledge.findings import (
     PIN_ASCII,
     PIN_SEE_ENCODING,
@@ -130,6 +132,12 @@ def pin_view(e: Call | Apdu) -> tuple[str, str]:
     return "ascii", f"{length} bytes of {cls}" if length is not None else cls
 
 
+# OpenSC's card layer refusing a PIN: "sec.c:259:sc_pin_cmd: returning with: -1214 (PIN code or
+# key incorrect)", logged once per refused PIN from OPENSC_DEBUG=2 on (asking the tries left
+# returns 0 there)
+_PIN_REFUSED_LOG = re.compile(r"\bsc_pin_cmd: returning with: -1214\b")
+
+
 class WrongPin(Rule):
     """CKR_PIN_INCORRECT, and the retry counter (63Cx) as it fell across the attempts. Says
     whether the PIN's encoding can be the cause, from what the trace shows of the bytes."""
@@ -149,6 +157,8 @@ class WrongPin(Rule):
         self.n_failed = 0
         self.n_attempts = 0
         self.last_left: int | None = None
+        self.last_reading: tuple[int, int | None, bool] | None = None  # (seq, parent, attempt)
+        self.log_refusals: list[Evidence] = []  # OpenSC's own line for a refused PIN
 
     def observe(self, e: Event, t: Tracker) -> None:
         if isinstance(e, Call) and e.function in PIN_FUNCTIONS:
@@ -166,6 +176,9 @@ class WrongPin(Rule):
                     and self._same_user(e.args.get("userType")):
                 self.ok_after = True
                 keep(self.evidence, call_ev(e, "a later login worked"))
+        elif isinstance(e, LogLine) and _PIN_REFUSED_LOG.search(e.text):
+            keep(self.log_refusals, log_ev(e))
+            self.pid = e.pid
         elif isinstance(e, Apdu) and is_pin_apdu(e):
             sw = sw_int(e)
             if sw is not None and 0x63C0 <= sw <= 0x63CF:
@@ -177,9 +190,22 @@ class WrongPin(Rule):
                     if view != "unseen":
                         self.views.setdefault(view, what)
                 self.last_left = sw & 0x0F
+                self.last_reading = (e.seq, e.parent, attempt)
                 keep(self.counter, (e.seq, sw & 0x0F, attempt))
                 keep(self.evidence, apdu_ev(e, "a wrong PIN" if attempt else
                                             "asking the tries left, no PIN sent"))
+
+    def _read_before_last_failure(self) -> bool:
+        """Whether the last reading of the counter was a question asked before the last failed
+        login spent a try: in that login (its parent) or an earlier call, or earlier in a
+        trace that does not tie APDUs to calls."""
+        if self.last_reading is None or self.last_fail < 0:
+            return False
+        seq, parent, attempt = self.last_reading
+        if attempt:
+            return False
+        return parent == self.last_fail or (parent is not None and parent < self.last_fail) \
+            or (parent is None and seq < self.last_fail)
 
     def _same_user(self, user: Any) -> bool:
         """A later login shows the right PIN was known only for the user who failed: the
@@ -188,6 +214,11 @@ class WrongPin(Rule):
         return user is None or None in self.users or user in self.users
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
+        if not self.n_failed and not self.n_attempts and self.log_refusals:
+            # a log that shows neither the calls nor the APDUs (OPENSC_DEBUG=1 or 2): OpenSC's
+            # own line for each refused PIN is the evidence
+            self.failed, self.n_failed = self.log_refusals, len(self.log_refusals)
+            self.views.setdefault("unseen", "")
         if not self.n_failed and not self.n_attempts:
             return
         n = max(self.n_failed, self.n_attempts)
@@ -202,6 +233,12 @@ class WrongPin(Rule):
             steps = " -> ".join(f"{c[1]} (#{c[0]}{'' if c[2] else ', asked'})"
                                 for c in shown[:20]) + (" -> ..." if len(shown) > 20 else "")
             fall = f" The card's counter of tries left went {steps}."
+            if self._read_before_last_failure() and left:
+                # the count was asked before the last failed login, whose VERIFY the trace
+                # does not show (OpenSC below level 9 hides it): that login spent one more
+                tries = f"; at most {left - 1} {'try' if left == 2 else 'tries'} left"
+                fall += (f" The last failed login (#{self.last_fail}) came after that reading "
+                         "and its VERIFY is not in the trace: it used up one more try.")
         if self.ok_after:
             fall += " A later login worked, so the right PIN was known."
         if "wrong" in self.views:
@@ -253,19 +290,27 @@ class PinLocked(Rule):
         yield finding(self.name, self.evidence, pid=self.pid, where=where, after=after)
 
 
+# function -> the PIN argument whose length the token checks against its range, and what the
+# finding calls it: a login's PIN, or the new PIN being set
+CHECKED_PINS = {"C_Login": ("pPin", "PIN"), "C_LoginUser": ("pPin", "PIN"),
+                "C_SetPIN": ("pNewPin", "new PIN"), "C_InitPIN": ("pPin", "new PIN")}
+
+
 class PinLength(Rule):
-    """A PIN whose length is outside the token's ulMinPinLen..ulMaxPinLen."""
+    """A PIN whose length is outside the token's ulMinPinLen..ulMaxPinLen: one to log in with,
+    or a new one being set (C_SetPIN, C_InitPIN)."""
 
     name = "pin-length"
 
     def __init__(self) -> None:
-        self.hits: dict[tuple[int, Any, Any], list[Evidence]] = {}
+        self.hits: dict[tuple[int, Any, Any, str], list[Evidence]] = {}
         self.pid: int | None = None
 
     def observe(self, e: Event, t: Tracker) -> None:
-        if not isinstance(e, Call) or e.function != "C_Login" or e.rv in (0, None):
+        if not isinstance(e, Call) or e.function not in CHECKED_PINS or e.rv in (0, None):
             return
-        length = pin_length(e)
+        arg, which = CHECKED_PINS[e.function]
+        length = pin_length(e) if arg == "pPin" else pin_facts(e.args.get(arg))[0]
         slot = t.slot_of(e)
         info = t.proc(e.pid).token_info.get(slot) or {}
         lo, hi = info.get("ulMinPinLen"), info.get("ulMaxPinLen")
@@ -273,17 +318,18 @@ class PinLength(Rule):
         outside = known and length is not None and not lo <= length <= hi
         if outside or e.rv == PIN_LEN_RANGE:
             key = (length if length is not None else -1, lo if known else "?",
-                   hi if known else "?")
+                   hi if known else "?", which)
             ev = self.hits.setdefault(key, [])
             if known and not ev:
                 ev.append(Evidence(info["seq"], f"C_GetTokenInfo: PIN length {lo}-{hi}"))
-            keep(ev, call_ev(e, f"PIN of {length} bytes" if length is not None else ""))
+            keep(ev, call_ev(e, f"{which} of {length} bytes" if length is not None else ""))
             self.pid = e.pid
 
     def finish(self, t: Tracker) -> Iterable[Finding]:
-        for (length, lo, hi), ev in self.hits.items():
+        for (length, lo, hi, which), ev in self.hits.items():
             yield finding(self.name, ev, pid=self.pid, length=length if length >= 0 else "?",
-                          min=lo, max=hi, data={"length": length, "min": lo, "max": hi})
+                          min=lo, max=hi, which=which, Which=which[0].upper() + which[1:],
+                          data={"length": length, "min": lo, "max": hi, "which": which})
 
 
 class VerifyFailedNoCounter(Rule):

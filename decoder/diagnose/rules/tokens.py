@@ -24,10 +24,13 @@ from p11spy.decoder.diagnose.rules.common import (
     NO_SERVICE_LOG,
     SCARD_E_NO_READERS_AVAILABLE,
     SCARD_E_NO_SERVICE,
+    SCARD_STATE_EMPTY,
+    SCARD_STATE_PRESENT,
     call_ev,
     keep,
     log_ev,
     pcsc_ev,
+    reader_states,
 )
 from p11spy.decoder.events import Call, Event, LogLine, PcscCall
 
@@ -47,6 +50,8 @@ class NoToken(Rule):
         self.nonempty: set[Any] = set()
         self.no_service: Evidence | None = None  # the first sign of each, cited as the cause
         self.no_readers: Evidence | None = None
+        self.empty: dict[str, Evidence] = {}  # reader -> where PC/SC first said it had no card
+        self.card_seen = False  # a reader said it held a card
 
     def observe(self, e: Event, t: Tracker) -> None:
         if isinstance(e, Call) and e.function == "C_GetSlotList" and e.rv in (0, None):
@@ -59,6 +64,13 @@ class NoToken(Rule):
             self.no_service = self.no_service or pcsc_ev(e)
         elif isinstance(e, PcscCall) and e.rv == SCARD_E_NO_READERS_AVAILABLE:
             self.no_readers = self.no_readers or pcsc_ev(e)
+        elif isinstance(e, PcscCall):
+            for reader, state in reader_states(e):
+                if state & SCARD_STATE_PRESENT:
+                    self.card_seen = True
+                elif state & SCARD_STATE_EMPTY and reader not in self.empty:
+                    self.empty[reader] = Evidence(e.seq, f"{e.function}: reader '{reader}' "
+                                                         "has no card")
         elif isinstance(e, LogLine) and NO_SERVICE_LOG.search(e.text):
             self.no_service = self.no_service or log_ev(e)
 
@@ -66,12 +78,23 @@ class NoToken(Rule):
         for pid, ev in self.lists.items():
             if pid in self.nonempty:
                 continue
+            empty = list(self.empty.values()) if not self.card_seen else []
             detail = (" because the PC/SC service was not reachable (see that finding)"
                       if self.no_service else " because the PC/SC service lists no reader "
-                      "(see that finding)" if self.no_readers else "")
-            cause = self.no_service or self.no_readers
-            yield finding(self.name, [*ev, *([cause] if cause else [])], pid=pid,
-                          detail=detail, subjects=[x.seq for x in ev], n=len(ev))
+                      "(see that finding)" if self.no_readers else
+                      _no_card(list(self.empty)) if empty else "")
+            causes = [self.no_service] if self.no_service else [self.no_readers] \
+                if self.no_readers else empty
+            yield finding(self.name, [*ev, *causes], pid=pid, detail=detail,
+                          subjects=[x.seq for x in ev], n=len(ev),
+                          data={"empty_readers": list(self.empty)} if empty else None)
+
+
+def _no_card(readers: list[str]) -> str:
+    names = ", ".join(f"'{r}'" for r in readers)
+    if len(readers) == 1:
+        return f" because no card was in the reader {names} (PC/SC reported it empty)"
+    return f" because no card was in any reader ({names}: PC/SC reported them empty)"
 
 
 def _near(wanted: str, labels: list[str]) -> str | None:

@@ -49,7 +49,7 @@ from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any, BinaryIO, NamedTuple
 
-from p11spy.decoder.events import Apdu, Call, Event, LogLine, TraceWarning
+from p11spy.decoder.events import Apdu, Call, Event, LogLine, TraceWarning, Undated
 from p11spy.decoder.lines import LongLine, blocks
 from p11spy.decoder.values import rv_name, scalar
 from p11spy.facts.pkcs11 import constants
@@ -858,6 +858,8 @@ class _Reader:
                     base = clock.base if (date, hms) == clock.key else clock.second(date, hms)
                     frac = tstr[9:12]
                     t = None if base is None else base + int(frac) / 10 ** len(frac)
+                    if t is not None and date is None:  # the date is the file's
+                        t = Undated(t)
                 if k1 != last_k1 or k0 != last_k0:
                     last_k0, last_k1 = k0, k1
                     key = f"{k0} {k1}" if k0 else k1

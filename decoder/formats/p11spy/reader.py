@@ -12,7 +12,17 @@ import struct
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from p11spy.decoder.events import Apdu, Call, Event, ModuleInfo, PcscCall, Process, TraceWarning
+from p11spy.decoder.events import (
+    DROPPED,
+    TRUNCATED,
+    Apdu,
+    Call,
+    Event,
+    ModuleInfo,
+    PcscCall,
+    Process,
+    TraceWarning,
+)
 from p11spy.decoder.formats.p11spy import frames
 from p11spy.decoder.formats.p11spy.entries import OpenCalls
 from p11spy.decoder.formats.p11spy.frames import u64
@@ -22,6 +32,7 @@ from p11spy.decoder.values import (
     masked,
     name_in,
     pcsc_rv_name,
+    pin_bytes,
     rv_name,
     scalar,
     struct_value,
@@ -48,6 +59,9 @@ def sniff(head: bytes) -> bool:
     return head.startswith(MAGIC)
 
 
+ENDS_INSIDE = "file ends inside"  # how a truncation's message begins
+
+
 def records(f: BinaryIO) -> Iterator[tuple[int, bytes] | tuple[int, str]]:
     """(offset, record bytes) for each whole record; (offset, message) for damage."""
     stretch, skipped = -1, 0  # where the stretch of unreadable bytes being read began, its size
@@ -67,11 +81,11 @@ def records(f: BinaryIO) -> Iterator[tuple[int, bytes] | tuple[int, str]]:
             short, tail = (offset if short < 0 else short), tail + len(data)
         else:
             length = int.from_bytes(data[4:8], "little")
-            yield offset, f"file ends inside a record ({len(data)} of {length} bytes)"
+            yield offset, f"{ENDS_INSIDE} a record ({len(data)} of {length} bytes)"
     if stretch >= 0:
         yield stretch, "unreadable bytes up to the end of the file"
     if short >= 0:
-        yield short, f"file ends inside a record header ({tail} bytes)"
+        yield short, f"{ENDS_INSIDE} a record header ({tail} bytes)"
 
 
 # What decoding a damaged record or field raises: the reader turns it into a warning.
@@ -164,6 +178,8 @@ def _render_param(p: Param, kind: int, data: bytes) -> Any:
         if p.role in (Role.INTERFACE_LIST_OUT, Role.INTERFACE_OUT):
             found = _interfaces(data)
             return found if p.role is Role.INTERFACE_LIST_OUT else (found or [None])[0]
+        if p.role is Role.PIN:
+            return pin_bytes(data)
         return data.hex()
     if kind == Kind.CSTRING:
         return data.decode("utf-8", "replace")
@@ -330,7 +346,8 @@ def read(f: BinaryIO) -> Iterator[Event]:
 
     for offset, rec in records(f):
         if isinstance(rec, str):
-            yield TraceWarning(seq=seq, message=f"byte {offset}: {rec}")
+            yield TraceWarning(seq=seq, message=f"byte {offset}: {rec}",
+                               kind=TRUNCATED if rec.startswith(ENDS_INSIDE) else None)
             seq += 1
             continue
         rtype = rec[8]
@@ -382,7 +399,7 @@ def read(f: BinaryIO) -> Iterator[Event]:
             yield ModuleInfo(seq=seq, pid=pid, info=info if isinstance(info, dict) else {})
         elif rtype == RecordType.DROPPED:
             entered.records_lost(rec[12:16])
-            yield TraceWarning(seq=seq, message=dropped_message(pid, rec))
+            yield TraceWarning(seq=seq, message=dropped_message(pid, rec), kind=DROPPED)
         else:
             yield TraceWarning(seq=seq, message=f"byte {offset}: record of unknown type {rtype}")
         seq += 1

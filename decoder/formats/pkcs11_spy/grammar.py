@@ -11,6 +11,21 @@ from p11spy.facts.pkcs11 import functions
 from p11spy.facts.pkcs11.model import Function, Param, Role
 
 BANNER = "OpenSC PKCS#11 spy"
+# What `p11spy redact` writes into the stars after the banner: the reader then knows the PINs
+# are masked, and says so instead of "secrets shown" (the line keeps its length).
+REDACTED = "(redacted) "
+
+
+def mark_redacted(line: str) -> str:
+    """A banner line with REDACTED over the stars that follow the banner's words, when there
+    are enough of them and the mark is not there yet; any other line as it is."""
+    at = line.find(BANNER)
+    if at < 0 or REDACTED in line:
+        return line
+    start = at + len(BANNER) + 1
+    if line[start:start + len(REDACTED) + 1] != "*" * (len(REDACTED) + 1):
+        return line
+    return line[:start] + REDACTED + line[start + len(REDACTED):]
 # Function names pkcs11-spy prints differently from the specification.
 FUNCTION_ALIASES = {"SetOperationState": "C_SetOperationState"}  # enter() lacks the C_
 # Output parameters pkcs11-spy names without their leading "p" ("hKey" for phKey).

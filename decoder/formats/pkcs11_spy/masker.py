@@ -19,7 +19,12 @@ from __future__ import annotations
 import re
 from typing import BinaryIO
 
-from p11spy.decoder.formats.pkcs11_spy.grammar import BANNER, FUNCTION_ALIASES, PARAMS
+from p11spy.decoder.formats.pkcs11_spy.grammar import (
+    BANNER,
+    FUNCTION_ALIASES,
+    PARAMS,
+    mark_redacted,
+)
 from p11spy.decoder.masking import (
     HIDDEN_PIN_LENGTH,
     IDENTIFYING,
@@ -166,6 +171,7 @@ class _Redactor:
         elif c == "*" and BANNER in s:
             self.objects.clear()
             self.pid = None
+            s = mark_redacted(s)
         elif c == "L" and s.startswith("Loaded:") and self.opts.strict:
             self.emit(line, s[:7] + _mask_path(s[7:]), "module path (identifying)")
             return

@@ -53,9 +53,9 @@ from functools import lru_cache
 from typing import Any, BinaryIO
 
 from p11spy.decoder.events import Call, Event, Process, TraceWarning
-from p11spy.decoder.formats.pkcs11_spy.grammar import BANNER, FUNCTION_ALIASES, PARAMS
+from p11spy.decoder.formats.pkcs11_spy.grammar import BANNER, FUNCTION_ALIASES, PARAMS, REDACTED
 from p11spy.decoder.lines import LongLine, text_blocks
-from p11spy.decoder.values import attribute_value, name_in, rv_name, scalar
+from p11spy.decoder.values import attribute_value, name_in, pin_bytes, rv_name, scalar
 from p11spy.facts.pkcs11 import attributes, constants, functions, structs
 from p11spy.facts.pkcs11.model import Function, Param, Role, ValueType
 
@@ -832,6 +832,8 @@ class _Parser:
                 v: Any = data.rstrip(b"\0").decode("utf-8", "replace")
             elif role is Role.TEXT_FIXED:
                 v = data.decode("utf-8", "replace").rstrip(" \x00")
+            elif role is Role.PIN:
+                v = pin_bytes(data)
             else:
                 v = data.hex()
             st.put(p, base, phase, v)
@@ -1093,7 +1095,7 @@ class _Reader:
         elif c == "P" and line.startswith("P:"):
             self._pid_line(lineno, line)
         elif c == "*" and BANNER in line:
-            self._banner(lineno)
+            self._banner(lineno, REDACTED in line)
         elif c == "L" and line.startswith("Loaded:"):
             self._loaded(line)
         elif c == "E" and line.startswith("Error:"):
@@ -1202,15 +1204,17 @@ class _Reader:
 
     # -- handlers --
 
-    def _new_process(self) -> Process:
+    def _new_process(self, redacted: bool = False) -> Process:
+        """pkcs11-spy prints PINs in clear, unless p11spy redact masked them (and marked the
+        banner)."""
         return Process(seq=-1, pid=None, info={"module": None, "format": FORMAT,
-                                               "secrets": True})  # PINs are printed in clear
+                                               "secrets": not redacted})
 
-    def _banner(self, lineno: int) -> None:
+    def _banner(self, lineno: int, redacted: bool = False) -> None:
         self._abandon(f"a new spy banner at line {lineno}: another process, or this one "
                       f"restarted")
         self._emit_process()
-        self.process = self._new_process()
+        self.process = self._new_process(redacted)
         self.ulong = 4 if self.crlf else 8  # CRLF: written by the Windows C runtime
 
     def _loaded(self, line: str) -> None:
