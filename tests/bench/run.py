@@ -79,7 +79,8 @@ def rate(loop: Path, module: str, env: dict[str, str], func: str, threads: int) 
 
 
 def main() -> int:
-    parts = os.environ.get("P11SPY_BENCH_ONLY", "startup,shim,decoders,tui,report,exports").split(",")
+    every = "startup,shim,decoders,tui,report,exports"
+    parts = os.environ.get("P11SPY_BENCH_ONLY", every).split(",")
     if "startup" in parts:
         subprocess.run([sys.executable, str(REPO / "tests/bench/startup.py")], check=True)
         print(flush=True)
