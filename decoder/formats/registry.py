@@ -1,8 +1,9 @@
 """The trace formats p11spy reads: each one's reader and masker, and detection.
 
 Every format is a package of decoder/formats with a reader (sniff(head) -> bool,
-read(f) -> events) and a masker (redact(fin, fout, opts, report)) side by side. Detection tries
-them in the order of FORMATS. The names alone are in formats/__init__.py, so the command line
+read(f) -> events, and optionally read_blocks(f), the same with logged lines as LogLines) and
+a masker (redact(fin, fout, opts, report)) side by side. Detection tries them in the order of
+FORMATS. The names alone are in formats/__init__.py, so the command line
 can offer them without importing a reader.
 """
 
@@ -130,8 +131,12 @@ def detect(path: Path) -> str:
     return name
 
 
-def open_events(path: Path, fmt: str | None = None) -> Iterator[Event]:
-    """Events of one trace (a file, a pipe, a FIFO or `-`), its format detected unless given."""
+def open_events(path: Path, fmt: str | None = None, blocks: bool = False) -> Iterator[Event]:
+    """Events of one trace (a file, a pipe, a FIFO or `-`), its format detected unless given.
+    With blocks, a reader that has `read_blocks` gives logged lines as LogLines (one event
+    for many lines: for code that renders them, or skips them, without an object per line)."""
     name, f = open_trace(path, fmt)
+    reader = FORMATS[name].reader
+    read = getattr(reader, "read_blocks", reader.read) if blocks else reader.read
     with f:
-        yield from FORMATS[name].reader.read(f)
+        yield from read(f)

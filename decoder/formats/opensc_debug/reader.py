@@ -49,7 +49,7 @@ from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any, BinaryIO, NamedTuple
 
-from p11spy.decoder.events import Apdu, Call, Event, LogLine, TraceWarning
+from p11spy.decoder.events import Apdu, Call, Event, LogLines, TraceWarning, log_lines
 from p11spy.decoder.lines import LongLine, blocks
 from p11spy.decoder.values import rv_name, scalar
 from p11spy.facts.pkcs11 import constants
@@ -127,15 +127,14 @@ _TEXT_ROLES = frozenset({Role.TEXT_FIXED, Role.CSTRING})
 _CKR = constants.FAMILIES["CKR"]
 _HEX_DIGITS = "0123456789abcdefABCDEF"
 
-# LogLine and Call are built positionally on the hot path (three times faster than by
-# keyword); should the event model's field order change, build by keyword rather than
-# misassign.
-if [f.name for f in fields(LogLine)][:7] == ["seq", "type", "parent", "text", "pid", "tid",
-                                             "time"]:
-    _logline = LogLine
+# LogLines and Call are built positionally (three times faster than by keyword); should the
+# event model's field order change, build by keyword rather than misassign.
+if [f.name for f in fields(LogLines)][:7] == ["seq", "type", "parent", "texts", "times", "pid",
+                                              "tid"]:
+    _loglines = LogLines
 else:  # pragma: no cover - only if events.py changes
-    def _logline(seq, _type, parent, text, pid, tid, t):  # type: ignore[no-redef]
-        return LogLine(seq=seq, parent=parent, text=text, pid=pid, tid=tid, time=t)
+    def _loglines(seq, _type, parent, texts, times, pid, tid):  # type: ignore[no-redef]
+        return LogLines(seq=seq, parent=parent, texts=texts, times=times, pid=pid, tid=tid)
 _CALL_FIELDS = ["seq", "type", "function", "rv", "rv_name", "pid", "tid", "time", "duration_us",
                 "args", "length_query", "call_number", "source"]
 if [f.name for f in fields(Call)][:13] == _CALL_FIELDS:
@@ -205,15 +204,19 @@ class _Thread:
     """What one (pid, thread) is doing: its open call, or the lines logged since its last
     call ended, and the Outgoing APDU waiting for its response."""
 
-    __slots__ = ("pid", "tid", "call", "pending", "pending_line", "marker_at", "last_out",
-                 "last_out_line", "ended")
+    __slots__ = ("pid", "tid", "call", "pending", "pending_line", "pending_n", "marker_at",
+                 "block", "last_out", "last_out_line", "ended")
 
     def __init__(self, key: str) -> None:
         self.pid, self.tid = _ids(key)
         self.call: _OpenCall | None = None
         self.pending: list[Event] = []
         self.pending_line = 0  # line of pending[0]
-        self.marker_at = -1  # len(pending) just after a context-creation line
+        self.pending_n = 0  # lines and events in pending
+        self.marker_at = -1  # pending_n just after a context-creation line
+        # the LogLines last in the call's children (or in pending) that the next plain line
+        # joins; None when anything else came after it
+        self.block: LogLines | None = None
         self.last_out: Apdu | None = None
         self.last_out_line = 0
         # (function, seq) of the call an end line without rv just closed: OpenSC may log a
@@ -473,7 +476,7 @@ class _Reader:
         self.threads: dict[str, _Thread] = {}
         self.lineno = 0
         # the record (a prefixed line and its continuation lines) being read
-        self.cur: LogLine | None = None
+        self.cur: LogLines | None = None  # its first line is the last of these
         self.cur_parts: list[str] | None = None
         self.cur_len = 0
         self.cur_dropped = 0
@@ -493,7 +496,7 @@ class _Reader:
 
     def emit(self, e: Event) -> None:
         e.seq = self.n
-        self.n += 1
+        self.n += len(e.texts) if type(e) is LogLines else 1
         self.ready.append(e)
 
     def warn(self, line: int, message: str) -> None:
@@ -501,6 +504,7 @@ class _Reader:
 
     def route(self, th: _Thread, e: Event) -> None:
         """An event logged on th: into its open call, or kept for a call that may claim it."""
+        th.block = None
         c = th.call
         if c is not None:
             c.children.append(e)
@@ -509,8 +513,34 @@ class _Reader:
         if not pending:
             th.pending_line = self.lineno
         pending.append(e)
-        if len(pending) > PENDING_MAX:
+        th.pending_n += 1
+        if th.pending_n > PENDING_MAX:
             self.flush_pending(th)
+
+    def add_line(self, th: _Thread, text: str, t: float | None) -> LogLines:
+        """A line logged on th, routed like an event (the hot loop does the same inline)."""
+        blk = th.block
+        if blk is None:
+            blk = self.new_block(th, self.lineno)
+        blk.texts.append(text)
+        blk.times.append(t)
+        if th.call is None:
+            th.pending_n += 1
+            if th.pending_n > PENDING_MAX:
+                self.flush_pending(th)
+        return blk
+
+    def new_block(self, th: _Thread, line: int) -> LogLines:
+        """An empty LogLines last in what th logs into, that the next lines join."""
+        blk = th.block = _loglines(0, "logs", None, [], [], th.pid, th.tid)
+        c = th.call
+        if c is not None:
+            c.children.append(blk)
+        else:
+            if not th.pending:
+                th.pending_line = line
+            th.pending.append(blk)
+        return blk
 
     def flush_pending(self, th: _Thread) -> None:
         """What th logged outside calls, out with parent None."""
@@ -518,10 +548,12 @@ class _Reader:
             th.last_out = None  # an answer after this would arrive too late to attach
         pending, th.pending = th.pending, []
         th.marker_at = -1
+        th.pending_n = 0
+        th.block = None
         n = self.n
         for e in pending:
             e.seq = n
-            n += 1
+            n += len(e.texts) if type(e) is LogLines else 1
         self.n = n
         self.ready.extend(pending)
 
@@ -531,20 +563,25 @@ class _Reader:
             if not entry and fn not in ENTRY_LOGGED:
                 # logs nothing on entry: what its thread logged since is its start
                 c.children = th.pending
-                c.start = getattr(th.pending[0], "time", t)
+                first = th.pending[0]
+                c.start = first.times[0] if type(first) is LogLines else getattr(first, "time", t)
                 c.line = th.pending_line
                 c.entry = True
                 th.pending = []
+                th.pending_n = 0
                 th.marker_at = -1
+                th.block = None
             else:
                 self.flush_pending(th)
         th.call = c
 
-    def close_call(self, th: _Thread) -> None:
+    def close_call(self, th: _Thread) -> int | None:
+        """Emits th's open call with its children; the call's seq."""
         c = th.call
         if c is None:
-            return
+            return None
         th.call = None
+        th.block = None
         duration = None
         if c.entry and c.start is not None and c.end is not None:
             duration = float(round((c.end - c.start) * 1e6))  # the log has ms
@@ -552,14 +589,16 @@ class _Reader:
                      duration, c.args, c.length_query, None, f"line {c.line}")
         n = self.n
         call.seq = parent = n
+        n += 1
         for e in c.children:
-            n += 1
             e.seq = n
             e.parent = parent  # type: ignore[attr-defined]
-        self.n = n + 1
+            n += len(e.texts) if type(e) is LogLines else 1
+        self.n = n
         self.ready.append(call)
         self.ready.extend(c.children)
         th.last_out = None
+        return parent
 
     # -- records ----------------------------------------------------------------------------
 
@@ -574,7 +613,8 @@ class _Reader:
             if self.cur_dropped:
                 parts.append(f"[{self.cur_dropped} more lines not kept]")
             if parts:
-                self.cur.text = "\n".join([self.cur.text, *parts])
+                texts = self.cur.texts
+                texts[-1] = "\n".join([texts[-1], *parts])
         self.cur = None
         self.cur_parts = None
         self.cur_len = 0
@@ -587,24 +627,23 @@ class _Reader:
         if cls is None:
             cls = _classify(text)
         fn, marker, info = cls
-        ll = _logline(0, "log", None, text, th.pid, th.tid, t)
-        self.cur = ll
         if fn is None or info is None:
             if marker:
                 # a new context: whatever was open on this thread is over
                 self.close_call(th)
-                if th.marker_at != len(th.pending):
+                if th.marker_at != th.pending_n:
                     self.flush_pending(th)
-                self.route(th, ll)
-                th.marker_at = len(th.pending)
+                self.cur = self.add_line(th, text, t)
+                th.marker_at = th.pending_n
             else:
-                self.route(th, ll)
+                self.cur = self.add_line(th, text, t)
             return
         c = th.call
         ended = th.ended
         if (c is None and ended is not None and ended[0] == fn and not info.entry
                 and not th.pending and not info.done and not info.end):
-            ll.seq, ll.parent = self.n, ended[1]  # a late line of the call just ended
+            # a late line of the call just ended
+            ll = self.cur = _loglines(self.n, "logs", ended[1], [text], [t], th.pid, th.tid)
             self.n += 1
             self.ready.append(ll)
             return
@@ -614,7 +653,7 @@ class _Reader:
             self.open_call(th, fn, t, self.lineno, info.entry)
             c = th.call
             assert c is not None
-        c.children.append(ll)
+        self.cur = self.add_line(th, text, t)
         if info.args:
             args = c.args
             for k, v in info.args.items():
@@ -627,8 +666,9 @@ class _Reader:
             self.close_call(th)
         elif info.end:
             c.end = t
-            self.close_call(th)
-            th.ended = (fn, self.n - 1 - len(c.children))
+            seq = self.close_call(th)
+            assert seq is not None
+            th.ended = (fn, seq)
 
     # -- APDU dumps -------------------------------------------------------------------------
 
@@ -705,11 +745,12 @@ class _Reader:
         cur = self.cur
         if cur is not None and self.cur_parts is None and th is not None:
             head = _RX_APDU_HEAD.match(line) if line[:1] in "OI" else None
-            if head is not None and cur.text[-1:] in ": ":
+            if head is not None and cur.texts[-1][-1:] in ": ":
                 # the record `file:line:func: ` + `Outgoing APDU (N bytes):` is a dump
+                t = cur.times[-1]
                 self.unroute(th, cur)
                 self.cur = None
-                self.start_dump(head, th, cur.time, self.lineno - 1)
+                self.start_dump(head, th, t, self.lineno - 1)
                 return
         if self.apdu_record:
             if not line or line.startswith("====="):
@@ -732,20 +773,25 @@ class _Reader:
             if not self.orphan_warned:
                 self.orphan_warned = True
                 self.warn(self.lineno, "text that is not an OpenSC log line (kept as a log line)")
-            ll = _logline(0, "log", None, line, None, None, None)
+            ll = _loglines(0, "logs", None, [line], [None], None, None)
             self.emit(ll)
         else:
-            ll = _logline(0, "log", None, line, th.pid, th.tid, None)
-            self.route(th, ll)
+            ll = self.add_line(th, line, None)
         self.cur, self.cur_parts, self.cur_len = ll, [], len(line)
 
-    def unroute(self, th: _Thread, e: Event) -> None:
-        """Takes back the event just routed (a line that turned out to head an APDU dump)."""
+    def unroute(self, th: _Thread, blk: LogLines) -> None:
+        """Takes back the line just routed, the last of blk (it turned out to head an APDU
+        dump)."""
         for box in (th.call.children if th.call is not None else None, th.pending, self.ready):
-            if box and box[-1] is e:
-                box.pop()
-                if box is self.ready and e.seq == self.n - 1:
+            if box and box[-1] is blk:
+                blk.texts.pop()
+                blk.times.pop()
+                if box is self.ready and blk.seq + len(blk.texts) == self.n - 1:
                     self.n -= 1
+                if not blk.texts:
+                    box.pop()
+                    if th.block is blk:
+                        th.block = None
                 return
 
     # -- the whole file ---------------------------------------------------------------------
@@ -780,14 +826,12 @@ class _Reader:
         threads = self.threads
         clock = self.clock
         rx_pid, rx_hex, rx_date = _RX_PID, _RX_HEX, _RX_DATE
-        logline = _logline
         long_lines = self.long_lines
         last_date: str | None = None
         last_tstr = ""
         last_k0: str | None = None
         last_k1 = ""
         th: _Thread | None = None
-        pid = tid = None
         busy = False  # the record has more than its first line: end_record() has work
         t: float | None = None
         lineno = 0
@@ -864,7 +908,6 @@ class _Reader:
                     th = threads.get(key)
                     if th is None:
                         th = threads[key] = _Thread(key)
-                    pid, tid = th.pid, th.tid
                 assert th is not None
                 if "C_" in text or "ctx.c:" in text or (
                         not fast and ("=====" in text or "fLogin" in text)):
@@ -874,17 +917,16 @@ class _Reader:
                     self.lineno = lineno
                     self.slow_line(th, text, t)
                     continue
-                ll = logline(0, "log", None, text, pid, tid, t)
-                self.cur = ll
-                call = th.call
-                if call is not None:
-                    call.children.append(ll)
-                else:
-                    pending = th.pending
-                    if not pending:
-                        th.pending_line = lineno
-                    pending.append(ll)
-                    if len(pending) > PENDING_MAX:
+                # a plain line: it joins the LogLines its thread is adding to
+                blk = th.block
+                if blk is None:
+                    blk = self.new_block(th, lineno)
+                blk.texts.append(text)
+                blk.times.append(t)
+                self.cur = blk
+                if th.call is None:
+                    th.pending_n += 1
+                    if th.pending_n > PENDING_MAX:
                         self.flush_pending(th)
         self.lineno = lineno
         self.finish()
@@ -912,6 +954,12 @@ class _Reader:
             self.flush_pending(th)
 
 
-def read(f: BinaryIO) -> Iterator[Event]:
-    """Events of an OpenSC debug log, streamed line by line."""
+def read_blocks(f: BinaryIO) -> Iterator[Event]:
+    """Events of an OpenSC debug log, streamed, with the lines OpenSC logged as LogLines
+    (what decode reads: no object per line)."""
     return _Reader(f).run()
+
+
+def read(f: BinaryIO) -> Iterator[Event]:
+    """Events of an OpenSC debug log, streamed, a LogLine per logged line."""
+    return log_lines(_Reader(f).run())
