@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import count
 from typing import Any, BinaryIO, TextIO
 
@@ -159,10 +159,7 @@ def jsonl(events: Iterable[Event], out: TextIO) -> None:
         start = len(buf)
         try:
             if type(e) is LogLines:
-                parent, pid, tid = e.parent, e.pid, e.tid
-                for seq, text, t in zip(count(e.seq), e.texts, e.times):
-                    buf += dumps({"type": "log", "seq": seq, "parent": parent, "text": text,
-                                  "pid": pid, "tid": tid, "time": t}, option=nl)
+                _log_rows(e, buf, dumps)
             else:
                 buf += dumps(e.to_json(), option=nl)
         except TypeError:  # what orjson cannot write (an integer over 64 bits)
@@ -171,6 +168,20 @@ def jsonl(events: Iterable[Event], out: TextIO) -> None:
         if len(buf) >= JSONL_BATCH:
             _write(buf, out, raw)
     _write(buf, out, raw)
+
+
+def _log_rows(e: LogLines, buf: bytearray, dumps: Callable[[Any], bytes]) -> None:
+    """The rows of a LogLines, byte for byte as its LogLines' to_json() by orjson, from the
+    parts they share: most of a log's rows are these, and a dict each cost a third of the
+    time of `decode --json`."""
+    mid = b',"parent":%b,"text":' % dumps(e.parent)
+    ids = b',"pid":%b,"tid":%b,"time":' % (dumps(e.pid), dumps(e.tid))
+    last: Any = buf  # no time is this
+    end = b""
+    for seq, text, t in zip(count(e.seq), e.texts, e.times):
+        if t is not last:
+            last, end = t, dumps(t) + b"}\n"
+        buf += b'{"type":"log","seq":%d%b%b%b%b' % (seq, mid, dumps(text), ids, end)
 
 
 def _json_rows(e: Event) -> bytes:
