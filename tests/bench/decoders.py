@@ -9,8 +9,9 @@ a peak RSS that stays the same for a file four times smaller.
 Times are CPU seconds (user + system) of that process: the machine is shared, and wall time
 there measures the neighbours as much as p11spy; for these one-thread passes the two agree on
 an idle machine. A reader's time is its pass over the file (what `decode` reads: a format's
-read_blocks when it has one, else read), without the imports; `decode` is timed as a user runs
-it, start-up included, writing to /dev/null.
+read_blocks when it has one, else read; read() of OpenSC logs, a LogLine per line, is shown
+too), without the imports; `decode` is timed as a user runs it, start-up included, writing to
+/dev/null.
 
 The traces are real fixtures repeated up to the size: OpenSC debug logs over the virtual card
 (levels 3 and 9, APDU dumps, VERIFY, GENERAL AUTHENTICATE), p11spy binary traces of the same
@@ -85,11 +86,12 @@ def _child(kind: str, fmt: str, path: Path) -> dict[str, float]:
             for line in f:
                 FLOOR.match(line)
                 n += 1
-    elif kind == "read":
+    elif kind in ("read", "read-lines"):
         from p11spy.decoder.formats.registry import formats
 
         reader = formats()[fmt]
-        read = getattr(reader, "read_blocks", reader.read)  # what decode reads
+        read = reader.read if kind == "read-lines" else getattr(reader, "read_blocks",
+                                                                  reader.read)
         started = _cpu()
         with path.open("rb") as f:
             for _ in read(f):
@@ -170,6 +172,7 @@ def opensc_debug(workdir: Path, size: int, table: Table) -> float:
     label = f"opensc-debug {mb:.0f} MB"
     floor = measure("floor", "opensc-debug", path)
     ours = measure("read", "opensc-debug", path)
+    lines = measure("read-lines", "opensc-debug", path)
     as_json = decode(path, "--json")
     as_text = decode(path)
     ours_small = measure("read", "opensc-debug", small)
@@ -180,6 +183,8 @@ def opensc_debug(workdir: Path, size: int, table: Table) -> float:
     table.add(f"{label}: decode --json, MB/s", f"{mb / as_json['seconds']:.1f}")
     table.add(f"{label}: decode (text), MB/s", f"{mb / as_text['seconds']:.1f}")
     table.add(f"{label}: reader / floor", f"{ours['seconds'] / f:.2f}")
+    table.add(f"{label}: read(), a LogLine per line (diagnose, viewer) / floor",
+              f"{lines['seconds'] / f:.2f}")
     table.add(f"{label}: decode --json / floor", f"{as_json['seconds'] / f:.2f}")
     table.add(f"{label}: decode / floor", f"{as_text['seconds'] / f:.2f}")
     table.add(f"{label}: reader peak RSS MB, {mb:.0f} MB / {small_mb:.0f} MB file",
