@@ -260,11 +260,11 @@ def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
     fn = pcsc.FUNCTIONS[fidx] if fidx < len(pcsc.FUNCTIONS) else None
     parent = 0
     values: dict[tuple[int, int], tuple[int, bytes]] = {}
-    for param, phase, kind, _flags, data in _fields(rec):
+    for param, phase, kind, _flags, off, n in frames.fields(rec):
         if param == pcsc.PARENT_PARAM:
-            parent = u64(data)
+            parent = u64(rec, off) if n >= 8 else u64(rec[off:off + n])
         else:
-            values[(param, phase)] = (kind, data)
+            values[(param, phase)] = (kind, rec[off:off + n])
     common = {"seq": seq, "pid": pid, "tid": tid, "time": utc(start_us),
               "duration_us": dur_ns / 1000.0}
     if fn is not None and fn.name == "SCardTransmit":
@@ -286,8 +286,10 @@ def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
                 v: Any = _reader_states(data)
             elif p.name in ("mszReaders", "szReaderName") and kind == Kind.BYTES:
                 v = [r for r in data.decode("utf-8", "replace").split("\0") if r]
+            elif kind in _GENERIC:
+                v = _value(kind, data, None)
             else:
-                v = _value(kind, data, lambda k, d, p=p: _render_param(p, k, d))
+                v = _render_param(p, kind, data)
             if p.role in _INOUT:
                 args.setdefault(p.name, {})["in" if phase == Phase.IN else "out"] = v
             else:
