@@ -9,6 +9,7 @@ can offer them without importing a reader.
 
 from __future__ import annotations
 
+import importlib
 import io
 import sys
 from collections.abc import Iterator
@@ -18,28 +19,33 @@ from typing import BinaryIO, NamedTuple
 
 from p11spy.decoder.events import Event
 from p11spy.decoder.formats import NAMES
-from p11spy.decoder.formats.opensc_debug import masker as opensc_debug_masker
 from p11spy.decoder.formats.opensc_debug import reader as opensc_debug_reader
-from p11spy.decoder.formats.p11spy import masker as p11spy_masker
 from p11spy.decoder.formats.p11spy import reader as p11spy_reader
-from p11spy.decoder.formats.pcsc_spy import masker as pcsc_spy_masker
 from p11spy.decoder.formats.pcsc_spy import reader as pcsc_spy_reader
-from p11spy.decoder.formats.pkcs11_spy import masker as pkcs11_spy_masker
 from p11spy.decoder.formats.pkcs11_spy import reader as pkcs11_spy_reader
 from p11spy.errors import UserError
 
 
 class Format(NamedTuple):
+    """A format's reader, and its masker imported when asked for: decode, diagnose and the
+    viewer never mask, and the maskers' imports (the APDU decoders) were a third of decode's
+    start."""
+
     reader: ModuleType
-    masker: ModuleType
+    package: str  # the masker is the module `masker` beside the reader
+
+    @property
+    def masker(self) -> ModuleType:
+        return importlib.import_module(f"{self.package}.masker")
 
 
 FORMATS = {
-    "p11spy": Format(p11spy_reader, p11spy_masker),
-    "pkcs11-spy": Format(pkcs11_spy_reader, pkcs11_spy_masker),
-    "opensc-debug": Format(opensc_debug_reader, opensc_debug_masker),
-    "pcsc-spy": Format(pcsc_spy_reader, pcsc_spy_masker),
+    "p11spy": Format(p11spy_reader, "p11spy.decoder.formats.p11spy"),
+    "pkcs11-spy": Format(pkcs11_spy_reader, "p11spy.decoder.formats.pkcs11_spy"),
+    "opensc-debug": Format(opensc_debug_reader, "p11spy.decoder.formats.opensc_debug"),
+    "pcsc-spy": Format(pcsc_spy_reader, "p11spy.decoder.formats.pcsc_spy"),
 }
+assert all(f.reader.__name__ == f"{f.package}.reader" for f in FORMATS.values())
 assert tuple(FORMATS) == NAMES
 
 
