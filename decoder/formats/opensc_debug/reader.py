@@ -59,6 +59,12 @@ from p11spy.facts.pkcs11.model import Function, Role
 MAX_LINE = 1 << 16  # bytes of a line kept (and read at a time); the rest dropped with a warning
 MAX_TEXT = 1 << 16  # characters of one multi-line message kept
 PENDING_MAX = 20000  # lines kept per thread for a call that may still claim them
+# Bounds that only a damaged or hostile log reaches, so that memory stays flat whatever the
+# input: lines under one call before it is emitted without its end (OpenSC's own calls log a
+# few thousand at most), threads followed at once, and the bytes of one APDU dump.
+CALL_LINES_MAX = 100_000
+THREADS_MAX = 4096
+APDU_MAX = 1 << 17
 
 # The prefix of a log line; cheap checks on the first characters choose the expression.
 # Groups: thread key (pid and thread as printed), date, time, application.
@@ -185,7 +191,7 @@ class _OpenCall:
     """A call whose end has not been read yet, with what it logged so far."""
 
     __slots__ = ("function", "start", "end", "entry", "rv", "rv_seen", "line", "args",
-                 "length_query", "children")
+                 "length_query", "children", "lines")
 
     def __init__(self, function: str, start: float | None, line: int, entry: bool) -> None:
         self.function = function
@@ -198,6 +204,7 @@ class _OpenCall:
         self.args: dict[str, Any] = {}
         self.length_query = False
         self.children: list[Event] = []
+        self.lines = 0  # lines in children, but for those of the LogLines still growing
 
 
 class _Thread:
@@ -490,6 +497,7 @@ class _Reader:
         self.dump_line = 0
         self.dump_th: _Thread | None = None
         self.orphan_warned = False
+        self.threads_warned = False
         self.long_lines: list[tuple[int, int]] = []  # (index in chunk, length) of cut lines
 
     # -- emitting -------------------------------------------------------------------------
@@ -504,11 +512,14 @@ class _Reader:
 
     def route(self, th: _Thread, e: Event) -> None:
         """An event logged on th: into its open call, or kept for a call that may claim it."""
-        th.block = None
         c = th.call
         if c is not None:
+            if th.block is not None:
+                c.lines += len(th.block.texts)
+                th.block = None
             c.children.append(e)
             return
+        th.block = None
         pending = th.pending
         if not pending:
             th.pending_line = self.lineno
@@ -563,6 +574,7 @@ class _Reader:
             if not entry and fn not in ENTRY_LOGGED:
                 # logs nothing on entry: what its thread logged since is its start
                 c.children = th.pending
+                c.lines = th.pending_n
                 first = th.pending[0]
                 c.start = first.times[0] if type(first) is LogLines else getattr(first, "time", t)
                 c.line = th.pending_line
@@ -676,6 +688,10 @@ class _Reader:
         self.apdu_record = True
         outgoing = head.group(1) == "Outgoing"
         declared = int(head.group(3))
+        if declared > APDU_MAX:
+            self.warn(line, f"an APDU dump of {declared} bytes, more than any APDU: read as "
+                            f"{APDU_MAX} bytes")
+            declared = APDU_MAX
         if outgoing:
             apdu = Apdu(seq=0, command=b"", pid=th.pid, tid=th.tid, time=t,
                         source=f"line {line}")
@@ -840,6 +856,7 @@ class _Reader:
                 self.warn(lineno + i + 1, f"line of about {length} bytes: only the first "
                                           f"{MAX_LINE} characters kept")
             long_lines.clear()
+            last_k0 = None  # the thread is looked up again, and its call bounded, per chunk
             for lineno, line in enumerate(lines, lineno + 1):  # noqa: B020 - continues
                 # Unix builds' prefixes (0.20+ `P:<pid>; T:0x<tid> <time> [app] <text>`, up to
                 # 0.19 `0x<tid> <time> [app] <text>`) split on spaces, cheaper than a regex;
@@ -902,12 +919,15 @@ class _Reader:
                     base = clock.base if (date, hms) == clock.key else clock.second(date, hms)
                     frac = tstr[9:12]
                     t = None if base is None else base + int(frac) / 10 ** len(frac)
-                if k1 != last_k1 or k0 != last_k0:
+                if k1 != last_k1 or k0 != last_k0:  # another thread, or a new chunk
+                    if th is not None and th.call is not None:
+                        self.bound(th)
                     last_k0, last_k1 = k0, k1
                     key = f"{k0} {k1}" if k0 else k1
                     th = threads.get(key)
                     if th is None:
-                        th = threads[key] = _Thread(key)
+                        self.lineno = lineno
+                        th = self.new_thread(key)
                 assert th is not None
                 if "C_" in text or "ctx.c:" in text or (
                         not fast and ("=====" in text or "fLogin" in text)):
@@ -932,6 +952,32 @@ class _Reader:
         self.finish()
         yield from ready
         ready.clear()
+
+    def bound(self, th: _Thread) -> None:
+        """Emits th's call, without its end, once it holds more than CALL_LINES_MAX lines."""
+        c = th.call
+        assert c is not None
+        if c.lines + len(c.children) + (len(th.block.texts) if th.block else 0) \
+                <= CALL_LINES_MAX:
+            return
+        self.warn(c.line, f"{c.function} (pid {th.pid}, thread {th.tid}) logged more than "
+                          f"{CALL_LINES_MAX} lines: shown without waiting for its end, the lines "
+                          "after these on their own")
+        self.close_call(th)
+
+    def new_thread(self, key: str) -> _Thread:
+        """A thread seen for the first time; past THREADS_MAX, the one seen first is over."""
+        threads = self.threads
+        if len(threads) >= THREADS_MAX:
+            old = threads.pop(next(iter(threads)))
+            if not self.threads_warned:
+                self.threads_warned = True
+                self.warn(self.lineno, f"more than {THREADS_MAX} threads log at once: the "
+                                       "oldest is taken as finished each time a new one starts")
+            self.close_call(old)
+            self.flush_pending(old)
+        th = threads[key] = _Thread(key)
+        return th
 
     def finish(self) -> None:
         self.end_record()
