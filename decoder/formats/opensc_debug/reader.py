@@ -24,6 +24,8 @@ What becomes what:
   LogLine. `Outgoing APDU` / `Incoming APDU` dumps become Apdu events (command, and the
   response of the next Incoming dump on the same thread); their dump lines are not repeated as
   LogLines. Bytes are kept as logged: a VERIFY logged at level 9 carries the PIN in clear.
+* read_blocks() gives each run of lines one thread logged under one parent as one LogLines
+  (no object per line: what decode reads); read() takes them apart into LogLines.
 
 seq: events are numbered in the order they are emitted. A call's rv is known only at its end,
 so a call is emitted when it ends, followed at once by its children in file order; lines no
