@@ -4,16 +4,19 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SHIM := spy/libp11spy.so
+REPLAY := spy/libp11spy-replay.so
 
 # Everything the shim build and the tests use: python3-venv makes .venv, python3-dev has Python.h
 # for Python packages built from source, libpcsclite-dev has PCSC/ifdhandler.h for the bench's
 # PIN-pad reader driver and pcsc-spy, libp11-kit-dev has p11-kit/pkcs11.h for the shim tests' C
 # clients, build-essential the C compiler for the tests' small C programs (the shims are built
-# with zig's, from the ziglang package in .venv).
+# with zig's, from the ziglang package in .venv), nodejs runs Perfetto's trace processor (its
+# WebAssembly build) for tests/test_export.py, chromium is the browser the HTML report's tests
+# drive (playwright, pointed at /usr/bin/chromium).
 APT_PACKAGES := softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools libpcsclite1 libpcsclite-dev \
 	vsmartcard-vpcd python3-virtualsmartcard gnutls-bin libnss3-tools libengine-pkcs11-openssl \
 	openssl openjdk-17-jdk-headless tmux build-essential python3-dev python3-venv \
-	libp11-kit-dev qemu-user-static
+	libp11-kit-dev qemu-user-static nodejs chromium
 # The foreign architectures the shims are built and tested for (Debian's names in testbed/cross.py).
 CROSS_ARCHES := s390x aarch64 ppc64le
 CROSS_SHIMS := $(foreach a,$(CROSS_ARCHES),spy/$(a)/libp11spy.so)
@@ -21,7 +24,7 @@ SHIM_SOURCES := $(wildcard shim_build/*.py facts/*.py facts/pkcs11/*.py spy/*.c 
 
 .PHONY: setup test test-cross bench demo lint clean shim
 
-setup: .stamps/apt $(VENV)/.installed $(SHIM) $(CROSS_SHIMS) .stamps/sysroots
+setup: .stamps/apt $(VENV)/.installed $(SHIM) $(REPLAY) $(CROSS_SHIMS) .stamps/sysroots
 
 # Install only what is missing, so a second run asks apt nothing. The stamp depends on this
 # Makefile, so a package added to the list above is installed by the next make.
@@ -45,8 +48,9 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	@touch $@
 
 # The shims are C generated from the PKCS#11 fact tables, compiled as plain shared objects
-# against glibc 2.17 with zig's C compiler (shim_build/build.py).
-$(SHIM): $(VENV)/.installed $(SHIM_SOURCES)
+# against glibc 2.17 with zig's C compiler (shim_build/build.py), with the replay module
+# (`p11spy replay`) generated from the same tables.
+$(SHIM) $(REPLAY) &: $(VENV)/.installed $(SHIM_SOURCES)
 	$(PY) -m shim_build.build
 
 # The same shims for s390x, aarch64 and ppc64le, into spy/<arch>/.

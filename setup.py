@@ -30,7 +30,8 @@ except ImportError:  # an older setuptools (pyproject.toml asks for a new one)
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the build scripts, shim_build/
-SHIMS = ("libp11spy.so", "libp11spy-2.so", "libp11spy-preload.so")
+SHIMS = ("libp11spy.so", "libp11spy-2.so", "libp11spy-preload.so", "libp11spy-replay.so",
+         "libp11spy-replay-2.so")
 
 
 def _load(name: str, path: Path) -> ModuleType:

@@ -26,7 +26,9 @@ def _selected(events: Iterator[Event], args: argparse.Namespace) -> Iterator[Eve
     kept: set[int] = set()
     for e in events:
         if isinstance(e, Call):
-            if (args.errors and not e.rv) or (args.function and e.function not in args.function):
+            failed = e.rv or e.never_returned
+            if (args.errors and not failed) or (args.function and e.function not in
+                                                args.function):
                 continue
             kept.add(e.seq)
             yield e

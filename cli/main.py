@@ -13,11 +13,25 @@ import signal
 import sys
 
 from p11spy import __version__
-from p11spy.cli import bundle, capture, decode, diagnose, explain, redact, show
+from p11spy.cli import (
+    bundle,
+    capture,
+    decode,
+    diagnose,
+    diff,
+    explain,
+    export,
+    query,
+    redact,
+    replay,
+    report,
+    show,
+)
 from p11spy.errors import UserError
 
 # Each command module offers register(subparsers); the order is the order of `p11spy --help`.
-COMMANDS = (capture, bundle, decode, explain, redact, diagnose, show)
+COMMANDS = (capture, bundle, decode, explain, redact, diagnose, show, report, diff, export, query,
+            replay)
 
 
 def build_parser() -> argparse.ArgumentParser:

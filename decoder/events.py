@@ -32,6 +32,9 @@ class Call(Event):
     call_number: int | None = None  # the tracer's own per-process counter
     source: str | None = None  # where in the input (e.g. "offset 1234" or "line 12")
     module: str | None = None  # path of the module that answered, where the trace says
+    # The trace holds the call's entry and no return: the process crashed, was killed or hung
+    # inside it (p11spy's ENTRY records; rv is then None).
+    never_returned: bool = False
     type: str = "call"
 
     def to_json(self) -> dict[str, Any]:
@@ -44,6 +47,8 @@ class Call(Event):
             out["length_query"] = True
         if self.module:
             out["module"] = self.module
+        if self.never_returned:
+            out["never_returned"] = True
         return out
 
 

@@ -75,8 +75,16 @@ def call_text(c: Call, module: bool = False) -> list[str]:
     if c.length_query:
         lines.append("    (length query: NULL buffer)")
     rv = "(not recorded)" if c.rv is None else f"{c.rv_name} (0x{c.rv:x})"
+    if c.never_returned:
+        rv = f"never returned ({thread_of(c)}): crashed, killed or hung inside the module"
     lines.append(f"  -> {rv}")
     return lines
+
+
+def thread_of(c: Call) -> str:
+    """'thread T of process P', as far as the trace says."""
+    parts = [f"{k} {v}" for k, v in (("thread", c.tid), ("process", c.pid)) if v is not None]
+    return " of ".join(parts) or "thread not recorded"
 
 
 def _hex(b: bytes, limit: int = TEXT_BYTES) -> str:

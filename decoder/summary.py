@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from p11spy.decoder.events import Apdu, Call, Event
 
 TOP = 10
+NEVER_RETURNED = "never returned"  # what stands for the return value of a call that had none
 
 
 @dataclass
@@ -47,18 +48,20 @@ class Summary:
 
     def add(self, e: Event) -> None:
         if isinstance(e, Call):
-            self.add_call(e.function, e.rv, e.rv_name, e.duration_us, e.seq)
+            self.add_call(e.function, e.rv, e.rv_name, e.duration_us, e.seq, e.never_returned)
         elif isinstance(e, Apdu):
             label = e.command[:4].hex(" ").upper()
             self.add_apdu(e.sw, e.duration_us, e.seq, label)
 
     def add_call(self, function: str, rv: int | None, rv_name: str | None,
-                 duration_us: float | None, ref: int) -> None:
+                 duration_us: float | None, ref: int, never_returned: bool = False) -> None:
         self.calls += 1
         st = self.functions.get(function)
         if st is None:
             st = self.functions[function] = FunctionStats()
         st.count += 1
+        if never_returned:  # a failure, if not the module's: counted with the errors
+            rv, rv_name = -1, NEVER_RETURNED
         if rv:
             st.errors += 1
             self.errors += 1

@@ -48,6 +48,15 @@ class RecordType(IntEnum):
     MODULE = 4  # JSON: a module the shim wraps ({"index", "path"}); calls name it by index
     PCSC = 5  # one PC/SC call a module made (function = index in facts/pcsc.py)
     DROPPED = 6  # one ULONG field: records before this one that could not be written
+    ENTRY = 7  # a call entered: its header and in-fields, written before the module is called
+    PASSED_ON = 8  # header only: the call of that ENTRY was passed on to another module
+
+
+def call_key(rec: bytes, p: int = 0) -> bytes:
+    """What pairs a call's ENTRY record with the record of its return (CALL or PASSED_ON):
+    the header's function, pid, thread, start time (bytes 10..32) and call number (48..56),
+    of the record at rec[p:]."""
+    return rec[p + 10:p + 32] + rec[p + 48:p + 56]
 
 
 class Phase(IntEnum):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from p11spy.facts.pkcs11 import structs
+from shim_build import replay_codegen
 from shim_build.codegen import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,13 +100,34 @@ def out_dir(arch: str) -> Path:
     return SPY if arch == NATIVE else SPY / arch
 
 
-def source(arch: str) -> Path:
+# The module `p11spy replay` answers a client with; the 2.x build exports no interfaces, for
+# recordings of a client that found none.
+REPLAYS = (("libp11spy-replay.so", 1), ("libp11spy-replay-2.so", 0))
+# A client that unloads the replay module and loads it again (a plug-in host) goes on where it
+# was in the recording: the module stays in memory, with its place, until the process ends.
+REPLAY_LINK = ["-Wl,-z,nodelete"]
+
+
+def source(arch: str, name: str = "p11spy-shim.c", text=generate) -> Path:
     """Writes the generated C (with the layout checks) for one architecture."""
     work = WORK / arch
     work.mkdir(parents=True, exist_ok=True)
-    src = work / "p11spy-shim.c"
-    src.write_text(generate() + "\n" + layout_checks())
+    src = work / name
+    src.write_text(text() + "\n" + layout_checks())
     return src
+
+
+def _compile(cmd: list[str], target: Path, verbose: bool) -> Path:
+    """Runs one compile into target.tmp and moves it into place."""
+    tmp = target.with_suffix(".so.tmp")
+    if verbose:
+        print(" ".join(cmd))
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    sys.stderr.write(done.stdout + done.stderr)  # warnings too: compilers differ in them
+    if done.returncode != 0:
+        raise SystemExit(f"building {target} failed")
+    tmp.replace(target)  # atomic: a running client keeps its old mapping
+    return target
 
 
 def build(arch: str = NATIVE, *, system_cc: bool = False, verbose: bool = False) -> list[Path]:
@@ -118,16 +140,16 @@ def build(arch: str = NATIVE, *, system_cc: bool = False, verbose: bool = False)
     for shim in SHIMS:
         target = dest / shim.name
         tmp = target.with_suffix(".so.tmp")
-        cmd = [*cc, *FLAGS, f"-DP11SPY_EXPORT_INTERFACES={int(shim.interfaces)}",
-               f"-DP11SPY_PRELOAD={int(shim.preload)}", "-o", str(tmp), str(src), *LINK]
-        if verbose:
-            print(" ".join(cmd))
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        sys.stderr.write(done.stdout + done.stderr)  # warnings too: compilers differ in them
-        if done.returncode != 0:
-            raise SystemExit(f"building {target} failed")
-        tmp.replace(target)  # atomic: a running client keeps its old mapping
-        built.append(target)
+        built.append(_compile([*cc, *FLAGS, f"-DP11SPY_EXPORT_INTERFACES={int(shim.interfaces)}",
+                               f"-DP11SPY_PRELOAD={int(shim.preload)}", "-o", str(tmp),
+                               str(src), *LINK], target, verbose))
+    if arch == NATIVE:  # the replay runs where the support engineer works
+        rsrc = source(arch, "p11spy-replay.c", replay_codegen.generate)
+        for name, interfaces in REPLAYS:
+            target = dest / name
+            built.append(_compile([*cc, *FLAGS, f"-DP11SPY_EXPORT_INTERFACES={interfaces}",
+                                   "-o", str(target.with_suffix(".so.tmp")), str(rsrc), *LINK,
+                                   *REPLAY_LINK], target, verbose))
     return built
 
 

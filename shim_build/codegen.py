@@ -87,7 +87,12 @@ def _in_capture(fn: Function, i: int, p: Param) -> list[str]:
     raise ValueError(f"{fn.name}.{n}: no capture for role {r}")
 
 
-def _out_capture(fn: Function, i: int, p: Param) -> list[str]:
+_REAL_GAV = "c->real[P11_FN_C_GetAttributeValue]"
+
+
+def _out_capture(fn: Function, i: int, p: Param, gav: str = _REAL_GAV) -> list[str]:
+    """What the shim records of a parameter after the call; gav is the C_GetAttributeValue
+    asked for an object's class when a value may be key material."""
     r = p.role
     n = p.name
     if r is Role.LENGTH_PTR:
@@ -106,7 +111,7 @@ def _out_capture(fn: Function, i: int, p: Param) -> list[str]:
         obj = next(q.name for q in fn.params if q.role is Role.HANDLE and q.kind == "object")
         return [
             f"p11_template_inout_out(&r, {i}, rv, {session}, {obj}, {n}, {p.length}, &ts_{n}, "
-            f"c->real[P11_FN_C_GetAttributeValue]);"
+            f"{gav});"
         ]
     if r is Role.STRUCT_OUT:
         return [f"p11_struct_out(&r, {i}, rv, {n}, sizeof({p.struct}));"]
@@ -119,6 +124,21 @@ def _out_capture(fn: Function, i: int, p: Param) -> list[str]:
     if r is Role.INTERFACE_OUT:
         return [f"if ({n}) {{ CK_ULONG one = 1; p11_interfaces_out(&r, {i}, rv, *{n}, &one, 1); }}"]
     return []
+
+
+def _record_in(fn: Function, module: str) -> list[str]:
+    """A wrapper's locals for what it saves across the call, and its record of the inputs
+    (the replay module's functions begin the same way)."""
+    body: list[str] = []
+    for p in fn.params:
+        if p.role is Role.LENGTH_PTR:
+            body.append(f"    CK_ULONG saved_{p.name} = 0;")
+        if p.role is Role.TEMPLATE_INOUT:
+            body.append(f"    struct p11_tmpl_saved ts_{p.name};")
+    body.append(f"    p11_rec_begin(&r, P11_FN_{fn.name}, {module});")
+    for i, p in enumerate(fn.params):
+        body += [f"    {line}" for line in _in_capture(fn, i, p)]
+    return body
 
 
 def _impl(fn: Function) -> str:
@@ -134,14 +154,7 @@ def _impl(fn: Function) -> str:
         body.append(f"    fn_t real = (fn_t)c->real[P11_FN_{fn.name}];")
         call = f"real({args})"
     body += ["    struct p11_rec r;", "    CK_RV rv;"]
-    for p in params:
-        if p.role is Role.LENGTH_PTR:
-            body.append(f"    CK_ULONG saved_{p.name} = 0;")
-        if p.role is Role.TEMPLATE_INOUT:
-            body.append(f"    struct p11_tmpl_saved ts_{p.name};")
-    body.append(f"    p11_rec_begin(&r, P11_FN_{fn.name}, (unsigned)c->mod->index);")
-    for i, p in enumerate(params):
-        body += [f"    {line}" for line in _in_capture(fn, i, p)]
+    body += _record_in(fn, "(unsigned)c->mod->index")
     body += ["    p11_rec_call_start(&r);", f"    rv = {call};", "    p11_rec_call_end(&r);"]
     for i, p in enumerate(params):
         body += [f"    {line}" for line in _out_capture(fn, i, p)]

@@ -17,7 +17,7 @@ from pathlib import Path
 from p11spy.errors import UserError
 from p11spy.spy.shims import PRELOAD
 
-from .runstatus import StatusFile, last_words
+from .runstatus import Status, StatusFile, last_words
 
 
 def _default_folder() -> Path:
@@ -80,7 +80,8 @@ def run_traced(args: argparse.Namespace) -> int:
     try:
         child, status = (_run_shown(command, env, output) if args.show
                          else _run_child(command, env))
-        words = last_words(status_file.read(), command, env, child, args.module)
+        facts = status_file.read()
+        words = last_words(facts, command, env, child, args.module)
     finally:
         status_file.remove()
         if folder is not None:
@@ -89,9 +90,17 @@ def run_traced(args: argparse.Namespace) -> int:
     if status < 0:
         name = signal.Signals(-status).name
         if -status not in (signal.SIGINT, signal.SIGPIPE):  # as a shell: those go unsaid
-            words.insert(0, f"p11spy run: client killed by {name}")
+            words.insert(0, f"p11spy run: client killed by {name}{_inside(facts, child)}")
     print("\n".join(words), file=sys.stderr)
     return 128 - status if status < 0 else status
+
+
+def _inside(facts: Status, child: int) -> str:
+    """' inside C_Sign (thread 1234)': the calls the client died in, from its traces."""
+    from p11spy.spy.inside import calls_inside  # only after a death
+
+    found = calls_inside(facts.traces, child)
+    return " inside " + ", ".join(f"{fn} (thread {tid})" for fn, tid in found) if found else ""
 
 
 # How a shell reports a command it could not start: 127 not found, 126 found but not runnable.

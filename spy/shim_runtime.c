@@ -249,7 +249,7 @@ static int p11_write_fd(int fd, const void *data, size_t n)
 {
     const unsigned char *p = data;
     while (n > 0) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = (ssize_t)syscall(SYS_write, fd, p, n); /* no cancellation point */
         if (w < 0) {
             if (errno == EINTR) continue;
             /* disk full, file too large: the application must not notice */
@@ -267,10 +267,8 @@ static void p11_dropped_record(unsigned char *rec, uint64_t count);   /* below *
 /* Writes one record. Records lost to a failed write (full disk) are counted; the count is
  * written as a DROPPED record before the next record that can be written, so a reader knows
  * calls are missing and how many. */
-static void p11_write_all(const void *data, size_t n)
+static void p11_write_to(int fd, const void *data, size_t n)
 {
-    int fd = p11_out_fd();
-    if (fd < 0) return;
     uint64_t lost = __atomic_load_n(&g_dropped, __ATOMIC_RELAXED) /* no locked op per record */
                     ? __atomic_exchange_n(&g_dropped, 0, __ATOMIC_ACQ_REL) : 0;
     if (lost) {
@@ -284,6 +282,12 @@ static void p11_write_all(const void *data, size_t n)
     if (n && !p11_write_fd(fd, data, n)) __atomic_add_fetch(&g_dropped, 1, __ATOMIC_ACQ_REL);
 }
 
+static void p11_write_all(const void *data, size_t n)
+{
+    int fd = p11_out_fd();
+    if (fd >= 0) p11_write_to(fd, data, n);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Records                                                                                     */
 
@@ -295,6 +299,7 @@ struct p11_rec {
     uint64_t start_us, t0, t1, seq, prev_seq;
     unsigned fn, mod, type;
     struct p11_rec *outer;         /* the call this one was made from, on this thread */
+    int entry_fd;                  /* where its ENTRY went, checked then; -1: none written */
     int passed_on;                 /* it called another module's function: not recorded */
     struct { int param; const unsigned char *p; CK_ULONG n; } pending[P11_MAX_PENDING];
     int npending;
@@ -358,6 +363,7 @@ static void p11_rec_begin(struct p11_rec *r, unsigned fn, unsigned mod)
 {
     memset(r, 0, offsetof(struct p11_rec, pending));
     r->npending = 0;
+    r->entry_fd = -1;
     r->fn = fn;
     r->mod = mod;
     r->type = REC_CALL;
@@ -384,7 +390,13 @@ static void p11_rec_begin(struct p11_rec *r, unsigned fn, unsigned mod)
     p11_put(r, zero, sizeof zero);
 }
 
-static void p11_rec_call_start(struct p11_rec *r) { r->t0 = p11_mono_ns(); }
+static void p11_rec_entry(struct p11_rec *r);   /* below */
+/* The module is about to be called: the ENTRY record goes out first (its write is not timed). */
+static void p11_rec_call_start(struct p11_rec *r)
+{
+    p11_rec_entry(r);
+    r->t0 = p11_mono_ns();
+}
 static void p11_rec_call_end(struct p11_rec *r) { r->t1 = p11_mono_ns(); }
 
 static void p11_rec_header(struct p11_rec *r, unsigned type, unsigned mod, unsigned fn,
@@ -423,12 +435,47 @@ static void p11_dropped_record(unsigned char *rec, uint64_t count)
 }
 
 static void p11_flush_pending(struct p11_rec *r, CK_RV rv);
+static void p11_unread(struct p11_rec *r, int param, int phase, CK_ULONG claimed);
+
+/* The ENTRY record: the call's header and its in-arguments, written before the module is
+ * called, so that a call the process never comes back from (a crash, a kill, a hang) is in the
+ * trace. The CALL record written on return repeats them (it stays whole, so every reader of
+ * CALL records reads it alone); readers pair the two by pid, thread, call number and start.
+ * An input too large to copy is digested only after a successful call: here it is UNREAD. */
+static void p11_rec_entry(struct p11_rec *r)
+{
+    if (r->failed || r->type != REC_CALL) return; /* PC/SC calls: on return only */
+    size_t len = r->len;
+    for (int i = 0; i < r->npending; i++)
+        p11_unread(r, r->pending[i].param, PH_IN, r->pending[i].n);
+    p11_rec_header(r, REC_ENTRY, r->mod, r->fn, 0, 0, r->seq);
+    if (!r->failed && (r->entry_fd = p11_out_fd()) >= 0)
+        p11_write_to(r->entry_fd, r->buf, r->len);
+    r->len = len;
+}
+
+/* The descriptor is checked before the ENTRY is written (p11_out_fd); the return of a call that
+ * took less than this goes to it unchecked, as the check is a system call and two records per
+ * call must cost less than pkcs11-spy's one. Another thread of the client would have to close
+ * our descriptor and open a file under its number within those microseconds; a longer call's
+ * return is checked again. */
+#define P11_RECHECK_NS 100000
 
 static void p11_rec_finish(struct p11_rec *r, CK_RV rv)
 {
     p11_flush_pending(r, rv);
-    p11_rec_header(r, r->type, r->mod, r->fn, r->t1 - r->t0, rv, r->seq);
-    if (!r->failed && !r->passed_on) p11_write_all(r->buf, r->len);
+    /* A call passed on to another module is that module's call record; its ENTRY is closed by
+     * a PASSED_ON record, the header alone. */
+    if (r->passed_on && !r->failed) r->len = P11_RECORD_SIZE;
+    p11_rec_header(r, r->passed_on ? REC_PASSED_ON : r->type, r->mod, r->fn, r->t1 - r->t0,
+                   rv, r->seq);
+    if (!r->failed) {
+        int fd = r->entry_fd;
+        if (fd < 0 || r->t1 - r->t0 > P11_RECHECK_NS ||
+            __atomic_load_n(&g_fd, __ATOMIC_ACQUIRE) != fd)
+            fd = p11_out_fd();
+        if (fd >= 0) p11_write_to(fd, r->buf, r->len);
+    }
     t_tls.call_seq = r->prev_seq;
     t_tls.cur = r->outer;
     if (r->owned) free(r->buf);
@@ -1325,7 +1372,7 @@ static int p11_load_module(void)
     return 1;
 }
 
-#if !P11SPY_PRELOAD
+#if !P11SPY_PRELOAD && !P11SPY_REPLAY
 /* Found by p11_load_module in a module that is one of our shims. */
 P11_EXPORT const char p11spy_shim_version[] = P11SPY_VERSION;
 

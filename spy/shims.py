@@ -65,3 +65,16 @@ def shim_path(module: str | None = None, arch: str = NATIVE) -> Path:
     if not path.is_file():
         raise UserError(f"the shim is not built ({path} is missing): run `make setup`")
     return path
+
+
+REPLAY = HERE / "libp11spy-replay.so"  # `p11spy replay --lib`: answers from a recorded trace
+REPLAY_2 = HERE / "libp11spy-replay-2.so"  # the same, exporting no PKCS#11 3.0 interfaces
+
+
+def replay_module(interfaces: bool = True) -> Path:
+    """The built replay module (the 2.x build when the recorded client found no interfaces);
+    a UserError if it is not built."""
+    path = REPLAY if interfaces else REPLAY_2
+    if not path.is_file():
+        raise UserError(f"the replay module is not built ({path} is missing): run `make setup`")
+    return path

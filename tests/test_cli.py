@@ -20,8 +20,9 @@ def test_help_lists_the_commands_that_exist():
     res = cli("--help")
     assert res.returncode == 0
     listed = re.findall(r"^    (\w+) ", res.stdout, re.M)
-    assert listed == ["lib", "run", "bundle", "decode", "explain", "redact", "diagnose", "show"], \
-        res.stdout
+    assert listed == ["lib", "run", "bundle", "decode", "explain", "redact", "diagnose", "show",
+                      "report", "diff", "export", "query",
+                      "replay"], res.stdout
 
 
 def test_version():

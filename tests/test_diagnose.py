@@ -701,6 +701,8 @@ ROOT_CAUSE: dict[str, str | None] = {
     # wrong PIN is followed by the right one; the same from s390x (big-endian) and x86_64
     "p11spy/cross-s390x.p11": "already-initialized",
     "p11spy/cross-x86_64.p11": "already-initialized",
+    # a thread of the client died of SIGSEGV inside SoftHSM2's C_GenerateRandom
+    "p11spy/real-thread-crashed-in-module.p11": "call-never-returned",
     # the client died inside SCardTransmit (libpcscspy 1.9.9 and a NULL pioRecvPci)
     "pcsc-spy/real-1.9.9-null-recv-pci-crash-decoded-n.txt": "call-never-returned",
     "pcsc-spy/real-1.9.9-null-recv-pci-crash.raw": "call-never-returned",

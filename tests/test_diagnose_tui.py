@@ -12,6 +12,7 @@ from p11spy.tui.app import ShowApp
 from p11spy.tui.detail import build, plain
 from p11spy.tui.findings import FindingsScreen, finding_text, marks, rows_cited
 from p11spy.tui.p11_index import P11Index
+from p11spy.tui.trace_view import TraceView
 from tests.conftest import REPO
 from tests.test_tui import ready, sync
 
@@ -45,13 +46,7 @@ async def test_panel_lists_findings_and_goes_to_the_call() -> None:
                 tv.go_to_record(rec)
 
         app.push_screen(FindingsScreen(tv.index), done)
-        screen = app.screen
-        assert isinstance(screen, FindingsScreen)
-        for _ in range(300):
-            await pilot.pause(0.01)
-            if screen.findings is not None:
-                break
-        await pilot.pause(0.1)
+        screen = await findings_shown(pilot, app)
         table = screen.query_one("#findings", DataTable)
         assert table.row_count == 2  # the encoding leads, the wrong PIN inside it
         assert "wrongly encoded" in str(table.get_row_at(0)[1])
@@ -87,6 +82,30 @@ def test_the_seqs_diagnose_cites_are_the_viewers_records(name: str) -> None:
             (type(e), getattr(e, "function", None), getattr(e, "command", None)), e.seq
 
 
+async def findings_shown(pilot, app: ShowApp) -> FindingsScreen:
+    """The findings panel on top, once diagnose has filled it."""
+    screen = app.screen
+    assert isinstance(screen, FindingsScreen)
+    for _ in range(300):
+        await pilot.pause(0.01)
+        if screen.findings is not None:
+            break
+    await pilot.pause(0.1)
+    return screen
+
+
+async def first_finding(pilot, app: ShowApp) -> tuple[TraceView, str, int]:
+    """What a user does: d, then Enter on the first finding. The trace's view, that finding's
+    title as listed, and the record the viewer is on after."""
+    tv = await ready(pilot)
+    await pilot.press("d")
+    screen = await findings_shown(pilot, app)
+    first = str(screen.query_one("#findings", DataTable).get_row_at(0)[1])
+    await pilot.press("enter")
+    await pilot.pause(0.2)
+    return tv, first, tv.calls.current()[0]
+
+
 @sync
 async def test_d_on_a_card_trace_goes_to_the_login_and_marks_it() -> None:
     """What a user does: open a p11spy trace of a wrong PIN on the card, press d, Enter on the
@@ -94,19 +113,8 @@ async def test_d_on_a_card_trace_goes_to_the_login_and_marks_it() -> None:
     path = REPO / "fixtures" / "p11spy" / "real-card-wrong-pin.p11"
     app = ShowApp.for_paths([path])
     async with app.run_test(size=(120, 40)) as pilot:
-        tv = await ready(pilot)
-        await pilot.press("d")
-        screen = app.screen
-        assert isinstance(screen, FindingsScreen)
-        for _ in range(300):
-            await pilot.pause(0.01)
-            if screen.findings is not None:
-                break
-        await pilot.pause(0.1)
-        assert "Wrong PIN" in str(screen.query_one("#findings", DataTable).get_row_at(0)[1])
-        await pilot.press("enter")
-        await pilot.pause(0.2)
-        rec, _kid = tv.calls.current()
+        tv, first, rec = await first_finding(pilot, app)
+        assert "Wrong PIN" in first
         assert tv.index.event(rec).function == "C_Login"
         assert tv.index.marks[rec] == "error"
         line = tv.calls.render_line(tv.calls.cursor - int(tv.calls.scroll_offset.y))

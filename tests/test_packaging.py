@@ -1,7 +1,7 @@
 """p11spy installs like any other package (issue 12): `python -m build` makes an sdist and,
 from that sdist, a wheel whose build compiles the shims; the wheel installs into a fresh
-virtualenv on a machine with no C compiler, and there `p11spy lib`, `run`, `decode` and `show`
-work as they do in the checkout, and `bundle` packs the shims it carries.
+virtualenv on a machine with no C compiler, and there `p11spy lib`, `run`, `decode`, `show` and
+`report` work as they do in the checkout, and `bundle` packs the shims it carries.
 
 The build and the install take a minute or two (the build environment and the dependencies
 come from the package index, through pip's cache)."""
@@ -148,6 +148,24 @@ def test_run_traces_a_real_client_and_the_trace_decodes(venv: Path, no_compiler:
     assert token.label in dec.stdout
 
 
+def test_replay_from_the_installed_package(venv: Path, no_compiler: str, token: Token,
+                                          tmp_path: Path) -> None:
+    """The wheel carries the replay module: a run traced by the installed p11spy is answered
+    by the installed replay module, the token's folder gone."""
+    res = p11spy(venv, no_compiler, "run", "-o", str(tmp_path / "%n-%p.p11"), "--",
+                 "pkcs11-tool", "--module", SOFTHSM_MODULE, "-L",
+                 SOFTHSM2_CONF=str(token.conf))
+    assert res.returncode == 0, res.stderr
+    (trace,) = tmp_path.glob("pkcs11-tool-*.p11")
+    lib = p11spy(venv, no_compiler, "replay", "--lib", str(trace), "-o", str(tmp_path / "r"))
+    assert lib.returncode == 0, lib.stderr
+    shutil.rmtree(token.conf.parent / "tokens")
+    got = subprocess.run(["pkcs11-tool", "--module", lib.stdout.strip(), "-L"],
+                         capture_output=True, text=True, timeout=120,
+                         env=_env(venv, no_compiler))
+    assert (got.stdout, got.returncode) == (res.stdout, 0), got.stderr
+
+
 def test_decode_and_diagnose_read_a_fixture_as_the_checkout_does(venv: Path,
                                                                  no_compiler: str) -> None:
     checkout = str(Path(sys.executable).parent / "p11spy")
@@ -156,6 +174,23 @@ def test_decode_and_diagnose_read_a_fixture_as_the_checkout_does(venv: Path,
         here = subprocess.run([checkout, *args], capture_output=True, text=True, timeout=120)
         assert installed.stdout == here.stdout and installed.returncode == here.returncode
     assert "CKR_PIN_INCORRECT" in installed.stdout
+
+
+def test_report_from_the_installed_package(venv: Path, no_compiler: str, tmp_path: Path
+                                           ) -> None:
+    """The report's template, style and script are package data the wheel carries: the page
+    the installed p11spy writes is the checkout's (but for the line saying when it was made)."""
+    checkout = str(Path(sys.executable).parent / "p11spy")
+    pages = []
+    for name in ("installed", "checkout"):
+        out = tmp_path / f"{name}.html"
+        args = ("report", str(FIXTURE), "-o", str(out))
+        res = p11spy(venv, no_compiler, *args) if name == "installed" else \
+            subprocess.run([checkout, *args], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        pages.append(re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+", "", out.read_text()))
+    assert pages[0] == pages[1]
+    assert "CKR_PIN_INCORRECT" in pages[0] and "function start()" in pages[0]
 
 
 def test_show_opens_the_viewer_in_a_terminal(venv: Path, no_compiler: str) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from p11spy.decoder.events import Call, ModuleInfo, Process, TraceWarning
+from p11spy.facts.logformat import RECORD, RecordType
+from p11spy.facts.pkcs11 import functions
 from p11spy.tui.p11_index import P11Index
 
 from .conftest import SOFTHSM_MODULE, USER_PIN, read_trace, run
@@ -301,6 +303,17 @@ def test_key_values_of_classes_that_may_hold_keys_are_masked(token, tmp_path, sp
     assert b"plain-data-value-0a11" in raw
 
 
+def _call_records(trace: Path, function: str) -> int:
+    """Entry and call records of one function in a little-endian trace, from the headers."""
+    index = next(i for i, f in enumerate(functions.FUNCTIONS) if f.name == function)
+    data, off, n = trace.read_bytes(), 0, 0
+    while off + RECORD.size <= len(data):
+        _m, length, rtype, _mod, fidx, *_ = RECORD.unpack_from(data, off)
+        n += fidx == index and rtype in (RecordType.ENTRY, RecordType.CALL)
+        off += max(length, RECORD.size)
+    return n
+
+
 @pytest.mark.parametrize("after", [20, 0])
 def test_full_disk_says_how_many_records_are_missing(token, tmp_path, spy_env, shim, after):
     """Writes failing (file size limit, as a full disk): the client sees nothing; the trace
@@ -315,13 +328,17 @@ def test_full_disk_says_how_many_records_are_missing(token, tmp_path, spy_env, s
     notes = [e.message for e in events if isinstance(e, TraceWarning)]
     assert notes and all("record(s) missing here" in n for n in notes)
     missing = sum(int(n.split(": ", 1)[1].split()[0]) for n in notes)
-    calls = [e.function for e in events if isinstance(e, Call)]
-    made = 50 + after + 1  # C_GetInfo calls and C_Finalize
-    assert 0 < missing < made and calls.count("C_GetInfo") + ("C_Finalize" in calls) + missing \
-        == made
-    assert ("C_Finalize" in calls) == (after > 0)
+    calls = [e for e in events if isinstance(e, Call)]
+    made = 50 + after + 1  # C_GetInfo calls and C_Finalize, two records each (entry, return)
+    written = sum(_call_records(trace, fn) for fn in ("C_GetInfo", "C_Finalize"))
+    assert 0 < missing < 2 * made and written + missing == 2 * made
+    assert ("C_Finalize" in [c.function for c in calls if c.rv is not None]) == (after > 0)
+    # a call whose return was among the lost records is not said to have crashed
+    assert not any(c.never_returned for c in calls)
     if not after:
-        assert isinstance(events[-1], TraceWarning)  # written at unload, after everything else
+        # written at unload, after everything else (but entries the reader lists at the end)
+        assert isinstance([e for e in events if getattr(e, "rv", 0) is not None][-1],
+                          TraceWarning)
     assert any(isinstance(e, ModuleInfo) for e in events)
     index = P11Index(trace)  # the viewer says the same, where decode says it
     index.scan(lambda: False)

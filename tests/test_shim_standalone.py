@@ -20,7 +20,8 @@ from p11spy.decoder.events import Call, Process
 from tests.conftest import REPO, USER_PIN, read_trace
 
 SPY = REPO / "spy"
-SHIMS = [SPY / "libp11spy.so", SPY / "libp11spy-2.so", SPY / "libp11spy-preload.so"]
+SHIMS = [SPY / "libp11spy.so", SPY / "libp11spy-2.so", SPY / "libp11spy-preload.so",
+         SPY / "libp11spy-replay.so", SPY / "libp11spy-replay-2.so"]  # the replay: for clients too
 # libc, the dynamic linker, and the two libraries glibc before 2.34 kept apart from libc.
 LIBC_ONLY = re.compile(r"^(libc\.so\.6|ld-linux[-\w.]*\.so\.\d|ld64\.so\.\d|libdl\.so\.2|"
                        r"libpthread\.so\.0)$")

@@ -18,7 +18,7 @@ from rich.tree import Tree
 
 from p11spy.decoder.apdu import CommandApdu, ResponseApdu, decode_command, decode_response
 from p11spy.decoder.events import Apdu, Call, Event, LogLine, PcscCall, TraceWarning
-from p11spy.decoder.render import call_text, pcsc_text
+from p11spy.decoder.render import call_text, pcsc_text, thread_of
 from p11spy.decoder.values import format_time
 from p11spy.tui.explain import explain_rv, explain_sw, sw_class
 from p11spy.tui.row_text import fmt_duration, header_text, masked_hex
@@ -80,8 +80,10 @@ def _kid_heading(index: TraceIndex, rec: int, e: Event, st: dict[str, Style]) ->
 
 
 def _call(index: TraceIndex, rec: int, c: Call, st: dict[str, Style]) -> RenderableType:
-    failed = bool(c.rv)
+    failed = bool(c.rv) or c.never_returned
     rv = "(not recorded)" if c.rv is None else f"{c.rv_name} (0x{c.rv:x})"
+    if c.never_returned:
+        rv = f"never returned ({thread_of(c)}): crashed, killed or hung inside the module"
     parts: list[RenderableType] = [
         Text.assemble((c.function, _role(st, "title")), "  ",
                       (rv, _role(st, "error" if failed else ("ok" if c.rv == 0 else "dim")))),

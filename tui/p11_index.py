@@ -23,15 +23,17 @@ import time
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
+from itertools import islice
 from pathlib import Path
 
 from p11spy.decoder.events import Event, TraceWarning
 from p11spy.decoder.formats.p11spy import byteorder, frames
 from p11spy.decoder.formats.p11spy import reader as p11log
-from p11spy.decoder.summary import FunctionStats, Summary
+from p11spy.decoder.formats.p11spy.entries import OpenCalls
+from p11spy.decoder.summary import NEVER_RETURNED, FunctionStats, Summary
 from p11spy.decoder.values import format_time, rv_name
 from p11spy.facts import pcsc
-from p11spy.facts.logformat import FIELD, MAGIC, RECORD, ULONG, Kind, Phase, RecordType
+from p11spy.facts.logformat import FIELD, MAGIC, RECORD, ULONG, Kind, Phase, RecordType, call_key
 from p11spy.facts.pkcs11 import functions
 from p11spy.tui.trace_index import (
     APDU,
@@ -62,6 +64,8 @@ _RESPONSE_PARAM = 5  # SCardTransmit's pbRecvBuffer, as p11log reads it
 _ULONG = int(Kind.ULONG)
 _CALL_T = int(RecordType.CALL)
 _PCSC_T = int(RecordType.PCSC)
+_ENTRY_T = int(RecordType.ENTRY)
+_PASSED_T = int(RecordType.PASSED_ON)
 
 
 def little_endian(path: Path) -> Path:
@@ -98,6 +102,8 @@ class P11Index(TraceIndex):
         # per function id [count, errors, total ns, max ns]; failures per (function, rv).
         self._fstats: list[list[int]] = [[0, 0, 0, 0] for _ in self.func_names]
         self._failures: dict[tuple[int, int], int] = {}
+        self._never_returned: dict[int, int] = {}  # function id -> calls that never returned
+        self._return_lost: set[int] = set()  # entries whose return may have been lost
         self._slowest: list[tuple[int, int]] = []  # (duration ns, record), a min-heap
         self._sws: dict[str | None, int] = {}
         self.kid_owner = array("I")  # calls with children, in order
@@ -105,6 +111,7 @@ class P11Index(TraceIndex):
         self.kid_end = array("I")
         self.kid_list = array("I")
         self._pending: dict[tuple[int, int], list[int]] = {}
+        self._entered: OpenCalls[int] = OpenCalls()  # offsets of entries not yet returned
         self._seq_order: array | None = None  # seq -> record, built when first asked
         self._module_paths: dict[tuple[int, int], str] = {}  # (pid, module index) -> path
         self._data = little_endian(path)  # what is scanned and read: path, or its twin
@@ -190,6 +197,8 @@ class P11Index(TraceIndex):
         fstats, failures, slowest, sws = self._fstats, self._failures, self._slowest, self._sws
         slow_min = slowest[0][0] if len(slowest) >= SLOWEST else -1
         pending = self._pending
+        entered = self._entered
+        open_entries = entered.items
         fsize = FIELD.size
         session_len = hs + fsize + 8
         nfn = len(_FN)
@@ -207,7 +216,21 @@ class P11Index(TraceIndex):
             thread = thread_ids.get(tkey)
             if thread is None:
                 thread = self.thread_id(pid, tid)
+            if rtype == _ENTRY_T:  # listed only if no return closes it (_orphans)
+                for given_up, lost in entered.enter(buf[p + 10:p + 32] + buf[p + 48:p + 56],
+                                                    base + p):  # logformat.call_key, inlined
+                    self._unreturned(given_up, lost)
+                p += length
+                continue
+            if rtype == _PASSED_T:  # the module it was passed on to recorded the call
+                entered.leave(call_key(buf, p))
+                p += length
+                continue
             if rtype == _CALL_T:
+                if open_entries:
+                    key = buf[p + 10:p + 32] + buf[p + 48:p + 56]  # logformat.call_key, inlined
+                    if key in open_entries:
+                        entered.leave(key)
                 session = NO_ID
                 if fidx in _SESSION_FIRST and length >= session_len:
                     param, _ph, kind, _fl, _n = field(buf, p + hs)
@@ -276,6 +299,7 @@ class P11Index(TraceIndex):
                 if rtype == RecordType.MODULE:
                     self._module(pid, buf[p + hs:p + length])
                 if rtype == RecordType.DROPPED:
+                    entered.records_lost(buf[p + 12:p + 16])
                     self.warnings[rec] = p11log.dropped_message(pid, bytes(buf[p:p + length]))
                 elif kind == WARNING:
                     self.warnings[rec] = f"byte {base + p}: record of unknown type {rtype}"
@@ -302,6 +326,13 @@ class P11Index(TraceIndex):
                     fs.rvs["CKR_OK"] = count - errs
                 st.calls += count
                 st.errors += errs
+        for fid, n in list(self._never_returned.items()):
+            fs = st.functions.setdefault(names[fid], FunctionStats())
+            fs.count += n
+            fs.errors += n
+            fs.rvs[NEVER_RETURNED] += n
+            st.calls += n
+            st.errors += n
         for (fid, rv), n in list(self._failures.items()):
             fs = st.functions.setdefault(names[fid], FunctionStats())
             fs.rvs[rv_name(rv) or f"0x{rv:x}"] += n
@@ -310,6 +341,59 @@ class P11Index(TraceIndex):
             st.apdus += n
         st.slowest_calls = [(d / 1000.0, r, self.function(r)) for d, r in list(self._slowest)]
         return st
+
+    def inside(self, older_than_s: float) -> list[tuple[str, int | None, float]]:
+        """The oldest entries the scan holds open (called from the UI while a followed scan
+        runs, so only a few keys are copied; the key says function, thread and start:
+        logformat.call_key)."""
+        try:
+            keys = list(islice(self._entered.items, 8))
+        except RuntimeError:  # changed while copied: next time
+            return []
+        now = time.time()
+        out = []
+        for key in keys:
+            fidx, tid, start_us = (int.from_bytes(key[0:2], "little"),
+                                   int.from_bytes(key[6:14], "little"),
+                                   int.from_bytes(key[14:22], "little"))
+            since = now - start_us / 1e6
+            if since >= older_than_s:
+                out.append((_FN[fidx].name if fidx < len(_FN) else f"function #{fidx}", tid,
+                            since))
+        return out
+
+    def _unreturned(self, offset: int, lost: bool = False) -> None:
+        """A row for a call that entered and never returned (its ENTRY record at offset), with
+        the PC/SC records made under it; lost: its return may be among records that went
+        missing (p11log.read says the same)."""
+        first = RECORD.size + FIELD.size + 8  # the header and a first ULONG field
+        head = os.pread(self._fd, first, offset)
+        if len(head) < RECORD.size:
+            return
+        _m, length, _t, _mod, fidx, pid, tid, _start, _dur, _rv, number = RECORD.unpack(
+            head[:RECORD.size])
+        rec = len(self.kinds)
+        fid = fidx if fidx < len(_FN) else self._unknown
+        session = NO_ID
+        if fidx in _SESSION_FIRST and length >= first and len(head) == first:
+            param, _ph, kind, _fl, _n = FIELD.unpack_from(head, RECORD.size)
+            if param == 0 and kind == _ULONG:
+                session = self.session_id(pid, ULONG.unpack_from(head, first - 8)[0])
+        self.offsets.append(offset)
+        self.kinds.append(CALL if lost else CALL | ERROR)
+        self.funcs.append(fid)
+        self.threads.append(self.thread_id(pid, tid))
+        self.sessions.append(session)
+        self.rvs.append(self.rv_id(None))
+        if lost:
+            self._return_lost.add(rec)
+        else:
+            self.errors.append(rec)
+            self._never_returned[fid] = self._never_returned.get(fid, 0) + 1
+        kids = self._pending.pop((pid, number), None)
+        if kids:
+            self._adopt(rec, kids)
+        self.rows.append(rec)
 
     def _opened_session(self, buf: bytes, p: int, length: int, pid: int) -> int:
         for param, phase, kind, _flags, data_off, _n in frames.fields(buf, p, p + length):
@@ -348,7 +432,10 @@ class P11Index(TraceIndex):
         return rec
 
     def _orphans(self) -> None:
-        """PC/SC records of calls that never returned: under a warning, as p11log.read does."""
+        """Calls that entered and never returned, then PC/SC records of calls that never
+        returned in a trace without entry records (under a warning), as p11log.read does."""
+        for offset, lost in self._entered.drain():
+            self._unreturned(offset, lost)
         for (pid, number), kids in self._pending.items():
             rec = self._warn(self.offsets[kids[0]],
                              f"process {pid}: call #{number} never returned "
@@ -384,6 +471,7 @@ class P11Index(TraceIndex):
         off = self.offsets[rec]
         if kind == CALL:
             call = p11log.decode_call(data, rec, off)
+            call.never_returned = call.never_returned and rec not in self._return_lost
             call.module = self._module_paths.get((call.pid or 0, data[9]))
             return call
         if kind in (APDU, PCSC):

@@ -142,6 +142,8 @@ def call_parts(index: TraceIndex, rec: int, e: Event, cols: Columns) -> list[Par
         kids = len(index.apdu_kids(rec))
         rv = "(no result)" if e.rv is None else (e.rv_name or f"0x{e.rv:x}")
         role = "dim" if e.rv is None else ("ok" if e.rv == 0 else "error")
+        if e.never_returned:
+            rv, role = "never returned", "error"
         if kids:
             mark = f"⇅{kids} "
             parts[-1] = (_fit(key_args(e), cols.args - len(mark)) + " ", "args")

@@ -181,6 +181,11 @@ class TraceIndex:
         """Counts for the statistics screen and the status line."""
         return self._stats
 
+    def inside(self, older_than_s: float) -> list[tuple[str, int | None, float]]:
+        """Calls entered and not yet returned, for longer than older_than_s: (function,
+        thread id, seconds inside). Only formats with entry records know (p11spy)."""
+        return []
+
     @property
     def count(self) -> int:
         return len(self.rows)

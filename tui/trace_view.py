@@ -28,6 +28,7 @@ from p11spy.tui.view import Filter, View
 
 TICK = 0.1
 INLINE_FILTER = 100_000  # rows a filter takes in on the UI thread; more goes to a worker
+INSIDE_AFTER = 1.0  # seconds a followed call stays inside the module before the status names it
 DETAIL_DELAY = 0.04  # let key repeat settle before decoding the detail pane
 
 _TIME = re.compile(r"(?:(\d{4}-\d{2}-\d{2})[ T])?(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?")
@@ -132,6 +133,8 @@ class TraceView(Vertical):
             else:
                 waiting = len(self.view) - (self._paused_at or len(self.view))
                 parts.append(f"paused, {waiting:,} new (End follows)")
+            parts += [f"inside the module for {since:.0f} s: {fn} (thread {tid})"
+                      for fn, tid, since in idx.inside(INSIDE_AFTER)[:2]]
         if self.searching:
             parts.append(f"searching {self.searching}…")
         elif self.message:

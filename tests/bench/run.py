@@ -1,7 +1,8 @@
 """`make bench`: what p11spy costs a client, side by side with OpenSC's pkcs11-spy, in one run.
 
 A C client (tests/bench/loop.c) calls SoftHSM2 in a tight loop: directly, through pkcs11-spy
-writing to a file, and through p11spy writing to a file. Each configuration runs ROUNDS times,
+writing to a file, and through p11spy writing to a file (two records per call: the entry before
+the module is called, the call when it returns). Each configuration runs ROUNDS times,
 interleaved, and the best round counts (the machine is noisy; the best is the least disturbed).
 Also measured: throughput with 2 threads against 1, bytes of trace per call, and the wall time
 and trace size of a whole exercise run (tests/clients/exercise.py: every function, valid and
@@ -10,10 +11,12 @@ pkcs11-spy crashes on some of the invalid ones (NULL arguments).
 
 Then the decoders (tests/bench/decoders.py: each reader and decode against a regex floor, with
 issue 15's targets judged PASS or FAIL, and redact against the reader) and the viewer
-(tests/bench/tui.py: first screen, full index and memory for 100 MB and 1 GB traces), and
-start-up (tests/bench/startup.py: `p11spy --version` against `python -c
-pass`, `p11spy run -- pkcs11-tool -L` against the bare client). P11SPY_BENCH_ONLY=startup,shim,
-decoders,tui picks parts (default: all).
+(tests/bench/tui.py: first screen, full index and memory for 100 MB and 1 GB traces), the HTML
+report (tests/bench/report.py: making it, its size, and its first paint in Chromium for a 100 MB
+trace), start-up (tests/bench/startup.py: `p11spy --version` against `python -c pass`,
+`p11spy run -- pkcs11-tool -L` against the bare client), and export (tests/bench/exports.py:
+perfetto and parquet export, and query, beside a reader pass).
+P11SPY_BENCH_ONLY=startup,shim,decoders,tui,report,exports picks parts (default: all).
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ def rate(loop: Path, module: str, env: dict[str, str], func: str, threads: int) 
 
 
 def main() -> int:
-    parts = os.environ.get("P11SPY_BENCH_ONLY", "startup,shim,decoders,tui").split(",")
+    parts = os.environ.get("P11SPY_BENCH_ONLY",
+                           "startup,shim,decoders,tui,report,exports").split(",")
     if "startup" in parts:
         subprocess.run([sys.executable, str(REPO / "tests/bench/startup.py")], check=True)
         print(flush=True)
@@ -96,6 +100,14 @@ def main() -> int:
     if "tui" in parts:
         print("\np11spy show (headless at 120x40, a fresh process per size)", flush=True)
         subprocess.run([sys.executable, "-m", "tests.bench.tui"], cwd=REPO, check=True)
+    if "report" in parts:
+        print("\np11spy report (the page of a 100 MB trace, opened in Debian's chromium)",
+              flush=True)
+        subprocess.run([sys.executable, "-m", "tests.bench.report"], cwd=REPO, check=True)
+    if "exports" in parts:
+        print("\np11spy export and query (a fresh process each, beside a plain reader pass)",
+              flush=True)
+        subprocess.run([sys.executable, "-m", "tests.bench.exports"], cwd=REPO, check=True)
     return 0
 
 
@@ -120,7 +132,8 @@ def shim_table() -> None:
             label = {"getsessioninfo": "C_GetSessionInfo", "random32": "C_GenerateRandom(32)"}[func]
             rows.append((f"{label}: direct, ns/call", f"{ns['direct']:.0f}"))
             rows.append((f"{label}: added by pkcs11-spy, ns/call", f"{added['pkcs11-spy']:.0f}"))
-            rows.append((f"{label}: added by p11spy, ns/call", f"{added['p11spy']:.0f}"))
+            rows.append((f"{label}: added by p11spy (entry + return records), ns/call",
+                         f"{added['p11spy']:.0f}"))
             rows.append((f"{label}: p11spy / pkcs11-spy added cost (target <= 0.50)",
                          f"{added['p11spy'] / added['pkcs11-spy']:.2f}"))
             rows.append((f"{label}: log bytes/call, pkcs11-spy", f"{size['pkcs11-spy']:.0f}"))

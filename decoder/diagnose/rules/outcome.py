@@ -185,8 +185,9 @@ ENTRY_FIRST = ("pkcs11-spy",)
 
 class NeverReturned(Rule):
     """A call the trace ends inside: the program crashed, was killed or hung in it. Read from
-    the readers' warnings, or from a thread whose last call has no return value while all its
-    other calls have one (pkcs11-spy writes a call's arguments before it calls the module)."""
+    the calls a reader marks never_returned (p11spy's entry records), the readers' warnings,
+    or from a thread whose last call has no return value while all its other calls have one
+    (pkcs11-spy writes a call's arguments before it calls the module)."""
 
     name = "call-never-returned"
 
@@ -209,6 +210,11 @@ class NeverReturned(Rule):
     def observe(self, e: Event, t: Tracker) -> None:
         if isinstance(e, Process) and e.info.get("format") in ENTRY_FIRST:
             self.entry_first = True
+        if isinstance(e, Call) and e.never_returned and len(self.found) < 8:
+            where = f"thread {e.tid} of process {e.pid}"  # a p11spy call: it has both
+            self.found.append((Evidence(e.seq, f"{e.function}: entered in {where}, never "
+                                               "returned"), f"{e.function} in {where}"))
+            return
         if isinstance(e, Call):
             key = (e.pid, e.tid)
             prev = self.last.get(key)

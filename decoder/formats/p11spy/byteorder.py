@@ -212,7 +212,7 @@ def _to_little(b: bytearray) -> None:
     rtype, fidx = b[8], int.from_bytes(b[10:12], "little")
     if rtype == lf.RecordType.PROCESS:
         b[lf.BOM_OFFSET:lf.BOM_OFFSET + 8] = lf.ULONG.pack(lf.BYTE_ORDER_MARK)
-    elif rtype == lf.RecordType.CALL:
+    elif rtype in (lf.RecordType.CALL, lf.RecordType.ENTRY):
         fns = functions.FUNCTIONS
         _fields(b, list(fns[fidx].params) if fidx < len(fns) else None, _call_payload)
     elif rtype == lf.RecordType.PCSC:

@@ -122,7 +122,7 @@ class _Redactor:
             return self.process(rec, offset)
         if rtype == RecordType.MODULE and self.opts.strict:
             return self.module(rec, offset)
-        if rtype == RecordType.CALL:
+        if rtype in (RecordType.CALL, RecordType.ENTRY):  # an entry: its in-fields
             fidx = int.from_bytes(rec[10:12], "little")
             if fidx < len(functions.FUNCTIONS):
                 return self.call(rec, offset, functions.FUNCTIONS[fidx])

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 
 from p11spy.decoder.events import Apdu, Call, Event, ModuleInfo, PcscCall, Process, TraceWarning
 from p11spy.decoder.formats.p11spy import frames
+from p11spy.decoder.formats.p11spy.entries import OpenCalls
 from p11spy.decoder.formats.p11spy.frames import u64
 from p11spy.decoder.values import (
     CK_UNAVAILABLE_INFORMATION,
@@ -27,7 +28,17 @@ from p11spy.decoder.values import (
     utc,
 )
 from p11spy.facts import pcsc
-from p11spy.facts.logformat import DIGEST, MAGIC, MASKED, MECHANISM, RECORD, Kind, Phase, RecordType
+from p11spy.facts.logformat import (
+    DIGEST,
+    MAGIC,
+    MASKED,
+    MECHANISM,
+    RECORD,
+    Kind,
+    Phase,
+    RecordType,
+    call_key,
+)
 from p11spy.facts.pkcs11 import functions, structs
 from p11spy.facts.pkcs11.model import Function, Param, Role
 
@@ -198,6 +209,9 @@ def decode_call(rec: bytes, seq: int, offset: int) -> Call:
         pid=pid, tid=tid, time=utc(start_us), duration_us=dur_ns / 1000.0,
         call_number=number, source=f"offset {offset}",
     )
+    if rec[8] == RecordType.ENTRY:  # an entry no return closed: no result, no duration
+        call.rv = call.rv_name = call.duration_us = None
+        call.never_returned = True
     if fn is None:
         return call
     args: dict[str, Any] = {}
@@ -301,10 +315,31 @@ def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
 
 def read(f: BinaryIO) -> Iterator[Event]:
     """Events in file order, except that the PC/SC records a call made (written before the
-    call's own record, which is written when it returns) follow their call."""
+    call's own record, which is written when it returns) follow their call. A call's ENTRY
+    record shows only if no return closes it: then, at the end, as a call that never
+    returned."""
     seq = 0
     pending: dict[tuple[int, int], list[Event]] = {}  # (pid, call number) -> children
     modules: dict[tuple[int, int], str | None] = {}  # (pid, module index) -> path
+    entered: OpenCalls[tuple[int, bytes]] = OpenCalls()  # (offset, ENTRY record), not returned
+
+    def call_events(offset: int, rec: bytes, lost: bool = False) -> Iterator[Event]:
+        """A call record, or an entry no return closed (lost: its return may be among records
+        that went missing, so it is not said never to have returned), then the PC/SC calls
+        made under it."""
+        nonlocal seq
+        try:
+            call = decode_call(rec, seq, offset)
+        except DAMAGED as exc:
+            what = "entry" if rec[8] == RecordType.ENTRY else "call"
+            yield TraceWarning(seq=seq, message=f"byte {offset}: damaged {what} record ({exc})")
+            seq += 1
+            return
+        call.never_returned = call.never_returned and not lost
+        call.module = modules.get((call.pid or 0, rec[9]))
+        seq += 1
+        yield call
+        yield from adopt(pending.pop((call.pid or 0, call.call_number or 0), []), call.seq)
 
     def adopt(children: list[Event], parent_seq: int | None) -> Iterator[Event]:
         nonlocal seq
@@ -333,17 +368,17 @@ def read(f: BinaryIO) -> Iterator[Event]:
             else:
                 yield from adopt([event], None)
             continue
+        if rtype == RecordType.ENTRY:  # held until its return closes it
+            for (at, entry), lost in entered.enter(call_key(rec), (offset, rec), len(rec)):
+                yield from call_events(at, entry, lost)
+            continue
+        if rtype == RecordType.PASSED_ON:  # the module it was passed to recorded the call
+            entered.leave(call_key(rec))
+            continue
         if rtype == RecordType.CALL:
-            try:
-                call = decode_call(rec, seq, offset)
-            except DAMAGED as exc:
-                yield TraceWarning(seq=seq, message=f"byte {offset}: damaged call record ({exc})")
-                seq += 1
-                continue
-            call.module = modules.get((pid, rec[9]))
-            seq += 1
-            yield call
-            yield from adopt(pending.pop((pid, call.call_number or 0), []), call.seq)
+            if entered.items:
+                entered.leave(call_key(rec))
+            yield from call_events(offset, rec)
             continue
         if rtype == RecordType.PROCESS:
             try:
@@ -367,10 +402,13 @@ def read(f: BinaryIO) -> Iterator[Event]:
                     info = struct_value("CK_INFO", data)
             yield ModuleInfo(seq=seq, pid=pid, info=info if isinstance(info, dict) else {})
         elif rtype == RecordType.DROPPED:
+            entered.records_lost(rec[12:16])
             yield TraceWarning(seq=seq, message=dropped_message(pid, rec))
         else:
             yield TraceWarning(seq=seq, message=f"byte {offset}: record of unknown type {rtype}")
         seq += 1
+    for (at, entry), lost in entered.drain():
+        yield from call_events(at, entry, lost)
     for (pid, number), children in pending.items():
         yield TraceWarning(seq=seq, message=f"process {pid}: call #{number} never returned "
                                         f"(the client stopped inside it)")
