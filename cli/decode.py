@@ -80,7 +80,7 @@ def _decode(args: argparse.Namespace) -> int:
     if args.summary:
         s = summary.Summary()
         for name in args.files:
-            for e in _selected(open_events(Path(name), args.format), args):
+            for e in _selected(open_events(Path(name), args.format, blocks=True), args):
                 s.add(e)
         if args.json:
             render.jsonl([_Json(s.to_json())], out)
@@ -89,7 +89,7 @@ def _decode(args: argparse.Namespace) -> int:
         return 0
     emit = render.jsonl if args.json else render.text
     for name in args.files:
-        emit(_selected(open_events(Path(name), args.format), args), out)
+        emit(_selected(open_events(Path(name), args.format, blocks=True), args), out)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +137,38 @@ class LogLine(Event):
     def to_json(self) -> dict[str, Any]:
         return {"type": "log", "seq": self.seq, "parent": self.parent, "text": self.text,
                 "pid": self.pid, "tid": self.tid, **_time(self.time)}
+
+
+@dataclass
+class LogLines(Event):
+    """Consecutive lines one thread logged under one parent, as one event: an OpenSC debug log
+    has a line for nearly everything, and an object per line cost more than reading the file
+    did. Line i has seq `seq + i`. `lines()` gives each as a LogLine for code that wants them
+    one by one (events.log_lines does it for a whole stream); the renderers read the lists."""
+
+    parent: int | None = None
+    texts: list[str] = field(default_factory=list)
+    times: list[float | None] = field(default_factory=list)
+    pid: int | None = None
+    tid: int | None = None
+    type: str = "logs"
+
+    def lines(self) -> Iterator[LogLine]:
+        seq, parent, pid, tid = self.seq, self.parent, self.pid, self.tid
+        for i, (text, t) in enumerate(zip(self.texts, self.times, strict=True)):
+            yield LogLine(seq + i, "log", parent, text, pid, tid, t)
+
+    def to_json(self) -> dict[str, Any]:
+        raise TypeError("LogLines is one JSON row per line: render each of lines()")
+
+
+def log_lines(events: Iterable[Event]) -> Iterator[Event]:
+    """The events with every LogLines taken apart into its LogLines."""
+    for e in events:
+        if type(e) is LogLines:
+            yield from e.lines()
+        else:
+            yield e
 
 
 @dataclass

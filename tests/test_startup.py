@@ -26,7 +26,7 @@ sys.__stderr__.write(json.dumps(sorted(sys.modules)) + "\\n")
 # Heavy for a start: the readers and their tables, the viewer, the build, parsing libraries.
 # dataclasses brings inspect, ast and dis (3 to 5 ms).
 HEAVY = ("p11spy.decoder.", "p11spy.tui", "p11spy.facts", "textual", "rich", "construct",
-         "cffi", "importlib.metadata", "shim_build", "dataclasses")
+         "cffi", "importlib.metadata", "shim_build", "dataclasses", "orjson")
 LIGHT_DECODER = {"p11spy.decoder.formats"}  # the format names the parser offers as choices
 
 

@@ -1,13 +1,15 @@
 """The trace formats p11spy reads: each one's reader and masker, and detection.
 
 Every format is a package of decoder/formats with a reader (sniff(head) -> bool,
-read(f) -> events) and a masker (redact(fin, fout, opts, report)) side by side. Detection tries
-them in the order of FORMATS. The names alone are in formats/__init__.py, so the command line
+read(f) -> events, and optionally read_blocks(f), the same with logged lines as LogLines) and
+a masker (redact(fin, fout, opts, report)) side by side. Detection tries them in the order of
+FORMATS. The names alone are in formats/__init__.py, so the command line
 can offer them without importing a reader.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import sys
 from collections.abc import Iterator
@@ -15,31 +17,36 @@ from pathlib import Path
 from types import ModuleType
 from typing import BinaryIO, NamedTuple
 
-from p11spy.decoder.events import TRUNCATED, Event, TraceWarning
+from p11spy.decoder.events import TRUNCATED, Event, LogLines, TraceWarning
 from p11spy.decoder.formats import NAMES
-from p11spy.decoder.formats.opensc_debug import masker as opensc_debug_masker
 from p11spy.decoder.formats.opensc_debug import reader as opensc_debug_reader
-from p11spy.decoder.formats.p11spy import masker as p11spy_masker
 from p11spy.decoder.formats.p11spy import reader as p11spy_reader
-from p11spy.decoder.formats.pcsc_spy import masker as pcsc_spy_masker
 from p11spy.decoder.formats.pcsc_spy import reader as pcsc_spy_reader
-from p11spy.decoder.formats.pkcs11_spy import masker as pkcs11_spy_masker
 from p11spy.decoder.formats.pkcs11_spy import reader as pkcs11_spy_reader
 from p11spy.errors import UserError
 
 
 class Format(NamedTuple):
+    """A format's reader, and its masker imported when asked for: decode, diagnose and the
+    viewer never mask, and the maskers' imports (the APDU decoders) were a third of decode's
+    start."""
+
     reader: ModuleType
-    masker: ModuleType
+    package: str  # the masker is the module `masker` beside the reader
     lines: bool = True  # a text of lines, each ending with a newline when whole
+
+    @property
+    def masker(self) -> ModuleType:
+        return importlib.import_module(f"{self.package}.masker")
 
 
 FORMATS = {
-    "p11spy": Format(p11spy_reader, p11spy_masker, lines=False),
-    "pkcs11-spy": Format(pkcs11_spy_reader, pkcs11_spy_masker),
-    "opensc-debug": Format(opensc_debug_reader, opensc_debug_masker),
-    "pcsc-spy": Format(pcsc_spy_reader, pcsc_spy_masker),
+    "p11spy": Format(p11spy_reader, "p11spy.decoder.formats.p11spy", lines=False),
+    "pkcs11-spy": Format(pkcs11_spy_reader, "p11spy.decoder.formats.pkcs11_spy"),
+    "opensc-debug": Format(opensc_debug_reader, "p11spy.decoder.formats.opensc_debug"),
+    "pcsc-spy": Format(pcsc_spy_reader, "p11spy.decoder.formats.pcsc_spy"),
 }
+assert all(f.reader.__name__ == f"{f.package}.reader" for f in FORMATS.values())
 assert tuple(FORMATS) == NAMES
 
 
@@ -131,19 +138,23 @@ def detect(path: Path) -> str:
     return name
 
 
-def open_events(path: Path, fmt: str | None = None) -> Iterator[Event]:
-    """Events of one trace (a file, a pipe, a FIFO or `-`), its format detected unless given."""
+def open_events(path: Path, fmt: str | None = None, blocks: bool = False) -> Iterator[Event]:
+    """Events of one trace (a file, a pipe, a FIFO or `-`), its format detected unless given.
+    With blocks, a reader that has `read_blocks` gives logged lines as LogLines (one event
+    for many lines: for code that renders them, or skips them, without an object per line)."""
     name, f = open_trace(path, fmt)
     reader = FORMATS[name].reader
+    read = getattr(reader, "read_blocks", reader.read) if blocks else reader.read
     with f:
         if not FORMATS[name].lines:  # the reader itself says where a record is cut
-            yield from reader.read(f)
+            yield from read(f)
             return
         e: Event | None = None
-        for e in reader.read(f):
+        for e in read(f):
             yield e
         if _cut_in_a_line(path, f):
-            yield TraceWarning(seq=0 if e is None else e.seq + 1, kind=TRUNCATED,
+            after = 0 if e is None else e.seq + (len(e.texts) if isinstance(e, LogLines) else 1)
+            yield TraceWarning(seq=after, kind=TRUNCATED,
                                message="the file ends in the middle of a line: the trace was "
                                        "cut short, and what came after is missing")
 

@@ -9,12 +9,13 @@ and trace size of a whole exercise run (tests/clients/exercise.py: every functio
 invalid calls) under each tracer; the exercise runs only its valid calls there, since
 pkcs11-spy crashes on some of the invalid ones (NULL arguments).
 
-Then the decoders (tests/bench/decoders.py: each reader against a regex floor, and redact
-against decode) and the viewer (tests/bench/tui.py: first screen, full index and memory for 100 MB
-and 1 GB traces), the HTML report (tests/bench/report.py: making it, its size, and its first
-paint in Chromium for a 100 MB trace), start-up (tests/bench/startup.py: `p11spy --version`
-against `python -c pass`, `p11spy run -- pkcs11-tool -L` against the bare client), and export
-(tests/bench/exports.py: perfetto and parquet export, and query, beside a reader pass).
+Then the decoders (tests/bench/decoders.py: each reader and decode against a regex floor, with
+issue 15's targets judged PASS or FAIL, and redact against the reader) and the viewer
+(tests/bench/tui.py: first screen, full index and memory for 100 MB and 1 GB traces), the HTML
+report (tests/bench/report.py: making it, its size, and its first paint in Chromium for a 100 MB
+trace), start-up (tests/bench/startup.py: `p11spy --version` against `python -c pass`,
+`p11spy run -- pkcs11-tool -L` against the bare client), and export (tests/bench/exports.py:
+perfetto and parquet export, and query, beside a reader pass).
 P11SPY_BENCH_ONLY=startup,shim,decoders,tui,report,exports picks parts (default: all).
 """
 
@@ -90,14 +91,12 @@ def main() -> int:
         sys.path.insert(0, str(Path(__file__).parent))
         import decoders
 
-        print("\np11spy decoders (one pass per reader in a fresh process; floor: one regex "
-              "per line)", flush=True)
+        print("\np11spy decoders (one pass per reader or decode in a fresh process, CPU time; "
+              "floor: one regex per line)", flush=True)
         with tempfile.TemporaryDirectory(prefix="p11spy-bench-",
                                          dir=os.environ.get("P11SPY_BENCH_DIR")) as tmp:
             table = decoders.rows(Path(tmp))
-        width = max(len(k) for k, _ in table)
-        for k, v in table:
-            print(f"  {k:<{width}}  {v:>14}", flush=True)
+        print("\n".join(table.lines()), flush=True)
     if "tui" in parts:
         print("\np11spy show (headless at 120x40, a fresh process per size)", flush=True)
         subprocess.run([sys.executable, "-m", "tests.bench.tui"], cwd=REPO, check=True)

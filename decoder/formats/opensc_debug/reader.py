@@ -24,6 +24,8 @@ What becomes what:
   LogLine. `Outgoing APDU` / `Incoming APDU` dumps become Apdu events (command, and the
   response of the next Incoming dump on the same thread); their dump lines are not repeated as
   LogLines. Bytes are kept as logged: a VERIFY logged at level 9 carries the PIN in clear.
+* read_blocks() gives each run of lines one thread logged under one parent as one LogLines
+  (no object per line: what decode reads); read() takes them apart into LogLines.
 
 seq: events are numbered in the order they are emitted. A call's rv is known only at its end,
 so a call is emitted when it ends, followed at once by its children in file order; lines no
@@ -49,7 +51,15 @@ from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any, BinaryIO, NamedTuple
 
-from p11spy.decoder.events import Apdu, Call, Event, LogLine, TraceWarning, Undated
+from p11spy.decoder.events import (
+    Apdu,
+    Call,
+    Event,
+    LogLines,
+    TraceWarning,
+    Undated,
+    log_lines,
+)
 from p11spy.decoder.lines import LongLine, blocks
 from p11spy.decoder.values import rv_name, scalar
 from p11spy.facts.pkcs11 import constants
@@ -59,6 +69,12 @@ from p11spy.facts.pkcs11.model import Function, Role
 MAX_LINE = 1 << 16  # bytes of a line kept (and read at a time); the rest dropped with a warning
 MAX_TEXT = 1 << 16  # characters of one multi-line message kept
 PENDING_MAX = 20000  # lines kept per thread for a call that may still claim them
+# Bounds that only a damaged or hostile log reaches, so that memory stays flat whatever the
+# input: lines under one call before it is emitted without its end (OpenSC's own calls log a
+# few thousand at most), threads followed at once, and the bytes of one APDU dump.
+CALL_LINES_MAX = 100_000
+THREADS_MAX = 4096
+APDU_MAX = 1 << 17
 
 # The prefix of a log line; cheap checks on the first characters choose the expression.
 # Groups: thread key (pid and thread as printed), date, time, application.
@@ -127,15 +143,14 @@ _TEXT_ROLES = frozenset({Role.TEXT_FIXED, Role.CSTRING})
 _CKR = constants.FAMILIES["CKR"]
 _HEX_DIGITS = "0123456789abcdefABCDEF"
 
-# LogLine and Call are built positionally on the hot path (three times faster than by
-# keyword); should the event model's field order change, build by keyword rather than
-# misassign.
-if [f.name for f in fields(LogLine)][:7] == ["seq", "type", "parent", "text", "pid", "tid",
-                                             "time"]:
-    _logline = LogLine
+# LogLines and Call are built positionally (three times faster than by keyword); should the
+# event model's field order change, build by keyword rather than misassign.
+if [f.name for f in fields(LogLines)][:7] == ["seq", "type", "parent", "texts", "times", "pid",
+                                              "tid"]:
+    _loglines = LogLines
 else:  # pragma: no cover - only if events.py changes
-    def _logline(seq, _type, parent, text, pid, tid, t):  # type: ignore[no-redef]
-        return LogLine(seq=seq, parent=parent, text=text, pid=pid, tid=tid, time=t)
+    def _loglines(seq, _type, parent, texts, times, pid, tid):  # type: ignore[no-redef]
+        return LogLines(seq=seq, parent=parent, texts=texts, times=times, pid=pid, tid=tid)
 _CALL_FIELDS = ["seq", "type", "function", "rv", "rv_name", "pid", "tid", "time", "duration_us",
                 "args", "length_query", "call_number", "source"]
 if [f.name for f in fields(Call)][:13] == _CALL_FIELDS:
@@ -186,7 +201,7 @@ class _OpenCall:
     """A call whose end has not been read yet, with what it logged so far."""
 
     __slots__ = ("function", "start", "end", "entry", "rv", "rv_seen", "line", "args",
-                 "length_query", "children")
+                 "length_query", "children", "lines")
 
     def __init__(self, function: str, start: float | None, line: int, entry: bool) -> None:
         self.function = function
@@ -199,21 +214,26 @@ class _OpenCall:
         self.args: dict[str, Any] = {}
         self.length_query = False
         self.children: list[Event] = []
+        self.lines = 0  # lines in children, but for those of the LogLines still growing
 
 
 class _Thread:
     """What one (pid, thread) is doing: its open call, or the lines logged since its last
     call ended, and the Outgoing APDU waiting for its response."""
 
-    __slots__ = ("pid", "tid", "call", "pending", "pending_line", "marker_at", "last_out",
-                 "last_out_line", "ended")
+    __slots__ = ("pid", "tid", "call", "pending", "pending_line", "pending_n", "marker_at",
+                 "block", "last_out", "last_out_line", "ended")
 
     def __init__(self, key: str) -> None:
         self.pid, self.tid = _ids(key)
         self.call: _OpenCall | None = None
         self.pending: list[Event] = []
         self.pending_line = 0  # line of pending[0]
-        self.marker_at = -1  # len(pending) just after a context-creation line
+        self.pending_n = 0  # lines and events in pending
+        self.marker_at = -1  # pending_n just after a context-creation line
+        # the LogLines last in the call's children (or in pending) that the next plain line
+        # joins; None when anything else came after it
+        self.block: LogLines | None = None
         self.last_out: Apdu | None = None
         self.last_out_line = 0
         # (function, seq) of the call an end line without rv just closed: OpenSC may log a
@@ -473,7 +493,7 @@ class _Reader:
         self.threads: dict[str, _Thread] = {}
         self.lineno = 0
         # the record (a prefixed line and its continuation lines) being read
-        self.cur: LogLine | None = None
+        self.cur: LogLines | None = None  # its first line is the last of these
         self.cur_parts: list[str] | None = None
         self.cur_len = 0
         self.cur_dropped = 0
@@ -487,13 +507,14 @@ class _Reader:
         self.dump_line = 0
         self.dump_th: _Thread | None = None
         self.orphan_warned = False
+        self.threads_warned = False
         self.long_lines: list[tuple[int, int]] = []  # (index in chunk, length) of cut lines
 
     # -- emitting -------------------------------------------------------------------------
 
     def emit(self, e: Event) -> None:
         e.seq = self.n
-        self.n += 1
+        self.n += len(e.texts) if type(e) is LogLines else 1
         self.ready.append(e)
 
     def warn(self, line: int, message: str) -> None:
@@ -503,14 +524,44 @@ class _Reader:
         """An event logged on th: into its open call, or kept for a call that may claim it."""
         c = th.call
         if c is not None:
+            if th.block is not None:
+                c.lines += len(th.block.texts)
+                th.block = None
             c.children.append(e)
             return
+        th.block = None
         pending = th.pending
         if not pending:
             th.pending_line = self.lineno
         pending.append(e)
-        if len(pending) > PENDING_MAX:
+        th.pending_n += 1
+        if th.pending_n > PENDING_MAX:
             self.flush_pending(th)
+
+    def add_line(self, th: _Thread, text: str, t: float | None) -> LogLines:
+        """A line logged on th, routed like an event (the hot loop does the same inline)."""
+        blk = th.block
+        if blk is None:
+            blk = self.new_block(th, self.lineno)
+        blk.texts.append(text)
+        blk.times.append(t)
+        if th.call is None:
+            th.pending_n += 1
+            if th.pending_n > PENDING_MAX:
+                self.flush_pending(th)
+        return blk
+
+    def new_block(self, th: _Thread, line: int) -> LogLines:
+        """An empty LogLines last in what th logs into, that the next lines join."""
+        blk = th.block = _loglines(0, "logs", None, [], [], th.pid, th.tid)
+        c = th.call
+        if c is not None:
+            c.children.append(blk)
+        else:
+            if not th.pending:
+                th.pending_line = line
+            th.pending.append(blk)
+        return blk
 
     def flush_pending(self, th: _Thread) -> None:
         """What th logged outside calls, out with parent None."""
@@ -518,10 +569,12 @@ class _Reader:
             th.last_out = None  # an answer after this would arrive too late to attach
         pending, th.pending = th.pending, []
         th.marker_at = -1
+        th.pending_n = 0
+        th.block = None
         n = self.n
         for e in pending:
             e.seq = n
-            n += 1
+            n += len(e.texts) if type(e) is LogLines else 1
         self.n = n
         self.ready.extend(pending)
 
@@ -531,20 +584,26 @@ class _Reader:
             if not entry and fn not in ENTRY_LOGGED:
                 # logs nothing on entry: what its thread logged since is its start
                 c.children = th.pending
-                c.start = getattr(th.pending[0], "time", t)
+                c.lines = th.pending_n
+                first = th.pending[0]
+                c.start = first.times[0] if type(first) is LogLines else getattr(first, "time", t)
                 c.line = th.pending_line
                 c.entry = True
                 th.pending = []
+                th.pending_n = 0
                 th.marker_at = -1
+                th.block = None
             else:
                 self.flush_pending(th)
         th.call = c
 
-    def close_call(self, th: _Thread) -> None:
+    def close_call(self, th: _Thread) -> int | None:
+        """Emits th's open call with its children; the call's seq."""
         c = th.call
         if c is None:
-            return
+            return None
         th.call = None
+        th.block = None
         duration = None
         if c.entry and c.start is not None and c.end is not None:
             duration = float(round((c.end - c.start) * 1e6))  # the log has ms
@@ -552,14 +611,16 @@ class _Reader:
                      duration, c.args, c.length_query, None, f"line {c.line}")
         n = self.n
         call.seq = parent = n
+        n += 1
         for e in c.children:
-            n += 1
             e.seq = n
             e.parent = parent  # type: ignore[attr-defined]
-        self.n = n + 1
+            n += len(e.texts) if type(e) is LogLines else 1
+        self.n = n
         self.ready.append(call)
         self.ready.extend(c.children)
         th.last_out = None
+        return parent
 
     # -- records ----------------------------------------------------------------------------
 
@@ -574,7 +635,8 @@ class _Reader:
             if self.cur_dropped:
                 parts.append(f"[{self.cur_dropped} more lines not kept]")
             if parts:
-                self.cur.text = "\n".join([self.cur.text, *parts])
+                texts = self.cur.texts
+                texts[-1] = "\n".join([texts[-1], *parts])
         self.cur = None
         self.cur_parts = None
         self.cur_len = 0
@@ -587,24 +649,23 @@ class _Reader:
         if cls is None:
             cls = _classify(text)
         fn, marker, info = cls
-        ll = _logline(0, "log", None, text, th.pid, th.tid, t)
-        self.cur = ll
         if fn is None or info is None:
             if marker:
                 # a new context: whatever was open on this thread is over
                 self.close_call(th)
-                if th.marker_at != len(th.pending):
+                if th.marker_at != th.pending_n:
                     self.flush_pending(th)
-                self.route(th, ll)
-                th.marker_at = len(th.pending)
+                self.cur = self.add_line(th, text, t)
+                th.marker_at = th.pending_n
             else:
-                self.route(th, ll)
+                self.cur = self.add_line(th, text, t)
             return
         c = th.call
         ended = th.ended
         if (c is None and ended is not None and ended[0] == fn and not info.entry
                 and not th.pending and not info.done and not info.end):
-            ll.seq, ll.parent = self.n, ended[1]  # a late line of the call just ended
+            # a late line of the call just ended
+            ll = self.cur = _loglines(self.n, "logs", ended[1], [text], [t], th.pid, th.tid)
             self.n += 1
             self.ready.append(ll)
             return
@@ -614,7 +675,7 @@ class _Reader:
             self.open_call(th, fn, t, self.lineno, info.entry)
             c = th.call
             assert c is not None
-        c.children.append(ll)
+        self.cur = self.add_line(th, text, t)
         if info.args:
             args = c.args
             for k, v in info.args.items():
@@ -627,8 +688,9 @@ class _Reader:
             self.close_call(th)
         elif info.end:
             c.end = t
-            self.close_call(th)
-            th.ended = (fn, self.n - 1 - len(c.children))
+            seq = self.close_call(th)
+            assert seq is not None
+            th.ended = (fn, seq)
 
     # -- APDU dumps -------------------------------------------------------------------------
 
@@ -636,6 +698,10 @@ class _Reader:
         self.apdu_record = True
         outgoing = head.group(1) == "Outgoing"
         declared = int(head.group(3))
+        if declared > APDU_MAX:
+            self.warn(line, f"an APDU dump of {declared} bytes, more than any APDU: read as "
+                            f"{APDU_MAX} bytes")
+            declared = APDU_MAX
         if outgoing:
             apdu = Apdu(seq=0, command=b"", pid=th.pid, tid=th.tid, time=t,
                         source=f"line {line}")
@@ -705,11 +771,12 @@ class _Reader:
         cur = self.cur
         if cur is not None and self.cur_parts is None and th is not None:
             head = _RX_APDU_HEAD.match(line) if line[:1] in "OI" else None
-            if head is not None and cur.text[-1:] in ": ":
+            if head is not None and cur.texts[-1][-1:] in ": ":
                 # the record `file:line:func: ` + `Outgoing APDU (N bytes):` is a dump
+                t = cur.times[-1]
                 self.unroute(th, cur)
                 self.cur = None
-                self.start_dump(head, th, cur.time, self.lineno - 1)
+                self.start_dump(head, th, t, self.lineno - 1)
                 return
         if self.apdu_record:
             if not line or line.startswith("====="):
@@ -732,20 +799,25 @@ class _Reader:
             if not self.orphan_warned:
                 self.orphan_warned = True
                 self.warn(self.lineno, "text that is not an OpenSC log line (kept as a log line)")
-            ll = _logline(0, "log", None, line, None, None, None)
+            ll = _loglines(0, "logs", None, [line], [None], None, None)
             self.emit(ll)
         else:
-            ll = _logline(0, "log", None, line, th.pid, th.tid, None)
-            self.route(th, ll)
+            ll = self.add_line(th, line, None)
         self.cur, self.cur_parts, self.cur_len = ll, [], len(line)
 
-    def unroute(self, th: _Thread, e: Event) -> None:
-        """Takes back the event just routed (a line that turned out to head an APDU dump)."""
+    def unroute(self, th: _Thread, blk: LogLines) -> None:
+        """Takes back the line just routed, the last of blk (it turned out to head an APDU
+        dump)."""
         for box in (th.call.children if th.call is not None else None, th.pending, self.ready):
-            if box and box[-1] is e:
-                box.pop()
-                if box is self.ready and e.seq == self.n - 1:
+            if box and box[-1] is blk:
+                blk.texts.pop()
+                blk.times.pop()
+                if box is self.ready and blk.seq + len(blk.texts) == self.n - 1:
                     self.n -= 1
+                if not blk.texts:
+                    box.pop()
+                    if th.block is blk:
+                        th.block = None
                 return
 
     # -- the whole file ---------------------------------------------------------------------
@@ -780,14 +852,12 @@ class _Reader:
         threads = self.threads
         clock = self.clock
         rx_pid, rx_hex, rx_date = _RX_PID, _RX_HEX, _RX_DATE
-        logline = _logline
         long_lines = self.long_lines
         last_date: str | None = None
         last_tstr = ""
         last_k0: str | None = None
         last_k1 = ""
         th: _Thread | None = None
-        pid = tid = None
         busy = False  # the record has more than its first line: end_record() has work
         t: float | None = None
         lineno = 0
@@ -796,6 +866,7 @@ class _Reader:
                 self.warn(lineno + i + 1, f"line of about {length} bytes: only the first "
                                           f"{MAX_LINE} characters kept")
             long_lines.clear()
+            last_k0 = None  # the thread is looked up again, and its call bounded, per chunk
             for lineno, line in enumerate(lines, lineno + 1):  # noqa: B020 - continues
                 # Unix builds' prefixes (0.20+ `P:<pid>; T:0x<tid> <time> [app] <text>`, up to
                 # 0.19 `0x<tid> <time> [app] <text>`) split on spaces, cheaper than a regex;
@@ -860,13 +931,15 @@ class _Reader:
                     t = None if base is None else base + int(frac) / 10 ** len(frac)
                     if t is not None and date is None:  # the date is the file's
                         t = Undated(t)
-                if k1 != last_k1 or k0 != last_k0:
+                if k1 != last_k1 or k0 != last_k0:  # another thread, or a new chunk
+                    if th is not None and th.call is not None:
+                        self.bound(th)
                     last_k0, last_k1 = k0, k1
                     key = f"{k0} {k1}" if k0 else k1
                     th = threads.get(key)
                     if th is None:
-                        th = threads[key] = _Thread(key)
-                    pid, tid = th.pid, th.tid
+                        self.lineno = lineno
+                        th = self.new_thread(key)
                 assert th is not None
                 if "C_" in text or "ctx.c:" in text or (
                         not fast and ("=====" in text or "fLogin" in text)):
@@ -876,22 +949,47 @@ class _Reader:
                     self.lineno = lineno
                     self.slow_line(th, text, t)
                     continue
-                ll = logline(0, "log", None, text, pid, tid, t)
-                self.cur = ll
-                call = th.call
-                if call is not None:
-                    call.children.append(ll)
-                else:
-                    pending = th.pending
-                    if not pending:
-                        th.pending_line = lineno
-                    pending.append(ll)
-                    if len(pending) > PENDING_MAX:
+                # a plain line: it joins the LogLines its thread is adding to
+                blk = th.block
+                if blk is None:
+                    blk = self.new_block(th, lineno)
+                blk.texts.append(text)
+                blk.times.append(t)
+                self.cur = blk
+                if th.call is None:
+                    th.pending_n += 1
+                    if th.pending_n > PENDING_MAX:
                         self.flush_pending(th)
         self.lineno = lineno
         self.finish()
         yield from ready
         ready.clear()
+
+    def bound(self, th: _Thread) -> None:
+        """Emits th's call, without its end, once it holds more than CALL_LINES_MAX lines."""
+        c = th.call
+        assert c is not None
+        if c.lines + len(c.children) + (len(th.block.texts) if th.block else 0) \
+                <= CALL_LINES_MAX:
+            return
+        self.warn(c.line, f"{c.function} (pid {th.pid}, thread {th.tid}) logged more than "
+                          f"{CALL_LINES_MAX} lines: shown without waiting for its end, the lines "
+                          "after these on their own")
+        self.close_call(th)
+
+    def new_thread(self, key: str) -> _Thread:
+        """A thread seen for the first time; past THREADS_MAX, the one seen first is over."""
+        threads = self.threads
+        if len(threads) >= THREADS_MAX:
+            old = threads.pop(next(iter(threads)))
+            if not self.threads_warned:
+                self.threads_warned = True
+                self.warn(self.lineno, f"more than {THREADS_MAX} threads log at once: the "
+                                       "oldest is taken as finished each time a new one starts")
+            self.close_call(old)
+            self.flush_pending(old)
+        th = threads[key] = _Thread(key)
+        return th
 
     def finish(self) -> None:
         self.end_record()
@@ -914,6 +1012,12 @@ class _Reader:
             self.flush_pending(th)
 
 
-def read(f: BinaryIO) -> Iterator[Event]:
-    """Events of an OpenSC debug log, streamed line by line."""
+def read_blocks(f: BinaryIO) -> Iterator[Event]:
+    """Events of an OpenSC debug log, streamed, with the lines OpenSC logged as LogLines
+    (what decode reads: no object per line)."""
     return _Reader(f).run()
+
+
+def read(f: BinaryIO) -> Iterator[Event]:
+    """Events of an OpenSC debug log, streamed, a LogLine per logged line."""
+    return log_lines(_Reader(f).run())

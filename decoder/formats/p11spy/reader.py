@@ -97,6 +97,9 @@ def _fields(rec: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
         yield param, phase, kind, flags, rec[off:off + n]
 
 
+_GENERIC = frozenset({Kind.NULL, Kind.MASKED, Kind.DIGEST, Kind.UNREAD})  # _value's own kinds
+
+
 def _value(kind: int, data: bytes, render) -> Any:
     """Generic payload kinds; render() handles BYTES/STRUCT/ULONG for the parameter's role."""
     if kind == Kind.NULL:
@@ -206,11 +209,19 @@ _INOUT = frozenset({Role.LENGTH_PTR, Role.TEMPLATE_INOUT, Role.BYTES_INOUT})
 _TWO_CALL = frozenset({Role.BYTES_OUT, Role.ARRAY_OUT, Role.INTERFACE_LIST_OUT})
 
 
+_RV_NAMES: dict[int, str | None] = {}  # rv_name() of the return values seen
+
+
 def decode_call(rec: bytes, seq: int, offset: int) -> Call:
     _, _, _, _mod, fidx, pid, tid, start_us, dur_ns, rv, number = RECORD.unpack_from(rec)
     fn: Function | None = functions.FUNCTIONS[fidx] if fidx < len(functions.FUNCTIONS) else None
+    name = _RV_NAMES.get(rv)
+    if name is None:
+        name = _RV_NAMES[rv] = rv_name(rv)
+        if len(_RV_NAMES) > 4096:  # damaged records: any number
+            _RV_NAMES.clear()
     call = Call(
-        seq=seq, function=fn.name if fn else f"function #{fidx}", rv=rv, rv_name=rv_name(rv),
+        seq=seq, function=fn.name if fn else f"function #{fidx}", rv=rv, rv_name=name,
         pid=pid, tid=tid, time=utc(start_us), duration_us=dur_ns / 1000.0,
         call_number=number, source=f"offset {offset}",
     )
@@ -220,22 +231,30 @@ def decode_call(rec: bytes, seq: int, offset: int) -> Call:
     if fn is None:
         return call
     args: dict[str, Any] = {}
-    for param, phase, kind, _flags, data in _fields(rec):
-        if param >= len(fn.params):
+    params = fn.params
+    for param, phase, kind, _flags, off, n in frames.fields(rec):
+        if param >= len(params):
             continue
-        p = fn.params[param]
+        p = params[param]
+        data = rec[off:off + n]
         try:
-            v = _value(kind, data, lambda k, d, p=p: _render_param(p, k, d))
+            if kind == Kind.ULONG:  # most fields: handles, lengths, flags
+                v = scalar(p, int.from_bytes(data[:8], "little"))
+            elif kind in _GENERIC:
+                v = _value(kind, data, None)
+            else:
+                v = _render_param(p, kind, data)
         except DAMAGED as exc:  # a damaged field stays hex
             v = {"undecodable": data.hex(), "error": str(exc)}
-        if p.role in _INOUT:
+        role = p.role
+        if role in _INOUT:
             slot = args.setdefault(p.name, {})
             slot["in" if phase == Phase.IN else "out"] = v
         else:
             args[p.name] = v
-        if p.role in _TWO_CALL and phase == Phase.IN and kind == Kind.NULL:
+        if role in _TWO_CALL and phase == Phase.IN and kind == Kind.NULL:
             call.length_query = True
-    call.args = {p.name: args[p.name] for p in fn.params if p.name in args}
+    call.args = {p.name: args[p.name] for p in params if p.name in args}
     return call
 
 
@@ -271,11 +290,11 @@ def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
     fn = pcsc.FUNCTIONS[fidx] if fidx < len(pcsc.FUNCTIONS) else None
     parent = 0
     values: dict[tuple[int, int], tuple[int, bytes]] = {}
-    for param, phase, kind, _flags, data in _fields(rec):
+    for param, phase, kind, _flags, off, n in frames.fields(rec):
         if param == pcsc.PARENT_PARAM:
-            parent = u64(data)
+            parent = u64(rec, off) if n >= 8 else u64(rec[off:off + n])
         else:
-            values[(param, phase)] = (kind, data)
+            values[(param, phase)] = (kind, rec[off:off + n])
     common = {"seq": seq, "pid": pid, "tid": tid, "time": utc(start_us),
               "duration_us": dur_ns / 1000.0}
     if fn is not None and fn.name == "SCardTransmit":
@@ -297,8 +316,10 @@ def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
                 v: Any = _reader_states(data)
             elif p.name in ("mszReaders", "szReaderName") and kind == Kind.BYTES:
                 v = [r for r in data.decode("utf-8", "replace").split("\0") if r]
+            elif kind in _GENERIC:
+                v = _value(kind, data, None)
             else:
-                v = _value(kind, data, lambda k, d, p=p: _render_param(p, k, d))
+                v = _render_param(p, kind, data)
             if p.role in _INOUT:
                 args.setdefault(p.name, {})["in" if phase == Phase.IN else "out"] = v
             else:

@@ -528,6 +528,7 @@ class _Reader:
 
     def run(self, f: BinaryIO) -> Iterator[Event]:
         lineno = 0
+        open_calls = self.open
         for lines in self._batches(f):
             for line in lines:
                 lineno += 1
@@ -540,7 +541,13 @@ class _Reader:
                     continue
                 m = _RAW.match(line)
                 if m:
-                    yield from self._raw(lineno, m.group(1), line[m.end():])
+                    tail = line[m.end():]
+                    if tail[:2] not in ("<|", ">|"):  # most lines: a value of the open call
+                        call = open_calls.get(("r", m.group(1).upper()))
+                        if call is not None:
+                            self._value(call, tail)
+                            continue
+                    yield from self._raw(lineno, m.group(1), tail)
                 else:
                     yield from self._decoded(lineno, line)
         yield from self._flush_orphans()
