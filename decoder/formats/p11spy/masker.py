@@ -31,7 +31,17 @@ from p11spy.decoder.masking import (
     is_key_class,
 )
 from p11spy.facts import pcsc
-from p11spy.facts.logformat import DIGEST, FIELD, MAGIC, MECHANISM, RECORD, Kind, Phase, RecordType
+from p11spy.facts.logformat import (
+    DIGEST,
+    FIELD,
+    MAGIC,
+    MECHANISM,
+    RECORD,
+    FieldFlag,
+    Kind,
+    Phase,
+    RecordType,
+)
 from p11spy.facts.pkcs11 import functions, structs
 from p11spy.facts.pkcs11.constants import CKA, CKO
 from p11spy.facts.pkcs11.model import Function, Role
@@ -40,6 +50,18 @@ _CLASS = CKA.value_of("CKA_CLASS")
 _SENSITIVE = CKA.value_of("CKA_SENSITIVE")
 _PUBLIC = CKO.value_of("CKO_PUBLIC_KEY")
 _PRIVATE = CKO.value_of("CKO_PRIVATE_KEY")
+# Records that hold no secret by construction (CK_INFO, the count of records lost).
+_PLAIN = frozenset({RecordType.MODULE_INFO, RecordType.DROPPED})
+# Records made of fields, whose function index names their function.
+_FIELDED = frozenset({RecordType.CALL, RecordType.PCSC})
+# Payload kinds that show no value (a length, a NULL, a masked secret's length and class).
+_NO_PAYLOAD = frozenset({Kind.NULL, Kind.UNREAD, Kind.MASKED, Kind.APDU_MASKED})
+# What a PIN parameter's field may be and keep: a NULL, an unread length, the masked form, a
+# number (its length parameter shares the field's kind in some old traces).
+_PIN_KEPT = frozenset({Kind.NULL, Kind.UNREAD, Kind.MASKED, Kind.ULONG, Kind.BYTES,
+                       Kind.DIGEST})
+# Fields of PC/SC records beyond the function's parameters: the PKCS#11 call that made it.
+_PCSC_EXTRA = frozenset({pcsc.PARENT_PARAM})
 _TRANSMIT = pcsc.BY_NAME["SCardTransmit"].index
 _CONTROL = pcsc.BY_NAME["SCardControl"].index
 # PC/SC parameters holding reader names (masked with --strict): function -> parameter indexes.
@@ -118,17 +140,55 @@ class _Redactor:
 
     def record(self, rec: bytes, offset: int) -> bytes:
         rtype = rec[8]
+        fidx = int.from_bytes(rec[10:12], "little")
         if rtype == RecordType.PROCESS:
             return self.process(rec, offset)
-        if rtype == RecordType.MODULE and self.opts.strict:
-            return self.module(rec, offset)
-        if rtype == RecordType.CALL:
-            fidx = int.from_bytes(rec[10:12], "little")
-            if fidx < len(functions.FUNCTIONS):
-                return self.call(rec, offset, functions.FUNCTIONS[fidx])
-        if rtype == RecordType.PCSC:
+        if rtype == RecordType.MODULE:
+            return self.module(rec, offset) if self.opts.strict else rec
+        if rtype in _PLAIN:
+            return rec
+        if rtype == RecordType.CALL and fidx < len(functions.FUNCTIONS):
+            return self.call(rec, offset, functions.FUNCTIONS[fidx])
+        if rtype == RecordType.PCSC and fidx < len(pcsc.FUNCTIONS):
             return self.pcsc(rec, offset)
-        return rec
+        return self.unknown(rec, offset, rtype, fidx)
+
+    def unknown(self, rec: bytes, offset: int, rtype: int, fidx: int) -> bytes:
+        """A record of a type or function this version does not know: nobody can tell which
+        of its bytes are secret, so every field's payload is masked (the whole body when its
+        fields do not frame it); the record keeps its header and length."""
+        what = f"record of unknown type {rtype}" if rtype not in _FIELDED else \
+            f"{RecordType(rtype).name.lower()} record of unknown function {fidx}"
+        fields, rest = _split(rec)
+        changed = False
+        for f in fields:
+            changed |= _mask(f.data, 0, len(f.data))
+        if rest:
+            rest = bytearray(rest)
+            changed |= _mask(rest, 0, len(rest))
+        if changed:
+            self.found(offset, f"{what} (masked: it may hold anything)")
+        return _join(rec, fields, bytes(rest))
+
+    def doubts(self, fields: list[_Field], rest: bytes, offset: int, what: str,
+               known: int, extra: frozenset[int] = frozenset()) -> bytes:
+        """What a known record's own rules leave in doubt, masked: a field flagged as a secret
+        in clear, whatever its parameter or kind (the flag stays: it says how the field was
+        recorded, and a redacted field holds the marker), a field of a parameter the function
+        does not have (param >= known, but for the extra ones its records carry), and the
+        bytes after the last field that frames (a damaged field length)."""
+        for f in fields:
+            if f.flags & FieldFlag.SECRETS_SHOWN:
+                if _mask_payload(f):
+                    self.found(offset, f"{what} field {f.param} (flagged as a secret in clear)")
+            elif f.param >= known and f.param not in extra and f.kind not in _NO_PAYLOAD and \
+                    _mask(f.data, 0, len(f.data)):
+                self.found(offset, f"{what} field {f.param} (unknown parameter)")
+        if rest and _mask(buf := bytearray(rest), 0, len(buf)):
+            self.found(offset, f"{what}: {len(buf)} bytes after its last whole field "
+                               f"(damaged: masked)")
+            return bytes(buf)
+        return rest
 
     def process(self, rec: bytes, offset: int) -> bytes:
         body = rec[RECORD.size:]
@@ -198,6 +258,9 @@ class _Redactor:
             elif p.role is Role.PIN and f.kind == Kind.DIGEST:
                 if _mask(f.data, DIGEST.size - 8, len(f.data)):
                     self.found(offset, f"{what} (PIN)")
+            elif p.role is Role.PIN and f.kind not in _PIN_KEPT:
+                if _mask(f.data, 0, len(f.data)):  # a PIN of a kind it cannot have: damage
+                    self.found(offset, f"{what} (PIN)")
             elif self.opts.strict and f.kind == Kind.BYTES and (
                     p.name == "pUsername" or (p.role is Role.TEXT_FIXED and p.name == "pLabel")):
                 if _mask(f.data, 0, len(f.data)):
@@ -233,9 +296,8 @@ class _Redactor:
                     self.objects[(pid, out)] = _PRIVATE  # some key: masked alike
                 elif created is not None:
                     self.objects[(pid, out)] = created
-        if resized:
-            return _join(rec, fields, rest)
-        return _join(rec, fields, rest) if fields else rec
+        rest = self.doubts(fields, rest, offset, fn.name, len(fn.params))
+        return _join(rec, fields, rest) if (resized or fields or rest) else rec
 
     def template(self, data: bytearray, keyctx: bool | None, offset: int, what: str,
                  depth: int) -> None:
@@ -298,7 +360,9 @@ class _Redactor:
                     if self.reader_names(f.data, pcsc.FUNCTIONS[fidx].params[f.param].name):
                         self.found(offset, f"{pcsc.FUNCTIONS[fidx].name} reader name "
                                            f"(identifying)")
-        return _join(rec, fields, rest) if (resized or fields) else rec
+        fn = pcsc.FUNCTIONS[fidx]
+        rest = self.doubts(fields, rest, offset, fn.name, len(fn.params), _PCSC_EXTRA)
+        return _join(rec, fields, rest) if (resized or fields or rest) else rec
 
     def apdu(self, f: _Field, length: _Field | None, offset: int) -> bool:
         """Masks the PIN of a command APDU in place; True if its length changed."""
@@ -332,6 +396,22 @@ class _Redactor:
         for _start, _atr, name_start, name_end in frames.reader_states(data, strict=False):
             changed |= _mask(data, name_start, min(name_end, len(data)))
         return changed
+
+
+def _mask_payload(f: _Field) -> bool:
+    """Masks what a field holds in clear: a template's attribute values (its framing kept, so
+    it still reads as a template), a digest's hash and prefix, any other payload whole."""
+    if f.kind == Kind.TEMPLATE:
+        changed = False
+        for _t, _n, vkind, start, end in frames.attributes(f.data, strict=False):
+            if vkind not in _NO_PAYLOAD:
+                changed |= _mask(f.data, start, end)
+        return changed
+    if f.kind == Kind.DIGEST:
+        return _mask(f.data, DIGEST.size - 8, len(f.data))
+    if f.kind in _NO_PAYLOAD:
+        return False
+    return _mask(f.data, 0, len(f.data))
 
 
 def _ins_name(command: bytes | bytearray) -> str:
