@@ -44,6 +44,9 @@ _HEXDIGITS = re.compile(r"[0-9A-Fa-f]{2}")
 _NONSPACE = re.compile(r"\S")
 _QUOTED = re.compile(r"'([^']*)'")
 _TEMPLATES = frozenset({Role.TEMPLATE_IN, Role.TEMPLATE_INOUT})
+# Names of parameters that no known function explains, read as a PIN or a template in doubt.
+_DOUBTFUL_PIN = re.compile(r"Pin\b|Pin$|PIN|[Pp]assword")
+_DOUBTFUL_TEMPLATE = re.compile(r"Template$")
 _PUBLIC = CKO.value_of("CKO_PUBLIC_KEY")
 _PRIVATE = CKO.value_of("CKO_PRIVATE_KEY")
 # Info struct lines that identify a device (--strict): "      label:   'fixture   '".
@@ -181,7 +184,9 @@ class _Redactor:
         p = self.pmap.get(m.group(1)) if m else None
         text = s
         what = None
-        if p is not None and self.fn is not None:
+        if (p is None or self.fn is None) and m:
+            self.doubt(m.group(1), rest)
+        elif p is not None and self.fn is not None:
             fn = self.fn.name
             spec = _SPEC.search(rest)
             if p.role in _TEMPLATES and rest.rstrip().endswith(":"):
@@ -207,6 +212,16 @@ class _Redactor:
                 self.struct = True
         if done:
             self.emit(line, prefix + text, what)
+
+    def doubt(self, name: str, rest: str) -> None:
+        """A parameter of a function this version does not know (or of none: the call's header
+        line is damaged or missing): when in doubt, a PIN-like name's value rows are masked
+        as a PIN's, and a template is read as one whose object may be a key."""
+        fn = self.fn.name if self.fn else "?"
+        if _DOUBTFUL_PIN.search(name) and _SPEC.search(rest):
+            self.rows = f"{fn} {name} (PIN)"
+        elif _DOUBTFUL_TEMPLATE.search(name) and rest.rstrip().endswith(":"):
+            self.template, self.tparam = [], None
 
     def created_object(self, p: Param, handle: int | None) -> None:
         if handle is None or self.fn is None:
@@ -444,7 +459,10 @@ class _Fast:
                 self.call_at(text, start)
                 p = m.pmap.get(tm.group(2)) if tm else None
                 head_end = text.find("\n", head)
-                inside = p is not None and p.role in _TEMPLATES and 0 <= head_end < start and \
+                known = p is not None and p.role in _TEMPLATES and m.fn is not None
+                doubtful = tm is not None and (p is None or m.fn is None) and \
+                    _DOUBTFUL_TEMPLATE.search(tm.group(2)) is not None
+                inside = (known or doubtful) and 0 <= head_end < start and \
                     _BLOCK_END.search(text, head_end + 1, start - 1) is None
                 if inside:
                     m.template, m.tparam = [], p
