@@ -27,6 +27,11 @@ MIN_RECORD = logformat.RECORD.size  # a record is at least its header
 # a reader must not hold a gigabyte because one length field was hit (LOGFORMAT.md).
 MAX_RECORD = 64 << 20
 
+# No function has more than 16 parameters, each recorded before and after the call at most,
+# with a few fields of the record's own: a record with more fields is damage, and its fields
+# beyond these are not walked (a record of zeros would otherwise be millions of empty fields).
+MAX_FIELDS = 64
+
 # What frames() yields: a whole record; the first piece of a stretch that is no record and
 # further pieces of it (a long stretch comes in pieces, so memory stays flat); a record the
 # file ends inside (from its header to the end); a piece of a tail too short for a header
@@ -59,19 +64,36 @@ def frames(f: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
     eof = False
 
     def fill(n: int) -> bool:
-        """Makes n bytes available, unless the file ends first."""
+        """Makes n bytes available, unless the file ends first (read a chunk at a time: one
+        read of a large length would hold it twice)."""
         nonlocal eof
         while len(buf) < n and not eof:
-            more = f.read(max(CHUNK, n - len(buf)))
+            more = f.read(CHUNK)
             if more:
                 buf.extend(more)
             else:
                 eof = True
         return len(buf) >= n
 
+    seekable = f.seekable()
+
+    def peek(at: int, n: int) -> bytes:
+        """The n bytes at buf offset `at`, or fewer at the end of the file. Beyond what buf
+        holds, a file is read there and put back where it was (so a far candidate costs no
+        memory); a pipe must be buffered up to them."""
+        if at + n <= len(buf) or not seekable:
+            fill(at + n)
+            return bytes(buf[at:at + n])
+        here = f.tell()
+        f.seek(base + at)
+        got = f.read(n)
+        f.seek(here)
+        return got
+
     def take(n: int) -> tuple[int, bytes]:
         nonlocal base
-        start, piece = base, bytes(buf[:n])
+        with memoryview(buf) as view:  # one copy (buf[:n] would make a second)
+            start, piece = base, bytes(view[:n])
         del buf[:n]
         base += n
         return start, piece
@@ -87,9 +109,13 @@ def frames(f: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
             big = byteorder.order_from(bytes(buf[:MIN_RECORD]), big)
         length = byteorder.record_length(buf, big)
         if header_ok(bytes(buf[:4]), length):
-            at = _resync(buf, fill, length, big, lambda: eof)
+            at = _resync(buf, fill, peek, length, big, lambda: eof)
             if at > 0:  # the length is damaged: the record is lost, what follows is not
-                yield JUNK, *take(at)
+                kind = JUNK
+                while at > 0:  # in pieces: memory stays flat however long the claim
+                    n = min(at, CHUNK)
+                    yield kind, *take(n)
+                    kind, at = MORE, at - n
                 continue
             kind, n = (RECORD, length) if fill(length) else (CUT, len(buf))
             start, piece = take(n)
@@ -111,19 +137,18 @@ def frames(f: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
             yield kind, *take(end)
 
 
-def _chain(buf: bytearray, fill, p: int, big: bool, at_eof) -> bool:
+def _chain(buf: bytearray, fill, peek, p: int, big: bool, at_eof) -> bool:
     """Whether a valid record starts at buf[p:] and ends where another starts, or the file."""
     if not fill(p + MIN_RECORD) or buf[p:p + 4] != logformat.MAGIC:
         return False
     n = byteorder.record_length(buf[p:p + MIN_RECORD], big)
     if not header_ok(bytes(buf[p:p + 4]), n):
         return False
-    if fill(p + n + 4):
-        return buf[p + n:p + n + 4] == logformat.MAGIC
-    return at_eof() and len(buf) == p + n
+    after = peek(p + n, 4)  # another record, or the end of the file exactly there
+    return after == logformat.MAGIC or (after == b"" and peek(p + n - 1, 1) != b"")
 
 
-def _resync(buf: bytearray, fill, length: int, big: bool, at_eof) -> int:
+def _resync(buf: bytearray, fill, peek, length: int, big: bool, at_eof) -> int:
     """Where the records go on when the length of the record at buf[0] is wrong, or 0 when it
     is right. Right: its end is the start of a record, or the end of the file (so a damaged
     record after it is no reason to doubt it). Wrong: the first marker inside its span that
@@ -135,7 +160,7 @@ def _resync(buf: bytearray, fill, length: int, big: bool, at_eof) -> int:
         return 0
     p = buf.find(logformat.MAGIC, MIN_RECORD, min(length, len(buf)))
     while p > 0:
-        if _chain(buf, fill, p, big, at_eof):
+        if _chain(buf, fill, peek, p, big, at_eof):
             return p
         p = buf.find(logformat.MAGIC, p + 1, min(length, len(buf)))
     return 0
@@ -144,12 +169,14 @@ def _resync(buf: bytearray, fill, length: int, big: bool, at_eof) -> int:
 def fields(rec: bytes, start: int = 0,
            end: int | None = None) -> Iterator[tuple[int, int, int, int, int, int]]:
     """(parameter, phase, kind, flags, data offset, data length) of the fields of the record at
-    rec[start:end]. The last field's data may run past the record's end: a caller that must
-    not read past it compares."""
+    rec[start:end], at most MAX_FIELDS of them. The last field's data may run past the
+    record's end: a caller that must not read past it compares."""
     field = logformat.FIELD
     off = start + MIN_RECORD
     end = len(rec) if end is None else end
-    while off + field.size <= end:
+    for _ in range(MAX_FIELDS):
+        if off + field.size > end:
+            return
         param, phase, kind, flags, n = field.unpack_from(rec, off)
         off += field.size
         yield param, phase, kind, flags, off, n

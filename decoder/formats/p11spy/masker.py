@@ -91,9 +91,12 @@ def _text_spans(struct: str, names: tuple[str, ...]) -> list[tuple[int, int]]:
 _STRUCT_SPANS = {s: _text_spans(s, n) for s, n in _IDENTIFYING_TEXT.items()}
 
 
+_MARK_BYTE = bytes([MARK])
+
+
 def _mask(buf: bytearray, start: int, end: int) -> bool:
     """Marker bytes over buf[start:end]; whether anything changed."""
-    if start >= end or all(b == MARK for b in buf[start:end]):
+    if start >= end or buf.count(_MARK_BYTE, start, end) == end - start:
         return False
     buf[start:end] = bytes([MARK]) * (end - start)
     return True
@@ -106,8 +109,8 @@ class _Field:
         self.param, self.phase, self.kind, self.flags, self.data = param, phase, kind, flags, data
 
 
-def _split(rec: bytes) -> tuple[list[_Field], bytes]:
-    """A call or PC/SC record's fields, and any bytes after the last whole one."""
+def _split(rec: bytes) -> tuple[list[_Field], int]:
+    """A call or PC/SC record's fields, and where the bytes after the last whole one begin."""
     out = []
     off = frames.MIN_RECORD
     for param, phase, kind, flags, start, n in frames.fields(rec):
@@ -115,15 +118,42 @@ def _split(rec: bytes) -> tuple[list[_Field], bytes]:
             break
         out.append(_Field(param, phase, kind, flags, bytearray(rec[start:start + n])))
         off = start + n
-    return out, rec[off:]
+    return out, off
 
 
-def _join(rec: bytes, fields: list[_Field], rest: bytes) -> bytes:
+# The bytes after a record's last whole field: as they are (a view), or a run of that many
+# marker bytes (an int), which is written a chunk at a time: a damaged record may be 64 MiB.
+Rest = memoryview | int
+Parts = list[bytes | Rest]
+
+
+def _masked_rest(rec: bytes, off: int) -> tuple[Rest, bool]:
+    """rec[off:] as a run of marker bytes unless it is one already; whether that changed it."""
+    n = len(rec) - off
+    if n == 0 or rec.count(_MARK_BYTE, off) == n:
+        return memoryview(rec)[off:], False
+    return n, True
+
+
+def _join(rec: bytes, fields: list[_Field], rest: Rest) -> Parts:
     body = b"".join(FIELD.pack(f.param, f.phase, f.kind, f.flags, len(f.data)) + f.data
                     for f in fields)
     head = bytearray(rec[:RECORD.size])
-    head[4:8] = (RECORD.size + len(body) + len(rest)).to_bytes(4, "little")
-    return bytes(head) + body + rest
+    n = rest if isinstance(rest, int) else len(rest)
+    head[4:8] = (RECORD.size + len(body) + n).to_bytes(4, "little")
+    return [bytes(head) + body, rest]
+
+
+def _write(fout: BinaryIO, out: bytes | Parts) -> None:
+    if not isinstance(out, list):
+        fout.write(out)
+        return
+    for part in out:
+        if isinstance(part, int):
+            for k in range(0, part, frames.CHUNK):
+                fout.write(_MARK_BYTE * min(frames.CHUNK, part - k))
+        else:
+            fout.write(part)
 
 
 class _Redactor:
@@ -138,7 +168,7 @@ class _Redactor:
 
     # -- records -----------------------------------------------------------------------------
 
-    def record(self, rec: bytes, offset: int) -> bytes:
+    def record(self, rec: bytes, offset: int) -> bytes | Parts:
         rtype = rec[8]
         fidx = int.from_bytes(rec[10:12], "little")
         if rtype == RecordType.PROCESS:
@@ -153,25 +183,23 @@ class _Redactor:
             return self.pcsc(rec, offset)
         return self.unknown(rec, offset, rtype, fidx)
 
-    def unknown(self, rec: bytes, offset: int, rtype: int, fidx: int) -> bytes:
+    def unknown(self, rec: bytes, offset: int, rtype: int, fidx: int) -> Parts:
         """A record of a type or function this version does not know: nobody can tell which
         of its bytes are secret, so every field's payload is masked (the whole body when its
         fields do not frame it); the record keeps its header and length."""
         what = f"record of unknown type {rtype}" if rtype not in _FIELDED else \
             f"{RecordType(rtype).name.lower()} record of unknown function {fidx}"
-        fields, rest = _split(rec)
+        fields, off = _split(rec)
         changed = False
         for f in fields:
             changed |= _mask(f.data, 0, len(f.data))
-        if rest:
-            rest = bytearray(rest)
-            changed |= _mask(rest, 0, len(rest))
-        if changed:
+        rest, masked = _masked_rest(rec, off)
+        if changed or masked:
             self.found(offset, f"{what} (masked: it may hold anything)")
-        return _join(rec, fields, bytes(rest))
+        return _join(rec, fields, rest)
 
-    def doubts(self, fields: list[_Field], rest: bytes, offset: int, what: str,
-               known: int, extra: frozenset[int] = frozenset()) -> bytes:
+    def doubts(self, fields: list[_Field], rec: bytes, off: int, offset: int, what: str,
+               known: int, extra: frozenset[int] = frozenset()) -> Rest:
         """What a known record's own rules leave in doubt, masked: a field flagged as a secret
         in clear, whatever its parameter or kind (the flag stays: it says how the field was
         recorded, and a redacted field holds the marker), a field of a parameter the function
@@ -184,10 +212,10 @@ class _Redactor:
             elif f.param >= known and f.param not in extra and f.kind not in _NO_PAYLOAD and \
                     _mask(f.data, 0, len(f.data)):
                 self.found(offset, f"{what} field {f.param} (unknown parameter)")
-        if rest and _mask(buf := bytearray(rest), 0, len(buf)):
-            self.found(offset, f"{what}: {len(buf)} bytes after its last whole field "
+        rest, masked = _masked_rest(rec, off)
+        if masked:
+            self.found(offset, f"{what}: {rest} bytes after its last whole field "
                                f"(damaged: masked)")
-            return bytes(buf)
         return rest
 
     def process(self, rec: bytes, offset: int) -> bytes:
@@ -230,9 +258,9 @@ class _Redactor:
         text = json.dumps(info, separators=(",", ":"), ensure_ascii=False).encode()
         return rec[:RECORD.size] + text + b" " * max(0, len(body) - len(text))
 
-    def call(self, rec: bytes, offset: int, fn: Function) -> bytes:
+    def call(self, rec: bytes, offset: int, fn: Function) -> bytes | Parts:
         pid = int.from_bytes(rec[12:16], "little")
-        fields, rest = _split(rec)
+        fields, off = _split(rec)
         by_name = {fn.params[f.param].name: f for f in fields
                    if f.param < len(fn.params) and f.phase == Phase.IN}
         obj = by_name.get("hObject")
@@ -296,7 +324,7 @@ class _Redactor:
                     self.objects[(pid, out)] = _PRIVATE  # some key: masked alike
                 elif created is not None:
                     self.objects[(pid, out)] = created
-        rest = self.doubts(fields, rest, offset, fn.name, len(fn.params))
+        rest = self.doubts(fields, rec, off, offset, fn.name, len(fn.params))
         return _join(rec, fields, rest) if (resized or fields or rest) else rec
 
     def template(self, data: bytearray, keyctx: bool | None, offset: int, what: str,
@@ -327,11 +355,11 @@ class _Redactor:
             if f.role is Role.PIN and kind == Kind.BYTES and _mask(data, start, end):
                 self.found(offset, f"{what} {f.name} (PIN)")
 
-    def pcsc(self, rec: bytes, offset: int) -> bytes:
+    def pcsc(self, rec: bytes, offset: int) -> bytes | Parts:
         fidx = int.from_bytes(rec[10:12], "little")
         if fidx >= len(pcsc.FUNCTIONS):
             return rec
-        fields, rest = _split(rec)
+        fields, off = _split(rec)
         values = {(f.param, f.phase): f for f in fields}
         resized = False
         if fidx == _TRANSMIT:
@@ -361,7 +389,7 @@ class _Redactor:
                         self.found(offset, f"{pcsc.FUNCTIONS[fidx].name} reader name "
                                            f"(identifying)")
         fn = pcsc.FUNCTIONS[fidx]
-        rest = self.doubts(fields, rest, offset, fn.name, len(fn.params), _PCSC_EXTRA)
+        rest = self.doubts(fields, rec, off, offset, fn.name, len(fn.params), _PCSC_EXTRA)
         return _join(rec, fields, rest) if (resized or fields or rest) else rec
 
     def apdu(self, f: _Field, length: _Field | None, offset: int) -> bool:
@@ -453,14 +481,15 @@ def redact(fin: BinaryIO, fout: BinaryIO | None, opts: Options, report: Report) 
         if kind == frames.RECORD:
             out = r.record(data, offset)
         else:  # unreadable: masked, but a record marker and its length stay, so that the
-            buf = bytearray(data)  # reader stops or resynchronises where it did before
-            keep = min(8, len(buf)) if buf[:4] == MAGIC else 0
-            changed = _mask(buf, keep, len(buf))
-            stretch = (offset, len(buf) - keep, changed) if stretch is None else \
-                (stretch[0], stretch[1] + len(buf), stretch[2] or changed)
-            out = bytes(buf)
+            # reader stops or resynchronises where it did before
+            keep = min(8, len(data)) if data[:4] == MAGIC else 0
+            n = len(data) - keep
+            changed = data.count(_MARK_BYTE, keep) != n
+            stretch = (offset, n, changed) if stretch is None else \
+                (stretch[0], stretch[1] + len(data), stretch[2] or changed)
+            out = [data[:keep], n] if changed else data
         if fout is not None:
-            fout.write(out)
+            _write(fout, out)
     if stretch is not None:
         _unreadable(r, *stretch)
 
