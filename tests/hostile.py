@@ -77,7 +77,8 @@ def _excerpts(dest: Path) -> None:
 # --- damage -------------------------------------------------------------------------------------
 
 
-def _records(data: bytes) -> list[tuple[int, int]]:
+def record_spans(data: bytes) -> list[tuple[int, int]]:
+    """(offset, length) of each record of a trace, as its lengths say."""
     out, off = [], 0
     while off + 8 <= len(data):
         n = struct.unpack_from("<I", data, off + 4)[0]
@@ -88,7 +89,7 @@ def _records(data: bytes) -> list[tuple[int, int]]:
 
 def _call(data: bytes, fidx: int, nth: int = 0) -> tuple[int, int]:
     """(offset, length) of the nth call record of a function."""
-    hits = [(o, n) for o, n in _records(data)
+    hits = [(o, n) for o, n in record_spans(data)
             if data[o + 8] == 2 and struct.unpack_from("<H", data, o + 10)[0] == fidx]
     return hits[nth]
 
@@ -109,7 +110,7 @@ def _flips(seed: int, count: int = 4) -> Damage:
 
 def _login_len(delta: int | None, prev: bool = False) -> Damage:
     def damage(data: bytes, _secret: bytes) -> bytes:
-        recs = _records(data)
+        recs = record_spans(data)
         o, n = _call(data, _LOGIN)
         if prev:
             o, n = recs[recs.index((o, n)) - 1]

@@ -75,7 +75,7 @@ def little_endian(path: Path) -> Path:
         fd, name = tempfile.mkstemp(prefix="p11spy-little-", suffix=".p11")  # mode 0600
         with os.fdopen(fd, "wb") as out:
             for _offset, rec in p11log.records(f):
-                if isinstance(rec, bytes):
+                if not isinstance(rec, str):
                     out.write(rec)
     return Path(name)
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from p11spy.decoder.formats.p11spy import frames
 from tests.bench.tui import parse_size
+from tests.hostile import record_spans
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = REPO / "tests" / "hostile_corpus" / "secrets.p11"
@@ -40,15 +41,6 @@ COMMANDS = {
     "redact": ["redact"],
     "redact --check": ["redact", "--check"],
 }
-
-
-def _records(data: bytes) -> list[tuple[int, int]]:
-    out, off = [], 0
-    while off + 8 <= len(data):
-        n = struct.unpack_from("<I", data, off + 4)[0]
-        out.append((off, n))
-        off += n
-    return out
 
 
 def _damaged(trace: bytes, recs: list[tuple[int, int]], rnd: random.Random) -> bytes:
@@ -81,7 +73,7 @@ def _giant_claim(rnd: random.Random) -> bytes:
 
 def build(dest: Path, size: int) -> None:
     trace = BASE.read_bytes()
-    recs = _records(trace)
+    recs = record_spans(trace)
     rnd = random.Random(15)
     noise = rnd.randbytes(4 << 20)
     written = 0

@@ -11,8 +11,9 @@ pkcs11-spy crashes on some of the invalid ones (NULL arguments).
 Then the decoders (tests/bench/decoders.py: each reader against a regex floor, and redact
 against decode) and the viewer (tests/bench/tui.py: first screen, full index and memory for 100 MB
 and 1 GB traces), and start-up (tests/bench/startup.py: `p11spy --version` against `python -c
-pass`, `p11spy run -- pkcs11-tool -L` against the bare client). P11SPY_BENCH_ONLY=startup,shim,
-decoders,tui picks parts (default: all).
+pass`, `p11spy run -- pkcs11-tool -L` against the bare client), and the readers' peak memory on a
+hostile trace (tests/bench/hostile.py). P11SPY_BENCH_ONLY=startup,shim,decoders,tui,hostile picks
+parts (default: all).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def rate(loop: Path, module: str, env: dict[str, str], func: str, threads: int) 
 
 
 def main() -> int:
-    parts = os.environ.get("P11SPY_BENCH_ONLY", "startup,shim,decoders,tui").split(",")
+    parts = os.environ.get("P11SPY_BENCH_ONLY", "startup,shim,decoders,tui,hostile").split(",")
     if "startup" in parts:
         subprocess.run([sys.executable, str(REPO / "tests/bench/startup.py")], check=True)
         print(flush=True)
@@ -97,6 +98,10 @@ def main() -> int:
     if "tui" in parts:
         print("\np11spy show (headless at 120x40, a fresh process per size)", flush=True)
         subprocess.run([sys.executable, "-m", "tests.bench.tui"], cwd=REPO, check=True)
+    if "hostile" in parts:
+        print("\np11spy readers on a hostile trace (peak RSS of each command, a fresh process; "
+              "P11SPY_BENCH_HOSTILE_SIZE, default 2G)", flush=True)
+        subprocess.run([sys.executable, "-m", "tests.bench.hostile"], cwd=REPO, check=True)
     return 0
 
 

@@ -35,8 +35,10 @@ from p11spy.facts.logformat import (
     DIGEST,
     FIELD,
     MAGIC,
+    MASKED,
     MECHANISM,
     RECORD,
+    ULONG,
     FieldFlag,
     Kind,
     Phase,
@@ -60,6 +62,10 @@ _NO_PAYLOAD = frozenset({Kind.NULL, Kind.UNREAD, Kind.MASKED, Kind.APDU_MASKED})
 # number (its length parameter shares the field's kind in some old traces).
 _PIN_KEPT = frozenset({Kind.NULL, Kind.UNREAD, Kind.MASKED, Kind.ULONG, Kind.BYTES,
                        Kind.DIGEST})
+_KINDS = frozenset(int(k) for k in Kind)
+# The payload sizes of the kinds that have one.
+_SIZES = {Kind.ULONG: ULONG.size, Kind.NULL: 0, Kind.UNREAD: ULONG.size,
+          Kind.MASKED: MASKED.size}
 # Fields of PC/SC records beyond the function's parameters: the PKCS#11 call that made it.
 _PCSC_EXTRA = frozenset({pcsc.PARENT_PARAM})
 _TRANSMIT = pcsc.BY_NAME["SCardTransmit"].index
@@ -110,11 +116,13 @@ class _Field:
 
 
 def _split(rec: bytes) -> tuple[list[_Field], int]:
-    """A call or PC/SC record's fields, and where the bytes after the last whole one begin."""
+    """A call or PC/SC record's fields, and where the bytes after the last sound one begin: a
+    field that runs past the record, of a kind the format lacks or of a size its kind cannot
+    have is where the damage starts, and it and all after it are the rest."""
     out = []
     off = frames.MIN_RECORD
     for param, phase, kind, flags, start, n in frames.fields(rec):
-        if start + n > len(rec):
+        if start + n > len(rec) or kind not in _KINDS or _SIZES.get(kind, n) != n:
             break
         out.append(_Field(param, phase, kind, flags, bytearray(rec[start:start + n])))
         off = start + n
@@ -174,9 +182,9 @@ class _Redactor:
         if rtype == RecordType.PROCESS:
             return self.process(rec, offset)
         if rtype == RecordType.MODULE:
-            return self.module(rec, offset) if self.opts.strict else rec
+            return self.module(rec, offset)
         if rtype in _PLAIN:
-            return rec
+            return self.plain(rec, offset)
         if rtype == RecordType.CALL and fidx < len(functions.FUNCTIONS):
             return self.call(rec, offset, functions.FUNCTIONS[fidx])
         if rtype == RecordType.PCSC and fidx < len(pcsc.FUNCTIONS):
@@ -198,6 +206,25 @@ class _Redactor:
             self.found(offset, f"{what} (masked: it may hold anything)")
         return _join(rec, fields, rest)
 
+    def unreadable_json(self, rec: bytes, offset: int, what: str) -> Parts:
+        """A header record whose JSON does not read (damaged, or a damaged length that
+        took in the records after it): its body is masked whole."""
+        rest, masked = _masked_rest(rec, RECORD.size)
+        if masked:
+            self.found(offset, f"{what}: unreadable (masked: it may hold anything)")
+        return [rec[:RECORD.size], rest]
+
+    def plain(self, rec: bytes, offset: int) -> bytes | Parts:
+        """A record that holds no secret by construction, unless a damaged length gave it
+        more than its fields: that is masked."""
+        fields, off = _split(rec)
+        rest, masked = _masked_rest(rec, off)
+        if not masked:
+            return rec
+        self.found(offset, f"{RecordType(rec[8]).name.lower()} record: {rest} bytes after its "
+                           f"last whole field (damaged: masked)")
+        return [rec[:off], rest]
+
     def doubts(self, fields: list[_Field], rec: bytes, off: int, offset: int, what: str,
                known: int, extra: frozenset[int] = frozenset()) -> Rest:
         """What a known record's own rules leave in doubt, masked: a field flagged as a secret
@@ -218,14 +245,11 @@ class _Redactor:
                                f"(damaged: masked)")
         return rest
 
-    def process(self, rec: bytes, offset: int) -> bytes:
+    def process(self, rec: bytes, offset: int) -> bytes | Parts:
         body = rec[RECORD.size:]
-        try:
-            info = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return rec
-        if not isinstance(info, dict):
-            return rec
+        info = _json(body)
+        if info is None:
+            return self.unreadable_json(rec, offset, "process header")
         if info.get("secrets"):
             self.found(offset, "process header: recorded with secrets in clear")
         if self.opts.strict:
@@ -242,13 +266,12 @@ class _Redactor:
             return rec  # a header written by another tool, with no room: left as it was
         return rec[:RECORD.size] + text + b" " * (len(body) - len(text))
 
-    def module(self, rec: bytes, offset: int) -> bytes:
+    def module(self, rec: bytes, offset: int) -> bytes | Parts:
         body = rec[RECORD.size:]
-        try:
-            info = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return rec
-        if not isinstance(info, dict) or not isinstance(info.get("path"), str):
+        info = _json(body)
+        if info is None:
+            return self.unreadable_json(rec, offset, "module record")
+        if not isinstance(info.get("path"), str) or not self.opts.strict:
             return rec
         masked = _masked_path(info["path"])
         if masked == info["path"]:
@@ -464,6 +487,15 @@ def _template_class(data: bytearray) -> int | None:
 def _sensitive(data: bytearray) -> bool:
     return any(atype == _SENSITIVE and vkind == Kind.BYTES and payload[:1] not in (b"", b"\0")
                for atype, vkind, payload in _template_attrs(data))
+
+
+def _json(body: bytes) -> dict | None:
+    """A header record's JSON object, or None when it does not read as one."""
+    try:
+        info = json.loads(bytes(body).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def _masked_path(path: str) -> str:
