@@ -5,7 +5,8 @@ hold what it claims (issue 15: at most 100 MB RSS for decode, diagnose, redact a
 --check on a 2 GB hostile file). The file is built here from the kept corpus's real trace
 (tests/hostile_corpus/secrets.p11), in blocks that repeat until the size is reached:
 
-- the trace's records with one length damaged (a few bytes, 16 MiB, 64 MiB, 1 GiB);
+- the trace's records with one length damaged (a few bytes, 16 MiB, the most a record may
+  have, 1 GiB);
 - a header claiming the largest length a record may have, then that many bytes of zeros with
   record markers in them (every marker a candidate a resynchronisation must try);
 - "P11R" and megabytes of zeros, and of random bytes (stretches that are no record);

@@ -25,8 +25,11 @@ from p11spy.facts.pkcs11.model import Param, Role
 CHUNK = 1 << 20  # bytes read at a time
 MIN_RECORD = logformat.RECORD.size  # a record is at least its header
 # A larger length is damage, not a record: the shim records at most 16 MiB of any buffer, and
-# a reader must not hold a gigabyte because one length field was hit (LOGFORMAT.md).
-MAX_RECORD = 64 << 20
+# three such buffers (C_EncryptMessage's associated data, plaintext and ciphertext) fit; a
+# reader must hold no more than this because one length field was hit (LOGFORMAT.md), so
+# that it stays within 100 MB. (Only a call filling a fourth buffer, its mechanism
+# parameter, with P11SPY_MAX_BUFFER at its 16 MiB ceiling would write more.)
+MAX_RECORD = 50 << 20
 # The most the shim records of one buffer (P11SPY_MAX_BUFFER's ceiling in spy/shim_runtime.c):
 # a single-buffer field holding more is damage, decoded as such rather than rendered whole.
 MAX_BUFFER = 16 << 20
@@ -99,7 +102,7 @@ def frames(f: BinaryIO) -> Iterator[tuple[int, int, bytes | bytearray]]:
 
     def take(n: int) -> tuple[int, bytes | bytearray]:
         """The next n bytes. A piece that is most of a large buffer is the buffer itself (a
-        bytearray; the few bytes after it move to a new one): a 64 MiB record is held once."""
+        bytearray; the few bytes after it move to a new one): the largest record is held once."""
         nonlocal base, buf
         start = base
         if n > CHUNK and 2 * n > len(buf):

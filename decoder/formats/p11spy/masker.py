@@ -130,7 +130,7 @@ def _split(rec: bytes) -> tuple[list[_Field], int]:
 
 
 # The bytes after a record's last whole field: as they are (a view), or a run of that many
-# marker bytes (an int), which is written a chunk at a time: a damaged record may be 64 MiB.
+# marker bytes (an int), written a chunk at a time: a damaged record may be MAX_RECORD long.
 Rest = memoryview | int
 Parts = list[bytes | Rest]
 
