@@ -47,6 +47,7 @@ _TEMPLATES = frozenset({Role.TEMPLATE_IN, Role.TEMPLATE_INOUT})
 # Names of parameters that no known function explains, read as a PIN or a template in doubt.
 _DOUBTFUL_PIN = re.compile(r"Pin\b|Pin$|PIN|[Pp]assword")
 _DOUBTFUL_TEMPLATE = re.compile(r"Template$")
+_BUFFER = re.compile(r"\*?\w+\[\w*\] ")  # "pPin[ulPinLen] <pointer> / <length>"
 _PUBLIC = CKO.value_of("CKO_PUBLIC_KEY")
 _PRIVATE = CKO.value_of("CKO_PRIVATE_KEY")
 # Info struct lines that identify a device (--strict): "      label:   'fixture   '".
@@ -191,11 +192,12 @@ class _Redactor:
             spec = _SPEC.search(rest)
             if p.role in _TEMPLATES and rest.rstrip().endswith(":"):
                 self.template, self.tparam = [], p
-            elif p.role is Role.PIN and spec:
+            elif p.role is Role.PIN and (spec or _BUFFER.match(rest)):
+                # (a buffer whose pointer and length do not read is a PIN all the same)
                 self.rows = f"{fn} {p.name} (PIN)"
                 if self.opts.hide_lengths:
                     self.pin, self.pin_spec = [], None
-                    n = int(spec.group(2))
+                    n = int(spec.group(2)) if spec else 0
                     if n > 0:
                         text = s[:len(s) - len(rest) + spec.start(2)] + str(HIDDEN_PIN_LENGTH) \
                             + rest[spec.end(2):]
@@ -218,7 +220,7 @@ class _Redactor:
         line is damaged or missing): when in doubt, a PIN-like name's value rows are masked
         as a PIN's, and a template is read as one whose object may be a key."""
         fn = self.fn.name if self.fn else "?"
-        if _DOUBTFUL_PIN.search(name) and _SPEC.search(rest):
+        if _DOUBTFUL_PIN.search(name) and (_SPEC.search(rest) or _BUFFER.match(rest)):
             self.rows = f"{fn} {name} (PIN)"
         elif _DOUBTFUL_TEMPLATE.search(name) and rest.rstrip().endswith(":"):
             self.template, self.tparam = [], None
