@@ -47,6 +47,8 @@ _TEMPLATES = frozenset({Role.TEMPLATE_IN, Role.TEMPLATE_INOUT})
 # Names of parameters that no known function explains, read as a PIN or a template in doubt.
 _DOUBTFUL_PIN = re.compile(r"Pin\b|Pin$|PIN|[Pp]assword")
 _DOUBTFUL_TEMPLATE = re.compile(r"Template$")
+_LABEL = re.compile(r"CKA_[A-Za-z0-9_]+")
+_GLUED_ROW = re.compile(r" / -?\d+(    [0-9A-Fa-f]{8}  .*)$")
 _BUFFER = re.compile(r"\*?\w+\[\w*\] ")  # "pPin[ulPinLen] <pointer> / <length>"
 _PUBLIC = CKO.value_of("CKO_PUBLIC_KEY")
 _PRIVATE = CKO.value_of("CKO_PRIVATE_KEY")
@@ -193,8 +195,13 @@ class _Redactor:
             if p.role in _TEMPLATES and rest.rstrip().endswith(":"):
                 self.template, self.tparam = [], p
             elif p.role is Role.PIN and (spec or _BUFFER.match(rest)):
-                # (a buffer whose pointer and length do not read is a PIN all the same)
+                # (a buffer whose pointer and length do not read is a PIN all the same, and
+                # a dump row glued to it by a lost newline is masked as one)
                 self.rows = f"{fn} {p.name} (PIN)"
+                glued = _GLUED_ROW.search(s)
+                if glued:
+                    text = s[:glued.start(1)] + mask_row(glued.group(1))
+                    what = self.rows if text != s else None
                 if self.opts.hide_lengths:
                     self.pin, self.pin_spec = [], None
                     n = int(spec.group(2)) if spec else 0
@@ -353,8 +360,9 @@ def _attr_type(name: str) -> int | None:
     if name.startswith("CKA_? ("):
         v = _handle(name[7:-1])
         return v
+    m = _LABEL.match(name)  # (a byte of junk after it is damage, not another name)
     try:
-        return CKA.value_of(name.split("(", 1)[0])
+        return CKA.value_of(m.group() if m else name)
     except KeyError:
         return None
 
