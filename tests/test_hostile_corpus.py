@@ -27,12 +27,6 @@ CLEAR_FIXTURES = {
 }
 
 
-# Damage the pkcs11-spy masker does not yet see through (issue 15, open): a PIN's dump row
-# behind NUL bytes (the fast path's blocks end at such a line). Strict: the test fails when it
-# starts to pass.
-KNOWN_GAPS = {"secrets-pkcs11-spy.nul-before-secret.log"}
-
-
 def _corpus() -> list[tuple[Path, list[str]]]:
     manifest = json.loads(SECRETS.read_text())
     out = []
@@ -44,9 +38,6 @@ def _corpus() -> list[tuple[Path, list[str]]]:
 
 
 CASES = _corpus()
-PARAMS = [pytest.param(p, s, id=p.name, marks=[pytest.mark.xfail(strict=True,
-                                                                 reason="known gap")]
-                       if p.name in KNOWN_GAPS else []) for p, s in CASES]
 
 
 def found(path: Path, secrets: list[str]) -> list[str]:
@@ -72,7 +63,7 @@ def test_the_corpus_is_whole() -> None:
         assert all(any(h.startswith(f"{s}: ") for h in hits) for s in secrets), hits
 
 
-@pytest.mark.parametrize("path,secrets", PARAMS)
+@pytest.mark.parametrize("path,secrets", CASES, ids=[p.name for p, _ in CASES])
 def test_check_agrees_with_a_byte_search(path: Path, secrets: list[str],
                                          tmp_path: Path) -> None:
     before = found(path, secrets)

@@ -48,6 +48,7 @@ _TEMPLATES = frozenset({Role.TEMPLATE_IN, Role.TEMPLATE_INOUT})
 _DOUBTFUL_PIN = re.compile(r"Pin\b|Pin$|PIN|[Pp]assword")
 _DOUBTFUL_TEMPLATE = re.compile(r"Template$")
 _LABEL = re.compile(r"CKA_[A-Za-z0-9_]+")
+_JUNK = "".join(map(chr, [*range(0, 9), *range(14, 32), 127]))  # bytes that are no text
 _GLUED_ROW = re.compile(r" / -?\d+(    [0-9A-Fa-f]{8}  .*)$")
 _BUFFER = re.compile(r"\*?\w+\[\w*\] ")  # "pPin[ulPinLen] <pointer> / <length>"
 _PUBLIC = CKO.value_of("CKO_PUBLIC_KEY")
@@ -135,7 +136,7 @@ class _Redactor:
     def line(self, no: int, text: str, eol: str) -> None:
         line = _Line(no, text, eol)
         s = text
-        c = s[:1]
+        c = s.lstrip(_JUNK)[:1]  # (NULs before an indented line leave it indented)
         if self.template is not None:
             if c == " ":
                 self.template.append(line)
