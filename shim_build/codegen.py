@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from p11spy.facts import logformat, pcsc
+from p11spy.facts import iso7816, logformat, pcsc
 from p11spy.facts.pkcs11 import attributes, constants, functions, structs
 from p11spy.facts.pkcs11.cdecl import ctype, function_list_struct
 from p11spy.facts.pkcs11.model import Function, Param, Role
@@ -350,6 +350,7 @@ def generate() -> str:
         (SPY / "shim_runtime.c").read_text(),
         _attr_secret(),
         _keyless_class(),
+        iso7816.c_defines(),
         _mech_desc(),
         *(_impl(fn) for fn in functions.FUNCTIONS),
         _wrappers(),

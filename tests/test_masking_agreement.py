@@ -83,3 +83,38 @@ def test_shim_and_redact_mask_the_same_values(token, tmp_path, spy_env, shim) ->
     assert decided[(None, 0)] and decided[(CKO.value_of("CKO_DATA"), 1)]
     assert not decided[(CKO.value_of("CKO_CERTIFICATE"), 0)]
     assert any(m for m in by_shim) and not all(m for m in by_shim)
+
+
+_PIN_MAIN = r"""
+#include <stdio.h>
+int main(void)
+{
+    for (int cla = 0; cla < 256; cla++)
+        for (int ins = 0; ins < 256; ins++)
+            putchar('0' + p11_pin_in_clear((unsigned char)cla, (unsigned char)ins));
+    return 0;
+}
+"""
+
+
+def test_the_preloaded_spy_and_redact_take_pin_apdus_from_one_table(tmp_path) -> None:
+    """Which APDUs carry a PIN in clear (facts/iso7816.py): the C the preloaded spy is built
+    with (it is in the generated source) answers as redact's pin_field does, for every class
+    and instruction of a command with data."""
+    from p11spy.decoder.apdu import pin_field
+    from p11spy.facts import iso7816
+    from shim_build.codegen import generate
+
+    c = iso7816.c_defines()
+    assert c in generate()
+    src = tmp_path / "pin.c"
+    src.write_text(c + _PIN_MAIN)
+    prog = tmp_path / "pin"
+    subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-o", str(prog), str(src)], check=True)
+    by_spy = subprocess.run([str(prog)], capture_output=True, text=True, check=True).stdout
+    by_redact = "".join("1" if pin_field(bytes([cla, ins, 0, 0x80, 2, 0x31, 0x32])) else "0"
+                        for cla in range(256) for ins in range(256))
+    assert by_spy == by_redact
+    assert by_spy.count("1") > 6  # VERIFY and the others, under many classes
+    assert by_spy[0x00 * 256 + 0x20] == "1" and by_spy[0x0C * 256 + 0x20] == "0"  # SM: not
+    assert by_spy[0x80 * 256 + 0x20] == "1"  # a proprietary class: masked (when in doubt)
