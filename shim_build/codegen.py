@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from p11spy.facts import logformat, pcsc
+from p11spy.facts import iso7816, logformat, pcsc
 from p11spy.facts.pkcs11 import attributes, constants, functions, structs
 from p11spy.facts.pkcs11.cdecl import ctype, function_list_struct
 from p11spy.facts.pkcs11.model import Function, Param, Role
@@ -187,13 +187,14 @@ def _defines() -> str:
 
 
 def _attr_secret() -> str:
+    """attributes.secrecy as a switch: every listed number, and its answer for the rest."""
+    vendor = constants.FAMILIES["CKA"].value_of("CKA_VENDOR_DEFINED")
     lines = ["static int p11_attr_secret(CK_ATTRIBUTE_TYPE t)", "{", "    switch (t) {"]
-    for a in attributes.ATTRIBUTES.values():
-        if a.secret:
-            lines.append(f"    case 0x{a.value:x}UL: return 1; /* {a.name} */")
-        elif a.secret_if_key:
-            lines.append(f"    case 0x{a.value:x}UL: return 2; /* {a.name} */")
-    lines += ["    default: return 0;", "    }", "}", ""]
+    lines += [f"    case 0x{a.value:x}UL: return {attributes.secrecy(a.value)}; /* {a.name} */"
+              for a in attributes.ATTRIBUTES.values()]
+    lines += [f"    default: return t >= 0x{vendor:x}UL ? {attributes.secrecy(vendor | 1)} : "
+              f"{attributes.secrecy(vendor - 1)};  /* numbers no table lists */",
+              "    }", "}", ""]
     return "\n".join(lines)
 
 
@@ -362,6 +363,7 @@ def generate() -> str:
         (SPY / "shim_runtime.c").read_text(),
         _attr_secret(),
         _keyless_class(),
+        iso7816.c_defines(),
         _mech_desc(),
         *(_impl(fn) for fn in functions.FUNCTIONS),
         _wrappers(),

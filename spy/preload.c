@@ -376,14 +376,11 @@ static int p11_sc_begin(struct p11_rec *r, int fn)
 
 static void p11_sc_finish(struct p11_rec *r, P11_LONG rv) { p11_rec_finish(r, (CK_RV)rv); }
 
-/* Whether an APDU carries a PIN in clear: VERIFY, CHANGE REFERENCE DATA or RESET RETRY
- * COUNTER with data, in an interindustry class without secure messaging. */
+/* Whether an APDU carries a PIN in clear: a command with data that facts/iso7816.py says
+ * sends one (p11_pin_in_clear is generated from it, as the redactors read it). */
 static int p11_apdu_has_pin(const unsigned char *a, size_t n)
 {
-    if (!a || n <= 5 || (a[0] & 0x80)) return 0;
-    int sm = (a[0] & 0x40) ? (a[0] & 0x20) : ((a[0] >> 2) & 3);
-    if (sm) return 0;
-    return a[1] == 0x20 || a[1] == 0x21 || a[1] == 0x24 || a[1] == 0x2c;
+    return a && n > 5 && p11_pin_in_clear(a[0], a[1]);
 }
 
 /* An APDU with its data masked: header and trailer kept, the data as length and class. */

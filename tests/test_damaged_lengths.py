@@ -84,3 +84,40 @@ def test_a_gigabyte_claimed_and_present_is_read_in_bounded_memory(tmp_path: Path
                              preexec_fn=_limited, timeout=300)
         assert res.returncode in (0, 1), (cmd, res.stderr[-2000:])
         assert "Traceback" not in res.stderr and "MemoryError" not in res.stderr
+
+
+def _indexed(path: Path) -> tuple[list[str], list[str]]:
+    """The calls the viewer's index lists, and its warnings."""
+    from p11spy.tui.p11_index import P11Index
+    from p11spy.tui.trace_index import CALL
+
+    index = P11Index(path)
+    try:
+        index.scan(lambda: False)
+        return ([index.func_names[index.funcs[i]] for i, k in enumerate(index.kinds)
+                 if k & 0xF == CALL], sorted(index.warnings.values()))
+    finally:
+        index.close()
+
+
+@pytest.mark.parametrize("claim", [0x3FFFFFFF, 0xFFFFFF, +200, +1, -3])
+def test_the_viewer_index_resynchronises_as_the_reader_does(tmp_path: Path, claim: int) -> None:
+    """The viewer's index (which reads record headers only) loses the same one record as
+    decode, lists the same calls, and says where the bytes could not be read."""
+    data = TRACE.read_bytes()
+    offs = _offsets(data)
+    real = offs[7] - offs[6]
+    path, off = _damaged(tmp_path, 6, claim if claim > 1000 else real + claim)
+    calls, warnings = _indexed(path)
+    assert calls == _calls(path) and len(calls) >= len(_calls(TRACE)) - 1
+    assert len(warnings) == 1 and "unreadable bytes" in warnings[0]
+
+
+def test_the_viewer_index_of_a_gigabyte_claim_is_bounded(tmp_path: Path) -> None:
+    path, _ = _damaged(tmp_path, 6, 0x3FFFFFFF, tail=1 << 30)
+    code = ("import sys; from pathlib import Path; from tests.test_damaged_lengths import _indexed;"
+            "calls, warnings = _indexed(Path(sys.argv[1])); print(len(calls), len(warnings))")
+    res = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, preexec_fn=_limited, timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == [str(len(_calls(path))), "2"]  # the claim, the zeros at the end

@@ -16,7 +16,7 @@ from p11spy.decoder.formats.p11spy import reader as p11log
 from p11spy.decoder.formats.pkcs11_spy import masker as redact_spy_text
 from p11spy.decoder.formats.pkcs11_spy import reader as pkcs11spy_text
 from p11spy.decoder.masking import search as secrets_search
-from p11spy.facts.logformat import ATTRIBUTE, ULONG, Kind, Phase, RecordType
+from p11spy.facts.logformat import ATTRIBUTE, RECORD, ULONG, Kind, Phase, RecordType
 from p11spy.facts.pkcs11.constants import CKA, CKK, CKO
 from tests.traces import TraceWriter, field, record, ulong
 
@@ -304,3 +304,117 @@ def test_p11spy_traces(user, so, new, key, prime, verify_pin, opts) -> None:
     if not opts.hide_lengths:
         assert len(out) == len(data)
     assert (b"alice" in out) != opts.strict
+
+
+# --- p11spy binary: when in doubt --------------------------------------------------------------
+
+CLASSES = [CKO.value_of("CKO_OTP_KEY"), CKO.value_of("CKO_VENDOR_DEFINED") | 0x4B4559, 0x7777,
+           CKO.value_of("CKO_SECRET_KEY"), None]
+
+
+def doubtful_trace(pin: str, key: bytes, sought: bytes, cls: int | None) -> bytes:
+    """A wrong login and key values the shim masks at capture: under a class that may hold a
+    key (OTP, vendor-defined, unknown) or none, and a search by value."""
+    f = io.BytesIO()
+    w = TraceWriter(f)
+    w.process()
+    w.call("C_Login", ulong(0, 1) + ulong(1, 1) + bytes_field(2, pin.encode())
+           + ulong(3, len(pin)), rv="CKR_PIN_INCORRECT")
+    attrs = [("CKA_KEY_TYPE", CKK.value_of("CKK_AES")), ("CKA_VALUE", key)]
+    if cls is not None:
+        attrs.insert(0, ("CKA_CLASS", cls))
+    w.call("C_CreateObject", ulong(0, 1) + field(1, Phase.IN, Kind.TEMPLATE, template(*attrs))
+           + ulong(2, len(attrs)) + ulong(3, 7, Phase.OUT))
+    w.call("C_FindObjectsInit", ulong(0, 1)
+           + field(1, Phase.IN, Kind.TEMPLATE, template(("CKA_VALUE", sought))) + ulong(2, 1))
+    return f.getvalue()
+
+
+def damaged(data: bytes, how: str, where: int, value: int) -> bytes:
+    """The trace with one record (the where-th, counted over the records) damaged."""
+    offs, off = [], 0
+    while off < len(data):
+        offs.append(off)
+        off += int.from_bytes(data[off + 4:off + 8], "little")
+    at = offs[where % len(offs)]
+    out = bytearray(data)
+    if how == "type":  # a record type this version does not know
+        out[at + 8] = 7 + value % 249
+    elif how == "function":  # a function index past the table
+        out[at + 10:at + 12] = (200 + value % 60000).to_bytes(2, "little")
+    elif how == "field-length":  # the first field's length
+        length = RECORD.size + 4
+        out[at + length:at + length + 4] = (value | 1).to_bytes(4, "little")
+    elif how == "record-length":
+        out[at + 4:at + 8] = value.to_bytes(4, "little")
+    elif how == "unflagged":  # every field's "secret in clear" flag cleared
+        return bytes(out).replace(b"\x01\x02\x01", b"\x01\x02\x00")
+    else:  # truncated
+        return bytes(out[:value % len(out)])
+    return bytes(out)
+
+
+@SETTINGS
+@given(pin=pins, key=keys, sought=keys, cls=st.sampled_from(CLASSES),
+       how=st.sampled_from(["type", "function", "field-length", "record-length", "unflagged",
+                            "truncated", "none"]),
+       where=st.integers(0, 10), value=st.integers(0, 0xFFFFFFFF), opts=options)
+def test_p11spy_traces_in_doubt(pin, key, sought, cls, how, where, value, opts) -> None:
+    """Key values under classes that may hold keys or under none, a search by value, and a
+    PIN in a record of unknown type or function, behind a damaged length, with its flag
+    cleared or cut short: whatever of them the damaged trace still holds, --check finds,
+    and redaction leaves none of them."""
+    assume(key != sought)
+    data = doubtful_trace(pin, key, sought, cls)
+    if how != "none":
+        data = damaged(data, how, where, value)
+    out = run_redact("p11spy", data, opts)
+    assert leaks(out, True, [pin], [key, sought]) == []
+    assert redact.check("p11spy", io.BytesIO(out), opts) == []
+    if leaks(data, True, [pin], [key, sought]):
+        assert redact.check("p11spy", io.BytesIO(data), opts) != []
+    if not opts.hide_lengths:
+        assert len(out) == len(data)
+
+
+def spy_doubtful(pin: str, key: bytes, sought: bytes, otp: bytes, unknown_fn: str) -> bytes:
+    calls = [
+        ["*************** OpenSC PKCS#11 spy *****************",
+         'Loaded: "/usr/lib/softhsm/libsofthsm2.so"', ""],
+        spy_call(0, unknown_fn, ["[in] hSession = 0x1",
+                                 *spy_buffer("pPin[ulPinLen]", pin.encode())]),
+        spy_call(1, "C_CreateObject", [
+            "[in] hSession = 0x1", "[in] pTemplate[2]: ",
+            *spy_attr("CKA_KEY_TYPE", "CKK_AES"), *spy_attr("CKA_VALUE", key),
+            "[out] *phObject = 0x2"]),
+        spy_call(2, "C_CreateObject", [
+            "[in] hSession = 0x1", "[in] pTemplate[2]: ",
+            *spy_attr("CKA_CLASS", "CKO_OTP_KEY"), *spy_attr("CKA_VALUE", otp),
+            "[out] *phObject = 0x3"]),
+        spy_call(3, "C_FindObjectsInit", ["[in] hSession = 0x1", "[in] pTemplate[1]: ",
+                                          *spy_attr("CKA_VALUE", sought)]),
+        spy_call(4, unknown_fn, ["[in] hSession = 0x1", "[in] pTemplate[1]: ",
+                                 *spy_attr("CKA_VALUE", key[::-1])]),
+    ]
+    return "\n".join(line for call in calls for line in call).encode("latin-1") + b"\n"
+
+
+@SETTINGS
+@given(pin=pins, key=keys, sought=keys, otp=keys,
+       unknown_fn=st.sampled_from(["C_Lxgin", "C_LoginUserX", "C_Future3_5"]), opts=options)
+def test_pkcs11_spy_traces_in_doubt(pin, key, sought, otp, unknown_fn, opts) -> None:
+    """pkcs11-spy logs alike: a key template without CKA_CLASS, an OTP key, a search by value,
+    and a PIN or template under a function this version does not know."""
+    assume(len({key, sought, otp, key[::-1]}) == 4)
+    data = spy_doubtful(pin, key, sought, otp, unknown_fn)
+    control = spy_doubtful("A" * len(pin), b"\x00" * 16, b"\x01" * 16, b"\x02" * 16, unknown_fn)
+    assume(not leaks(control, False, [pin], [key, sought, otp, key[::-1]]))
+    secrets = [key, sought, otp, key[::-1]]
+    assert leaks(data, False, [pin], secrets)
+    out = run_redact("pkcs11-spy", data, opts)
+    full = io.BytesIO()
+    redact_spy_text.redact(io.BytesIO(data), full, opts, lambda _f: None, fast=False)
+    assert full.getvalue() == out
+    assert leaks(out, False, [pin], secrets) == []
+    assert redact.check("pkcs11-spy", io.BytesIO(out), opts) == []
+    assert redact.check("pkcs11-spy", io.BytesIO(data), opts) != []

@@ -79,7 +79,7 @@ def little_endian(path: Path) -> Path:
         fd, name = tempfile.mkstemp(prefix="p11spy-little-", suffix=".p11")  # mode 0600
         with os.fdopen(fd, "wb") as out:
             for _offset, rec in p11log.records(f):
-                if isinstance(rec, bytes):
+                if not isinstance(rec, str):
                     out.write(rec)
     return Path(name)
 
@@ -163,19 +163,25 @@ class P11Index(TraceIndex):
                 skipping = None
                 pos += nxt
                 continue
-            used, bad = self._index(buf, pos)
+            used, bad = self._index(buf, pos, size)
             if bad:
                 skipping = pos + used
                 pos += used + 1
                 continue
-            if used == 0:  # a record larger than the chunk, or one still being written
-                length = int.from_bytes(buf[4:8], "little")
-                if pos + length <= size:
-                    used, bad = self._index(os.pread(fd, length, pos), pos)
-                elif follow:
+            if used == 0:  # a record the chunk cannot vouch for: the reader's framing decides
+                kind, length = self._frame_at(pos)
+                if kind == frames.JUNK:  # a damaged length: only this record is lost
+                    self._warn(pos, f"unreadable bytes ({length} skipped)")
+                    pos += length
+                    self.done_bytes = pos
+                    continue
+                if kind == frames.RECORD:
+                    used, bad = self._index(os.pread(fd, length, pos), pos, pos + length)
+                elif follow:  # still being written
                     time.sleep(POLL)
                     continue
                 else:
+                    length = int.from_bytes(buf[4:8], "little")
                     self._warn(pos, f"file ends inside a record ({size - pos} of {length} "
                                     "bytes)")
                     break
@@ -185,8 +191,22 @@ class P11Index(TraceIndex):
             self._orphans()
             self.complete = True
 
-    def _index(self, buf: bytes, base: int) -> tuple[int, bool]:
-        """Index the whole records at the start of buf: (bytes used, stopped on damage)."""
+    def _frame_at(self, pos: int) -> tuple[int, int]:
+        """(kind, length) of what decoder/formats/p11spy/frames.py reads first at pos: for a
+        record whose end the scan cannot see followed by another record, whether its length
+        is right (RECORD), damaged (JUNK: the bytes up to where the records go on) or runs
+        past the end of the file (CUT). It reads no more than the reader would."""
+        with open(self._data, "rb") as f:
+            f.seek(pos)
+            for kind, _offset, data in frames.frames(f):
+                return kind, len(data)
+        return frames.CUT, 0
+
+    def _index(self, buf: bytes, base: int, size: int) -> tuple[int, bool]:
+        """Index the whole records at the start of buf, the file being size bytes long:
+        (bytes used, stopped on damage). A record is taken here only when another record
+        starts where it ends, or the file ends there (as frames.py trusts a length); it stops
+        before one it cannot vouch for, which the caller then asks frames.py about."""
         unpack = RECORD.unpack_from
         hs = RECORD.size
         field = FIELD.unpack_from
@@ -211,7 +231,8 @@ class P11Index(TraceIndex):
                 unpack(buf, p)
             if magic != magic_ok or length < min_len or length > max_len:  # frames.header_ok
                 return p, True
-            if p + length > n:
+            end = p + length
+            if not (buf.startswith(magic_ok, end) or end == n == size - base):
                 break
             rec = len(kinds)
             tkey = (pid, tid)

@@ -3,7 +3,8 @@ decoder and every redactor, so they agree on what to mask."""
 
 from __future__ import annotations
 
-from p11spy.decoder.apdu.framing import parse_cla, pick_case
+from p11spy.decoder.apdu.framing import pick_case
+from p11spy.facts import iso7816
 
 
 def pin_class(data: bytes) -> str:
@@ -37,7 +38,7 @@ def pin_summary(data: bytes, ins: int | None = None, app: str | None = None) -> 
     return f"{len(data)} bytes: {pin_class(data)}"
 
 
-PIN_INS = {0x20, 0x21, 0x24, 0x25, 0x2C, 0x2D}
+PIN_INS = iso7816.PIN_INS
 
 
 def carries_pin(command: bytes) -> bool:
@@ -52,10 +53,7 @@ def pin_field(command: bytes) -> tuple[int, int] | None:
     """(offset, length) of the PIN-carrying data field in the raw command, or None. For a
     command whose lengths do not fit, everything after the length byte(s): masking too much
     is the safe mistake."""
-    if len(command) < 6 or command[1] not in PIN_INS:
-        return None
-    cla = parse_cla(command[0])
-    if cla.kind not in ("interindustry", "proprietary") or cla.secure_messaging:
+    if len(command) < 6 or not iso7816.pin_in_clear(command[0], command[1]):
         return None
     case, _ = pick_case(command[4:])
     if case in ("3S", "4S"):

@@ -72,10 +72,10 @@ def attribute_is_secret(atype: int, keyctx: bool | None, strict: bool) -> str | 
     keyctx: the object is (True), is not (False) or may be (None) a secret or private key;
     CKA_VALUE is masked unless it is known not to be one, as the shim masks it.
     """
-    attr = attributes.attribute(atype)
-    if attr.secret or (attr.secret_if_key and keyctx is not False):
+    how = attributes.secrecy(atype)
+    if how == attributes.ALWAYS or (how == attributes.IF_KEY and keyctx is not False):
         return "key material"
-    if strict and (attr.name in IDENTIFYING or attr.secret_if_key):
+    if strict and (how == attributes.IF_KEY or attributes.attribute(atype).name in IDENTIFYING):
         return "identifying"
     return None
 

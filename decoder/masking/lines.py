@@ -80,7 +80,9 @@ class LineMachine(Protocol):
     def block(self, no: int, text: str) -> None: ...  # consecutive indented lines, whole
 
 
-_BLOCK_END = re.compile(r"\n(?! )")  # the end of a run of indented lines
+# The end of a run of indented lines (bytes that are no text before the indent, NULs of a
+# crash, do not end it: the line is still one of the run, damaged).
+_BLOCK_END = re.compile(r"\n(?![\x00-\x08\x0e-\x1f\x7f]* )")
 
 
 def chunks(fin: BinaryIO, whole_blocks: bool = False) -> Iterator[str]:

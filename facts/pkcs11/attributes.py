@@ -220,6 +220,22 @@ BY_NAME: dict[str, Attribute] = _build()
 ATTRIBUTES: dict[int, Attribute] = {v: BY_NAME[n] for v, n in CKA.canonical.items()}
 
 
+# How an attribute's value is masked, the one answer the shim (codegen's p11_attr_secret) and
+# redact (decoder/masking) both read: never, always, or when its object is or may be a key.
+NEVER, ALWAYS, IF_KEY = 0, 1, 2
+_VENDOR = CKA.value_of("CKA_VENDOR_DEFINED")
+
+
+def secrecy(value: int) -> int:
+    """NEVER, ALWAYS or IF_KEY for the attribute with this type number. A number that no
+    version of PKCS#11 defines and no vendor claims is a newer standard's or a damaged one:
+    when in doubt, it is masked as CKA_VALUE is (IF_KEY)."""
+    attr = ATTRIBUTES.get(value)
+    if attr is None:
+        return NEVER if value >= _VENDOR else IF_KEY
+    return ALWAYS if attr.secret else IF_KEY if attr.secret_if_key else NEVER
+
+
 def attribute(value: int) -> Attribute:
     """The attribute with this type number; one nobody defined reads as plain bytes, named
     the way the CKA family names it (CKA_VENDOR_DEFINED+0x.. or a hex number)."""

@@ -15,8 +15,9 @@ issue 15's targets judged PASS or FAIL, and redact against the reader) and the v
 report (tests/bench/report.py: making it, its size, and its first paint in Chromium for a 100 MB
 trace), start-up (tests/bench/startup.py: `p11spy --version` against `python -c pass`,
 `p11spy run -- pkcs11-tool -L` against the bare client), and export (tests/bench/exports.py:
-perfetto and parquet export, and query, beside a reader pass).
-P11SPY_BENCH_ONLY=startup,shim,decoders,tui,report,exports picks parts (default: all).
+perfetto and parquet export, and query, beside a reader pass), and the readers' peak memory on a
+hostile trace (tests/bench/hostile.py).
+P11SPY_BENCH_ONLY=startup,shim,decoders,tui,report,exports,hostile picks parts (default: all).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def rate(loop: Path, module: str, env: dict[str, str], func: str, threads: int) 
 
 
 def main() -> int:
-    every = "startup,shim,decoders,tui,report,exports"
+    every = "startup,shim,decoders,tui,report,exports,hostile"
     parts = os.environ.get("P11SPY_BENCH_ONLY", every).split(",")
     if "startup" in parts:
         subprocess.run([sys.executable, str(REPO / "tests/bench/startup.py")], check=True)
@@ -108,6 +109,10 @@ def main() -> int:
         print("\np11spy export and query (a fresh process each, beside a plain reader pass)",
               flush=True)
         subprocess.run([sys.executable, "-m", "tests.bench.exports"], cwd=REPO, check=True)
+    if "hostile" in parts:
+        print("\np11spy readers on a hostile trace (peak RSS of each command, a fresh process; "
+              "P11SPY_BENCH_HOSTILE_SIZE, default 2G)", flush=True)
+        subprocess.run([sys.executable, "-m", "tests.bench.hostile"], cwd=REPO, check=True)
     return 0
 
 

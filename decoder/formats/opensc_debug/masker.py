@@ -40,6 +40,7 @@ _INLINE_HEX = re.compile(r"(?<![\w:])[0-9A-Fa-f]{2}(?: ?[0-9A-Fa-f]{2}){5,}(?![\
 # Cheap searches for the lines that may need masking, each starting with a literal so that the
 # regex engine skips through the text fast: APDU headers, PIN words, and inline hex whose
 # second byte is a PIN instruction (the lookbehind, after the literal, checks the CLA byte).
+_JUNK = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]*")
 _PINPAD_HEAD = re.compile(r"pinpad block \((\d+) bytes?\):")
 _LOOKS = (re.compile(r"APDU"), re.compile(r"pinpad block"),
           *(re.compile(w + r"[12]? ?[=:]") for w in ("pin", "PIN", "Pin", "puk", "PUK", "Puk")),
@@ -74,7 +75,7 @@ class _Dump:
     def __init__(self, declared: int, whole: bool = False) -> None:
         self.whole = whole  # every byte is masked (a PIN-pad structure)
         self.left = declared
-        self.lines: list[tuple[int, str, str]] = []  # (line number, text, end of line)
+        self.lines: list[tuple[int, str, str, str]] = []  # (number, junk, text, line end)
         self.data = bytearray()
         self.counts: list[int] = []  # bytes on each line
 
@@ -134,6 +135,13 @@ class _Redactor:
                 self.dump = _Dump(n)
             elif head.group(1) == "Incoming":
                 self.incoming = self.incoming_total = n
+            colon = text.find(":", head.end())
+            if self.dump is not None and 0 < colon < len(text) - 1:
+                # the dump's first line glued to its head (a lost newline): read as one
+                self.write(text[:colon + 1], "")
+                if not self.dump_line(self.dump, no, text[colon + 1:], eol):
+                    self.end_dump()
+                return
             self.write(text, eol)
             return
         self.write(self.message(no, text), eol)
@@ -143,10 +151,11 @@ class _Redactor:
     def dump_line(self, d: _Dump, no: int, text: str, eol: str) -> bool:
         """Takes one line of a dump; False if it is none (the dump was cut short)."""
         want = min(16, d.left)
-        got = hex_pairs(text, want)
+        junk = _JUNK.match(text).end()  # bytes that are no text before it (a crash's NULs)
+        got = hex_pairs(text[junk:], want)
         if not got:
             return False
-        d.lines.append((no, text, eol))
+        d.lines.append((no, text[:junk], text[junk:], eol))
         d.counts.append(len(got))
         d.data += bytes(got)
         d.left -= len(got)
@@ -174,10 +183,11 @@ class _Redactor:
             what = "PIN-pad structure (PIN)" if d.whole else f"{_name(command)} APDU data (PIN)"
             self.report(Finding(f"line {d.lines[0][0]}", what))
         base = 0
-        for k, ((_no, text, eol), count) in enumerate(zip(d.lines, d.counts, strict=True)):
+        for k, ((_no, junk, text, eol), count) in enumerate(zip(d.lines, d.counts,
+                                                                 strict=True)):
             if masked:
                 text = _mask_dump_line(text, command, base, count, masked, first=k == 0)
-            self.write(text, eol)
+            self.write(junk + text, eol)
             base += count
 
     def strict_response(self, no: int, text: str, got: list[int]) -> str:

@@ -13,6 +13,7 @@ what there is).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -24,8 +25,19 @@ from p11spy.facts.pkcs11.model import Param, Role
 CHUNK = 1 << 20  # bytes read at a time
 MIN_RECORD = logformat.RECORD.size  # a record is at least its header
 # A larger length is damage, not a record: the shim records at most 16 MiB of any buffer, and
-# a reader must not hold a gigabyte because one length field was hit (LOGFORMAT.md).
-MAX_RECORD = 64 << 20
+# three such buffers (C_EncryptMessage's associated data, plaintext and ciphertext) fit; a
+# reader must hold no more than this because one length field was hit (LOGFORMAT.md), so
+# that it stays within 100 MB. (Only a call filling a fourth buffer, its mechanism
+# parameter, with P11SPY_MAX_BUFFER at its 16 MiB ceiling would write more.)
+MAX_RECORD = 50 << 20
+# The most the shim records of one buffer (P11SPY_MAX_BUFFER's ceiling in spy/shim_runtime.c):
+# a single-buffer field holding more is damage, decoded as such rather than rendered whole.
+MAX_BUFFER = 16 << 20
+
+# No function has more than 16 parameters, each recorded before and after the call at most,
+# with a few fields of the record's own: a record with more fields is damage, and its fields
+# beyond these are not walked (a record of zeros would otherwise be millions of empty fields).
+MAX_FIELDS = 64
 
 # What frames() yields: a whole record; the first piece of a stretch that is no record and
 # further pieces of it (a long stretch comes in pieces, so memory stays flat); a record the
@@ -48,9 +60,10 @@ def u64(b: bytes | bytearray, off: int = 0) -> int:
     return int.from_bytes(b[off:off + 8], "little")
 
 
-def frames(f: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
+def frames(f: BinaryIO) -> Iterator[tuple[int, int, bytes | bytearray]]:
     """(kind, file offset, bytes) in file order; the pieces joined are the whole file, but
     that a big-endian writer's records (its process record says so) come little-endian.
+    Pieces larger than CHUNK may come as a bytearray: read them, do not keep or change them.
 
     After a CUT nothing follows. A stretch that is no record ends at the next record marker
     (not the one it starts at) or at the end of the file."""
@@ -59,20 +72,48 @@ def frames(f: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
     eof = False
 
     def fill(n: int) -> bool:
-        """Makes n bytes available, unless the file ends first."""
+        """Makes n bytes available, unless the file ends first (read a chunk at a time: one
+        read of a large length would hold it twice)."""
         nonlocal eof
         while len(buf) < n and not eof:
-            more = f.read(max(CHUNK, n - len(buf)))
+            more = f.read(CHUNK)
             if more:
                 buf.extend(more)
             else:
                 eof = True
         return len(buf) >= n
 
-    def take(n: int) -> tuple[int, bytes]:
-        nonlocal base
-        start, piece = base, bytes(buf[:n])
-        del buf[:n]
+    seekable = f.seekable()
+    origin = f.tell() if seekable else 0  # where in the file reading began
+
+    def peek(at: int, n: int) -> bytes:
+        """The n bytes at buf offset `at`, or fewer at the end of the file. Beyond what buf
+        holds, a file is read there and put back where it was (so what a resynchronisation
+        looks at costs no memory); a pipe must be buffered up to them."""
+        if at + n <= len(buf) or not seekable:
+            fill(at + n)
+            with memoryview(buf) as view:
+                return view[at:at + n].tobytes()
+        here = f.tell()
+        f.seek(origin + base + at)
+        got = f.read(n)
+        f.seek(here)
+        return got
+
+    def take(n: int) -> tuple[int, bytes | bytearray]:
+        """The next n bytes. A piece that is most of a large buffer is the buffer itself (a
+        bytearray; the few bytes after it move to a new one): the largest record is held once."""
+        nonlocal base, buf
+        start = base
+        if n > CHUNK and 2 * n > len(buf):
+            piece, buf = buf, buf[n:]
+            del piece[n:]
+        else:
+            with memoryview(buf) as view:  # one copy (buf[:n] would make a second)
+                piece = bytes(view[:n])
+            del buf[:n]
+            if sys.getsizeof(buf) > 4 * CHUNK + 2 * len(buf):
+                buf = bytearray(buf)  # del from the front keeps the memory: let it go
         base += n
         return start, piece
 
@@ -87,9 +128,14 @@ def frames(f: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
             big = byteorder.order_from(bytes(buf[:MIN_RECORD]), big)
         length = byteorder.record_length(buf, big)
         if header_ok(bytes(buf[:4]), length):
-            at = _resync(buf, fill, length, big, lambda: eof)
+            at = _resync(peek, length, big)
             if at > 0:  # the length is damaged: the record is lost, what follows is not
-                yield JUNK, *take(at)
+                kind = JUNK
+                while at > 0:  # in pieces: memory stays flat however long the claim
+                    n = min(at, CHUNK)
+                    fill(n)
+                    yield kind, *take(n)
+                    kind, at = MORE, at - n
                 continue
             kind, n = (RECORD, length) if fill(length) else (CUT, len(buf))
             start, piece = take(n)
@@ -111,45 +157,54 @@ def frames(f: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
             yield kind, *take(end)
 
 
-def _chain(buf: bytearray, fill, p: int, big: bool, at_eof) -> bool:
-    """Whether a valid record starts at buf[p:] and ends where another starts, or the file."""
-    if not fill(p + MIN_RECORD) or buf[p:p + 4] != logformat.MAGIC:
+def _chain(peek, p: int, big: bool) -> bool:
+    """Whether a valid record starts at buffer offset p and ends where another starts, or
+    exactly where the file does."""
+    head = peek(p, MIN_RECORD)
+    if len(head) < MIN_RECORD or head[:4] != logformat.MAGIC:
         return False
-    n = byteorder.record_length(buf[p:p + MIN_RECORD], big)
-    if not header_ok(bytes(buf[p:p + 4]), n):
+    n = byteorder.record_length(head, big)
+    if not header_ok(head[:4], n):
         return False
-    if fill(p + n + 4):
-        return buf[p + n:p + n + 4] == logformat.MAGIC
-    return at_eof() and len(buf) == p + n
+    after = peek(p + n, 4)
+    return after == logformat.MAGIC or (after == b"" and peek(p + n - 1, 1) != b"")
 
 
-def _resync(buf: bytearray, fill, length: int, big: bool, at_eof) -> int:
-    """Where the records go on when the length of the record at buf[0] is wrong, or 0 when it
-    is right. Right: its end is the start of a record, or the end of the file (so a damaged
-    record after it is no reason to doubt it). Wrong: the first marker inside its span that
-    begins a record which ends where another begins (or the file)."""
-    if fill(length + 4):
-        if buf[length:length + 4] == logformat.MAGIC:
-            return 0
-    elif at_eof() and len(buf) == length:
+def _resync(peek, length: int, big: bool) -> int:
+    """Where the records go on when the length of the record at the buffer's start is wrong,
+    or 0 when it is right. Right: its end is the start of a record, or the end of the file
+    (so a damaged record after it is no reason to doubt it). Wrong: the first marker inside
+    its span that begins a record which ends where another begins (or the file). The span is
+    searched a chunk at a time through peek, so a file need not be held to search it."""
+    if peek(length, 4) == logformat.MAGIC or (peek(length, 1) == b"" and
+                                              peek(length - 1, 1) != b""):
         return 0
-    p = buf.find(logformat.MAGIC, MIN_RECORD, min(length, len(buf)))
-    while p > 0:
-        if _chain(buf, fill, p, big, at_eof):
-            return p
-        p = buf.find(logformat.MAGIC, p + 1, min(length, len(buf)))
+    magic = logformat.MAGIC
+    pos = MIN_RECORD
+    while pos < length:
+        block = peek(pos, min(CHUNK, length - pos) + _OVERLAP)
+        i = block.find(magic)
+        while 0 <= i and pos + i < length:
+            if _chain(peek, pos + i, big):
+                return pos + i
+            i = block.find(magic, i + 1)
+        if len(block) <= _OVERLAP:
+            break  # the file ends inside the span
+        pos += CHUNK
     return 0
 
 
 def fields(rec: bytes, start: int = 0,
            end: int | None = None) -> Iterator[tuple[int, int, int, int, int, int]]:
     """(parameter, phase, kind, flags, data offset, data length) of the fields of the record at
-    rec[start:end]. The last field's data may run past the record's end: a caller that must
-    not read past it compares."""
+    rec[start:end], at most MAX_FIELDS of them. The last field's data may run past the
+    record's end: a caller that must not read past it compares."""
     field = logformat.FIELD
     off = start + MIN_RECORD
     end = len(rec) if end is None else end
-    while off + field.size <= end:
+    for _ in range(MAX_FIELDS):
+        if off + field.size > end:
+            return
         param, phase, kind, flags, n = field.unpack_from(rec, off)
         off += field.size
         yield param, phase, kind, flags, off, n

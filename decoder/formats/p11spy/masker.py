@@ -31,7 +31,19 @@ from p11spy.decoder.masking import (
     is_key_class,
 )
 from p11spy.facts import pcsc
-from p11spy.facts.logformat import DIGEST, FIELD, MAGIC, MECHANISM, RECORD, Kind, Phase, RecordType
+from p11spy.facts.logformat import (
+    DIGEST,
+    FIELD,
+    MAGIC,
+    MASKED,
+    MECHANISM,
+    RECORD,
+    ULONG,
+    FieldFlag,
+    Kind,
+    Phase,
+    RecordType,
+)
 from p11spy.facts.pkcs11 import functions, structs
 from p11spy.facts.pkcs11.constants import CKA, CKO
 from p11spy.facts.pkcs11.model import Function, Role
@@ -40,6 +52,23 @@ _CLASS = CKA.value_of("CKA_CLASS")
 _SENSITIVE = CKA.value_of("CKA_SENSITIVE")
 _PUBLIC = CKO.value_of("CKO_PUBLIC_KEY")
 _PRIVATE = CKO.value_of("CKO_PRIVATE_KEY")
+# Records that hold no secret by construction (CK_INFO, the count of records lost, the header
+# of a call passed on to another module).
+_PLAIN = frozenset({RecordType.MODULE_INFO, RecordType.DROPPED, RecordType.PASSED_ON})
+# Records made of fields, whose function index names their function (an entry: the in-fields).
+_FIELDED = frozenset({RecordType.CALL, RecordType.ENTRY, RecordType.PCSC})
+# Payload kinds that show no value (a length, a NULL, a masked secret's length and class).
+_NO_PAYLOAD = frozenset({Kind.NULL, Kind.UNREAD, Kind.MASKED, Kind.APDU_MASKED})
+# What a PIN parameter's field may be and keep: a NULL, an unread length, the masked form, a
+# number (its length parameter shares the field's kind in some old traces).
+_PIN_KEPT = frozenset({Kind.NULL, Kind.UNREAD, Kind.MASKED, Kind.ULONG, Kind.BYTES,
+                       Kind.DIGEST})
+_KINDS = frozenset(int(k) for k in Kind)
+# The payload sizes of the kinds that have one.
+_SIZES = {Kind.ULONG: ULONG.size, Kind.NULL: 0, Kind.UNREAD: ULONG.size,
+          Kind.MASKED: MASKED.size}
+# Fields of PC/SC records beyond the function's parameters: the PKCS#11 call that made it.
+_PCSC_EXTRA = frozenset({pcsc.PARENT_PARAM})
 _TRANSMIT = pcsc.BY_NAME["SCardTransmit"].index
 _CONTROL = pcsc.BY_NAME["SCardControl"].index
 # PC/SC parameters holding reader names (masked with --strict): function -> parameter indexes.
@@ -69,9 +98,12 @@ def _text_spans(struct: str, names: tuple[str, ...]) -> list[tuple[int, int]]:
 _STRUCT_SPANS = {s: _text_spans(s, n) for s, n in _IDENTIFYING_TEXT.items()}
 
 
+_MARK_BYTE = bytes([MARK])
+
+
 def _mask(buf: bytearray, start: int, end: int) -> bool:
     """Marker bytes over buf[start:end]; whether anything changed."""
-    if start >= end or all(b == MARK for b in buf[start:end]):
+    if start >= end or buf.count(_MARK_BYTE, start, end) == end - start:
         return False
     buf[start:end] = bytes([MARK]) * (end - start)
     return True
@@ -84,24 +116,53 @@ class _Field:
         self.param, self.phase, self.kind, self.flags, self.data = param, phase, kind, flags, data
 
 
-def _split(rec: bytes) -> tuple[list[_Field], bytes]:
-    """A call or PC/SC record's fields, and any bytes after the last whole one."""
+def _split(rec: bytes) -> tuple[list[_Field], int]:
+    """A call or PC/SC record's fields, and where the bytes after the last sound one begin: a
+    field that runs past the record, of a kind the format lacks or of a size its kind cannot
+    have is where the damage starts, and it and all after it are the rest."""
     out = []
     off = frames.MIN_RECORD
     for param, phase, kind, flags, start, n in frames.fields(rec):
-        if start + n > len(rec):
+        if start + n > len(rec) or kind not in _KINDS or _SIZES.get(kind, n) != n:
             break
         out.append(_Field(param, phase, kind, flags, bytearray(rec[start:start + n])))
         off = start + n
-    return out, rec[off:]
+    return out, off
 
 
-def _join(rec: bytes, fields: list[_Field], rest: bytes) -> bytes:
+# The bytes after a record's last whole field: as they are (a view), or a run of that many
+# marker bytes (an int), written a chunk at a time: a damaged record may be MAX_RECORD long.
+Rest = memoryview | int
+Parts = list[bytes | Rest]
+
+
+def _masked_rest(rec: bytes, off: int) -> tuple[Rest, bool]:
+    """rec[off:] as a run of marker bytes unless it is one already; whether that changed it."""
+    n = len(rec) - off
+    if n == 0 or rec.count(_MARK_BYTE, off) == n:
+        return memoryview(rec)[off:], False
+    return n, True
+
+
+def _join(rec: bytes, fields: list[_Field], rest: Rest) -> Parts:
     body = b"".join(FIELD.pack(f.param, f.phase, f.kind, f.flags, len(f.data)) + f.data
                     for f in fields)
     head = bytearray(rec[:RECORD.size])
-    head[4:8] = (RECORD.size + len(body) + len(rest)).to_bytes(4, "little")
-    return bytes(head) + body + rest
+    n = rest if isinstance(rest, int) else len(rest)
+    head[4:8] = (RECORD.size + len(body) + n).to_bytes(4, "little")
+    return [bytes(head) + body, rest]
+
+
+def _write(fout: BinaryIO, out: bytes | Parts) -> None:
+    if not isinstance(out, list):
+        fout.write(out)
+        return
+    for part in out:
+        if isinstance(part, int):
+            for k in range(0, part, frames.CHUNK):
+                fout.write(_MARK_BYTE * min(frames.CHUNK, part - k))
+        else:
+            fout.write(part)
 
 
 class _Redactor:
@@ -116,28 +177,80 @@ class _Redactor:
 
     # -- records -----------------------------------------------------------------------------
 
-    def record(self, rec: bytes, offset: int) -> bytes:
+    def record(self, rec: bytes, offset: int) -> bytes | Parts:
         rtype = rec[8]
+        fidx = int.from_bytes(rec[10:12], "little")
         if rtype == RecordType.PROCESS:
             return self.process(rec, offset)
-        if rtype == RecordType.MODULE and self.opts.strict:
+        if rtype == RecordType.MODULE:
             return self.module(rec, offset)
-        if rtype in (RecordType.CALL, RecordType.ENTRY):  # an entry: its in-fields
-            fidx = int.from_bytes(rec[10:12], "little")
-            if fidx < len(functions.FUNCTIONS):
-                return self.call(rec, offset, functions.FUNCTIONS[fidx])
-        if rtype == RecordType.PCSC:
+        if rtype in _PLAIN:
+            return self.plain(rec, offset)
+        if rtype in (RecordType.CALL, RecordType.ENTRY) and fidx < len(functions.FUNCTIONS):
+            return self.call(rec, offset, functions.FUNCTIONS[fidx])
+        if rtype == RecordType.PCSC and fidx < len(pcsc.FUNCTIONS):
             return self.pcsc(rec, offset)
-        return rec
+        return self.unknown(rec, offset, rtype, fidx)
 
-    def process(self, rec: bytes, offset: int) -> bytes:
+    def unknown(self, rec: bytes, offset: int, rtype: int, fidx: int) -> Parts:
+        """A record of a type or function this version does not know: nobody can tell which
+        of its bytes are secret, so every field's payload is masked (the whole body when its
+        fields do not frame it); the record keeps its header and length."""
+        what = f"record of unknown type {rtype}" if rtype not in _FIELDED else \
+            f"{RecordType(rtype).name.lower()} record of unknown function {fidx}"
+        fields, off = _split(rec)
+        changed = False
+        for f in fields:
+            changed |= _mask(f.data, 0, len(f.data))
+        rest, masked = _masked_rest(rec, off)
+        if changed or masked:
+            self.found(offset, f"{what} (masked: it may hold anything)")
+        return _join(rec, fields, rest)
+
+    def unreadable_json(self, rec: bytes, offset: int, what: str) -> Parts:
+        """A header record whose JSON does not read (damaged, or a damaged length that
+        took in the records after it): its body is masked whole."""
+        rest, masked = _masked_rest(rec, RECORD.size)
+        if masked:
+            self.found(offset, f"{what}: unreadable (masked: it may hold anything)")
+        return [rec[:RECORD.size], rest]
+
+    def plain(self, rec: bytes, offset: int) -> bytes | Parts:
+        """A record that holds no secret by construction, unless a damaged length gave it
+        more than its fields: that is masked."""
+        fields, off = _split(rec)
+        rest, masked = _masked_rest(rec, off)
+        if not masked:
+            return rec
+        self.found(offset, f"{RecordType(rec[8]).name.lower()} record: {rest} bytes after its "
+                           f"last whole field (damaged: masked)")
+        return [rec[:off], rest]
+
+    def doubts(self, fields: list[_Field], rec: bytes, off: int, offset: int, what: str,
+               known: int, extra: frozenset[int] = frozenset()) -> Rest:
+        """What a known record's own rules leave in doubt, masked: a field flagged as a secret
+        in clear, whatever its parameter or kind (the flag stays: it says how the field was
+        recorded, and a redacted field holds the marker), a field of a parameter the function
+        does not have (param >= known, but for the extra ones its records carry), and the
+        bytes after the last field that frames (a damaged field length)."""
+        for f in fields:
+            if f.flags & FieldFlag.SECRETS_SHOWN:
+                if _mask_payload(f):
+                    self.found(offset, f"{what} field {f.param} (flagged as a secret in clear)")
+            elif f.param >= known and f.param not in extra and f.kind not in _NO_PAYLOAD and \
+                    _mask(f.data, 0, len(f.data)):
+                self.found(offset, f"{what} field {f.param} (unknown parameter)")
+        rest, masked = _masked_rest(rec, off)
+        if masked:
+            self.found(offset, f"{what}: {rest} bytes after its last whole field "
+                               f"(damaged: masked)")
+        return rest
+
+    def process(self, rec: bytes, offset: int) -> bytes | Parts:
         body = rec[RECORD.size:]
-        try:
-            info = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return rec
-        if not isinstance(info, dict):
-            return rec
+        info = _json(body)
+        if info is None:
+            return self.unreadable_json(rec, offset, "process header")
         if info.get("secrets"):
             self.found(offset, "process header: recorded with secrets in clear")
         if self.opts.strict:
@@ -154,13 +267,12 @@ class _Redactor:
             return rec  # a header written by another tool, with no room: left as it was
         return rec[:RECORD.size] + text + b" " * (len(body) - len(text))
 
-    def module(self, rec: bytes, offset: int) -> bytes:
+    def module(self, rec: bytes, offset: int) -> bytes | Parts:
         body = rec[RECORD.size:]
-        try:
-            info = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return rec
-        if not isinstance(info, dict) or not isinstance(info.get("path"), str):
+        info = _json(body)
+        if info is None:
+            return self.unreadable_json(rec, offset, "module record")
+        if not isinstance(info.get("path"), str) or not self.opts.strict:
             return rec
         masked = _masked_path(info["path"])
         if masked == info["path"]:
@@ -170,9 +282,9 @@ class _Redactor:
         text = json.dumps(info, separators=(",", ":"), ensure_ascii=False).encode()
         return rec[:RECORD.size] + text + b" " * max(0, len(body) - len(text))
 
-    def call(self, rec: bytes, offset: int, fn: Function) -> bytes:
+    def call(self, rec: bytes, offset: int, fn: Function) -> bytes | Parts:
         pid = int.from_bytes(rec[12:16], "little")
-        fields, rest = _split(rec)
+        fields, off = _split(rec)
         by_name = {fn.params[f.param].name: f for f in fields
                    if f.param < len(fn.params) and f.phase == Phase.IN}
         obj = by_name.get("hObject")
@@ -197,6 +309,9 @@ class _Redactor:
                     self.found(offset, f"{what} (PIN)")
             elif p.role is Role.PIN and f.kind == Kind.DIGEST:
                 if _mask(f.data, DIGEST.size - 8, len(f.data)):
+                    self.found(offset, f"{what} (PIN)")
+            elif p.role is Role.PIN and f.kind not in _PIN_KEPT:
+                if _mask(f.data, 0, len(f.data)):  # a PIN of a kind it cannot have: damage
                     self.found(offset, f"{what} (PIN)")
             elif self.opts.strict and f.kind == Kind.BYTES and (
                     p.name == "pUsername" or (p.role is Role.TEXT_FIXED and p.name == "pLabel")):
@@ -233,9 +348,8 @@ class _Redactor:
                     self.objects[(pid, out)] = _PRIVATE  # some key: masked alike
                 elif created is not None:
                     self.objects[(pid, out)] = created
-        if resized:
-            return _join(rec, fields, rest)
-        return _join(rec, fields, rest) if fields else rec
+        rest = self.doubts(fields, rec, off, offset, fn.name, len(fn.params))
+        return _join(rec, fields, rest) if (resized or fields or rest) else rec
 
     def template(self, data: bytearray, keyctx: bool | None, offset: int, what: str,
                  depth: int) -> None:
@@ -265,11 +379,11 @@ class _Redactor:
             if f.role is Role.PIN and kind == Kind.BYTES and _mask(data, start, end):
                 self.found(offset, f"{what} {f.name} (PIN)")
 
-    def pcsc(self, rec: bytes, offset: int) -> bytes:
+    def pcsc(self, rec: bytes, offset: int) -> bytes | Parts:
         fidx = int.from_bytes(rec[10:12], "little")
         if fidx >= len(pcsc.FUNCTIONS):
             return rec
-        fields, rest = _split(rec)
+        fields, off = _split(rec)
         values = {(f.param, f.phase): f for f in fields}
         resized = False
         if fidx == _TRANSMIT:
@@ -298,7 +412,9 @@ class _Redactor:
                     if self.reader_names(f.data, pcsc.FUNCTIONS[fidx].params[f.param].name):
                         self.found(offset, f"{pcsc.FUNCTIONS[fidx].name} reader name "
                                            f"(identifying)")
-        return _join(rec, fields, rest) if (resized or fields) else rec
+        fn = pcsc.FUNCTIONS[fidx]
+        rest = self.doubts(fields, rec, off, offset, fn.name, len(fn.params), _PCSC_EXTRA)
+        return _join(rec, fields, rest) if (resized or fields or rest) else rec
 
     def apdu(self, f: _Field, length: _Field | None, offset: int) -> bool:
         """Masks the PIN of a command APDU in place; True if its length changed."""
@@ -334,6 +450,22 @@ class _Redactor:
         return changed
 
 
+def _mask_payload(f: _Field) -> bool:
+    """Masks what a field holds in clear: a template's attribute values (its framing kept, so
+    it still reads as a template), a digest's hash and prefix, any other payload whole."""
+    if f.kind == Kind.TEMPLATE:
+        changed = False
+        for _t, _n, vkind, start, end in frames.attributes(f.data, strict=False):
+            if vkind not in _NO_PAYLOAD:
+                changed |= _mask(f.data, start, end)
+        return changed
+    if f.kind == Kind.DIGEST:
+        return _mask(f.data, DIGEST.size - 8, len(f.data))
+    if f.kind in _NO_PAYLOAD:
+        return False
+    return _mask(f.data, 0, len(f.data))
+
+
 def _ins_name(command: bytes | bytearray) -> str:
     from p11spy.decoder.apdu import ins_name
 
@@ -358,6 +490,15 @@ def _sensitive(data: bytearray) -> bool:
                for atype, vkind, payload in _template_attrs(data))
 
 
+def _json(body: bytes) -> dict | None:
+    """A header record's JSON object, or None when it does not read as one."""
+    try:
+        info = json.loads(bytes(body).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def _masked_path(path: str) -> str:
     """A path with every character but the separators masked."""
     return "".join(c if c in "/\\" else "*" for c in path)
@@ -373,14 +514,15 @@ def redact(fin: BinaryIO, fout: BinaryIO | None, opts: Options, report: Report) 
         if kind == frames.RECORD:
             out = r.record(data, offset)
         else:  # unreadable: masked, but a record marker and its length stay, so that the
-            buf = bytearray(data)  # reader stops or resynchronises where it did before
-            keep = min(8, len(buf)) if buf[:4] == MAGIC else 0
-            changed = _mask(buf, keep, len(buf))
-            stretch = (offset, len(buf) - keep, changed) if stretch is None else \
-                (stretch[0], stretch[1] + len(buf), stretch[2] or changed)
-            out = bytes(buf)
+            # reader stops or resynchronises where it did before
+            keep = min(8, len(data)) if data[:4] == MAGIC else 0
+            n = len(data) - keep
+            changed = data.count(_MARK_BYTE, keep) != n
+            stretch = (offset, n, changed) if stretch is None else \
+                (stretch[0], stretch[1] + len(data), stretch[2] or changed)
+            out = [data[:keep], n] if changed else data
         if fout is not None:
-            fout.write(out)
+            _write(fout, out)
     if stretch is not None:
         _unreadable(r, *stretch)
 

@@ -92,12 +92,19 @@ def records(f: BinaryIO) -> Iterator[tuple[int, bytes] | tuple[int, str]]:
 DAMAGED = (IndexError, ValueError, KeyError, struct.error)
 
 
-def _fields(rec: bytes) -> Iterator[tuple[int, int, int, int, bytes]]:
+def _fields(rec: bytes | bytearray) -> Iterator[tuple[int, int, int, int, bytes]]:
+    """A record's fields with their payloads as bytes. A payload larger than any the shim
+    writes (a damaged length; templates aside) comes as its first bytes and the kind
+    OVERSIZED, which decodes as damage, so that no reader copies a damaged record whole."""
+    view = memoryview(rec)
     for param, phase, kind, flags, off, n in frames.fields(rec):
-        yield param, phase, kind, flags, rec[off:off + n]
+        if n > _FIELD_LIMIT and kind != Kind.TEMPLATE:
+            kind, n = OVERSIZED, UNDECODABLE_SHOWN
+        yield param, phase, kind, flags, view[off:off + n].tobytes()
 
 
-_GENERIC = frozenset({Kind.NULL, Kind.MASKED, Kind.DIGEST, Kind.UNREAD})  # _value's own kinds
+_GENERIC = frozenset({Kind.NULL, Kind.MASKED, Kind.DIGEST, Kind.UNREAD, -1})  # _value's own
+# kinds (-1: OVERSIZED, below)
 
 
 def _value(kind: int, data: bytes, render) -> Any:
@@ -112,7 +119,25 @@ def _value(kind: int, data: bytes, render) -> Any:
         return {"length": length, "fnv1a64": f"{h:016x}", "prefix": data[16:].hex()}
     if kind == Kind.UNREAD:
         return {"unread": True, "length": u64(data)}
+    if kind == OVERSIZED:
+        raise ValueError(f"more than {frames.MAX_BUFFER >> 20} MiB: more than the shim "
+                         f"records of any buffer")
+    if kind not in _KINDS:
+        raise ValueError(f"field of unknown kind {kind}")
     return render(kind, data)
+
+
+_KINDS = frozenset(int(k) for k in Kind)
+OVERSIZED = -1  # what _fields calls a payload too large to be one (see there)
+_FIELD_LIMIT = frames.MAX_BUFFER + (64 << 10)  # a buffer and the bytes around it
+UNDECODABLE_SHOWN = 4096  # bytes of an undecodable field shown (as hex): a damaged length
+# can make a field of the whole record
+
+
+def undecodable(data: bytes, exc: Exception) -> dict[str, Any]:
+    """What is shown of a field that cannot be decoded: its first bytes, its size, why."""
+    shown = data[:UNDECODABLE_SHOWN].hex() + ("..." if len(data) > UNDECODABLE_SHOWN else "")
+    return {"undecodable": shown, "error": str(exc)}
 
 
 def _template(data: bytes) -> list[dict[str, Any]]:
@@ -236,6 +261,8 @@ def decode_call(rec: bytes, seq: int, offset: int) -> Call:
         if param >= len(params):
             continue
         p = params[param]
+        if n > _FIELD_LIMIT and kind != Kind.TEMPLATE:  # as _fields: damage, not copied whole
+            kind, n = OVERSIZED, UNDECODABLE_SHOWN
         data = rec[off:off + n]
         try:
             if kind == Kind.ULONG:  # most fields: handles, lengths, flags
@@ -245,7 +272,7 @@ def decode_call(rec: bytes, seq: int, offset: int) -> Call:
             else:
                 v = _render_param(p, kind, data)
         except DAMAGED as exc:  # a damaged field stays hex
-            v = {"undecodable": data.hex(), "error": str(exc)}
+            v = undecodable(data, exc)
         role = p.role
         if role in _INOUT:
             slot = args.setdefault(p.name, {})

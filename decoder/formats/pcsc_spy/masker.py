@@ -30,6 +30,8 @@ from p11spy.decoder.masking import (
 from p11spy.facts import pcsc
 
 _RAW = re.compile(r"([0-9A-Fa-f]{1,16})@")
+# A raw line behind bytes that are no text (NULs of a crash or a bad disk): read as one.
+_RAW_DAMAGED = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]+([0-9A-Fa-f]{1,16})@")
 _ENTRY = re.compile(r">\|\d+\|\d+\|(SCard\w+)")
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2} ?)+\Z")
 _ANSI = r"(?:\x1b\[[0-9;]*m)*"
@@ -117,9 +119,14 @@ class _Masker:
         return keep
 
     def line(self, lineno: int, text: str) -> str:
-        m = _RAW.match(text)
+        m = _RAW.match(text) or _RAW_DAMAGED.match(text)
         if m:
-            return self._raw(lineno, text, m.group(1), m.end())
+            thread, at = m.group(1), m.end()
+            glued = text.find(f"{thread}@", at)  # two raw lines glued (a lost newline):
+            if glued > 0:  # each is read as itself
+                return self._raw(lineno, text[:glued], thread, at) + self.line(lineno,
+                                                                               text[glued:])
+            return self._raw(lineno, text, thread, at)
         return self._decoded(lineno, text)
 
     def _raw(self, lineno: int, text: str, thread: str, at: int) -> str:

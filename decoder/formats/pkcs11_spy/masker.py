@@ -49,6 +49,13 @@ _HEXDIGITS = re.compile(r"[0-9A-Fa-f]{2}")
 _NONSPACE = re.compile(r"\S")
 _QUOTED = re.compile(r"'([^']*)'")
 _TEMPLATES = frozenset({Role.TEMPLATE_IN, Role.TEMPLATE_INOUT})
+# Names of parameters that no known function explains, read as a PIN or a template in doubt.
+_DOUBTFUL_PIN = re.compile(r"Pin\b|Pin$|PIN|[Pp]assword")
+_DOUBTFUL_TEMPLATE = re.compile(r"Template$")
+_LABEL = re.compile(r"CKA_[A-Za-z0-9_]+")
+_JUNK = "".join(map(chr, [*range(0, 9), *range(14, 32), 127]))  # bytes that are no text
+_GLUED_ROW = re.compile(r" / -?\d+(    [0-9A-Fa-f]{8}  .*)$")
+_BUFFER = re.compile(r"\*?\w+\[\w*\] ")  # "pPin[ulPinLen] <pointer> / <length>"
 _PUBLIC = CKO.value_of("CKO_PUBLIC_KEY")
 _PRIVATE = CKO.value_of("CKO_PRIVATE_KEY")
 # Info struct lines that identify a device (--strict): "      label:   'fixture   '".
@@ -134,7 +141,7 @@ class _Redactor:
     def line(self, no: int, text: str, eol: str) -> None:
         line = _Line(no, text, eol)
         s = text
-        c = s[:1]
+        c = s.lstrip(_JUNK)[:1]  # (NULs before an indented line leave it indented)
         if self.template is not None:
             if c == " ":
                 self.template.append(line)
@@ -187,16 +194,24 @@ class _Redactor:
         p = self.pmap.get(m.group(1)) if m else None
         text = s
         what = None
-        if p is not None and self.fn is not None:
+        if (p is None or self.fn is None) and m:
+            self.doubt(m.group(1), rest)
+        elif p is not None and self.fn is not None:
             fn = self.fn.name
             spec = _SPEC.search(rest)
             if p.role in _TEMPLATES and rest.rstrip().endswith(":"):
                 self.template, self.tparam = [], p
-            elif p.role is Role.PIN and spec:
+            elif p.role is Role.PIN and (spec or _BUFFER.match(rest)):
+                # (a buffer whose pointer and length do not read is a PIN all the same, and
+                # a dump row glued to it by a lost newline is masked as one)
                 self.rows = f"{fn} {p.name} (PIN)"
+                glued = _GLUED_ROW.search(s)
+                if glued:
+                    text = s[:glued.start(1)] + mask_row(glued.group(1))
+                    what = self.rows if text != s else None
                 if self.opts.hide_lengths:
                     self.pin, self.pin_spec = [], None
-                    n = int(spec.group(2))
+                    n = int(spec.group(2)) if spec else 0
                     if n > 0:
                         text = s[:len(s) - len(rest) + spec.start(2)] + str(HIDDEN_PIN_LENGTH) \
                             + rest[spec.end(2):]
@@ -213,6 +228,16 @@ class _Redactor:
                 self.struct = True
         if done:
             self.emit(line, prefix + text, what)
+
+    def doubt(self, name: str, rest: str) -> None:
+        """A parameter of a function this version does not know (or of none: the call's header
+        line is damaged or missing): when in doubt, a PIN-like name's value rows are masked
+        as a PIN's, and a template is read as one whose object may be a key."""
+        fn = self.fn.name if self.fn else "?"
+        if _DOUBTFUL_PIN.search(name) and (_SPEC.search(rest) or _BUFFER.match(rest)):
+            self.rows = f"{fn} {name} (PIN)"
+        elif _DOUBTFUL_TEMPLATE.search(name) and rest.rstrip().endswith(":"):
+            self.template, self.tparam = [], None
 
     def created_object(self, p: Param, handle: int | None) -> None:
         if handle is None or self.fn is None:
@@ -342,8 +367,9 @@ def _attr_type(name: str) -> int | None:
     if name.startswith("CKA_? ("):
         v = _handle(name[7:-1])
         return v
+    m = _LABEL.match(name)  # (a byte of junk after it is damage, not another name)
     try:
-        return CKA.value_of(name.split("(", 1)[0])
+        return CKA.value_of(m.group() if m else name)
     except KeyError:
         return None
 
@@ -450,7 +476,10 @@ class _Fast:
                 self.call_at(text, start)
                 p = m.pmap.get(tm.group(2)) if tm else None
                 head_end = text.find("\n", head)
-                inside = p is not None and p.role in _TEMPLATES and 0 <= head_end < start and \
+                known = p is not None and p.role in _TEMPLATES and m.fn is not None
+                doubtful = tm is not None and (p is None or m.fn is None) and \
+                    _DOUBTFUL_TEMPLATE.search(tm.group(2)) is not None
+                inside = (known or doubtful) and 0 <= head_end < start and \
                     _BLOCK_END.search(text, head_end + 1, start - 1) is None
                 if inside:
                     m.template, m.tparam = [], p
