@@ -8,6 +8,7 @@ sysroots and the cross-built shims (testbed/cross.py); `make test-cross` runs on
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -87,6 +88,7 @@ def test_foreign_trace_decodes_to_the_native_calls(arch, native, tmp_path):
     assert process.info["byte_order"] == ("big" if arch.big_endian else "little")
     assert process.info["ulong_size"] == 8
     assert process.info["exe"].endswith(f"/{arch.name}/cross_client")
+    assert process.host == os.uname().nodename  # qemu-user passes uname through
 
     want, got = calls(native_events), calls(events)
     assert len(got) == len(want) >= 35
