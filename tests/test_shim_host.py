@@ -1,5 +1,5 @@
 """The host name in p11spy traces: the shim records uname's nodename once per process, and
-decode and the viewer show it.
+decode, the viewer, export and `redact --strict` show, use or mask it.
 
 The runs are real (pkcs11-tool and a small C client through the shim over SoftHSM2). The
 machine's name is set for them in a UTS namespace of their own (`unshare --uts`), to one with
@@ -75,6 +75,20 @@ def test_viewer_process_row_names_the_host(named: Path) -> None:
         idx.close()
     process = next(e for e in rows if isinstance(e, Process))
     assert header_text(process)[0].startswith(f"== process {process.pid} on {HOST}: ")
+
+
+def test_strict_redact_masks_the_host_plain_redact_keeps_it(named: Path, tmp_path: Path) -> None:
+    plain, strict = tmp_path / "plain.p11", tmp_path / "strict.p11"
+    assert p11spy("redact", str(named), "-o", str(plain)).returncode == 0
+    assert p11spy("redact", "--strict", str(named), "-o", str(strict)).returncode == 0
+    assert next(e for e in read_trace(plain) if isinstance(e, Process)).host == HOST
+    masked = next(e for e in read_trace(strict) if isinstance(e, Process))
+    assert masked.host == "*" * len(HOST)
+    assert b"hsm-7" not in strict.read_bytes() and b"hsm-7" in plain.read_bytes()
+    found = p11spy("redact", "--check", "--strict", str(named))
+    assert found.returncode == 1 and "host name" in found.stdout + found.stderr
+    again = p11spy("redact", "--check", "--strict", str(strict))
+    assert "host name" not in again.stdout + again.stderr
 
 
 def test_no_host_when_uname_fails(tmp_path: Path, shim: Path) -> None:
