@@ -182,6 +182,13 @@ class Process(Event):
     def to_json(self) -> dict[str, Any]:
         return {"type": "process", "seq": self.seq, "pid": self.pid, **self.info}
 
+    @property
+    def host(self) -> str | None:
+        """The machine the process ran on, where the header names it (p11spy traces record
+        uname's nodename since the host key was added; older traces and other tools do not)."""
+        host = self.info.get("host")
+        return host if isinstance(host, str) and host else None
+
 
 @dataclass
 class ModuleInfo(Event):

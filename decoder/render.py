@@ -158,8 +158,9 @@ def text(events: Iterable[Event], out: TextIO) -> None:
             secrets = "SHOWN" if info.get("secrets") else "masked"
             module = info.get("module") or "every module it loads"
             pid = "" if e.pid is None else f" {e.pid}"
+            host = "" if e.host is None else f" on {e.host}"
             exe = info.get("exe") or "(program not named in the trace)"
-            out.write(f"== process{pid}: {exe} (module {module}, secrets {secrets})\n")
+            out.write(f"== process{pid}{host}: {exe} (module {module}, secrets {secrets})\n")
         elif isinstance(e, ModuleInfo) and "loaded" in e.info:
             modules.add(e.info["loaded"])
             out.write(f"== module {e.info.get('index')}: {e.info['loaded']}\n")

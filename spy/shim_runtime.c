@@ -26,6 +26,7 @@
 #include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1093,6 +1094,21 @@ static void p11_write_json_record(unsigned type, unsigned mod, const char *js)
     p11_write_meta_record(type, mod, 0, p11_fill_json, js);
 }
 
+/* `, "host": NODENAME`: the machine the trace is written on, so traces gathered from many
+ * machines still say where each came from. Nothing when uname fails; errno is kept, since
+ * the application may be reading it. */
+static void p11_json_host(char *js, size_t n, size_t *o)
+{
+    int saved = errno;
+    struct utsname u;
+    if (uname(&u) == 0 && u.nodename[0] && *o + 12 < n) {
+        u.nodename[sizeof u.nodename - 1] = 0;
+        *o += (size_t)snprintf(js + *o, n - *o, ", \"host\": ");
+        p11_json_str(js, n, o, u.nodename);
+    }
+    errno = saved;
+}
+
 /* The PROCESS record: who wrote what follows, with which settings. */
 static void p11_write_header(pid_t ppid_if_fork)
 {
@@ -1109,6 +1125,7 @@ static void p11_write_header(pid_t ppid_if_fork)
                           ppid_if_fork ? "true" : "false", (unsigned)getuid(),
                           (unsigned long long)p11_now_us());
     p11_json_str(js, sizeof js, &o, exe);
+    p11_json_host(js, sizeof js, &o);
     o += (size_t)snprintf(js + o, sizeof js - o, ", \"module\": ");
     p11_json_str(js, sizeof js, &o, g_cfg.module);
     o += (size_t)snprintf(js + o, sizeof js - o, ", \"output\": ");

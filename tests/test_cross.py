@@ -8,6 +8,8 @@ sysroots and the cross-built shims (testbed/cross.py); `make test-cross` runs on
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Any
 import pytest
 
 from p11spy.decoder.events import Call, ModuleInfo, Process
+from p11spy.decoder.formats.p11spy import masker, reader
+from p11spy.decoder.masking import Options
 from testbed import cross
 from tests.conftest import read_trace
 from tests.test_shim_standalone import GLIBC_BASELINE, LIBC_ONLY, dynamic, glibc_versions
@@ -87,6 +91,12 @@ def test_foreign_trace_decodes_to_the_native_calls(arch, native, tmp_path):
     assert process.info["byte_order"] == ("big" if arch.big_endian else "little")
     assert process.info["ulong_size"] == 8
     assert process.info["exe"].endswith(f"/{arch.name}/cross_client")
+    assert process.host == os.uname().nodename  # qemu-user passes uname through
+    strict = io.BytesIO()  # --strict masks the host of a trace in either byte order
+    with (tmp_path / f"cross-{arch.name}.p11").open("rb") as f:
+        masker.redact(f, strict, Options(strict=True), lambda _finding: None)
+    masked = next(e for e in reader.read(io.BytesIO(strict.getvalue())) if isinstance(e, Process))
+    assert masked.host == "*" * len(process.host)
 
     want, got = calls(native_events), calls(events)
     assert len(got) == len(want) >= 35

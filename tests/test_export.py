@@ -10,6 +10,7 @@ call that made it, as a viewer lays slices out (by time, per thread).
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -95,6 +96,31 @@ def test_parquet_failures_by_function_agree_with_decode_summary(runs: list[Path]
         ("server0", "p11spy"), ("server1", "p11spy"), ("server1", "pkcs11-spy")}
     assert sum(w["traces"] for w in where) == len(runs)
     assert all(w["calls_without_exe"] == 0 for w in where if w["format"] == "p11spy")
+
+
+def test_host_column_is_the_machine_the_trace_names(runs: list[Path], tmp_path: Path) -> None:
+    """p11spy traces name the machine they were made on (uname's nodename): that fills the host
+    column unless --host names one; traces that do not (pkcs11-spy's, p11spy's before the host
+    was recorded) leave it NULL."""
+    out = tmp_path / "all.parquet"
+    assert p11spy("export", "--format", "parquet", *map(str, runs), "-o", str(out)).returncode == 0
+    sql = ("SELECT trace_file, list(DISTINCT host) AS hosts, count(*) FILTER (WHERE host IS NULL)"
+           " AS unnamed FROM events GROUP BY ALL")
+    fresh = {str(p) for p in runs if p.suffix == ".p11" and p != CARD_WRONG_PIN}
+    assert len(fresh) == 3
+    for rows in (query(sql, out), query(sql, *runs)):  # exported, and the traces read directly
+        by_file = {r["trace_file"]: r for r in rows}
+        assert by_file.keys() == set(map(str, runs))
+        for name, r in by_file.items():
+            if name in fresh:
+                assert (r["hosts"], r["unnamed"]) == ([os.uname().nodename], 0), name
+            else:
+                assert r["hosts"] == [None], name
+    named = tmp_path / "named.parquet"
+    r = p11spy("export", "--format", "parquet", "--host", "web-17", *map(str, runs),
+               "-o", str(named))
+    assert r.returncode == 0, r.stderr
+    assert query("SELECT DISTINCT host FROM events", named) == [{"host": "web-17"}]
 
 
 def test_parquet_rows_hold_no_pin(runs: list[Path], tmp_path: Path) -> None:

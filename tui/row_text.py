@@ -166,8 +166,9 @@ def header_text(e: Event) -> tuple[str, str]:
             return "== process header (unreadable)", "dim"
         secrets = "SHOWN" if i.get("secrets") else "masked"
         pid = "" if e.pid is None else f" {e.pid}"
+        host = "" if e.host is None else f" on {e.host}"
         exe = i.get("exe") or "(program not named in the trace)"
-        return f"== process{pid}: {exe} (secrets {secrets})", "dim"
+        return f"== process{pid}{host}: {exe} (secrets {secrets})", "dim"
     if isinstance(e, ModuleInfo):
         i = e.info
         if "loaded" in i:

@@ -35,7 +35,7 @@ SCHEMA_VERSION = 1
 # (column, DuckDB type, what it holds): the documented schema, in column order.
 SCHEMA: tuple[tuple[str, str, str], ...] = (
     ("schema_version", "INTEGER", "version of this schema (1)"),
-    ("host", "VARCHAR", "the machine the trace came from (--host, else what the trace says)"),
+    ("host", "VARCHAR", "the machine: --host, else the host a p11spy trace names"),
     ("trace_file", "VARCHAR", "the trace file as named to the exporter"),
     ("format", "VARCHAR", "the trace's format: p11spy, pkcs11-spy, opensc-debug, pcsc-spy"),
     ("pid", "BIGINT", "process id, where the trace says"),
@@ -100,19 +100,21 @@ def public_command(a: Apdu) -> str:
 
 @dataclass
 class Origin:
-    """Where rows come from; the process's program and module are learnt as the trace goes."""
+    """Where rows come from; the process's host, program and module are learnt as the trace
+    goes. host, when given (--host), names the machine of every row instead."""
 
     trace_file: str
     format: str
     host: str | None = None
     exe: dict[int | None, str] = field(default_factory=dict)
     module: dict[int | None, str] = field(default_factory=dict)
+    hosts: dict[int | None, str] = field(default_factory=dict)
+    last_host: str | None = None  # for rows of no known process (a warning between records)
 
     def learn(self, e: Event) -> None:
         if isinstance(e, Process):
-            host = e.info.get("host") or e.info.get("hostname")
-            if self.host is None and isinstance(host, str):
-                self.host = host
+            if e.host is not None:
+                self.hosts[e.pid] = self.last_host = e.host
             if e.info.get("exe"):
                 self.exe[e.pid] = str(e.info["exe"])
             if e.info.get("module"):
@@ -141,7 +143,8 @@ def row(e: Event, o: Origin) -> tuple[Any, ...]:
     """One event as a tuple in COLUMNS order."""
     pid = getattr(e, "pid", None)
     base = dict(_EMPTY)
-    base.update(schema_version=SCHEMA_VERSION, host=o.host, trace_file=o.trace_file,
+    host = o.host if o.host is not None else o.hosts.get(pid, o.last_host)
+    base.update(schema_version=SCHEMA_VERSION, host=host, trace_file=o.trace_file,
                 format=o.format, pid=pid, tid=getattr(e, "tid", None), exe=o.exe.get(pid),
                 module=o.module.get(pid), seq=e.seq, type=e.type,
                 parent=getattr(e, "parent", None), time=getattr(e, "time", None),

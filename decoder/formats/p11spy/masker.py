@@ -258,6 +258,10 @@ class _Redactor:
                 if isinstance(info.get(key), str) and _masked_path(info[key]) != info[key]:
                     self.found(offset, f"process header: {key} (a path)")
                     info[key] = _masked_path(info[key])
+        host = info.get("host")
+        if self.opts.strict and isinstance(host, str) and host.strip("*"):
+            self.found(offset, "process header: host name")
+            info["host"] = "*" * len(host)
         if self.opts.strict and info.get("uid") not in (None, 0):
             info["uid"] = 0
         info["secrets"] = False

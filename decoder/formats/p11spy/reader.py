@@ -429,6 +429,8 @@ def read(f: BinaryIO) -> Iterator[Event]:
                 info = json.loads(rec[RECORD.size:].decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError):
                 info = {"unreadable_header": True}
+            if not isinstance(info, dict):
+                info = {"unreadable_header": True}
             yield Process(seq=seq, pid=pid, info=info)
         elif rtype == RecordType.MODULE:
             try:
