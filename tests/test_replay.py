@@ -5,7 +5,6 @@ clients that depart from the recording are told so at the call where they do."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -95,10 +94,6 @@ def sign_cmd(tmp_path: Path) -> list[str]:
     data.write_bytes(b"to be signed\n")
     return [str(data) if a == "DATA" else str(tmp_path / "sig") if a == "SIG" else a
             for a in SIGN]
-
-
-# A return value that differs, as --against reports it.
-RV_DIFFERS = re.compile(r"^#\d+ \w+: CKR_\w+ now, CKR_\w+ recorded$", re.M)
 
 
 @pytest.mark.parametrize("args", [
@@ -231,9 +226,18 @@ def set_sign(tok: Token, label: str, value: bool) -> None:
                     "1" if value else "0"], env=tok.env, check=True, capture_output=True)
 
 
+def rv_changes(report: dict) -> list[tuple]:
+    """The calls of a diff --json object (or --against's) whose return value differs: call
+    number, function and return value on each side."""
+    return [(d["good"]["index"], d["good"]["function"], d["good"]["rv"], d["bad"]["index"],
+             d["bad"]["rv"]) for d in report["divergences"]
+            if any(r["path"] == "rv" for r in d["results"])]
+
+
 def test_against_a_token_where_the_key_may_not_sign(keys_token, tmp_path, spy_env, shim_for):
     """Recorded on one token, re-issued against a copy where k1 lacks CKA_SIGN: exactly the
-    C_SignInit fails, and the C_Sign after it is not made (it would fail for that reason)."""
+    C_SignInit fails, and the C_Sign after it is not made (it would fail for that reason).
+    Reported in `p11spy diff`'s presentation: the recording is GOOD, the module BAD."""
     cmd = sign_cmd(tmp_path)
     lab = keys_token.copy(tmp_path / "lab")
     rec = record(cmd, keys_token, tmp_path / "rec.p11", spy_env, shim_for)
@@ -242,29 +246,44 @@ def test_against_a_token_where_the_key_may_not_sign(keys_token, tmp_path, spy_en
                USER_PIN]
     same = run(against, lab.env)
     assert same.returncode == 0, same.stdout + same.stderr
-    assert "== 0 of " in same.stdout and not RV_DIFFERS.findall(same.stdout)
+    assert "No difference." in same.stdout and " 0 differ, 0 only in GOOD" in same.stdout
 
     set_sign(lab, "k1", False)
     res = run(against, lab.env)
     assert res.returncode == 1, res.stderr
-    failed = RV_DIFFERS.findall(res.stdout)
-    assert len(failed) == 1
-    assert "C_SignInit: CKR_KEY_FUNCTION_NOT_PERMITTED now, CKR_OK recorded" in failed[0]
-    seq = failed[0].split()[0]
-    assert f"C_Sign: not made: follows from {seq} C_SignInit" in res.stdout
-    assert "1 of " in res.stdout.splitlines()[-1]
+    first = res.stdout.split("First divergence:\n")[1].splitlines()
+    assert first[0].startswith("  C_SignInit: GOOD call ")
+    assert first[1] == "    got back rv: GOOD CKR_OK | BAD CKR_KEY_FUNCTION_NOT_PERMITTED"
+    signinit = first[0].split("GOOD call ")[1].split()[0].rstrip(",")
+    assert f"C_Sign: not made: follows from call {signinit} C_SignInit" in res.stdout
 
-    # the re-issued calls recorded by the shim: a trace to compare with the recording
+    as_json = run([*against, "--json"], lab.env)
+    assert as_json.returncode == 1
+    report = json.loads(as_json.stdout)
+    # exactly one call answers otherwise, and it is the first divergence
+    assert rv_changes(report) == [(int(signinit), "C_SignInit", "CKR_OK", int(signinit),
+                                   "CKR_KEY_FUNCTION_NOT_PERMITTED")]
+    assert report["first"]["good"]["function"] == "C_SignInit"
+    (not_made,) = [d for d in report["divergences"] if d["kind"] == "only good"]
+    assert not_made["good"]["function"] == "C_Sign" and "follows from" in not_made["note"]
+
+    # the re-issued calls recorded by the shim: diff of the recording with them says the same
     res = run([*against, "-o", str(tmp_path / "against.p11")], lab.env)
     assert res.returncode == 1
-    signinit = [c for c in read_calls(tmp_path / "against.p11") if c.function == "C_SignInit"]
-    assert [c.rv_name for c in signinit] == ["CKR_KEY_FUNCTION_NOT_PERMITTED"]
+    signinit_calls = [c for c in read_calls(tmp_path / "against.p11")
+                      if c.function == "C_SignInit"]
+    assert [c.rv_name for c in signinit_calls] == ["CKR_KEY_FUNCTION_NOT_PERMITTED"]
+    diff = run([*P11SPY, "diff", "--json", str(tmp_path / "rec.p11"),
+                str(tmp_path / "against.p11")], {})
+    assert diff.returncode == 1
+    assert rv_changes(json.loads(diff.stdout)) == rv_changes(report)
 
-    from_stdin = subprocess.run([*against[:-1], "-"], input=USER_PIN + "\n", env=lab.env,
-                                capture_output=True, text=True, timeout=120)
-    assert RV_DIFFERS.findall(from_stdin.stdout) == RV_DIFFERS.findall(res.stdout)
+    from_stdin = subprocess.run([*against[:-1], "-", "--json"], input=USER_PIN + "\n",
+                                env=lab.env, capture_output=True, text=True, timeout=120)
+    assert rv_changes(json.loads(from_stdin.stdout)) == rv_changes(report)
 
     no_pin = run(against[:-2], lab.env)
+    assert no_pin.returncode == 1
     assert "C_Login: not made: the recorded USER PIN is masked: give --pin" in no_pin.stdout
 
 
