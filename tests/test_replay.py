@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from p11spy.decoder.events import Call
+from p11spy.facts.logformat import RecordType
 from tests.conftest import USER_PIN, Token, make_token, read_trace, run
+from tests.test_shim_entry import records
 
 PY = sys.executable
 P11SPY = [PY, "-m", "p11spy.cli.main"]
@@ -186,6 +188,54 @@ def test_a_client_that_departs_is_told_at_that_call(change, function, param, key
     theirs = [c.seq for c in read_calls(tmp_path / "rec.p11") if c.function == function][0]
     assert f"#{mine} {function}: diverged (recorded #{theirs})" in report.stdout
     assert f"recorded call #{theirs}" in got.stderr
+
+
+@pytest.mark.parametrize("change,function,param", [
+    (None, None, None),
+    (("--id", "02"), "C_FindObjectsInit", "pTemplate"),  # another key
+    (("-m", "ECDSA-SHA256"), "C_SignInit", "pMechanism"),  # another mechanism
+], ids=["faithful", "other-key", "other-mechanism"])
+def test_diff_of_the_recording_and_the_replays_own_trace(change, function, param, keys_token,
+                                                         tmp_path, spy_env, shim_for):
+    """The replay's own trace (with an entry record before each call, as the shim writes)
+    decodes each call once, and `p11spy diff RECORDED REPLAYED` finds the run alike when the
+    client asked what was recorded, and parting at the call where it did not."""
+    cmd = sign_cmd(tmp_path)
+    trace = tmp_path / "rec.p11"
+    rec = record(cmd, keys_token, trace, spy_env, shim_for)
+    assert rec.returncode == 0, rec.stderr
+    module = replay_module(trace, tmp_path / "replay")
+    client = [*cmd]
+    if change is not None:
+        client[client.index(change[0]) + 1] = change[1]
+    got = replayed(client, module, without_token(keys_token))
+    assert (got.returncode == 0) == (change is None), got.stderr
+    (own,) = (tmp_path / "replay").glob("pkcs11-tool-*.p11")
+
+    kinds = records(own)
+    calls = read_calls(own)
+    assert kinds[RecordType.ENTRY] == kinds[RecordType.CALL] == len(calls)
+    assert len({c.call_number for c in calls}) == len(calls)
+    assert not any(c.never_returned for c in calls)
+    decoded = run([*P11SPY, "decode", str(own)], {})
+    assert decoded.returncode == 0 and "never returned" not in decoded.stdout
+
+    diff = run([*P11SPY, "diff", str(trace), str(own)], {})
+    as_json = run([*P11SPY, "diff", "--json", str(trace), str(own)], {})
+    if change is None:
+        assert diff.returncode == 0, diff.stdout
+        assert "No difference." in diff.stdout
+        return
+    assert diff.returncode == 1
+    first = json.loads(as_json.stdout)["first"]
+    # the right call: the recorded one the client departed from, and the replay's own call
+    assert first["good"]["seq"] == next(c.seq for c in read_calls(trace)
+                                        if c.function == function)
+    assert first["bad"]["seq"] == next(c.seq for c in calls if c.function == function)
+    assert first["bad"]["rv"] == "CKR_FUNCTION_FAILED"
+    assert first["arguments"] and all(a["path"].startswith(param) for a in first["arguments"])
+    text_first = diff.stdout.split("First divergence:\n")[1].splitlines()[0]
+    assert text_first.startswith(f"  {function}: GOOD call {first['good']['index']} ")
 
 
 def test_python_pkcs11_replayed_and_diverging(keys_token, tmp_path, spy_env, shim_for):
