@@ -47,8 +47,12 @@ def need(tool: str) -> None:
 @pytest.fixture
 def keys_token(tmp_path: Path) -> Token:
     """A SoftHSM2 token with two EC key pairs, k1 (id 01) and k2 (id 02)."""
+    return make_keys_token(tmp_path / "hsm")
+
+
+def make_keys_token(root: Path) -> Token:
     need("pkcs11-tool")
-    tok = make_token(tmp_path / "hsm")
+    tok = make_token(root)
     for label, kid in (("k1", "01"), ("k2", "02")):
         subprocess.run(["pkcs11-tool", "--module", tok.module, "--login", "--pin", USER_PIN,
                         "--keypairgen", "--key-type", "EC:prime256v1", "--label", label,
@@ -335,6 +339,28 @@ def test_against_a_token_where_the_key_may_not_sign(keys_token, tmp_path, spy_en
     no_pin = run(against[:-2], lab.env)
     assert no_pin.returncode == 1
     assert "C_Login: not made: the recorded USER PIN is masked: give --pin" in no_pin.stdout
+
+
+def test_against_another_token_takes_its_slot_for_the_recorded_one(keys_token, tmp_path,
+                                                                     spy_env, shim_for):
+    """Another token made the same way (its label, key labels and IDs; other key material, a
+    slot of another ID): the calls made on its slot are no finding for the slot's sake; what
+    differs is what a user would see differ (its serial number and slot description)."""
+    cmd = sign_cmd(tmp_path)
+    rec = record(cmd, keys_token, tmp_path / "rec.p11", spy_env, shim_for)
+    assert rec.returncode == 0, rec.stderr
+    other = make_keys_token(tmp_path / "other")
+    res = run([*P11SPY, "replay", "--against", other.module, str(tmp_path / "rec.p11"), "--pin",
+               USER_PIN, "--json", "-o", str(tmp_path / "other.p11")], other.env)
+    assert res.returncode == 1, res.stderr
+    slot = {t: next(c.args["slotID"] for c in read_calls(t) if c.function == "C_GetSlotInfo")
+            for t in (tmp_path / "rec.p11", tmp_path / "other.p11")}
+    assert len(set(slot.values())) == 2  # the slot IDs do differ
+    report = json.loads(res.stdout)
+    assert rv_changes(report) == [] and {d["kind"] for d in report["divergences"]} == {"changed"}
+    paths = {d["path"] for s in report["divergences"] for d in [*s["arguments"], *s["results"]]}
+    assert "pInfo.serialNumber" in paths
+    assert not any(p.startswith(("slotID", "pSlotList")) for p in paths), paths
 
 
 def test_against_refuses_what_is_no_module(keys_token, tmp_path, spy_env, shim_for):
