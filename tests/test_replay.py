@@ -5,6 +5,7 @@ clients that depart from the recording are told so at the call where they do."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -324,6 +325,11 @@ def test_against_a_token_where_the_key_may_not_sign(keys_token, tmp_path, spy_en
     # the re-issued calls recorded by the shim: diff of the recording with them says the same
     res = run([*against, "-o", str(tmp_path / "against.p11")], lab.env)
     assert res.returncode == 1
+    again = run([*against, "-o", str(tmp_path / "against.p11")], lab.env)  # appended to it
+    offsets = re.compile(r"\(offset \d+\)")  # its calls are further on in the file
+    assert offsets.sub("", again.stdout) == offsets.sub("", res.stdout)
+    (tmp_path / "against.p11").unlink()
+    res = run([*against, "-o", str(tmp_path / "against.p11")], lab.env)
     signinit_calls = [c for c in read_calls(tmp_path / "against.p11")
                       if c.function == "C_SignInit"]
     assert [c.rv_name for c in signinit_calls] == ["CKR_KEY_FUNCTION_NOT_PERMITTED"]

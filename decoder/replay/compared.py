@@ -10,12 +10,14 @@ module's side is read with the recorded slot IDs.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from p11spy.decoder.compare.align import ONLY_GOOD, Side, Step, paired
-from p11spy.decoder.compare.diff import Diff, Run, load, run_of
+from p11spy.decoder.compare.diff import Diff, Run, run_of
 from p11spy.decoder.events import Call
 from p11spy.decoder.formats.registry import FORMATS, open_trace
 from p11spy.decoder.replay.against import Outcome, Played
@@ -23,13 +25,18 @@ from p11spy.errors import UserError
 from p11spy.facts.pkcs11.functions import BY_NAME
 
 
+def _calls(trace: Path, keep: Callable[[Call], bool]) -> tuple[str, list[Call]]:
+    """The trace's format and the calls in it that keep takes, in order."""
+    name, f = open_trace(trace, None)
+    with f:
+        return name, [e for e in FORMATS[name].reader.read(f) if isinstance(e, Call) and keep(e)]
+
+
 def recorded_run(trace: Path, outcomes: list[Outcome]) -> Run:
     """The recorded calls that were re-issued (or meant to be), in their order."""
     wanted = {o.recorded.seq for o in outcomes}
-    name, f = open_trace(trace, None)
-    with f:
-        calls = {e.seq: e for e in FORMATS[name].reader.read(f)
-                 if isinstance(e, Call) and e.seq in wanted}
+    name, found = _calls(trace, lambda e: e.seq in wanted)
+    calls = {e.seq: e for e in found}
     missing = wanted - calls.keys()
     if missing:
         raise UserError(f"{trace}: call #{min(missing)} of the replay script is not in the trace")
@@ -62,11 +69,13 @@ def _note(o: Outcome, index_of: dict[int, Side]) -> str:
 
 def compare(trace: Path, played: Played, made: Path, label: str | None = None) -> Diff:
     """The recording (GOOD) against the module's answers (BAD, read from made: the trace the
-    shim wrote of the calls made again). label: what to call that side when made is not kept
-    (then where a call is in it means nothing either)."""
+    shim wrote of the calls this process made again; a kept trace may hold earlier runs too).
+    label: what to call that side when made is not kept (then where a call is in it means
+    nothing either)."""
     outcomes = played.outcomes
     good = recorded_run(trace, outcomes)
-    bad = load(made, "p11spy")
+    name, mine = _calls(made, lambda e: e.pid == os.getpid())
+    bad = run_of(str(made), name, mine)
     back = {new: old for (kind, old), new in played.handles.items() if kind == "slot"}
     for s in bad.sides:
         _recorded_slots(s, back)
