@@ -32,19 +32,29 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _against(args: argparse.Namespace) -> int:
-    from p11spy.decoder.replay import against, script
+    import json
+    import os
+    import tempfile
+
+    from p11spy.decoder.compare.diff import text
+    from p11spy.decoder.replay import against, compared, script
+    from p11spy.spy.shims import shim_path
 
     rec = script.load(args.trace, args.pid)
-    load = args.against
-    if args.output:  # through the shim, which records the re-issued calls
-        import os
-
-        from p11spy.spy.shims import shim_path
-
-        load = str(shim_path(args.against))
-        os.environ.update(P11SPY_MODULE=args.against, P11SPY_OUTPUT=str(args.output))
     pin, so_pin = (_from_stdin(v) for v in (args.pin, args.so_pin))
-    return against.run(rec, args.against, pin=pin, so_pin=so_pin, load=load)
+    with tempfile.TemporaryDirectory(prefix="p11spy-against-") as tmp:
+        # through the shim, which records the calls made again: compared as diff compares
+        made = args.output or Path(tmp) / "against.p11"
+        os.environ.update(P11SPY_MODULE=args.against, P11SPY_OUTPUT=str(made))
+        played = against.run(rec, args.against, pin=pin, so_pin=so_pin,
+                               load=str(shim_path(args.against)))
+        d = compared.compare(args.trace, played, made,
+                             None if args.output else args.against)
+    if args.json:
+        sys.stdout.write(json.dumps(d.to_json(), ensure_ascii=False, default=str) + "\n")
+    else:
+        text(d, sys.stdout)
+    return 1 if d.divergences else 0
 
 
 def _from_stdin(value: str | None) -> str | None:
@@ -73,8 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--lib TRACE prints the path of a PKCS#11 module that answers a client from the "
             "trace (give it wherever the client takes a module path); each replayed run writes "
             "its own trace and a .match file (how closely each call matched) beside the module. "
-            "--against MODULE TRACE re-issues the recorded calls against MODULE and reports "
-            "where its answers differ. --report FOLDER says how each replayed call matched."
+            "--against MODULE TRACE re-issues the recorded calls against MODULE and reports, as "
+            "`p11spy diff` does, where its answers differ (exit 1 when they do). "
+            "--report FOLDER says how each replayed call matched."
         ),
     )
     p.add_argument("trace", type=Path, nargs="?", metavar="TRACE", help="a p11spy trace")
@@ -90,11 +101,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                            "first with calls)")
     p.add_argument("-o", "--output", type=Path, metavar="PATH",
                    help="--lib: the folder for the module, its script and the replay's traces "
-                        "(default /tmp/p11spy-<uid>/replay-<trace>-<digest>); --against: a "
-                        "trace of the re-issued calls, recorded by the shim (to compare with "
-                        "the recording)")
+                        "(default /tmp/p11spy-<uid>/replay-<trace>-<digest>); --against: keep "
+                        "the trace the shim records of the re-issued calls here")
     p.add_argument("--pin", help="--against: the user PIN, for a C_Login recorded masked "
                                  "(`-`: read a line of standard input)")
+    p.add_argument("--json", action="store_true",
+                   help="--against: one JSON object, as `p11spy diff --json` writes")
     p.add_argument("--so-pin", help="--against: the SO PIN, for a C_Login as CKU_SO recorded "
                                     "masked (`-`: the next line of standard input)")
     p.set_defaults(func=_dispatch)

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from p11spy.decoder.events import Call
+from p11spy.facts.logformat import RecordType
 from tests.conftest import USER_PIN, Token, make_token, read_trace, run
+from tests.test_shim_entry import records
 
 PY = sys.executable
 P11SPY = [PY, "-m", "p11spy.cli.main"]
@@ -46,8 +48,12 @@ def need(tool: str) -> None:
 @pytest.fixture
 def keys_token(tmp_path: Path) -> Token:
     """A SoftHSM2 token with two EC key pairs, k1 (id 01) and k2 (id 02)."""
+    return make_keys_token(tmp_path / "hsm")
+
+
+def make_keys_token(root: Path) -> Token:
     need("pkcs11-tool")
-    tok = make_token(tmp_path / "hsm")
+    tok = make_token(root)
     for label, kid in (("k1", "01"), ("k2", "02")):
         subprocess.run(["pkcs11-tool", "--module", tok.module, "--login", "--pin", USER_PIN,
                         "--keypairgen", "--key-type", "EC:prime256v1", "--label", label,
@@ -95,10 +101,6 @@ def sign_cmd(tmp_path: Path) -> list[str]:
     data.write_bytes(b"to be signed\n")
     return [str(data) if a == "DATA" else str(tmp_path / "sig") if a == "SIG" else a
             for a in SIGN]
-
-
-# A return value that differs, as --against reports it.
-RV_DIFFERS = re.compile(r"^#\d+ \w+: CKR_\w+ now, CKR_\w+ recorded$", re.M)
 
 
 @pytest.mark.parametrize("args", [
@@ -193,6 +195,54 @@ def test_a_client_that_departs_is_told_at_that_call(change, function, param, key
     assert f"recorded call #{theirs}" in got.stderr
 
 
+@pytest.mark.parametrize("change,function,param", [
+    (None, None, None),
+    (("--id", "02"), "C_FindObjectsInit", "pTemplate"),  # another key
+    (("-m", "ECDSA-SHA256"), "C_SignInit", "pMechanism"),  # another mechanism
+], ids=["faithful", "other-key", "other-mechanism"])
+def test_diff_of_the_recording_and_the_replays_own_trace(change, function, param, keys_token,
+                                                         tmp_path, spy_env, shim_for):
+    """The replay's own trace (with an entry record before each call, as the shim writes)
+    decodes each call once, and `p11spy diff RECORDED REPLAYED` finds the run alike when the
+    client asked what was recorded, and parting at the call where it did not."""
+    cmd = sign_cmd(tmp_path)
+    trace = tmp_path / "rec.p11"
+    rec = record(cmd, keys_token, trace, spy_env, shim_for)
+    assert rec.returncode == 0, rec.stderr
+    module = replay_module(trace, tmp_path / "replay")
+    client = [*cmd]
+    if change is not None:
+        client[client.index(change[0]) + 1] = change[1]
+    got = replayed(client, module, without_token(keys_token))
+    assert (got.returncode == 0) == (change is None), got.stderr
+    (own,) = (tmp_path / "replay").glob("pkcs11-tool-*.p11")
+
+    kinds = records(own)
+    calls = read_calls(own)
+    assert kinds[RecordType.ENTRY] == kinds[RecordType.CALL] == len(calls)
+    assert len({c.call_number for c in calls}) == len(calls)
+    assert not any(c.never_returned for c in calls)
+    decoded = run([*P11SPY, "decode", str(own)], {})
+    assert decoded.returncode == 0 and "never returned" not in decoded.stdout
+
+    diff = run([*P11SPY, "diff", str(trace), str(own)], {})
+    as_json = run([*P11SPY, "diff", "--json", str(trace), str(own)], {})
+    if change is None:
+        assert diff.returncode == 0, diff.stdout
+        assert "No difference." in diff.stdout
+        return
+    assert diff.returncode == 1
+    first = json.loads(as_json.stdout)["first"]
+    # the right call: the recorded one the client departed from, and the replay's own call
+    assert first["good"]["seq"] == next(c.seq for c in read_calls(trace)
+                                        if c.function == function)
+    assert first["bad"]["seq"] == next(c.seq for c in calls if c.function == function)
+    assert first["bad"]["rv"] == "CKR_FUNCTION_FAILED"
+    assert first["arguments"] and all(a["path"].startswith(param) for a in first["arguments"])
+    text_first = diff.stdout.split("First divergence:\n")[1].splitlines()[0]
+    assert text_first.startswith(f"  {function}: GOOD call {first['good']['index']} ")
+
+
 def test_python_pkcs11_replayed_and_diverging(keys_token, tmp_path, spy_env, shim_for):
     script = tmp_path / "client.py"
     script.write_text(PY_CLIENT)
@@ -231,9 +281,18 @@ def set_sign(tok: Token, label: str, value: bool) -> None:
                     "1" if value else "0"], env=tok.env, check=True, capture_output=True)
 
 
+def rv_changes(report: dict) -> list[tuple]:
+    """The calls of a diff --json object (or --against's) whose return value differs: call
+    number, function and return value on each side."""
+    return [(d["good"]["index"], d["good"]["function"], d["good"]["rv"], d["bad"]["index"],
+             d["bad"]["rv"]) for d in report["divergences"]
+            if any(r["path"] == "rv" for r in d["results"])]
+
+
 def test_against_a_token_where_the_key_may_not_sign(keys_token, tmp_path, spy_env, shim_for):
     """Recorded on one token, re-issued against a copy where k1 lacks CKA_SIGN: exactly the
-    C_SignInit fails, and the C_Sign after it is not made (it would fail for that reason)."""
+    C_SignInit fails, and the C_Sign after it is not made (it would fail for that reason).
+    Reported in `p11spy diff`'s presentation: the recording is GOOD, the module BAD."""
     cmd = sign_cmd(tmp_path)
     lab = keys_token.copy(tmp_path / "lab")
     rec = record(cmd, keys_token, tmp_path / "rec.p11", spy_env, shim_for)
@@ -242,30 +301,72 @@ def test_against_a_token_where_the_key_may_not_sign(keys_token, tmp_path, spy_en
                USER_PIN]
     same = run(against, lab.env)
     assert same.returncode == 0, same.stdout + same.stderr
-    assert "== 0 of " in same.stdout and not RV_DIFFERS.findall(same.stdout)
+    assert "No difference." in same.stdout and " 0 differ, 0 only in GOOD" in same.stdout
 
     set_sign(lab, "k1", False)
     res = run(against, lab.env)
     assert res.returncode == 1, res.stderr
-    failed = RV_DIFFERS.findall(res.stdout)
-    assert len(failed) == 1
-    assert "C_SignInit: CKR_KEY_FUNCTION_NOT_PERMITTED now, CKR_OK recorded" in failed[0]
-    seq = failed[0].split()[0]
-    assert f"C_Sign: not made: follows from {seq} C_SignInit" in res.stdout
-    assert "1 of " in res.stdout.splitlines()[-1]
+    first = res.stdout.split("First divergence:\n")[1].splitlines()
+    assert first[0].startswith("  C_SignInit: GOOD call ")
+    assert first[1] == "    got back rv: GOOD CKR_OK | BAD CKR_KEY_FUNCTION_NOT_PERMITTED"
+    signinit = first[0].split("GOOD call ")[1].split()[0].rstrip(",")
+    assert f"C_Sign: not made: follows from call {signinit} C_SignInit" in res.stdout
 
-    # the re-issued calls recorded by the shim: a trace to compare with the recording
+    as_json = run([*against, "--json"], lab.env)
+    assert as_json.returncode == 1
+    report = json.loads(as_json.stdout)
+    # exactly one call answers otherwise, and it is the first divergence
+    assert rv_changes(report) == [(int(signinit), "C_SignInit", "CKR_OK", int(signinit),
+                                   "CKR_KEY_FUNCTION_NOT_PERMITTED")]
+    assert report["first"]["good"]["function"] == "C_SignInit"
+    (not_made,) = [d for d in report["divergences"] if d["kind"] == "only good"]
+    assert not_made["good"]["function"] == "C_Sign" and "follows from" in not_made["note"]
+
+    # the re-issued calls recorded by the shim: diff of the recording with them says the same
     res = run([*against, "-o", str(tmp_path / "against.p11")], lab.env)
     assert res.returncode == 1
-    signinit = [c for c in read_calls(tmp_path / "against.p11") if c.function == "C_SignInit"]
-    assert [c.rv_name for c in signinit] == ["CKR_KEY_FUNCTION_NOT_PERMITTED"]
+    again = run([*against, "-o", str(tmp_path / "against.p11")], lab.env)  # appended to it
+    offsets = re.compile(r"\(offset \d+\)")  # its calls are further on in the file
+    assert offsets.sub("", again.stdout) == offsets.sub("", res.stdout)
+    (tmp_path / "against.p11").unlink()
+    res = run([*against, "-o", str(tmp_path / "against.p11")], lab.env)
+    signinit_calls = [c for c in read_calls(tmp_path / "against.p11")
+                      if c.function == "C_SignInit"]
+    assert [c.rv_name for c in signinit_calls] == ["CKR_KEY_FUNCTION_NOT_PERMITTED"]
+    diff = run([*P11SPY, "diff", "--json", str(tmp_path / "rec.p11"),
+                str(tmp_path / "against.p11")], {})
+    assert diff.returncode == 1
+    assert rv_changes(json.loads(diff.stdout)) == rv_changes(report)
 
-    from_stdin = subprocess.run([*against[:-1], "-"], input=USER_PIN + "\n", env=lab.env,
-                                capture_output=True, text=True, timeout=120)
-    assert RV_DIFFERS.findall(from_stdin.stdout) == RV_DIFFERS.findall(res.stdout)
+    from_stdin = subprocess.run([*against[:-1], "-", "--json"], input=USER_PIN + "\n",
+                                env=lab.env, capture_output=True, text=True, timeout=120)
+    assert rv_changes(json.loads(from_stdin.stdout)) == rv_changes(report)
 
     no_pin = run(against[:-2], lab.env)
+    assert no_pin.returncode == 1
     assert "C_Login: not made: the recorded USER PIN is masked: give --pin" in no_pin.stdout
+
+
+def test_against_another_token_takes_its_slot_for_the_recorded_one(keys_token, tmp_path,
+                                                                     spy_env, shim_for):
+    """Another token made the same way (its label, key labels and IDs; other key material, a
+    slot of another ID): the calls made on its slot are no finding for the slot's sake; what
+    differs is what a user would see differ (its serial number and slot description)."""
+    cmd = sign_cmd(tmp_path)
+    rec = record(cmd, keys_token, tmp_path / "rec.p11", spy_env, shim_for)
+    assert rec.returncode == 0, rec.stderr
+    other = make_keys_token(tmp_path / "other")
+    res = run([*P11SPY, "replay", "--against", other.module, str(tmp_path / "rec.p11"), "--pin",
+               USER_PIN, "--json", "-o", str(tmp_path / "other.p11")], other.env)
+    assert res.returncode == 1, res.stderr
+    slot = {t: next(c.args["slotID"] for c in read_calls(t) if c.function == "C_GetSlotInfo")
+            for t in (tmp_path / "rec.p11", tmp_path / "other.p11")}
+    assert len(set(slot.values())) == 2  # the slot IDs do differ
+    report = json.loads(res.stdout)
+    assert rv_changes(report) == [] and {d["kind"] for d in report["divergences"]} == {"changed"}
+    paths = {d["path"] for s in report["divergences"] for d in [*s["arguments"], *s["results"]]}
+    assert "pInfo.serialNumber" in paths
+    assert not any(p.startswith(("slotID", "pSlotList")) for p in paths), paths
 
 
 def test_against_refuses_what_is_no_module(keys_token, tmp_path, spy_env, shim_for):

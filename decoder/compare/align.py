@@ -59,6 +59,7 @@ class Step:
     bad: Side | None = None
     arguments: list[Difference] = field(default_factory=list)
     results: list[Difference] = field(default_factory=list)
+    note: str = ""  # why a call is on one side only, where the comparer knows it (replay)
 
 
 def differences(good: Any, bad: Any, path: str = "") -> list[Difference]:
@@ -76,7 +77,8 @@ def differences(good: Any, bad: Any, path: str = "") -> list[Difference]:
     return [] if good == bad else [Difference(path, good, bad)]
 
 
-def _paired(g: Side, b: Side) -> Step:
+def paired(g: Side, b: Side) -> Step:
+    """Two calls that line up, and what differs between them."""
     args = differences(g.call.inputs, b.call.inputs)
     if g.call.length_query != b.call.length_query:
         args.append(Difference("(length query)", g.call.length_query, b.call.length_query))
@@ -161,7 +163,7 @@ def align(good: list[Side], bad: list[Side]) -> list[Step]:
     steps: list[Step] = []
     for tag, i1, i2, j1, j2 in opcodes([s.call.key for s in good], [s.call.key for s in bad]):
         if tag == "equal":
-            steps += [_paired(g, b) for g, b in zip(good[i1:i2], bad[j1:j2], strict=True)]
+            steps += [paired(g, b) for g, b in zip(good[i1:i2], bad[j1:j2], strict=True)]
         else:
             steps += _by_function(good[i1:i2], bad[j1:j2])
     return steps
@@ -172,7 +174,7 @@ def _by_function(good: list[Side], bad: list[Side]) -> list[Step]:
     for tag, i1, i2, j1, j2 in opcodes([s.call.function for s in good],
                                        [s.call.function for s in bad]):
         if tag == "equal":
-            steps += [_paired(g, b) for g, b in zip(good[i1:i2], bad[j1:j2], strict=True)]
+            steps += [paired(g, b) for g, b in zip(good[i1:i2], bad[j1:j2], strict=True)]
             continue
         steps += [Step(ONLY_GOOD, good=g) for g in good[i1:i2]]
         steps += [Step(ONLY_BAD, bad=b) for b in bad[j1:j2]]

@@ -118,9 +118,10 @@ def _side_json(s: Side | None) -> dict[str, Any] | None:
 
 
 def _step_json(s: Step) -> dict[str, Any]:
-    return {"kind": s.kind, "good": _side_json(s.good), "bad": _side_json(s.bad),
-            "arguments": [d.to_json() for d in s.arguments],
-            "results": [d.to_json() for d in s.results]}
+    out = {"kind": s.kind, "good": _side_json(s.good), "bad": _side_json(s.bad),
+           "arguments": [d.to_json() for d in s.arguments],
+           "results": [d.to_json() for d in s.results]}
+    return {**out, "note": s.note} if s.note else out
 
 
 # --- text ---------------------------------------------------------------------------------------
@@ -199,7 +200,8 @@ def _only(block: list[Step]) -> list[str]:
     span = _where(first) if first is last else f"calls {first.index}-{last.index}"
     calls = ", ".join(f"{x.call.function} {x.call.rv}" for x in sides[:NAMES])
     more = f", ... ({len(sides) - NAMES} more)" if len(sides) > NAMES else ""
-    return [f"  only in {label} ({span}): {calls}{more}"]
+    notes = [f"    {_where(_side(s))} {_side(s).call.function}: {s.note}" for s in block if s.note]
+    return [f"  only in {label} ({span}): {calls}{more}", *notes]
 
 
 def _block_lines(block: list[Step]) -> list[str]:

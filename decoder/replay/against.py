@@ -7,22 +7,19 @@ object handles MODULE hands out stand in for the recorded ones wherever the reco
 them. Arguments are built from each parameter's role (facts/pkcs11/functions.py), as the shim
 recorded them.
 
-What is reported, call by call: a different return value (the finding), and outputs that
-differ (shown, but expected where a module answers with the time, a serial number or a fresh
-signature). When an operation's Init call fails now, the calls of that operation are not made
-(they would only fail for that reason) and are reported as following from it.
+The calls go through the shim, which records them as it records any client's; compared.py
+then compares each with its recorded call as `p11spy diff` does. When an operation's Init call
+fails now, the calls of that operation are not made (they would only fail for that reason)
+and are reported as following from it.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from p11spy.decoder.formats.p11spy import frames
 from p11spy.decoder.replay.script import Recorded, Recording
-from p11spy.decoder.values import struct_value
 from p11spy.errors import UserError
 from p11spy.facts.logformat import MASKED, MECHANISM, Kind, Phase
 from p11spy.facts.pkcs11 import constants, functions, structs
@@ -90,8 +87,8 @@ class Outcome:
 
     recorded: Recorded
     rv: int | None = None  # None: not made
-    differs: list[str] = field(default_factory=list)  # outputs that differ
-    note: str = ""
+    note: str = ""  # why it was not made
+    follows: int | None = None  # not made: the seq of the recorded Init call that now fails
 
     @property
     def failed(self) -> bool:
@@ -312,74 +309,27 @@ class Player:
 
     # ---- outputs ------------------------------------------------------------------------
 
-    def compare(self, fn: Function, args: list, fout: dict[int, Field]) -> list[str]:
-        """Maps the handles the call handed out; names the outputs that differ."""
+    def map_handles(self, fn: Function, args: list, fout: dict[int, Field]) -> None:
+        """Maps the handles the call handed out onto the recorded ones."""
         ffi = self.ffi
-        differs: list[str] = []
         for i, p in enumerate(fn.params):
             f = fout.get(i)
             a = args[i]
             if f is None or not isinstance(a, ffi.CData) or a == ffi.NULL:
                 continue
-            r = p.role
-            if r is Role.HANDLE_OUT and f.kind == Kind.ULONG:
+            if p.role is Role.HANDLE_OUT and f.kind == Kind.ULONG:
                 self.handles[(p.kind or "", _u64(f.data))] = a[0]
-            elif r is Role.ARRAY_OUT and f.kind == Kind.ULONG_ARRAY and p.kind in (
+            elif p.role is Role.ARRAY_OUT and f.kind == Kind.ULONG_ARRAY and p.kind in (
                     "slot", "object"):
-                count = self._count(fn, args)
                 rec = [_u64(f.data, k) for k in range(0, len(f.data), 8)]
-                for k, old in enumerate(rec[:count]):
+                for k, old in enumerate(rec[:self._count(fn, args)]):
                     self.handles[(p.kind, old)] = a[k]
-                if count != len(rec):
-                    differs.append(f"{p.name}: {len(rec)} recorded, {count} now")
-            elif r is Role.TEMPLATE_INOUT and f.kind == Kind.TEMPLATE:
-                differs += self._attributes_differ(a, f)
-            elif r in (Role.LENGTH_PTR, Role.ULONG_OUT, Role.ARRAY_OUT, Role.BYTES_OUT,
-                       Role.BYTES_OUT_FIXED, Role.STRUCT_OUT):
-                differs += self._differs(fn, p, a, f, args)
-        return differs
-
-    def _attributes_differ(self, a, f: Field) -> list[str]:
-        cka = constants.FAMILIES["CKA"]
-        out = []
-        for k, (atype, alen, vkind, start, end) in enumerate(frames.attributes(f.data)):
-            new_len = int(a[k].ulValueLen)
-            same = new_len == alen
-            if same and vkind == Kind.BYTES and a[k].pValue != self.ffi.NULL:
-                same = bytes(self.ffi.buffer(a[k].pValue, alen)) == f.data[start:end]
-            if not same:
-                out.append(cka.name_of(atype))
-        return out
 
     def _count(self, fn: Function, args: list) -> int:
         for i, p in enumerate(fn.params):
             if p.role is Role.LENGTH_PTR and args[i] != self.ffi.NULL:
                 return int(args[i][0])
         return 0
-
-    def _differs(self, fn: Function, p: Param, a, f: Field, args: list) -> list[str]:
-        ffi = self.ffi
-        r = p.role
-        if r in (Role.LENGTH_PTR, Role.ULONG_OUT):
-            old, new = _u64(f.data), int(a[0])
-            return [] if old == new else [f"{p.name}: {old} recorded, {new} now"]
-        if r is Role.STRUCT_OUT:
-            new = bytes(ffi.buffer(a, ffi.sizeof(p.struct)))
-            was, now = struct_value(p.struct, f.data), struct_value(p.struct, new)
-            return [f"{p.name}.{name} ({_shown(was, name)} recorded, {_shown(now, name)} now)"
-                    for name in _struct_fields_differ(ffi, p.struct, f.data, new)]
-        if f.kind != Kind.BYTES and f.kind != Kind.ULONG_ARRAY:
-            return []
-        n = len(f.data) if r is not Role.BYTES_OUT else self._out_len(fn, p, args)
-        if r is Role.ARRAY_OUT:
-            n = self._count(fn, args) * 8
-        new = bytes(ffi.buffer(a, n)) if n else b""
-        return [] if new == f.data else [f"{p.name} ({len(f.data)} bytes recorded, "
-                                         f"{len(new)} now)"]
-
-    def _out_len(self, fn: Function, p: Param, args: list) -> int:
-        i = _param_index(fn, p.length)
-        return int(args[i][0]) if args[i] != self.ffi.NULL else 0
 
     # ---- one call -----------------------------------------------------------------------
 
@@ -398,27 +348,12 @@ class Player:
             return out
         out.rv = int(getattr(self.list, fn.name)(*args))
         if out.rv == call.rv:
-            out.differs = self.compare(fn, args, _fields(call.fields_out, Phase.OUT))
+            self.map_handles(fn, args, _fields(call.fields_out, Phase.OUT))
         return out
 
 
 def _param_index(fn: Function, name: str | None) -> int:
     return [p.name for p in fn.params].index(name or "")
-
-
-def _shown(rendered: Any, name: str) -> str:
-    """A struct field as decode shows it (the whole struct's hex if it could not be read)."""
-    value = rendered.get(name, "?") if isinstance(rendered, dict) else rendered
-    return value if isinstance(value, str) else repr(value)
-
-
-def _struct_fields_differ(ffi, name: str, old: bytes, new: bytes) -> list[str]:
-    out = []
-    for fname, f in ffi.typeof(name).fields:
-        end = f.offset + ffi.sizeof(f.type)
-        if old[f.offset:end] != new[f.offset:end]:
-            out.append(fname)
-    return out
 
 
 def _session_of(fn: Function, call: Recorded) -> int | None:
@@ -429,15 +364,24 @@ def _session_of(fn: Function, call: Recorded) -> int | None:
     return None
 
 
+@dataclass
+class Played:
+    """What a re-issue gives: one Outcome per recorded call but the entry points, and the
+    handles the module handed out for the recorded ones ((kind, recorded) -> new)."""
+
+    outcomes: list[Outcome]
+    handles: dict[tuple[str, int], int]
+
+
 def run(rec: Recording, module: str, *, pin: str | None = None, so_pin: str | None = None,
-        load: str | None = None, write: Callable[[str], object] = sys.stdout.write) -> int:
-    """Re-issues the recording against module and reports; 1 when a return value differs.
-    load: what to load for it (the shim in front of module, to record the calls)."""
+        load: str | None = None) -> Played:
+    """Re-issues the recording against module. load: what to load for it (the shim in front
+    of module, which records the calls made, so that they are compared as `p11spy diff`
+    compares two runs)."""
     player = Player(load or module, pin, so_pin)
     by_name = {fn.name: fn for fn in functions.FUNCTIONS}
-    broken: dict[tuple[int | None, str], int] = {}  # (session, Init function) -> call number
-    failures = 0
-    write(f"== {rec.name} replayed against {module}\n")
+    broken: dict[tuple[int | None, str], int] = {}  # (session, Init function) -> its seq
+    outcomes: list[Outcome] = []
     for call in rec.calls:
         if call.function in ENTRY_POINTS:
             continue
@@ -445,23 +389,10 @@ def run(rec: Recording, module: str, *, pin: str | None = None, so_pin: str | No
         session = _session_of(fn, call)
         init = OPERATION_OF.get(call.function)
         if init and (session, init) in broken:
-            write(f"#{call.seq} {call.function}: not made: follows from #{broken[(session, init)]}"
-                  f" {init}\n")
+            outcomes.append(Outcome(call, follows=broken[(session, init)]))
             continue
         out = player.play(fn, call)
-        was = CKR.name_of(call.rv)
-        if out.rv is None:
-            write(f"#{call.seq} {call.function}: {out.note}\n")
-            continue
-        if out.failed:
-            failures += 1
-            write(f"#{call.seq} {call.function}: {CKR.name_of(out.rv)} now, {was} recorded\n")
-            if call.function.endswith("Init") and call.function in OPERATION_OF.values():
-                broken[(session, call.function)] = call.seq
-            continue
-        if out.differs:
-            write(f"#{call.seq} {call.function}: {was} as recorded; outputs differ: "
-                  f"{', '.join(out.differs)}\n")
-    calls = sum(1 for c in rec.calls if c.function not in ENTRY_POINTS)
-    write(f"== {failures} of {calls} calls answered with another return value\n")
-    return 1 if failures else 0
+        outcomes.append(out)
+        if out.failed and call.function in OPERATION_OF.values():
+            broken[(session, call.function)] = call.seq
+    return Played(outcomes, player.handles)
