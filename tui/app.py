@@ -234,7 +234,7 @@ class ShowApp(App[int]):
     def _show_redacted(self, tv: TraceView, path: Path, masked: int) -> None:
         new = self._swap(tv, open_index(path), follow=False)
         new.redacted_from = tv.index.path  # type: ignore[attr-defined]
-        new.message = f"redacted view: {masked} place(s) masked (r: the original)"
+        new.view_note = f"redacted view: {masked} place(s) masked (r: the original)"
 
     def _swap(self, tv: TraceView, index: TraceIndex, follow: bool) -> TraceView:
         """Replaces a trace view by one of another index, in the same place."""

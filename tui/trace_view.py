@@ -58,6 +58,9 @@ class TraceView(Vertical):
         self.last_query: search.Query | None = None
         self.message = ""
         self.message_at = -1  # the record the cursor was on when the message was said
+        # what the status bar says of the whole view (the redacted view): it stays, whatever
+        # the cursor does, where a message goes with the row it spoke of
+        self.view_note = ""
         self.searching: str | None = None
         self._stop = threading.Event()
         self._detail_timer: Timer | None = None
@@ -128,6 +131,8 @@ class TraceView(Vertical):
             "" if self.view.caught_up else "…")
         parts = [idx.path.name, where, f"{idx.stats.calls:,} calls",
                  f"{idx.stats.errors:,} failed"]
+        if self.view_note:
+            parts.append(self.view_note)
         if self.view.filter.active:
             parts.append(f"filter: {self.view.filter.describe(idx)}")
         if self.follow:
