@@ -10,6 +10,7 @@ leaves what was there before.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -64,10 +65,13 @@ def in_place_owner(path: Path) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def atomic_output(target: Path, owner: tuple[int, int] | None = None) -> Iterator[BinaryIO]:
-    """A file (mode 0600) that replaces target only when the block ends without error; given
+def atomic_output(target: Path, owner: tuple[int, int] | None = None,
+                  replace: bool = True) -> Iterator[BinaryIO]:
+    """A file (mode 0600) that becomes target only when the block ends without error; given
     owner (uid, gid), it keeps that owner where we may set it (root redacting a user's trace
-    in place must not take it from them)."""
+    in place must not take it from them). With replace false, target must not exist: the file
+    is put there by a hard link, which fails when the name exists (no check-then-write race)
+    and never writes where a symbolic link points."""
     folder = target.parent if str(target.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
@@ -80,13 +84,33 @@ def atomic_output(target: Path, owner: tuple[int, int] | None = None) -> Iterato
                 os.fchown(f.fileno(), *owner)
         os.chmod(tmp, 0o600)
         try:
-            os.replace(tmp, target)
+            if replace:
+                os.replace(tmp, target)
+            else:
+                _link(tmp, target)
+        except FileExistsError as exc:
+            raise UserError(f"{target}: already exists (--force replaces it)") from exc
         except OSError as exc:
-            raise UserError(f"{target}: cannot replace it ({exc.strerror})") from exc
+            raise UserError(f"{target}: cannot {'replace' if replace else 'create'} it "
+                            f"({exc.strerror})") from exc
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _link(tmp: str, dest: Path) -> None:
+    """tmp under the name dest, which must not exist; where the file system has no hard
+    links, a rename after a last look."""
+    try:
+        os.link(tmp, dest)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK) or \
+                dest.exists() or dest.is_symlink():
+            raise
+        os.rename(tmp, dest)
+        return
+    os.unlink(tmp)
 
 
 def redact_file(src: Path, dest: Path, fmt: str, opts: Options) -> list[Finding]:

@@ -10,13 +10,13 @@ which replaces a symbolic link itself instead of writing where it points.
 from __future__ import annotations
 
 import contextlib
-import errno
+import io
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+from p11spy.decoder.redact import atomic_output
 from p11spy.errors import UserError
 
 
@@ -30,41 +30,13 @@ def _check(dest: Path, src: Path, force: bool) -> None:
         raise UserError(f"{dest}: already exists (--force replaces it)")
 
 
-def _link(tmp: str, dest: Path) -> None:
-    """tmp under the name dest, which must not exist; where the file system has no hard
-    links, a rename after a last look."""
-    try:
-        os.link(tmp, dest)
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK) or \
-                dest.exists() or dest.is_symlink():
-            raise
-        os.rename(tmp, dest)
-        return
-    os.unlink(tmp)
-
-
 @contextlib.contextmanager
 def new_output(dest: Path, src: Path, force: bool = False) -> Iterator[TextIO]:
-    """A text file that becomes dest when the block ends without error."""
+    """A text file that becomes dest when the block ends without error (redact's
+    atomic_output, which without force puts it in place by a hard link)."""
     _check(dest, src, force)
-    folder = dest.parent if str(dest.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise UserError(f"{dest}: cannot write there ({exc.strerror})") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            yield f
-        try:
-            if force:
-                os.replace(tmp, dest)
-            else:
-                _link(tmp, dest)
-        except FileExistsError as exc:
-            raise UserError(f"{dest}: already exists (--force replaces it)") from exc
-        except OSError as exc:
-            raise UserError(f"{dest}: cannot create it ({exc.strerror})") from exc
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    with atomic_output(dest, replace=force) as raw:
+        f = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
+        yield f
+        f.flush()
+        f.detach()  # raw is closed by atomic_output
