@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SHIM := spy/libp11spy.so
 REPLAY := spy/libp11spy-replay.so
+DECODER := decoder/formats/p11spy/libp11json.so
 
 # Everything the shim build and the tests use: python3-venv makes .venv, python3-dev has Python.h
 # for Python packages built from source, libpcsclite-dev has PCSC/ifdhandler.h for the bench's
@@ -20,11 +21,13 @@ APT_PACKAGES := softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools libpcsclite1 libp
 # The foreign architectures the shims are built and tested for (Debian's names in testbed/cross.py).
 CROSS_ARCHES := s390x aarch64 ppc64le
 CROSS_SHIMS := $(foreach a,$(CROSS_ARCHES),spy/$(a)/libp11spy.so)
-SHIM_SOURCES := $(wildcard shim_build/*.py facts/*.py facts/pkcs11/*.py spy/*.c spy/*.h)
+# (facts/pkcs11/_layout.py is written by the build: shim_build/prebuilt.py)
+SHIM_SOURCES := $(filter-out facts/pkcs11/_layout.py, $(wildcard shim_build/*.py facts/*.py \
+	facts/pkcs11/*.py spy/*.c spy/*.h decoder/formats/p11spy/*.c decoder/formats/p11spy/*.h))
 
 .PHONY: setup test test-cross bench demo lint clean shim
 
-setup: .stamps/apt $(VENV)/.installed $(SHIM) $(REPLAY) $(CROSS_SHIMS) .stamps/sysroots
+setup: .stamps/apt $(VENV)/.installed $(SHIM) $(REPLAY) $(DECODER) $(CROSS_SHIMS) .stamps/sysroots
 
 # Install only what is missing, so a second run asks apt nothing. The stamp depends on this
 # Makefile, so a package added to the list above is installed by the next make.
@@ -49,8 +52,8 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 
 # The shims are C generated from the PKCS#11 fact tables, compiled as plain shared objects
 # against glibc 2.17 with zig's C compiler (shim_build/build.py), with the replay module
-# (`p11spy replay`) generated from the same tables.
-$(SHIM) $(REPLAY) &: $(VENV)/.installed $(SHIM_SOURCES)
+# (`p11spy replay`) generated from the same tables, and the compiled decoder of binary traces.
+$(SHIM) $(REPLAY) $(DECODER) &: $(VENV)/.installed $(SHIM_SOURCES)
 	$(PY) -m shim_build.build
 
 # The same shims for s390x, aarch64 and ppc64le, into spy/<arch>/.

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the build scripts, shim_build/
 SHIMS = ("libp11spy.so", "libp11spy-2.so", "libp11spy-preload.so", "libp11spy-replay.so",
          "libp11spy-replay-2.so")
+DECODER = ROOT / "decoder" / "formats" / "p11spy" / "libp11json.so"  # decode --json's
 
 
 def _load(name: str, path: Path) -> ModuleType:
@@ -83,7 +84,7 @@ class NativeDistribution(Distribution):
 
 class bdist_wheel(_bdist_wheel):
     def get_tag(self) -> tuple[str, str, str]:
-        shims = [ROOT / "spy" / so for so in SHIMS]
+        shims = [ROOT / "spy" / so for so in SHIMS] + [DECODER]
         if not all(so.is_file() for so in shims):
             # an editable install (`make setup` on a fresh clone): make builds the shims after
             # it, and nothing is shipped under this tag

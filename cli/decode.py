@@ -11,6 +11,8 @@ from p11spy.errors import UserError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
+    from typing import TextIO
 
     from p11spy.decoder.events import Event
 
@@ -71,15 +73,25 @@ def _known_function(name: str) -> None:
 def _decode(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from p11spy.decoder import render, summary
-    from p11spy.decoder.formats.registry import open_events
-
     for name in args.function or ():
         _known_function(name)
     out = sys.stdout
+    whole = args.json and not (args.errors or args.function or args.summary)
+    if whole and all(_compiled(Path(name), args.format, out) for name in args.files[:1]):
+        # the first file was the compiled decoder's: nothing of the readers' was imported
+        return _decode_files(args, out, args.files[1:])
+    return _decode_files(args, out, args.files)
+
+
+def _decode_files(args: argparse.Namespace, out: TextIO, files: list[str]) -> int:
+    from pathlib import Path
+
+    from p11spy.decoder import render, summary
+    from p11spy.decoder.formats.registry import open_events
+
     if args.summary:
         s = summary.Summary()
-        for name in args.files:
+        for name in files:
             for e in _selected(open_events(Path(name), args.format, blocks=True), args):
                 s.add(e)
         if args.json:
@@ -88,9 +100,19 @@ def _decode(args: argparse.Namespace) -> int:
             summary.text(s, out)
         return 0
     emit = render.jsonl if args.json else render.text
-    for name in args.files:
+    whole = args.json and not (args.errors or args.function)
+    for name in files:
+        if whole and _compiled(Path(name), args.format, out):
+            continue
         emit(_selected(open_events(Path(name), args.format, blocks=True), args), out)
     return 0
+
+
+def _compiled(path: Path, fmt: str | None, out: TextIO) -> bool:
+    """A p11spy binary trace written by the compiled decoder, where it takes the file."""
+    from p11spy.decoder.formats.p11spy import fastjson
+
+    return fastjson.write_jsonl(path, fmt, out)
 
 
 class _Json:

@@ -205,6 +205,23 @@ def jsonl(events: Iterable[Event], out: TextIO) -> None:
     _write(buf, out, raw)
 
 
+def dumps(value: Any) -> bytes:
+    """A value as JSON, as the rows hold it (orjson, compact)."""
+    import orjson
+
+    return orjson.dumps(value)
+
+
+def row(e: Event) -> bytes:
+    """One event's row (not a LogLines'), byte for byte as jsonl writes it."""
+    import orjson
+
+    try:
+        return orjson.dumps(e.to_json(), option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return _json_rows(e)
+
+
 def _log_rows(e: LogLines, buf: bytearray, dumps: Callable[[Any], bytes]) -> None:
     """The rows of a LogLines, byte for byte as its LogLines' to_json() by orjson, from the
     parts they share: most of a log's rows are these, and a dict each cost a third of the

@@ -7,7 +7,7 @@ tracer captured it.
 from __future__ import annotations
 
 import datetime as _dt
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from p11spy.decoder.events import Undated
@@ -74,43 +74,70 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace").rstrip(" \x00")
 
 
+# How a number-like parameter or attribute value renders: its form (and the family naming it).
+NUMBER, NAMED, BOOL, POINTER, UNAVAILABLE = "number", "named", "bool", "pointer", "unavailable"
+STRING, DATE, MECHANISMS, NUMBERS, HEX = "string", "date", "mechanisms", "numbers", "hex"
+
+
+@cache
+def scalar_form(p: Param) -> tuple[str, str | None]:
+    """How scalar() renders p: a table the compiled decoder reads too (fastjson.py)."""
+    role = p.role
+    if role in (Role.ENUM, Role.FLAGS) or (role is Role.ULONG_OUT and
+                                           p.kind in constants.FAMILIES):
+        return NAMED, p.kind
+    if role is Role.BOOL:
+        return BOOL, None
+    if role is Role.POINTER:
+        return POINTER, None
+    if role in (Role.ULONG, Role.LENGTH, Role.ULONG_OUT):
+        return UNAVAILABLE, None  # a number, or CK_UNAVAILABLE_INFORMATION by name
+    return NUMBER, None
+
+
 def scalar(p: Param, value: int) -> Any:
     """A number-like parameter or field."""
-    if p.role is Role.ENUM:
-        return name_in(p.kind, value)
-    if p.role is Role.FLAGS:
-        return name_in(p.kind, value)
-    if p.role is Role.BOOL:
+    form, family = scalar_form(p)
+    if form is NUMBER:
+        return value
+    if form is NAMED:
+        return name_in(family, value)
+    if form is BOOL:
         return bool(value)
-    if p.role is Role.POINTER:
+    if form is POINTER:
         return f"0x{value:x}"
-    if p.role is Role.ULONG_OUT and p.kind in constants.FAMILIES:
-        return name_in(p.kind, value)
-    if value == CK_UNAVAILABLE_INFORMATION and p.role in (Role.ULONG, Role.LENGTH, Role.ULONG_OUT):
-        return "CK_UNAVAILABLE_INFORMATION"
-    return value
+    return "CK_UNAVAILABLE_INFORMATION" if value == CK_UNAVAILABLE_INFORMATION else value
+
+
+_VALUE_FORMS = {ValueType.BOOL: BOOL, ValueType.ULONG: NUMBER, ValueType.ENUM: NAMED,
+                ValueType.FLAGS: NAMED, ValueType.STRING: STRING, ValueType.DATE: DATE,
+                ValueType.MECHANISMS: MECHANISMS, ValueType.ULONGS: NUMBERS}
+
+
+@lru_cache(maxsize=4096)  # attribute numbers come from the trace: any number
+def attribute_form(atype: int) -> tuple[str, str | None]:
+    """How attribute_value() renders a value of this attribute type (and its family)."""
+    a = attributes.attribute(atype)
+    return _VALUE_FORMS.get(a.type, HEX), a.family
 
 
 def attribute_value(atype: int, data: bytes) -> Any:
     """An attribute's value bytes as its type says (bytes that do not fit stay hex)."""
-    a = attributes.attribute(atype)
-    t = a.type
+    form, family = attribute_form(atype)
     try:
-        if t is ValueType.BOOL and len(data) == 1:
+        if form is BOOL and len(data) == 1:
             return bool(data[0])
-        if t in (ValueType.ULONG, ValueType.ENUM, ValueType.FLAGS) and len(data) == 8:
+        if form in (NUMBER, NAMED) and len(data) == 8:
             v = int.from_bytes(data, "little")
-            if t is ValueType.ULONG:
-                return v
-            return name_in(a.family, v)
-        if t is ValueType.STRING:
+            return v if form is NUMBER else name_in(family, v)
+        if form is STRING:
             return data.decode("utf-8")
-        if t is ValueType.DATE and len(data) == 8 and data.isdigit():
+        if form is DATE and len(data) == 8 and data.isdigit():
             s = data.decode()
             return f"{s[:4]}-{s[4:6]}-{s[6:]}"
-        if t in (ValueType.MECHANISMS, ValueType.ULONGS) and len(data) % 8 == 0:
+        if form in (MECHANISMS, NUMBERS) and len(data) % 8 == 0:
             vals = [int.from_bytes(data[i:i + 8], "little") for i in range(0, len(data), 8)]
-            return [name_in("CKM", v) for v in vals] if t is ValueType.MECHANISMS else vals
+            return [name_in("CKM", v) for v in vals] if form is MECHANISMS else vals
     except (UnicodeDecodeError, ValueError):
         pass
     return data.hex()

@@ -21,8 +21,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from p11spy.facts import logformat
 from p11spy.facts.pkcs11 import structs
-from shim_build import replay_codegen
+from shim_build import prebuilt, replay_codegen
 from shim_build.codegen import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,12 +109,26 @@ REPLAYS = (("libp11spy-replay.so", 1), ("libp11spy-replay-2.so", 0))
 REPLAY_LINK = ["-Wl,-z,nodelete"]
 
 
+# The compiled decoder of p11spy's binary traces (`decode --json`), for the machine p11spy runs
+# on: its C beside its Python loader, the format's numbers prepended from the fact table.
+DECODER_DIR = ROOT / "decoder" / "formats" / "p11spy"
+DECODER = DECODER_DIR / "libp11json.so"
+
+
+def decoder_text() -> str:
+    """p11json.c with what it is compiled with ahead of it: the format's numbers, the headers
+    its interface needs, the interface."""
+    return (logformat.c_defines() + "#define _GNU_SOURCE\n#include <stdint.h>\n"
+            "#include <stddef.h>\n" + (DECODER_DIR / "p11json.h").read_text() +
+            (DECODER_DIR / "p11json.c").read_text())
+
+
 def source(arch: str, name: str = "p11spy-shim.c", text=generate) -> Path:
     """Writes the generated C (with the layout checks) for one architecture."""
     work = WORK / arch
     work.mkdir(parents=True, exist_ok=True)
     src = work / name
-    src.write_text(text() + "\n" + layout_checks())
+    src.write_text(text() + "\n" + (layout_checks() if text is not decoder_text else ""))
     return src
 
 
@@ -150,6 +165,11 @@ def build(arch: str = NATIVE, *, system_cc: bool = False, verbose: bool = False)
             built.append(_compile([*cc, *FLAGS, f"-DP11SPY_EXPORT_INTERFACES={interfaces}",
                                    "-o", str(target.with_suffix(".so.tmp")), str(rsrc), *LINK,
                                    *REPLAY_LINK], target, verbose))
+        built += prebuilt.main()  # the cffi declarations, parsed ahead
+        dsrc = source(arch, "p11json.c", decoder_text)
+        built.append(_compile([*cc, *FLAGS, "-O3", "-o", str(DECODER.with_suffix(".so.tmp")),
+                               str(dsrc), "-Wl,-z,defs", "-Wl,-z,relro", "-Wl,-z,now"],
+                              DECODER, verbose))
     return built
 
 

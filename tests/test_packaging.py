@@ -91,6 +91,7 @@ def test_wheel_carries_the_shims_and_says_it_is_native(wheel: Path, tmp_path: Pa
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         assert {f"p11spy/spy/{so}" for so in SHIMS} <= names
+        assert "p11spy/decoder/formats/p11spy/libp11json.so" in names  # decode --json's
         assert "Root-Is-Purelib: false" in z.read("p11spy-0.1.0.dist-info/WHEEL").decode()
         z.extractall(tmp_path, [f"p11spy/spy/{so}" for so in SHIMS])
     # Any Python 3 unless a shim links one interpreter's libpython (readelf, not our reader).
@@ -169,11 +170,18 @@ def test_replay_from_the_installed_package(venv: Path, no_compiler: str, token: 
 def test_decode_and_diagnose_read_a_fixture_as_the_checkout_does(venv: Path,
                                                                  no_compiler: str) -> None:
     checkout = str(Path(sys.executable).parent / "p11spy")
-    for args in (["decode", str(FIXTURE)], ["diagnose", str(FIXTURE)]):
+    for args in (["decode", str(FIXTURE)], ["diagnose", str(FIXTURE)],
+                 ["decode", "--json", str(FIXTURE)]):
         installed = p11spy(venv, no_compiler, *args)
         here = subprocess.run([checkout, *args], capture_output=True, text=True, timeout=120)
         assert installed.stdout == here.stdout and installed.returncode == here.returncode
     assert "CKR_PIN_INCORRECT" in installed.stdout
+    # and the installed decode --json is the compiled decoder's (no compiler needed for it)
+    probe = "from p11spy.decoder.formats.p11spy import fastjson; print(fastjson._library() " \
+            "is not None)"
+    got = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True,
+                         text=True, env=_env(venv, no_compiler), timeout=60)
+    assert got.stdout == "True\n", got.stderr
 
 
 def test_report_from_the_installed_package(venv: Path, no_compiler: str, tmp_path: Path

@@ -681,7 +681,19 @@ def struct_for_mechanism(mechanism: int) -> str | None:
 @cache
 def ffi_for_layout() -> cffi.FFI:
     """A cffi FFI (ABI mode, no compiler) with CDEF loaded, for reading captured struct bytes
-    with ffi.from_buffer; made once."""
+    with ffi.from_buffer; made once. The build writes it ahead (_layout.py, by
+    shim_build/prebuilt.py), so that reading a trace needs no C parser at start-up (a third of
+    the start-up of `decode --json`); where that module is missing or was made from another
+    CDEF, CDEF is parsed here."""
+    import hashlib
+
+    try:
+        from . import _layout  # type: ignore[attr-defined]
+
+        if _layout.SOURCE == hashlib.sha256(CDEF.encode()).hexdigest():
+            return _layout.ffi
+    except ImportError:
+        pass
     import cffi
 
     ffi = cffi.FFI()

@@ -15,7 +15,8 @@ too), without the imports; `decode` is timed as a user runs it, start-up include
 
 The traces are real fixtures repeated up to the size: OpenSC debug logs over the virtual card
 (levels 3 and 9, APDU dumps, VERIFY, GENERAL AUTHENTICATE), p11spy binary traces of the same
-card runs, and pkcs11-spy logs over SoftHSM2 and the card. Sizes in MB: P11SPY_BENCH_DEBUG_MB
+card runs (`decode --json` by the compiled decoder, and by the Python reader as
+P11SPY_DECODER=python asks), and pkcs11-spy logs over SoftHSM2 and the card. Sizes in MB: P11SPY_BENCH_DEBUG_MB
 (default 100; the p11spy traces are as big), P11SPY_BENCH_SPY_MB (default 630, about what a
 python-pkcs11 test run through pkcs11-spy writes; 0 leaves pkcs11-spy out). The OpenSC
 measurements run P11SPY_BENCH_ROUNDS times (default 3), the fastest counting. When `p11spy
@@ -130,15 +131,16 @@ def p11spy() -> str:
     return str(Path(sys.executable).parent / "p11spy")
 
 
-def decode(path: Path, *options: str, rounds: int = 1) -> dict[str, float]:
+def decode(path: Path, *options: str, rounds: int = 1,
+           env: dict[str, str] | None = None) -> dict[str, float]:
     """`p11spy decode [options] path` > /dev/null: its CPU time and peak RSS (from wait4)."""
-    return best(rounds, lambda: _decode(path, *options))
+    return best(rounds, lambda: _decode(path, *options, env=env))
 
 
-def _decode(path: Path, *options: str) -> dict[str, float]:
+def _decode(path: Path, *options: str, env: dict[str, str] | None = None) -> dict[str, float]:
     with open(os.devnull, "wb") as null:
         proc = subprocess.Popen([p11spy(), "decode", *options, str(path)], stdout=null,
-                                stderr=subprocess.PIPE)
+                                stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
         _, status, usage = os.wait4(proc.pid, 0)
         err = proc.stderr.read().decode() if proc.stderr else ""
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -222,11 +224,17 @@ def p11spy_binary(workdir: Path, size: int, debug_rate: float, table: Table) -> 
     mb, small_mb = path.stat().st_size / MB, small.stat().st_size / MB
     label = f"p11spy {mb:.0f} MB"
     ours = measure("read", "p11spy", path)
-    as_json = decode(path, "--json")
+    as_json = decode(path, "--json", rounds=ROUNDS)
     json_small = decode(small, "--json")
+    in_python = decode(path, "--json", env={"P11SPY_DECODER": "python"})
     rate = mb / as_json["seconds"]
-    table.add(f"{label}: reader, MB/s ({ours['items']:,} events)", f"{mb / ours['seconds']:.1f}")
-    table.add(f"{label}: decode --json, MB/s", f"{rate:.1f}")
+    table.add(f"{label}: Python reader, MB/s ({ours['items']:,} events)",
+              f"{mb / ours['seconds']:.1f}")
+    table.add(f"{label}: decode --json by the Python reader, MB/s",
+              f"{mb / in_python['seconds']:.1f}")
+    table.add(f"{label}: decode --json (the compiled decoder), MB/s", f"{rate:.1f}")
+    table.add(f"{label}: decode --json, the Python reader's time / the compiled decoder's",
+              f"{in_python['seconds'] / as_json['seconds']:.1f}")
     table.add(f"{label}: decode --json rate / opensc-debug's", f"{rate / debug_rate:.2f}")
     table.add(f"{label}: decode --json peak RSS MB, {mb:.0f} MB / {small_mb:.0f} MB file",
               f"{as_json['rss_mb']:.0f} / {json_small['rss_mb']:.0f}")

@@ -197,18 +197,23 @@ def _interfaces(data: bytes) -> list[dict[str, Any]]:
     return out
 
 
+# BYTES payloads of these roles are more than hex (the compiled decoder asks for them).
+BYTES_ROLES = {
+    Role.TEXT_FIXED: lambda data: data.decode("utf-8", "replace").rstrip(" \x00"),
+    Role.INTERFACE_LIST_OUT: _interfaces,
+    Role.INTERFACE_OUT: lambda data: (_interfaces(data) or [None])[0],
+    Role.PIN: pin_bytes,
+}
+# Arrays of these kinds are numbers; of others, named in the family p.kind.
+PLAIN_ARRAYS = ("slot", "object", None)
+
+
 def _render_param(p: Param, kind: int, data: bytes) -> Any:
     if kind == Kind.ULONG:
         return scalar(p, u64(data))
     if kind == Kind.BYTES:
-        if p.role is Role.TEXT_FIXED:
-            return data.decode("utf-8", "replace").rstrip(" \x00")
-        if p.role in (Role.INTERFACE_LIST_OUT, Role.INTERFACE_OUT):
-            found = _interfaces(data)
-            return found if p.role is Role.INTERFACE_LIST_OUT else (found or [None])[0]
-        if p.role is Role.PIN:
-            return pin_bytes(data)
-        return data.hex()
+        render = BYTES_ROLES.get(p.role)
+        return data.hex() if render is None else render(data)
     if kind == Kind.CSTRING:
         return data.decode("utf-8", "replace")
     if kind == Kind.TEMPLATE:
@@ -222,7 +227,7 @@ def _render_param(p: Param, kind: int, data: bytes) -> Any:
         return struct_value(name, data)
     if kind == Kind.ULONG_ARRAY:
         items = [u64(data, i) for i in range(0, len(data) - 7, 8)]
-        if p.kind in ("slot", "object", None):
+        if p.kind in PLAIN_ARRAYS:
             return items
         return [name_in(p.kind, v) for v in items]
     return data.hex()
@@ -232,6 +237,21 @@ def _render_param(p: Param, kind: int, data: bytes) -> Any:
 _INOUT = frozenset({Role.LENGTH_PTR, Role.TEMPLATE_INOUT, Role.BYTES_INOUT})
 # Output roles whose NULL input pointer means the call only asked for a length.
 _TWO_CALL = frozenset({Role.BYTES_OUT, Role.ARRAY_OUT, Role.INTERFACE_LIST_OUT})
+
+
+def call_field_value(p: Param, kind: int, declared: int, data: bytes) -> Any:
+    """One field of a call record, data being its payload (shorter than declared where the
+    record ends first). A damaged field stays hex."""
+    if declared > _FIELD_LIMIT and kind != Kind.TEMPLATE:  # as _fields: damage, not copied
+        kind, data = OVERSIZED, data[:UNDECODABLE_SHOWN]
+    try:
+        if kind == Kind.ULONG:
+            return scalar(p, int.from_bytes(data[:8], "little"))
+        if kind in _GENERIC:
+            return _value(kind, data, None)
+        return _render_param(p, kind, data)
+    except DAMAGED as exc:
+        return undecodable(data, exc)
 
 
 _RV_NAMES: dict[int, str | None] = {}  # rv_name() of the return values seen
@@ -261,18 +281,10 @@ def decode_call(rec: bytes, seq: int, offset: int) -> Call:
         if param >= len(params):
             continue
         p = params[param]
-        if n > _FIELD_LIMIT and kind != Kind.TEMPLATE:  # as _fields: damage, not copied whole
-            kind, n = OVERSIZED, UNDECODABLE_SHOWN
-        data = rec[off:off + n]
-        try:
-            if kind == Kind.ULONG:  # most fields: handles, lengths, flags
-                v = scalar(p, int.from_bytes(data[:8], "little"))
-            elif kind in _GENERIC:
-                v = _value(kind, data, None)
-            else:
-                v = _render_param(p, kind, data)
-        except DAMAGED as exc:  # a damaged field stays hex
-            v = undecodable(data, exc)
+        if kind == Kind.ULONG and n == 8:  # most fields: handles, lengths, flags
+            v = scalar(p, int.from_bytes(rec[off:off + 8], "little"))
+        else:
+            v = call_field_value(p, kind, n, rec[off:off + n])
         role = p.role
         if role in _INOUT:
             slot = args.setdefault(p.name, {})
@@ -311,6 +323,24 @@ def _reader_states(data: bytes) -> list[dict[str, Any]]:
     return out
 
 
+def _reader_names(data: bytes) -> list[str]:
+    return [r for r in data.decode("utf-8", "replace").split("\0") if r]
+
+
+# PC/SC parameters whose BYTES payload has a structure of its own.
+PCSC_BYTES = {"rgReaderStates": _reader_states, "mszReaders": _reader_names,
+              "szReaderName": _reader_names}
+
+
+def pcsc_field_value(p: Param, kind: int, data: bytes) -> Any:
+    """One field of a PC/SC record; raises DAMAGED where the field is (the record is then)."""
+    if kind == Kind.BYTES and p.name in PCSC_BYTES:
+        return PCSC_BYTES[p.name](data)
+    if kind in _GENERIC:
+        return _value(kind, data, None)
+    return _render_param(p, kind, data)
+
+
 def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
     """A PC/SC record as an Apdu (SCardTransmit) or a PcscCall, with its parent's call number."""
     _, _, _, _mod, fidx, pid, tid, start_us, dur_ns, rv, _number = RECORD.unpack_from(rec)
@@ -339,14 +369,7 @@ def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
             if param >= len(fn.params):
                 continue
             p = fn.params[param]
-            if p.name == "rgReaderStates" and kind == Kind.BYTES:
-                v: Any = _reader_states(data)
-            elif p.name in ("mszReaders", "szReaderName") and kind == Kind.BYTES:
-                v = [r for r in data.decode("utf-8", "replace").split("\0") if r]
-            elif kind in _GENERIC:
-                v = _value(kind, data, None)
-            else:
-                v = _render_param(p, kind, data)
+            v = pcsc_field_value(p, kind, data)
             if p.role in _INOUT:
                 args.setdefault(p.name, {})["in" if phase == Phase.IN else "out"] = v
             else:
@@ -424,34 +447,12 @@ def read(f: BinaryIO) -> Iterator[Event]:
                 entered.leave(call_key(rec))
             yield from call_events(offset, rec)
             continue
-        if rtype == RecordType.PROCESS:
-            try:
-                info = json.loads(rec[RECORD.size:].decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                info = {"unreadable_header": True}
-            if not isinstance(info, dict):
-                info = {"unreadable_header": True}
-            yield Process(seq=seq, pid=pid, info=info)
-        elif rtype == RecordType.MODULE:
-            try:
-                info = json.loads(rec[RECORD.size:].decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                info = {}
-            if isinstance(info.get("index"), int):
-                modules[(pid, info["index"])] = info.get("path")
-            yield ModuleInfo(seq=seq, pid=pid, info={"loaded": info.get("path"),
-                                                     "index": info.get("index")})
-        elif rtype == RecordType.MODULE_INFO:
-            info = {}
-            for _p, _ph, kind, _fl, data in _fields(rec):
-                if kind == Kind.STRUCT:
-                    info = struct_value("CK_INFO", data)
-            yield ModuleInfo(seq=seq, pid=pid, info=info if isinstance(info, dict) else {})
-        elif rtype == RecordType.DROPPED:
+        if rtype == RecordType.DROPPED:
             entered.records_lost(rec[12:16])
-            yield TraceWarning(seq=seq, message=dropped_message(pid, rec), kind=DROPPED)
-        else:
-            yield TraceWarning(seq=seq, message=f"byte {offset}: record of unknown type {rtype}")
+        event, module = other_record(rec, seq, offset)
+        if module is not None:
+            modules[(pid, module[0])] = module[1]
+        yield event
         seq += 1
     for (at, entry), lost in entered.drain():
         yield from call_events(at, entry, lost)
@@ -460,6 +461,39 @@ def read(f: BinaryIO) -> Iterator[Event]:
                                         f"(the client stopped inside it)")
         seq += 1
         yield from adopt(children, None)
+
+
+def other_record(rec: bytes, seq: int,
+                 offset: int) -> tuple[Event, tuple[int, str | None] | None]:
+    """The event of a record that is no call and no PC/SC call, and for a module record the
+    (index, path) its calls name it by."""
+    rtype, pid = rec[8], int.from_bytes(rec[12:16], "little")
+    if rtype == RecordType.PROCESS:
+        try:
+            info = json.loads(rec[RECORD.size:].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            info = {"unreadable_header": True}
+        if not isinstance(info, dict):
+            info = {"unreadable_header": True}
+        return Process(seq=seq, pid=pid, info=info), None
+    if rtype == RecordType.MODULE:
+        try:
+            info = json.loads(rec[RECORD.size:].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            info = {}
+        module = (info["index"], info.get("path")) if isinstance(info.get("index"), int) \
+            else None
+        return ModuleInfo(seq=seq, pid=pid, info={"loaded": info.get("path"),
+                                                  "index": info.get("index")}), module
+    if rtype == RecordType.MODULE_INFO:
+        info = {}
+        for _p, _ph, kind, _fl, data in _fields(rec):
+            if kind == Kind.STRUCT:
+                info = struct_value("CK_INFO", data)
+        return ModuleInfo(seq=seq, pid=pid, info=info if isinstance(info, dict) else {}), None
+    if rtype == RecordType.DROPPED:
+        return TraceWarning(seq=seq, message=dropped_message(pid, rec), kind=DROPPED), None
+    return TraceWarning(seq=seq, message=f"byte {offset}: record of unknown type {rtype}"), None
 
 
 def dropped_message(pid: int, rec: bytes) -> str:

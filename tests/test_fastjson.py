@@ -1,0 +1,228 @@
+"""The compiled decoder of p11spy binary traces (decoder/formats/p11spy/p11json.c) writes what
+the Python reader and renderer write, byte for byte: on every fixture, the hostile corpus,
+real SoftHSM2 runs through the shim (entry records, mechanism structs, a full disk), and
+thousands of damaged variants whose records still chain (the ones it takes). `decode --json`
+uses it, so a difference here is a user seeing a different answer depending on a build.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from p11spy.decoder import render
+from p11spy.decoder.formats.p11spy import entries, fastjson
+from p11spy.decoder.formats.registry import open_events
+from p11spy.facts.logformat import FIELD, RECORD, RecordType
+from tests.conftest import USER_PIN, run
+from tests.cprogs import build
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = sorted((REPO / "fixtures" / "p11spy").glob("*.p11"))
+CORPUS = sorted((REPO / "tests" / "hostile_corpus").glob("*.p11"))
+P11SPY = str(Path(sys.executable).parent / "p11spy")
+BIG_ENDIAN = {"cross-s390x.p11"}  # left to the Python reader: it turns records around
+
+
+def python_rows(path: Path) -> bytes:
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    render.jsonl(open_events(path, None, blocks=True), out)
+    out.flush()
+    return out.buffer.getvalue()
+
+
+def compiled_rows(path: Path) -> tuple[bool, bytes]:
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    taken = fastjson.write_jsonl(path, None, out)
+    out.flush()
+    return taken, out.buffer.getvalue()
+
+
+def same(path: Path) -> bool:
+    """Whether the compiled decoder took the trace; it fails the test if the rows differ."""
+    taken, rows = compiled_rows(path)
+    if taken:
+        expected = python_rows(path)
+        if rows != expected:
+            got, want = rows.splitlines(), expected.splitlines()
+            first = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
+                         min(len(got), len(want)))
+            pytest.fail(f"{path.name}: row {first} differs\n compiled: "
+                        f"{got[first] if first < len(got) else None!r}\n python:   "
+                        f"{want[first] if first < len(want) else None!r}")
+    else:
+        assert rows == b"", "nothing is written where the Python reader reads the trace"
+    return taken
+
+
+def test_the_library_is_built() -> None:
+    """`make setup` builds it; without it p11spy works, at a ninth of the speed."""
+    assert fastjson.LIBRARY.is_file() and fastjson._library() is not None
+
+
+@pytest.mark.parametrize("path", FIXTURES + CORPUS, ids=lambda p: p.name)
+def test_fixtures_and_hostile_corpus(path: Path) -> None:
+    taken = same(path)
+    if path.parent.name == "p11spy":
+        assert taken == (path.name not in BIG_ENDIAN)
+
+
+def records(data: bytes) -> list[tuple[int, int]]:
+    """(offset, length) of each record of a trace whose records chain."""
+    out, pos = [], 0
+    while pos + RECORD.size <= len(data):
+        n = int.from_bytes(data[pos + 4:pos + 8], "little")
+        out.append((pos, n))
+        pos += n
+    return out
+
+
+def field_headers(data: bytes, start: int, length: int) -> list[int]:
+    out, off = [], start + RECORD.size
+    while off + FIELD.size <= start + length and len(out) < 64:
+        out.append(off)
+        off += FIELD.size + int.from_bytes(data[off + 4:off + 8], "little")
+    return out
+
+
+# What a damaged byte becomes: anything, or a value that reaches a limit of some decoder.
+EDGES = (0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 0x7F, 0x80, 0xFF)
+
+
+def damaged(data: bytes, rng: random.Random) -> bytes:
+    """The trace with a few bytes inside records changed (never a record's marker or length:
+    the records still chain, so the compiled decoder reads it): field headers, payloads,
+    record types, times, durations, return values, call numbers."""
+    b = bytearray(data)
+    recs = records(data)
+    for _ in range(rng.randint(1, 6)):
+        start, length = rng.choice(recs)
+        fields = field_headers(b, start, length)
+        what = rng.random()
+        if what < 0.35 and fields:  # a field header: parameter, phase, kind, length
+            at = rng.choice(fields) + rng.choice((0, 1, 2, 4, 5))
+            b[at] = rng.choice(EDGES) if rng.random() < 0.5 else rng.randrange(256)
+        elif what < 0.5:  # the header's numbers: type, module, function, times, rv, number
+            at = start + rng.choice((8, 9, 10, 11, 24, 29, 30, 31, 32, 37, 38, 39, 40, 47, 48))
+            b[at] = rng.choice(EDGES) if rng.random() < 0.5 else rng.randrange(256)
+        elif length > RECORD.size:  # anywhere in the body
+            at = start + rng.randrange(RECORD.size, length)
+            b[at] = rng.choice(EDGES) if rng.random() < 0.3 else rng.randrange(256)
+    return bytes(b)
+
+
+BASES = [p for p in FIXTURES if p.name not in BIG_ENDIAN] + \
+    [REPO / "tests" / "hostile_corpus" / "secrets.p11"]
+
+
+@pytest.mark.parametrize("base", BASES, ids=lambda p: p.name)
+def test_damaged_variants(base: Path, tmp_path: Path) -> None:
+    rng = random.Random(f"fastjson {base.name}")
+    data = base.read_bytes()
+    taken = 0
+    for i in range(150):
+        variant = tmp_path / f"{i}.p11"
+        variant.write_bytes(damaged(data, rng))
+        taken += same(variant)
+    assert taken >= 140  # a type turned into a big-endian process header is the Python's
+
+
+@pytest.mark.parametrize("base", BASES, ids=lambda p: p.name)
+def test_cut_anywhere(base: Path, tmp_path: Path) -> None:
+    """A trace copied while written: cut in a record, in a header, after one."""
+    rng = random.Random(f"cut {base.name}")
+    data = base.read_bytes()
+    recs = records(data)
+    cuts = {start + d for start, _n in rng.sample(recs, min(20, len(recs)))
+            for d in (0, 1, 3, RECORD.size - 1, RECORD.size, RECORD.size + 9)}
+    cuts |= {rng.randrange(len(data)) for _ in range(20)}
+    taken = 0
+    for i, at in enumerate(sorted(cuts)):
+        variant = tmp_path / f"{i}.p11"
+        variant.write_bytes(data[:at])
+        taken += same(variant)
+    assert taken >= len(cuts) // 2
+
+
+def _with_times(template: bytes, times: list[tuple[int, int]]) -> bytes:
+    out = bytearray()
+    for start, dur in times:
+        rec = bytearray(template)
+        struct.pack_into("<QQ", rec, 24, start, dur)
+        out += rec
+    return bytes(out)
+
+
+def test_times_and_durations_print_as_python_prints_them(tmp_path: Path) -> None:
+    """Times and durations are floats in the rows; the C writes the digits itself where it
+    can, and must write what orjson writes for float(us) / 1e6 and ns / 1000.0."""
+    data = (REPO / "fixtures" / "p11spy" / "real-card-sign.p11").read_bytes()
+    first_call = next(data[s:s + n] for s, n in records(data) if data[s + 8] == RecordType.CALL)
+    rng = random.Random("times")
+    edges = [0, 1, 5, 999, 1000, 999_999, 10**6, 10**6 + 1, 1795748899345458,
+             (1 << 33) * 10**6 - 1, (1 << 33) * 10**6, 10**15 - 1, 10**15, (1 << 53) + 1,
+             (1 << 64) - 1]
+    values = edges + [rng.randrange(1 << rng.randrange(1, 64)) for _ in range(3000)]
+    path = tmp_path / "times.p11"
+    path.write_bytes(data[:records(data)[0][1]] +
+                     _with_times(first_call, [(v, values[-1 - i]) for i, v in enumerate(values)]))
+    assert same(path)
+
+
+def test_open_entries_given_up_as_the_python_reader_gives_them_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entries with no return, beyond the most a reader holds (lowered here), are given up
+    oldest first; and what is left at the end comes in the order it was entered."""
+    data = (REPO / "fixtures" / "p11spy" / "real-thread-crashed-in-module.p11").read_bytes()
+    kept = b"".join(data[s:s + n] for s, n in records(data) if data[s + 8] != RecordType.CALL)
+    assert sum(kept[s + 8] == RecordType.ENTRY for s, _n in records(kept)) >= 4
+    path = tmp_path / "entries.p11"
+    path.write_bytes(kept * 3)
+    monkeypatch.setattr(entries, "MAX_OPEN", 3)
+    assert same(path)
+
+
+def test_a_real_pkcs11_tool_test_run(token, tmp_path: Path, spy_env, shim) -> None:
+    """`pkcs11-tool --test` over SoftHSM2 through the shim: entry records before each call,
+    templates, mechanisms with parameter structs (OAEP, PSS), every kind the shim writes."""
+    env = {k: v for k, v in token.env.items() if not k.startswith("P11SPY_")}
+    tool = ["pkcs11-tool", "--module", token.module, "--login", "--pin", USER_PIN]
+    r = subprocess.run([*tool, "--keypairgen", "--key-type", "rsa:2048", "--id", "01",
+                        "--label", "k1"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    trace = tmp_path / "test.p11"
+    run(["pkcs11-tool", "--module", str(shim), "--login", "--pin", USER_PIN, "--test"],
+        spy_env(token, trace))
+    assert same(trace)
+    rows = subprocess.run([P11SPY, "decode", "--json", str(trace)], capture_output=True,
+                          check=True).stdout
+    assert rows == python_rows(trace) and b'"mechanism":"CKM_RSA_PKCS_OAEP"' in rows
+
+
+def test_a_full_disk(token, tmp_path: Path, spy_env, shim) -> None:
+    """tests/shim_c/fulldisk.c: records lost to a full disk (DROPPED records), entries whose
+    return may be among them."""
+    prog = build("fulldisk", tmp_path)
+    trace = tmp_path / "f.p11"
+    r = run([str(prog), str(shim), "3000", "50", "0"], spy_env(token, trace))
+    assert r.returncode == 0, r.stderr
+    assert same(trace)
+    assert b"record(s) missing here" in compiled_rows(trace)[1]
+
+
+def test_decode_json_is_the_compiled_decoders() -> None:
+    """What `p11spy decode --json` prints for a p11spy trace, and that --errors still filters
+    (the compiled decoder writes whole traces only)."""
+    path = REPO / "fixtures" / "p11spy" / "real-card-wrong-pin.p11"
+    rows = subprocess.run([P11SPY, "decode", "--json", str(path)], capture_output=True,
+                          check=True).stdout
+    assert rows == compiled_rows(path)[1] == python_rows(path)
+    errors = subprocess.run([P11SPY, "decode", "--json", "--errors", str(path)],
+                            capture_output=True, check=True).stdout
+    assert b"CKR_PIN_INCORRECT" in errors and len(errors) < len(rows) / 2
