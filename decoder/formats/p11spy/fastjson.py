@@ -47,6 +47,7 @@ from p11spy.decoder.values import (
     scalar_form,
     utc,
 )
+from p11spy.errors import UserError
 from p11spy.facts import pcsc
 from p11spy.facts.pkcs11 import functions
 from p11spy.facts.pkcs11.model import Function, Param
@@ -286,19 +287,20 @@ def write_jsonl(path: Path, fmt: str | None, out: TextIO) -> bool:
         with open(path, "rb") as f:
             if not reader.sniff(f.read(len(reader.MAGIC))):
                 return False
-            return _run(*loaded, f.fileno(), out, raw)
-    except OSError:
-        return False  # the Python path says what is wrong, as it does for any trace
-
-
-def _run(ffi: Any, lib: Any, fd: int, out: TextIO, raw: BinaryIO) -> bool:
-    out.flush()  # what was written as text goes first
-    run = _Run(ffi, lib, raw)
-    rc = lib.p11j_run(run.conf(), fd, os.fstat(fd).st_size)
+            fd = f.fileno()
+            out.flush()  # what was written as text goes first
+            run = _Run(*loaded, raw)
+            rc = loaded[1].p11j_run(run.conf(), fd, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.filename is None:  # writing the rows: as the Python path would raise it
+            raise
+        return False  # opening the file: the Python path says what is wrong, as for any trace
     if run.error is not None:
         raise run.error
-    if rc == 1:
-        return False
-    if rc != 0:
-        raise MemoryError("the compiled decoder ran out of memory or could not read the file")
-    return True
+    if rc in _FAILED:
+        raise UserError(f"{path}: {_FAILED[rc]}")
+    return rc == 0
+
+
+_FAILED = {-2: "out of memory while decoding it",
+           -3: "it could not be read to the end (did it shrink while it was read?)"}

@@ -1079,7 +1079,7 @@ static void one(st_t *s, const uint8_t *rec, size_t len, uint64_t offset) {
 
 /* ---- reading ---- */
 
-typedef struct { int fd; uint8_t *p; size_t cap, n; uint64_t at; } win_t;
+typedef struct { int fd; uint8_t *p; size_t cap, n; uint64_t at; int oom; } win_t;
 
 /* Makes bytes [pos, pos + k) of the file available; NULL when the file ends first. */
 static const uint8_t *window(win_t *w, uint64_t pos, size_t k) {
@@ -1087,7 +1087,7 @@ static const uint8_t *window(win_t *w, uint64_t pos, size_t k) {
     size_t want = k > (4u << 20) ? k : (4u << 20);
     if (want > w->cap) {
         uint8_t *p = realloc(w->p, want);
-        if (!p) return NULL;
+        if (!p) { w->oom = 1; return NULL; }
         w->p = p; w->cap = want;
     }
     /* keep what is already here from pos on */
@@ -1163,9 +1163,10 @@ static void cleanup(st_t *s) {
 
 /* The trace in fd from its first byte to size, as JSON Lines through c->write. Returns 0 done,
  * 1 not framed cleanly (nothing written: read it in Python), -1 a callback failed (Python
- * has the reason), -2 out of memory or a read error. */
+ * has the reason), -2 out of memory, -3 the file could not be read to the end (it shrank, or a
+ * read failed). */
 API int p11j_run(const struct p11j_conf *c, int fd, uint64_t size) {
-    win_t w = {fd, NULL, 0, 0, 0};
+    win_t w = {fd, NULL, 0, 0, 0, 0};
     uint64_t end = 0, claimed = 0;
     int framing = scan(c, &w, size, &end, &claimed);
     if (!framing) { free(w.p); return 1; }
@@ -1176,10 +1177,10 @@ API int p11j_run(const struct p11j_conf *c, int fd, uint64_t size) {
     uint64_t pos = 0;
     while (pos < end && !s->failed) {
         const uint8_t *h = window(&w, pos, P11_RECORD_SIZE);
-        if (!h) { rc = -2; break; }
+        if (!h) { rc = w.oom ? -2 : -3; break; }
         uint32_t len = le32(h + 4);
         const uint8_t *rec = window(&w, pos, len);
-        if (!rec) { rc = -2; break; }
+        if (!rec) { rc = w.oom ? -2 : -3; break; }
         one(s, rec, len, pos);
         pos += len;
         if (s->out.n >= FLUSH_AT && !flush(s)) break;
