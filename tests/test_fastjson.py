@@ -226,3 +226,50 @@ def test_decode_json_is_the_compiled_decoders() -> None:
     errors = subprocess.run([P11SPY, "decode", "--json", "--errors", str(path)],
                             capture_output=True, check=True).stdout
     assert b"CKR_PIN_INCORRECT" in errors and len(errors) < len(rows) / 2
+
+
+SANITIZED_RUN = """
+import random, sys, tempfile
+from pathlib import Path
+from p11spy.decoder.formats.p11spy import fastjson
+fastjson.LIBRARY = Path(sys.argv[1])
+fastjson._library.cache_clear()
+from tests import test_fastjson as t
+taken = 0
+with tempfile.TemporaryDirectory() as d:
+    v = Path(d) / "v.p11"
+    for p in t.FIXTURES + t.CORPUS:
+        taken += t.same(p)
+    for base in t.BASES:
+        rng = random.Random("sanitized " + base.name)
+        data = base.read_bytes()
+        for _ in range(60):
+            v.write_bytes(t.damaged(t.damaged(data, rng), rng))
+            taken += t.same(v)
+        for at in range(0, len(data), 97):
+            v.write_bytes(data[:at])
+            taken += t.same(v)
+print(taken)
+"""
+
+
+def test_under_address_and_undefined_behaviour_sanitizers(tmp_path: Path) -> None:
+    """The C reads traces from strangers: built with ASan and UBSan (gcc), it runs over the
+    fixtures, the hostile corpus, damaged and cut variants, and must neither trip a sanitizer
+    nor differ from the Python reader."""
+    sys.path.insert(0, str(REPO))
+    from shim_build.build import decoder_text
+
+    src, lib = tmp_path / "p11json.c", tmp_path / "libp11json.so"
+    src.write_text(decoder_text())
+    subprocess.run(["gcc", "-shared", "-fPIC", "-g", "-O1", "-fsanitize=address,undefined",
+                    "-fno-sanitize-recover=undefined", "-o", str(lib), str(src)], check=True)
+    runtimes = [subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+                for name in ("libasan.so", "libubsan.so")]
+    env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": ":".join(runtimes),
+           "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1", "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-c", SANITIZED_RUN, str(lib)], env=env, cwd=REPO,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert int(r.stdout) > 1000  # the compiled decoder took them: it was what ran

@@ -16,9 +16,10 @@ too), without the imports; `decode` is timed as a user runs it, start-up include
 The traces are real fixtures repeated up to the size: OpenSC debug logs over the virtual card
 (levels 3 and 9, APDU dumps, VERIFY, GENERAL AUTHENTICATE), p11spy binary traces of the same
 card runs (`decode --json` by the compiled decoder, and by the Python reader as
-P11SPY_DECODER=python asks), and pkcs11-spy logs over SoftHSM2 and the card. Sizes in MB: P11SPY_BENCH_DEBUG_MB
-(default 100; the p11spy traces are as big), P11SPY_BENCH_SPY_MB (default 630, about what a
-python-pkcs11 test run through pkcs11-spy writes; 0 leaves pkcs11-spy out). The OpenSC
+P11SPY_DECODER=python asks), and pkcs11-spy logs over SoftHSM2 and the card. Sizes in MB:
+P11SPY_BENCH_DEBUG_MB (default 100; the p11spy traces are as big), P11SPY_BENCH_SPY_MB
+(default 630, about what a python-pkcs11 test run through pkcs11-spy writes; 0 leaves
+pkcs11-spy out). The OpenSC
 measurements run P11SPY_BENCH_ROUNDS times (default 3), the fastest counting. When `p11spy
 redact` exists, its speed on the pkcs11-spy file is measured too.
 

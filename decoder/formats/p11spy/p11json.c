@@ -66,7 +66,7 @@ static int grow(buf_t *b, size_t need) {
     return 1;
 }
 static inline void put(buf_t *b, const void *s, size_t n) {
-    if (!grow(b, n)) return;
+    if (!n || !grow(b, n)) return;  /* (an empty answer may come as a NULL pointer) */
     memcpy(b->p + b->n, s, n);
     b->n += n;
 }
@@ -245,7 +245,7 @@ static int lookup(st_t *s, int what, uint64_t a, uint64_t b, const char **out, s
         cached *e = malloc(sizeof *e + len + 1);
         if (!e) { s->failed = 1; return 0; }
         e->what = what; e->a = a; e->b = b; e->n = len;
-        memcpy(e->s, p, len);
+        if (len) memcpy(e->s, p, len);
         e->next = s->cache[h]; s->cache[h] = e; s->ncached++;
         p = e->s;
     }
@@ -279,8 +279,10 @@ static void memo_keep(st_t *s, uint64_t h, const uint8_t *tag, size_t tn, const 
     if (!m) return;
     m->h = h; m->kn = tn + n; m->n1 = n1; m->n2 = n2; m->status = status; m->number = number;
     m->key = m->mem; m->a1 = (char *)m->mem + tn + n; m->a2 = m->a1 + n1;
-    memcpy(m->key, tag, tn); memcpy(m->key + tn, d, n);
-    memcpy(m->a1, a1, n1); memcpy(m->a2, a2, n2);
+    memcpy(m->key, tag, tn);
+    if (n) memcpy(m->key + tn, d, n);
+    if (n1) memcpy(m->a1, a1, n1);
+    if (n2) memcpy(m->a2, a2, n2);
     m->next = s->memo[h % MEMO_BUCKETS]; s->memo[h % MEMO_BUCKETS] = m;
     s->nmemo++; s->memo_bytes += size;
 }
@@ -1059,7 +1061,7 @@ static void one(st_t *s, const uint8_t *rec, size_t len, uint64_t offset) {
                 module *m = malloc(sizeof *m + on);
                 if (!m) { s->failed = 1; return; }
                 m->pid = pid; m->index = (uint32_t)number; m->n = on;
-                memcpy(m->s, o, on);
+                if (on) memcpy(m->s, o, on);
                 /* a later header for the same (pid, index) replaces the earlier */
                 module **pp = &s->mbucket[(pid * 31 + m->index) & 255];
                 for (module **q = pp; *q; q = &(*q)->next)
