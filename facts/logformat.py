@@ -55,8 +55,9 @@ class RecordType(IntEnum):
 def call_key(rec: bytes, p: int = 0) -> bytes:
     """What pairs a call's ENTRY record with the record of its return (CALL or PASSED_ON):
     the header's function, pid, thread, start time (bytes 10..32) and call number (48..56),
-    of the record at rec[p:]."""
-    return rec[p + 10:p + 32] + rec[p + 48:p + 56]
+    of the record at rec[p:]. Bytes even from a bytearray (a large record comes as one), as
+    it is a dict key."""
+    return bytes(rec[p + 10:p + 32] + rec[p + 48:p + 56])
 
 
 class Phase(IntEnum):

@@ -121,3 +121,23 @@ def test_the_viewer_index_of_a_gigabyte_claim_is_bounded(tmp_path: Path) -> None
                          text=True, preexec_fn=_limited, timeout=300, cwd=REPO)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == [str(len(_calls(path))), "2"]  # the claim, the zeros at the end
+
+
+def test_a_large_record_while_a_call_is_open(tmp_path: Path) -> None:
+    """A record over a megabyte comes out of the framing as a bytearray; while an entry record
+    waits for its return, a large record of a call (real: a 16 MiB buffer; hostile: any) once
+    made every reader fail on an unhashable key. It reads, and so does what follows it."""
+    entries = (REPO / "fixtures" / "p11spy" / "real-thread-crashed-in-module.p11").read_bytes()
+    entry = next(o for o in _offsets(entries) if entries[o + 8] == 7)
+    big = bytearray(entries[entry:entry + struct.unpack_from("<I", entries, entry + 4)[0]])
+    big[8] = 2  # a call record (the entry's own return, so it closes it)
+    big += bytes((2 << 20) - len(big))  # two megabytes: past the framing's chunk
+    struct.pack_into("<I", big, 4, len(big))
+    path = tmp_path / "big.p11"
+    after = entry + struct.unpack_from("<I", entries, entry + 4)[0]  # the entry is open here
+    path.write_bytes(entries[:after] + bytes(big) + entries[after:])
+    for args in (["decode"], ["decode", "--json"], ["diagnose"], ["redact", "--check"]):
+        r = subprocess.run([P11SPY, *args, str(path)], capture_output=True, text=True)
+        assert "Traceback" not in r.stderr and r.returncode in (0, 1), (args, r.stderr)
+    calls = [e for e in read_trace(path) if isinstance(e, Call)]
+    assert len(calls) >= 3

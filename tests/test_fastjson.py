@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from p11spy.decoder import render
-from p11spy.decoder.formats.p11spy import entries, fastjson
+from p11spy.decoder.formats.p11spy import entries, fastjson, reader
 from p11spy.decoder.formats.registry import open_events
 from p11spy.facts.logformat import FIELD, RECORD, RecordType
 from tests.conftest import USER_PIN, run
@@ -186,6 +186,17 @@ def test_open_entries_given_up_as_the_python_reader_gives_them_up(
     path.write_bytes(kept * 3)
     monkeypatch.setattr(entries, "MAX_OPEN", 3)
     assert same(path)
+
+
+def test_pcsc_calls_waiting_beyond_the_bound(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call whose PC/SC calls outgrow what a reader keeps waiting (lowered here from 8 MiB)
+    has them shown without it, after a warning, by both decoders alike."""
+    path = REPO / "fixtures" / "p11spy" / "real-card-sign.p11"
+    monkeypatch.setattr(reader, "MAX_WAITING", 2000)
+    assert same(path)
+    rows = compiled_rows(path)[1]
+    assert rows.count(b"more PC/SC calls than a reader keeps waiting") >= 3
 
 
 def test_a_real_pkcs11_tool_test_run(token, tmp_path: Path, spy_env, shim) -> None:

@@ -12,9 +12,15 @@ hold what it claims (issue 15: at most 100 MB RSS for decode, diagnose, redact a
 - "P11R" and megabytes of zeros, and of random bytes (stretches that are no record);
 - records of unknown type and function.
 
-Each command runs in a fresh process; its peak RSS comes from wait4. The size is
-P11SPY_BENCH_HOSTILE_SIZE (default 2G; e.g. 200M for a quick run), the file goes to
-P11SPY_BENCH_DIR (default /tmp) and is deleted afterwards.
+A second file has whole records only, so that `decode --json` reads it with the compiled
+decoder too: a real card session's PC/SC calls and a real trace's entry records, repeated
+under call numbers that never return, so that every reader would hold all of them if it did
+not bound what it keeps waiting.
+
+Each command runs in a fresh process; its peak RSS comes from wait4. The sizes are
+P11SPY_BENCH_HOSTILE_SIZE (default 2G; e.g. 200M for a quick run) and
+P11SPY_BENCH_WAITING_SIZE (default 200M: those records decode at the reader's speed); the
+files go to P11SPY_BENCH_DIR (default /tmp) and are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -91,6 +97,47 @@ def build(dest: Path, size: int) -> None:
                 written += len(part)
 
 
+CARD = REPO / "fixtures" / "p11spy" / "real-card-sign.p11"
+ENTRIES = REPO / "fixtures" / "p11spy" / "real-thread-crashed-in-module.p11"
+PARENT = 255  # facts/pcsc.py PARENT_PARAM: the field naming the call a PC/SC call was made in
+
+
+def _parent_at(rec: bytes) -> int:
+    """Where the parent call number of a PC/SC record is (the payload of its PARENT field)."""
+    off = 56
+    while off + 8 <= len(rec):
+        param, n = rec[off], struct.unpack_from("<I", rec, off + 4)[0]
+        if param == PARENT:
+            return off + 8
+        off += 8 + n
+    raise ValueError("a PC/SC record with no parent field")
+
+
+def build_waiting(dest: Path, size: int) -> None:
+    """Whole records whose calls never return: PC/SC calls and entries, each block under new
+    call numbers."""
+    card, entries = CARD.read_bytes(), ENTRIES.read_bytes()
+    head = b"".join(card[o:o + n] for o, n in record_spans(card) if card[o + 8] in (1, 4))
+    pcsc = [bytearray(card[o:o + n]) for o, n in record_spans(card) if card[o + 8] == 5]
+    entered = [bytearray(entries[o:o + n]) for o, n in record_spans(entries)
+               if entries[o + 8] == 7]
+    spots = [_parent_at(r) for r in pcsc]
+    number, written = 1 << 40, 0
+    with dest.open("wb") as f:
+        f.write(head)
+        while written < size:
+            number += 1
+            block = bytearray()
+            for rec, at in zip(pcsc, spots, strict=True):
+                rec[at:at + 8] = struct.pack("<Q", number)
+                block += rec
+            for rec in entered:
+                rec[48:56] = struct.pack("<Q", number)
+                block += rec
+            f.write(block)
+            written += len(block)
+
+
 def _peak_kb() -> int:
     """This process's own peak RSS (VmHWM: its address space's high-water mark since exec;
     getrusage would also count what the parent it was forked from held)."""
@@ -122,21 +169,26 @@ def measure(args: list[str], path: Path) -> tuple[float, float, int]:
 
 
 def main() -> int:
-    size = parse_size(os.environ.get("P11SPY_BENCH_HOSTILE_SIZE", "2G"))
+    files = (("hostile trace", "hostile.p11", build, "P11SPY_BENCH_HOSTILE_SIZE", "2G"),
+             ("calls that never return", "waiting.p11", build_waiting,
+              "P11SPY_BENCH_WAITING_SIZE", "200M"))
+    worst = 0.0
     with tempfile.TemporaryDirectory(prefix="p11spy-hostile-",
                                      dir=os.environ.get("P11SPY_BENCH_DIR")) as tmp:
-        path = Path(tmp) / "hostile.p11"
-        t0 = time.perf_counter()
-        build(path, size)
-        print(f"  hostile trace: {path.stat().st_size / (1 << 20):,.0f} MiB, built in "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)
-        worst = 0.0
-        for name, args in COMMANDS.items():
-            rss, secs, rc = measure(args, path)
-            worst = max(worst, rss)
-            print(f"  {name:<16} peak RSS {rss:7.1f} MB  {secs:7.1f} s  exit {rc}", flush=True)
-        print(f"  worst peak RSS / {TARGET_MB} MB (target <= 1.00): {worst / TARGET_MB:.2f}",
-              flush=True)
+        for label, name, make, variable, default in files:
+            path = Path(tmp) / name
+            t0 = time.perf_counter()
+            make(path, parse_size(os.environ.get(variable, default)))
+            print(f"  {label}: {path.stat().st_size / (1 << 20):,.0f} MiB, built in "
+                  f"{time.perf_counter() - t0:.1f} s", flush=True)
+            for command, args in COMMANDS.items():
+                rss, secs, rc = measure(args, path)
+                worst = max(worst, rss)
+                print(f"  {command:<16} peak RSS {rss:7.1f} MB  {secs:7.1f} s  exit {rc}",
+                      flush=True)
+            path.unlink()
+    print(f"  worst peak RSS / {TARGET_MB} MB (target <= 1.00): {worst / TARGET_MB:.2f}",
+          flush=True)
     return 0
 
 

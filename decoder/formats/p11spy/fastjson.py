@@ -182,7 +182,7 @@ class _Run:
         c.max_record, c.max_fields = frames.MAX_RECORD, frames.MAX_FIELDS
         c.field_limit = reader._FIELD_LIMIT
         c.max_open, c.max_bytes = entries.MAX_OPEN, entries.MAX_BYTES
-        c.parent_param = pcsc.PARENT_PARAM
+        c.parent_param, c.max_waiting = pcsc.PARENT_PARAM, reader.MAX_WAITING
         c.transmit = pcsc.BY_NAME["SCardTransmit"].index
         return c
 
@@ -228,6 +228,7 @@ class _Run:
 
     def _arg(self, is_pcsc: int, fidx: int, param: int, kind: int, declared: int, data: Any,
              size: int, out: Any, n: Any) -> int:
+        size = size if is_pcsc else min(size, reader.shown(kind, declared))
         payload = self.ffi.unpack(self.ffi.cast("const char *", data), size)
         if is_pcsc:
             try:

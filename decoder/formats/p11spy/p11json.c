@@ -196,6 +196,7 @@ typedef struct waiting {
     struct waiting *hnext, *prev, *next;
     uint32_t pid; uint64_t number;
     child *first, *last;
+    uint64_t bytes;  /* of the records its children came from */
 } waiting;
 /* A module's JSON for the rows of its calls, by (pid, index). */
 typedef struct module { struct module *next; uint32_t pid; uint32_t index; size_t n; char s[]; } module;
@@ -217,7 +218,7 @@ typedef struct {
     int failed;  /* a callback failed or memory ran out: stop */
     cached *cache[CACHE_BUCKETS]; size_t ncached;
     memo *memo[MEMO_BUCKETS]; size_t nmemo, memo_bytes;
-    waiting *wbucket[HBUCKETS]; waiting *whead, *wtail;
+    waiting *wbucket[HBUCKETS]; waiting *whead, *wtail; uint64_t held;
     module *mbucket[256];
     open_key *obucket[HBUCKETS]; open_key *ohead, *otail;
     size_t open_count; uint64_t open_bytes;
@@ -719,6 +720,7 @@ static void emit_child(st_t *s, const child *c, int64_t parent) {
 }
 
 static void emit_children(st_t *s, waiting *w, int64_t parent) {
+    s->held -= w->bytes;
     for (child *c = w->first, *next; c; c = next) {
         next = c->next;
         emit_child(s, c, parent);
@@ -732,8 +734,12 @@ static void adopt(st_t *s, uint32_t pid, uint64_t number, int64_t parent) {
     if (w) emit_children(s, w, parent);
 }
 
-/* A rendered PC/SC row (its tail after "parent") under its parent, or out now. */
-static void pcsc_done(st_t *s, uint32_t pid, uint64_t parent, int apdu, const char *tail, size_t n) {
+static void warning(st_t *s, const char *message, const char *kind);
+
+/* A rendered PC/SC row (its tail after "parent") under its parent, or out now; rec_len is the
+ * size of its record, which counts against max_waiting (reader.MAX_WAITING). */
+static void pcsc_done(st_t *s, uint32_t pid, uint64_t parent, int apdu, const char *tail, size_t n,
+                      size_t rec_len) {
     child *c = malloc(sizeof *c + n);
     if (!c) { s->failed = 1; return; }
     c->next = NULL; c->apdu = apdu; c->n = n;
@@ -743,6 +749,17 @@ static void pcsc_done(st_t *s, uint32_t pid, uint64_t parent, int apdu, const ch
     if (!w) { free(c); return; }
     if (w->last) w->last->next = c; else w->first = c;
     w->last = c;
+    w->bytes += rec_len;
+    s->held += rec_len;
+    while (s->held > s->c->max_waiting && s->whead) {  /* a hostile trace: the oldest wait ends */
+        waiting *old = s->whead;
+        char m[200];
+        snprintf(m, sizeof m, "process %u: call #%llu made more PC/SC calls than a reader keeps "
+                 "waiting for it (%llu MiB): they are shown here, without it", old->pid,
+                 (unsigned long long)old->number, (unsigned long long)(s->c->max_waiting >> 20));
+        warning(s, m, NULL);
+        emit_children(s, old, -1);
+    }
 }
 
 /* reader.decode_pcsc, rendered: 1 done, 0 leave the record to Python. */
@@ -870,11 +887,11 @@ static int pcsc_row(st_t *s, const uint8_t *rec, size_t len) {
         if (!grow(b, head + tailn)) { s->failed = 1; return 1; }
         memcpy(b->p + b->n, b->p, head);
         memcpy(b->p + b->n + head, b->p + vend, tailn);
-        pcsc_done(s, pid, parent, 0, b->p + b->n, head + tailn);
+        pcsc_done(s, pid, parent, 0, b->p + b->n, head + tailn, len);
         return 1;
     }
     if (b->oom) { s->failed = 1; return 1; }
-    pcsc_done(s, pid, parent, apdu, b->p, b->n);
+    pcsc_done(s, pid, parent, apdu, b->p, b->n, len);
     return 1;
 }
 
@@ -1041,7 +1058,7 @@ static void one(st_t *s, const uint8_t *rec, size_t len, uint64_t offset) {
             if (r == 1) { put(&s->out, o, on); s->seq++; return; }
             int apdu = on > 9 && !memcmp(o, "\"apdu\"", 6);
             /* the answer: "apdu" or "pcsc" (6 bytes), then the tail */
-            pcsc_done(s, le32(rec + 12), number, apdu, o + 6, on - 6);
+            pcsc_done(s, le32(rec + 12), number, apdu, o + 6, on - 6, len);
         }
         return;
     case REC_ENTRY: enter(s, rec, len, offset); return;

@@ -30,6 +30,7 @@ struct p11j_conf {
     uint32_t max_record, max_fields, field_limit, max_open;
     uint64_t max_bytes;
     uint32_t parent_param, transmit;
+    uint64_t max_waiting;  /* bytes of PC/SC records held for calls not returned yet */
 };
 
 int p11j_run(const struct p11j_conf *c, int fd, uint64_t size);

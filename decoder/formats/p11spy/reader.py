@@ -239,10 +239,16 @@ _INOUT = frozenset({Role.LENGTH_PTR, Role.TEMPLATE_INOUT, Role.BYTES_INOUT})
 _TWO_CALL = frozenset({Role.BYTES_OUT, Role.ARRAY_OUT, Role.INTERFACE_LIST_OUT})
 
 
+def shown(kind: int, declared: int) -> int:
+    """How much of a field's payload decoding it reads: a payload larger than any the shim
+    writes is damage, shown by its first bytes (as _fields does), and is not copied whole."""
+    return UNDECODABLE_SHOWN if declared > _FIELD_LIMIT and kind != Kind.TEMPLATE else declared
+
+
 def call_field_value(p: Param, kind: int, declared: int, data: bytes) -> Any:
-    """One field of a call record, data being its payload (shorter than declared where the
-    record ends first). A damaged field stays hex."""
-    if declared > _FIELD_LIMIT and kind != Kind.TEMPLATE:  # as _fields: damage, not copied
+    """One field of a call record, data being its payload (up to shown(kind, declared) bytes,
+    fewer where the record ends first). A damaged field stays hex."""
+    if declared > _FIELD_LIMIT and kind != Kind.TEMPLATE:
         kind, data = OVERSIZED, data[:UNDECODABLE_SHOWN]
     try:
         if kind == Kind.ULONG:
@@ -284,7 +290,7 @@ def decode_call(rec: bytes, seq: int, offset: int) -> Call:
         if kind == Kind.ULONG and n == 8:  # most fields: handles, lengths, flags
             v = scalar(p, int.from_bytes(rec[off:off + 8], "little"))
         else:
-            v = call_field_value(p, kind, n, rec[off:off + n])
+            v = call_field_value(p, kind, n, rec[off:off + shown(kind, n)])
         role = p.role
         if role in _INOUT:
             slot = args.setdefault(p.name, {})
@@ -379,6 +385,12 @@ def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
                             **common)
 
 
+# The most bytes of PC/SC records a reader holds for calls that have not returned yet, so that
+# a trace whose calls never return cannot make it hold the whole file (a real call waits for a
+# few hundred APDUs: a card's key generation, a slot polled for minutes).
+MAX_WAITING = 8 << 20
+
+
 def read(f: BinaryIO) -> Iterator[Event]:
     """Events in file order, except that the PC/SC records a call made (written before the
     call's own record, which is written when it returns) follow their call. A call's ENTRY
@@ -386,6 +398,8 @@ def read(f: BinaryIO) -> Iterator[Event]:
     returned."""
     seq = 0
     pending: dict[tuple[int, int], list[Event]] = {}  # (pid, call number) -> children
+    sizes: dict[tuple[int, int], int] = {}  # their records' bytes
+    held = 0  # the bytes of all of them
     modules: dict[tuple[int, int], str | None] = {}  # (pid, module index) -> path
     entered: OpenCalls[tuple[int, bytes]] = OpenCalls()  # (offset, ENTRY record), not returned
 
@@ -405,7 +419,12 @@ def read(f: BinaryIO) -> Iterator[Event]:
         call.module = modules.get((call.pid or 0, rec[9]))
         seq += 1
         yield call
-        yield from adopt(pending.pop((call.pid or 0, call.call_number or 0), []), call.seq)
+        yield from adopt(taken((call.pid or 0, call.call_number or 0)), call.seq)
+
+    def taken(key: tuple[int, int]) -> list[Event]:
+        nonlocal held
+        held -= sizes.pop(key, 0)
+        return pending.pop(key, [])
 
     def adopt(children: list[Event], parent_seq: int | None) -> Iterator[Event]:
         nonlocal seq
@@ -430,10 +449,19 @@ def read(f: BinaryIO) -> Iterator[Event]:
                 yield TraceWarning(seq=seq, message=f"byte {offset}: damaged PC/SC record ({exc})")
                 seq += 1
                 continue
-            if parent:
-                pending.setdefault((pid, parent), []).append(event)
-            else:
+            if not parent:
                 yield from adopt([event], None)
+                continue
+            pending.setdefault((pid, parent), []).append(event)
+            sizes[(pid, parent)] = sizes.get((pid, parent), 0) + len(rec)
+            held += len(rec)
+            while held > MAX_WAITING:  # a hostile trace: the oldest wait ends here
+                (gpid, number), children = next(iter(pending.items()))
+                yield TraceWarning(seq=seq, message=f"process {gpid}: call #{number} made more "
+                                   f"PC/SC calls than a reader keeps waiting for it "
+                                   f"({MAX_WAITING >> 20} MiB): they are shown here, without it")
+                seq += 1
+                yield from adopt(taken((gpid, number)), None)
             continue
         if rtype == RecordType.ENTRY:  # held until its return closes it
             for (at, entry), lost in entered.enter(call_key(rec), (offset, rec), len(rec)):
