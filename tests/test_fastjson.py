@@ -190,7 +190,7 @@ def test_open_entries_given_up_as_the_python_reader_gives_them_up(
 
 def test_pcsc_calls_waiting_beyond_the_bound(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """A call whose PC/SC calls outgrow what a reader keeps waiting (lowered here from 8 MiB)
+    """A call whose PC/SC calls outgrow what a reader keeps waiting (lowered here from 4 MiB)
     has them shown without it, after a warning, by both decoders alike."""
     path = REPO / "fixtures" / "p11spy" / "real-card-sign.p11"
     monkeypatch.setattr(reader, "MAX_WAITING", 2000)

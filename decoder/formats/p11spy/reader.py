@@ -388,7 +388,7 @@ def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
 # The most bytes of PC/SC records a reader holds for calls that have not returned yet, so that
 # a trace whose calls never return cannot make it hold the whole file (a real call waits for a
 # few hundred APDUs: a card's key generation, a slot polled for minutes).
-MAX_WAITING = 8 << 20
+MAX_WAITING = 4 << 20
 
 
 def read(f: BinaryIO) -> Iterator[Event]:
