@@ -82,6 +82,27 @@ def test_the_seqs_diagnose_cites_are_the_viewers_records(name: str) -> None:
             (type(e), getattr(e, "function", None), getattr(e, "command", None)), e.seq
 
 
+def test_seqs_agree_where_pcsc_calls_outgrow_what_is_kept_waiting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the bytes of PC/SC records a reader keeps for a call not returned yet (lowered
+    here from 4 MiB), decode shows them without their call under a warning: so does the
+    viewer, with the same numbers."""
+    from p11spy.decoder.formats.p11spy import entries
+
+    monkeypatch.setattr(entries, "MAX_WAITING", 2000)
+    path = REPO / "fixtures" / "p11spy" / "real-card-sign.p11"
+    idx = P11Index(path)
+    idx.scan(lambda: False)
+    events = list(open_events(path))
+    gave_up = [e for e in events if "than a reader keeps waiting" in getattr(e, "message", "")]
+    assert len(gave_up) >= 3 and len(events) == len(idx.kinds)
+    for e in events:
+        got = idx.event(idx.record_of_seq(e.seq))
+        assert (type(got), getattr(got, "function", None), getattr(got, "command", None)) == \
+            (type(e), getattr(e, "function", None), getattr(e, "command", None)), e.seq
+        assert getattr(e, "message", "") in getattr(got, "message", "")
+
+
 async def findings_shown(pilot, app: ShowApp) -> FindingsScreen:
     """The findings panel on top, once diagnose has filled it."""
     screen = app.screen

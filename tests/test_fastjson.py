@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from p11spy.decoder import render
-from p11spy.decoder.formats.p11spy import entries, fastjson, reader
+from p11spy.decoder.formats.p11spy import entries, fastjson
 from p11spy.decoder.formats.registry import open_events
 from p11spy.facts.logformat import FIELD, RECORD, RecordType
 from tests.conftest import USER_PIN, run
@@ -193,7 +193,7 @@ def test_pcsc_calls_waiting_beyond_the_bound(tmp_path: Path,
     """A call whose PC/SC calls outgrow what a reader keeps waiting (lowered here from 4 MiB)
     has them shown without it, after a warning, by both decoders alike."""
     path = REPO / "fixtures" / "p11spy" / "real-card-sign.p11"
-    monkeypatch.setattr(reader, "MAX_WAITING", 2000)
+    monkeypatch.setattr(entries, "MAX_WAITING", 2000)
     assert same(path)
     rows = compiled_rows(path)[1]
     assert rows.count(b"more PC/SC calls than a reader keeps waiting") >= 3

@@ -29,7 +29,7 @@ from pathlib import Path
 from p11spy.decoder.events import Event, TraceWarning
 from p11spy.decoder.formats.p11spy import byteorder, frames
 from p11spy.decoder.formats.p11spy import reader as p11log
-from p11spy.decoder.formats.p11spy.entries import OpenCalls
+from p11spy.decoder.formats.p11spy.entries import OpenCalls, Waiting
 from p11spy.decoder.summary import NEVER_RETURNED, FunctionStats, Summary
 from p11spy.decoder.values import format_time, pcsc_rv_name, rv_name
 from p11spy.facts import pcsc
@@ -110,7 +110,7 @@ class P11Index(TraceIndex):
         self.kid_start = array("I")
         self.kid_end = array("I")
         self.kid_list = array("I")
-        self._pending: dict[tuple[int, int], list[int]] = {}
+        self._pending: Waiting[tuple[int, int], int] = Waiting()  # PC/SC records by call
         self._entered: OpenCalls[int] = OpenCalls()  # offsets of entries not yet returned
         self._seq_order: array | None = None  # seq -> record, built when first asked
         self._record_seqs: dict[int, int] = {}  # record -> seq, where the two differ
@@ -219,6 +219,7 @@ class P11Index(TraceIndex):
         fstats, failures, slowest, sws = self._fstats, self._failures, self._slowest, self._sws
         slow_min = slowest[0][0] if len(slowest) >= SLOWEST else -1
         pending = self._pending
+        waiting = pending.items
         entered = self._entered
         open_entries = entered.items
         fsize = FIELD.size
@@ -286,8 +287,8 @@ class P11Index(TraceIndex):
                     else:
                         heapq.heapreplace(slowest, (dur_ns, rec))
                     slow_min = slowest[0][0] if len(slowest) >= SLOWEST else -1
-                if pending:
-                    kids = pending.pop((pid, number), None)
+                if waiting:
+                    kids = pending.take((pid, number))
                     if kids:
                         self._adopt(rec, kids)
                 if failed:
@@ -313,7 +314,9 @@ class P11Index(TraceIndex):
                 if is_apdu:
                     sws[sw] = sws.get(sw, 0) + 1
                 if parent:
-                    pending.setdefault((pid, parent), []).append(rec)
+                    for (gpid, gone), kids in pending.add((pid, parent), rec, length):
+                        self._adopt(self._warn(self.offsets[kids[0]],
+                                               p11log.gave_up_waiting(gpid, gone)), kids)
                 else:  # outside any PKCS#11 call (opensc-tool): a call of its own
                     rows.append(rec)
                     fid = funcs[-1]
@@ -424,7 +427,7 @@ class P11Index(TraceIndex):
         else:
             self.errors.append(rec)
             self._never_returned[fid] = self._never_returned.get(fid, 0) + 1
-        kids = self._pending.pop((pid, number), None)
+        kids = self._pending.take((pid, number))
         if kids:
             self._adopt(rec, kids)
         self.rows.append(rec)
@@ -470,12 +473,11 @@ class P11Index(TraceIndex):
         returned in a trace without entry records (under a warning), as p11log.read does."""
         for offset, lost in self._entered.drain():
             self._unreturned(offset, lost)
-        for (pid, number), kids in self._pending.items():
+        for (pid, number), kids in self._pending.drain():
             rec = self._warn(self.offsets[kids[0]],
                              f"process {pid}: call #{number} never returned "
                              "(the client stopped inside it)")
             self._adopt(rec, kids)
-        self._pending.clear()
 
     # -- reading one record ------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ What is left open when the trace ends never returned, unless the process's recor
 missing after it entered (a DROPPED record: disk full): its return may be among them, so it is
 only a call with no return recorded. So that a damaged or hostile trace cannot make a reader
 hold every entry it ever saw, at most MAX_OPEN entries (and MAX_BYTES of them) are held;
-beyond that the oldest is given up as never returned.
+beyond that the oldest is given up as never returned. PC/SC calls waiting for their call to
+return (Waiting) are bounded the same way.
 """
 
 from __future__ import annotations
@@ -75,3 +76,48 @@ class OpenCalls(Generic[T]):
         """The entries never closed, in the order they were entered."""
         while self.items:
             yield self._take(next(iter(self.items)), 0)
+
+
+K = TypeVar("K")
+
+# The most bytes of PC/SC records held for calls that have not returned yet (a real call waits
+# for a few hundred APDUs: a card's key generation, a slot polled for minutes).
+MAX_WAITING = 4 << 20
+
+
+class Waiting(Generic[K, T]):
+    """PC/SC calls made under a call that has not returned yet (their records come before the
+    call's), by the call's key, so that they can follow it. Bounded: past MAX_WAITING bytes of
+    their records, the oldest wait is given up (a trace whose calls never return would
+    otherwise be held whole). The reader and the viewer's index give up the same ones."""
+
+    def __init__(self) -> None:
+        self.items: dict[K, list[T]] = {}  # public so that a hot loop can test it
+        self._sizes: dict[K, int] = {}
+        self._held = 0
+
+    def add(self, key: K, item: T, size: int) -> list[tuple[K, list[T]]]:
+        """Keeps item for the call key; gives back the waits given up to make room."""
+        group = self.items.get(key)
+        if group is None:
+            self.items[key] = [item]
+        else:
+            group.append(item)
+        self._sizes[key] = self._sizes.get(key, 0) + size
+        self._held += size
+        given_up = []
+        while self._held > MAX_WAITING:
+            oldest = next(iter(self.items))
+            given_up.append((oldest, self.take(oldest)))
+        return given_up
+
+    def take(self, key: K) -> list[T]:
+        """What waited for the call key (it returned), or nothing."""
+        self._held -= self._sizes.pop(key, 0)
+        return self.items.pop(key, [])
+
+    def drain(self) -> Iterator[tuple[K, list[T]]]:
+        """What still waits at the end of the trace, oldest first."""
+        while self.items:
+            key = next(iter(self.items))
+            yield key, self.take(key)

@@ -182,7 +182,7 @@ class _Run:
         c.max_record, c.max_fields = frames.MAX_RECORD, frames.MAX_FIELDS
         c.field_limit = reader._FIELD_LIMIT
         c.max_open, c.max_bytes = entries.MAX_OPEN, entries.MAX_BYTES
-        c.parent_param, c.max_waiting = pcsc.PARENT_PARAM, reader.MAX_WAITING
+        c.parent_param, c.max_waiting = pcsc.PARENT_PARAM, entries.MAX_WAITING
         c.transmit = pcsc.BY_NAME["SCardTransmit"].index
         return c
 

@@ -23,8 +23,8 @@ from p11spy.decoder.events import (
     Process,
     TraceWarning,
 )
-from p11spy.decoder.formats.p11spy import frames
-from p11spy.decoder.formats.p11spy.entries import OpenCalls
+from p11spy.decoder.formats.p11spy import entries, frames
+from p11spy.decoder.formats.p11spy.entries import OpenCalls, Waiting
 from p11spy.decoder.formats.p11spy.frames import u64
 from p11spy.decoder.values import (
     CK_UNAVAILABLE_INFORMATION,
@@ -385,10 +385,10 @@ def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
                             **common)
 
 
-# The most bytes of PC/SC records a reader holds for calls that have not returned yet, so that
-# a trace whose calls never return cannot make it hold the whole file (a real call waits for a
-# few hundred APDUs: a card's key generation, a slot polled for minutes).
-MAX_WAITING = 4 << 20
+def gave_up_waiting(pid: int, number: int) -> str:
+    """What is said where the PC/SC calls waiting for a call are shown without it (Waiting)."""
+    return f"process {pid}: call #{number} made more PC/SC calls than a reader keeps waiting " \
+           f"for it ({entries.MAX_WAITING >> 20} MiB): they are shown here, without it"
 
 
 def read(f: BinaryIO) -> Iterator[Event]:
@@ -397,9 +397,7 @@ def read(f: BinaryIO) -> Iterator[Event]:
     record shows only if no return closes it: then, at the end, as a call that never
     returned."""
     seq = 0
-    pending: dict[tuple[int, int], list[Event]] = {}  # (pid, call number) -> children
-    sizes: dict[tuple[int, int], int] = {}  # their records' bytes
-    held = 0  # the bytes of all of them
+    pending: Waiting[tuple[int, int], Event] = Waiting()  # (pid, call number) -> children
     modules: dict[tuple[int, int], str | None] = {}  # (pid, module index) -> path
     entered: OpenCalls[tuple[int, bytes]] = OpenCalls()  # (offset, ENTRY record), not returned
 
@@ -419,12 +417,8 @@ def read(f: BinaryIO) -> Iterator[Event]:
         call.module = modules.get((call.pid or 0, rec[9]))
         seq += 1
         yield call
-        yield from adopt(taken((call.pid or 0, call.call_number or 0)), call.seq)
-
-    def taken(key: tuple[int, int]) -> list[Event]:
-        nonlocal held
-        held -= sizes.pop(key, 0)
-        return pending.pop(key, [])
+        if pending.items:
+            yield from adopt(pending.take((call.pid or 0, call.call_number or 0)), call.seq)
 
     def adopt(children: list[Event], parent_seq: int | None) -> Iterator[Event]:
         nonlocal seq
@@ -452,16 +446,10 @@ def read(f: BinaryIO) -> Iterator[Event]:
             if not parent:
                 yield from adopt([event], None)
                 continue
-            pending.setdefault((pid, parent), []).append(event)
-            sizes[(pid, parent)] = sizes.get((pid, parent), 0) + len(rec)
-            held += len(rec)
-            while held > MAX_WAITING:  # a hostile trace: the oldest wait ends here
-                (gpid, number), children = next(iter(pending.items()))
-                yield TraceWarning(seq=seq, message=f"process {gpid}: call #{number} made more "
-                                   f"PC/SC calls than a reader keeps waiting for it "
-                                   f"({MAX_WAITING >> 20} MiB): they are shown here, without it")
+            for (gpid, number), children in pending.add((pid, parent), event, len(rec)):
+                yield TraceWarning(seq=seq, message=gave_up_waiting(gpid, number))
                 seq += 1
-                yield from adopt(taken((gpid, number)), None)
+                yield from adopt(children, None)
             continue
         if rtype == RecordType.ENTRY:  # held until its return closes it
             for (at, entry), lost in entered.enter(call_key(rec), (offset, rec), len(rec)):
@@ -484,7 +472,7 @@ def read(f: BinaryIO) -> Iterator[Event]:
         seq += 1
     for (at, entry), lost in entered.drain():
         yield from call_events(at, entry, lost)
-    for (pid, number), children in pending.items():
+    for (pid, number), children in pending.drain():
         yield TraceWarning(seq=seq, message=f"process {pid}: call #{number} never returned "
                                         f"(the client stopped inside it)")
         seq += 1
