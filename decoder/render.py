@@ -145,6 +145,8 @@ def numbered(lines: list[str], seq: int) -> list[str]:
 def text(events: Iterable[Event], out: TextIO) -> None:
     modules: set[str] = set()  # the modules seen so far: once several, each call names its own
     for e in events:
+        if type(e) is LogLines:  # most events of a debug log; the text shows no logged line
+            continue
         if isinstance(e, Call):
             if e.module:
                 modules.add(e.module)
