@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from itertools import count
 from typing import Any, BinaryIO, TextIO
 
@@ -57,6 +58,7 @@ def _arg_lines(name: str, v: Any, indent: str) -> list[str]:
     return [f"{indent}{name} = {_short(v)}"]
 
 
+@lru_cache(maxsize=4096)  # a trace has few threads, and a call each time
 def _where(pid: int | None, tid: int | None) -> str:
     """'  pid P tid T', leaving out what the trace did not record."""
     parts = [f"{k} {v}" for k, v in (("pid", pid), ("tid", tid)) if v is not None]
