@@ -960,9 +960,10 @@ class _Reader:
                         self.lineno = lineno
                         self.slow_line(th, text, t)
                         continue
-                if ("C" in text and "C_" in text) or "ctx.c:" in text:
-                    # maybe a PKCS#11 line or the start of a context (a "C" first: it is found
-                    # several times faster than "C_", and most lines have none)
+                if ("C" in text and "C_" in text) or ("x" in text and "ctx.c:" in text):
+                    # maybe a PKCS#11 line or the start of a context (one character first: it
+                    # is found several times faster than a string, and most lines have no C
+                    # and no x)
                     self.lineno = lineno
                     self.slow_line(th, text, t)
                     continue
