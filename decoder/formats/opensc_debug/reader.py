@@ -870,17 +870,17 @@ class _Reader:
         busy = False  # the record has more than its first line: end_record() has work
         t: float | None = None
         lineno = 0
-        # The prefix (`P:<pid>; T:0x<tid> <time> [app] `) of the last line read by the split
-        # below, "\n" (no line starts so) when there is none: most lines repeat it, as OpenSC
-        # logs in bursts, and one that does has the same thread and time. removeprefix() cuts
-        # it off, or gives the line itself back: three times faster than startswith and a cut.
-        prefix = "\n"
         for lines in self.chunks():
             for i, length in long_lines:
                 self.warn(lineno + i + 1, f"line of about {length} bytes: only the first "
                                           f"{MAX_LINE} characters kept")
             long_lines.clear()
             last_k0 = None  # the thread is looked up again, and its call bounded, per chunk
+            # The prefix (`P:<pid>; T:0x<tid> <time> [app] `) of the last line read by the
+            # split below, "\n" (no line starts so) when there is none: most lines repeat it,
+            # as OpenSC logs in bursts, and one that does has the same thread and time.
+            # removeprefix() cuts it off, or gives the line itself back: three times faster
+            # than startswith() and a slice.
             prefix = "\n"
             for lineno, line in enumerate(lines, lineno + 1):  # noqa: B020 - continues
                 text = line.removeprefix(prefix)
