@@ -86,10 +86,12 @@ def _decode(args: argparse.Namespace) -> int:
 def _decode_files(args: argparse.Namespace, out: TextIO, files: list[str]) -> int:
     from pathlib import Path
 
-    from p11spy.decoder import render, summary
+    from p11spy.decoder import render
     from p11spy.decoder.formats.registry import open_events
 
     if args.summary:
+        from p11spy.decoder import summary  # here: compiled and run only for --summary
+
         s = summary.Summary()
         for name in files:
             for e in _selected(open_events(Path(name), args.format, blocks=True), args):

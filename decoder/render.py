@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from itertools import count
 from typing import Any, BinaryIO, TextIO
 
@@ -57,6 +58,7 @@ def _arg_lines(name: str, v: Any, indent: str) -> list[str]:
     return [f"{indent}{name} = {_short(v)}"]
 
 
+@lru_cache(maxsize=4096)  # a trace has few threads, and a call each time
 def _where(pid: int | None, tid: int | None) -> str:
     """'  pid P tid T', leaving out what the trace did not record."""
     parts = [f"{k} {v}" for k, v in (("pid", pid), ("tid", tid)) if v is not None]
@@ -145,6 +147,8 @@ def numbered(lines: list[str], seq: int) -> list[str]:
 def text(events: Iterable[Event], out: TextIO) -> None:
     modules: set[str] = set()  # the modules seen so far: once several, each call names its own
     for e in events:
+        if type(e) is LogLines:  # most events of a debug log; the text shows no logged line
+            continue
         if isinstance(e, Call):
             if e.module:
                 modules.add(e.module)
@@ -225,16 +229,19 @@ def row(e: Event) -> bytes:
 def _log_rows(e: LogLines, buf: bytearray, dumps: Callable[[Any], bytes]) -> None:
     """The rows of a LogLines, byte for byte as its LogLines' to_json() by orjson, from the
     parts they share: most of a log's rows are these, and a dict each cost a third of the
-    time of `decode --json`."""
-    mid = b',"parent":%b,"text":' % dumps(e.parent)
+    time of `decode --json`. Lines logged at one time (one time object) differ only in seq
+    and text: a row is one formatting of their row with those two."""
+    parent = b',"parent":%b,"text":' % dumps(e.parent)
     ids = b',"pid":%b,"tid":%b,"time":' % (dumps(e.pid), dumps(e.tid))
     last: Any = buf  # no time is this
-    end = b""
+    row = b""
     for seq, text, t in zip(count(e.seq), e.texts, e.times):
         if t is not last:  # a guessed date says so, as LogLine.to_json does
-            last, end = t, (dumps(float(t)) + b',"date_guessed":true}\n'
-                            if type(t) is Undated else dumps(t) + b"}\n")
-        buf += b'{"type":"log","seq":%d%b%b%b%b' % (seq, mid, dumps(text), ids, end)
+            last = t
+            row = b'{"type":"log","seq":%d' + parent + b"%b" + ids + (
+                dumps(float(t)) + b',"date_guessed":true}\n' if type(t) is Undated
+                else dumps(t) + b"}\n")
+        buf += row % (seq, dumps(text))
 
 
 def _json_rows(e: Event) -> bytes:

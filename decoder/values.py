@@ -187,8 +187,12 @@ def format_time(epoch: float | None) -> str:
         return "-"
     try:
         when = _dt.datetime.fromtimestamp(epoch)
+        # isoformat writes what strftime("%Y-%m-%d %H:%M:%S.%f") does, three times faster (a
+        # text decode writes a time per call), but pads a year before 1000
+        stamp = when.isoformat(" ", "microseconds") if when.year >= 1000 else \
+            when.strftime("%Y-%m-%d %H:%M:%S.%f")
         if isinstance(epoch, Undated):
-            return when.strftime("%H:%M:%S.%f") + " (no date in the trace)"
-        return when.strftime("%Y-%m-%d %H:%M:%S.%f")
+            return stamp[-15:] + " (no date in the trace)"
+        return stamp
     except (ValueError, OverflowError, OSError):  # a damaged record's time
         return f"{epoch:.6f} s (not a date)"

@@ -481,6 +481,16 @@ class _Clock:
             self.base = None
         return self.base
 
+    def at(self, date: str | None, tstr: str) -> float | None:
+        """Epoch seconds of a line's `HH:MM:SS.mmm` (Undated when the line has no date)."""
+        hms = tstr[:8]
+        base = self.base if (date, hms) == self.key else self.second(date, hms)
+        if base is None:
+            return None
+        frac = tstr[9:12]
+        t = base + int(frac) / 10 ** len(frac)
+        return t if date is not None else Undated(t)
+
 
 class _Reader:
     """The state machine over the lines of one log."""
@@ -849,7 +859,6 @@ class _Reader:
         """The hot loop: most lines are plain log lines inside or between calls and take
         only the cheap checks here; the rest go to the methods above."""
         ready = self.ready
-        threads = self.threads
         clock = self.clock
         rx_pid, rx_hex, rx_date = _RX_PID, _RX_HEX, _RX_DATE
         long_lines = self.long_lines
@@ -867,85 +876,94 @@ class _Reader:
                                           f"{MAX_LINE} characters kept")
             long_lines.clear()
             last_k0 = None  # the thread is looked up again, and its call bounded, per chunk
+            # The prefix (`P:<pid>; T:0x<tid> <time> [app] `) of the last line read by the
+            # split below, "\n" (no line starts so) when there is none: most lines repeat it,
+            # as OpenSC logs in bursts, and one that does has the same thread and time.
+            # removeprefix() cuts it off, or gives the line back unchanged (the same object,
+            # which != finds at once): three times faster than startswith() and a slice.
+            prefix = "\n"
             for lineno, line in enumerate(lines, lineno + 1):  # noqa: B020 - continues
-                # Unix builds' prefixes (0.20+ `P:<pid>; T:0x<tid> <time> [app] <text>`, up to
-                # 0.19 `0x<tid> <time> [app] <text>`) split on spaces, cheaper than a regex;
-                # anything else that starts like a prefix goes through the regexes.
-                c2 = line[:2]
-                if c2 == "P:":
-                    try:
-                        k0, k1, tstr, app, text = line.split(" ", 4)
-                    except ValueError:
-                        app = ""
-                elif c2 == "0x":
-                    k0 = ""
-                    try:
-                        k1, tstr, app, text = line.split(" ", 3)
-                    except ValueError:
-                        app = ""
+                text = line.removeprefix(prefix)
+                if text != line:  # the previous prefixed line's thread and time
+                    new = False
                 else:
-                    app = ""
-                    if line[4:5] != "-" or not c2.isdigit():
-                        if self.dump is not None:  # a line of an APDU dump, the common case
-                            k = self.dump_left if self.dump_left < 16 else 16
-                            try:
-                                data = bytes.fromhex(line[:3 * k])
-                            except ValueError:
-                                data = b""
-                            if len(data) == k:
-                                self.dump_buf += data
-                                self.dump_left -= k
-                                if not self.dump_left:
-                                    self.end_dump(truncated=False)
-                                busy = True
-                                continue
-                        self.lineno = lineno
-                        busy = True
-                        self.continuation(line, th)
-                        continue
-                fast = app[:1] == "[" and (tstr == last_tstr or _RX_TIME.match(tstr) is not None)
-                if fast:
-                    date = None
-                else:
-                    rx = rx_pid if c2 == "P:" else rx_hex if c2 == "0x" else rx_date
-                    m = rx.match(line)
-                    if m is None:
-                        self.lineno = lineno
-                        busy = True
-                        self.continuation(line, th)
-                        continue
-                    key, date, tstr = m.group(1, 2, 3)
-                    k0, _, k1 = key.partition(" ") if c2 == "P:" else ("", "", key)
-                    text = line[m.end():]
+                    # Unix builds' prefixes (0.20+ `P:<pid>; T:0x<tid> <time> [app] <text>`, up to
+                    # 0.19 `0x<tid> <time> [app] <text>`) split on spaces, cheaper than a regex;
+                    # anything else that starts like a prefix goes through the regexes.
+                    c2 = line[:2]
+                    if c2 == "P:":
+                        try:
+                            k0, k1, tstr, app, text = line.split(" ", 4)
+                        except ValueError:
+                            app = ""
+                    elif c2 == "0x":
+                        k0 = ""
+                        try:
+                            k1, tstr, app, text = line.split(" ", 3)
+                        except ValueError:
+                            app = ""
+                    else:
+                        app = ""
+                        if line[4:5] != "-" or not c2.isdigit():
+                            if self.dump is not None:  # a line of an APDU dump, the common case
+                                k = self.dump_left if self.dump_left < 16 else 16
+                                try:
+                                    data = bytes.fromhex(line[:3 * k])
+                                except ValueError:
+                                    data = b""
+                                if len(data) == k:
+                                    self.dump_buf += data
+                                    self.dump_left -= k
+                                    if not self.dump_left:
+                                        self.end_dump(truncated=False)
+                                    busy = True
+                                    continue
+                            self.lineno = lineno
+                            busy = True
+                            self.continuation(line, th)
+                            continue
+                    fast = app[:1] == "[" and (tstr == last_tstr
+                                               or _RX_TIME.match(tstr) is not None)
+                    if fast:
+                        date = None
+                        prefix = line[:len(line) - len(text)]
+                    else:
+                        prefix = "\n"
+                        rx = rx_pid if c2 == "P:" else rx_hex if c2 == "0x" else rx_date
+                        m = rx.match(line)
+                        if m is None:
+                            self.lineno = lineno
+                            busy = True
+                            self.continuation(line, th)
+                            continue
+                        key, date, tstr = m.group(1, 2, 3)
+                        k0, _, k1 = key.partition(" ") if c2 == "P:" else ("", "", key)
+                        text = line[m.end():]
+                    new = True
                 if busy:
                     self.end_record()
                     busy = False
                 if ready:
                     yield from ready
                     ready.clear()
-                if tstr != last_tstr or date != last_date:
-                    last_tstr, last_date = tstr, date
-                    hms = tstr[:8]
-                    base = clock.base if (date, hms) == clock.key else clock.second(date, hms)
-                    frac = tstr[9:12]
-                    t = None if base is None else base + int(frac) / 10 ** len(frac)
-                    if t is not None and date is None:  # the date is the file's
-                        t = Undated(t)
-                if k1 != last_k1 or k0 != last_k0:  # another thread, or a new chunk
-                    if th is not None and th.call is not None:
-                        self.bound(th)
-                    last_k0, last_k1 = k0, k1
-                    key = f"{k0} {k1}" if k0 else k1
-                    th = threads.get(key)
-                    if th is None:
+                if new:  # the thread and the time may have changed
+                    if tstr != last_tstr or date != last_date:
+                        last_tstr, last_date = tstr, date
+                        t = clock.at(date, tstr)
+                    if k1 != last_k1 or k0 != last_k0:  # another thread, or a new chunk
+                        last_k0, last_k1 = k0, k1
                         self.lineno = lineno
-                        th = self.new_thread(key)
-                assert th is not None
-                if "C_" in text or "ctx.c:" in text or (
-                        not fast and ("=====" in text or "fLogin" in text)):
-                    # maybe a PKCS#11 line or the start of a context (frame-less lines, which
-                    # only MSVC builds write, cannot take the fast path: they have no `[app] `
-                    # before 0.20 and no location to tell)
+                        th = self.switch(th, f"{k0} {k1}" if k0 else k1)
+                    if not fast and ("=====" in text or "fLogin" in text):
+                        # frame-less lines, which only MSVC builds write, cannot take the fast
+                        # path: they have no `[app] ` before 0.20 and no location to tell
+                        self.lineno = lineno
+                        self.slow_line(th, text, t)
+                        continue
+                if ("C" in text and "C_" in text) or ("x" in text and "ctx.c:" in text):
+                    # maybe a PKCS#11 line or the start of a context (one character first: it
+                    # is found several times faster than a string, and most lines have no C
+                    # and no x)
                     self.lineno = lineno
                     self.slow_line(th, text, t)
                     continue
@@ -964,6 +982,13 @@ class _Reader:
         self.finish()
         yield from ready
         ready.clear()
+
+    def switch(self, th: _Thread | None, key: str) -> _Thread:
+        """The thread whose line comes next, after th's (its call bounded)."""
+        if th is not None and th.call is not None:
+            self.bound(th)
+        new = self.threads.get(key)
+        return self.new_thread(key) if new is None else new
 
     def bound(self, th: _Thread) -> None:
         """Emits th's call, without its end, once it holds more than CALL_LINES_MAX lines."""
