@@ -278,6 +278,19 @@ def rows(workdir: Path) -> Table:
     return table
 
 
+def bytecode_cache(workdir: Path) -> None:
+    """The measured processes keep the bytecode of p11spy's modules in the work directory, as
+    an installed p11spy has its modules compiled: where PYTHONDONTWRITEBYTECODE is set, each
+    `decode` would compile p11spy's sources again at its start, some 50 ms, a sixth of the
+    floor of a 100 MB OpenSC log. One decode of each kind writes the cache before anything is
+    measured."""
+    os.environ["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    for options in ((), ("--json",)):
+        for source in (DEBUG_SOURCES[0], P11_SOURCES[0]):
+            _decode(source, *options)
+
+
 def main() -> int:
     if sys.argv[1:2] == ["--child"]:
         kind, fmt, path = sys.argv[2:5]
@@ -286,6 +299,7 @@ def main() -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="p11spy-bench-", dir=os.environ.get(
             "P11SPY_BENCH_DIR")) as tmp:
+        bytecode_cache(Path(tmp))
         table = rows(Path(tmp))
     print("\n".join(table.lines()))
     print(f"  ({time.perf_counter() - t0:.0f} s; times are CPU seconds of each process)")
