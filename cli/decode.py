@@ -76,37 +76,34 @@ def _decode(args: argparse.Namespace) -> int:
     for name in args.function or ():
         _known_function(name)
     out = sys.stdout
-    whole = args.json and not (args.errors or args.function or args.summary)
-    if whole and all(_compiled(Path(name), args.format, out) for name in args.files[:1]):
-        # the first file was the compiled decoder's: nothing of the readers' was imported
-        return _decode_files(args, out, args.files[1:])
-    return _decode_files(args, out, args.files)
+    if args.summary:
+        return _summary(args, out)
+    whole = args.json and not (args.errors or args.function)
+    for name in args.files:
+        if whole and _compiled(Path(name), args.format, out):
+            continue  # (the readers are imported only for a file it does not take)
+        from p11spy.decoder import render
+        from p11spy.decoder.formats.registry import open_events
+
+        emit = render.jsonl if args.json else render.text
+        emit(_selected(open_events(Path(name), args.format, blocks=True), args), out)
+    return 0
 
 
-def _decode_files(args: argparse.Namespace, out: TextIO, files: list[str]) -> int:
+def _summary(args: argparse.Namespace, out: TextIO) -> int:
     from pathlib import Path
 
-    from p11spy.decoder import render
+    from p11spy.decoder import render, summary  # here: compiled and run only for --summary
     from p11spy.decoder.formats.registry import open_events
 
-    if args.summary:
-        from p11spy.decoder import summary  # here: compiled and run only for --summary
-
-        s = summary.Summary()
-        for name in files:
-            for e in _selected(open_events(Path(name), args.format, blocks=True), args):
-                s.add(e)
-        if args.json:
-            render.jsonl([_Json(s.to_json())], out)
-        else:
-            summary.text(s, out)
-        return 0
-    emit = render.jsonl if args.json else render.text
-    whole = args.json and not (args.errors or args.function)
-    for name in files:
-        if whole and _compiled(Path(name), args.format, out):
-            continue
-        emit(_selected(open_events(Path(name), args.format, blocks=True), args), out)
+    s = summary.Summary()
+    for name in args.files:
+        for e in _selected(open_events(Path(name), args.format, blocks=True), args):
+            s.add(e)
+    if args.json:
+        render.jsonl([_Json(s.to_json())], out)
+    else:
+        summary.text(s, out)
     return 0
 
 
