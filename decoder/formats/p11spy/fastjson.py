@@ -56,15 +56,13 @@ LIBRARY = Path(__file__).with_name("libp11json.so")
 
 HEADER = LIBRARY.with_name("p11json.h")  # the library's interface
 
-# p11json.c's codes (its enums say what each is)
-LK_NAME, LK_RV, LK_PCSC_RV, LK_INS, LK_ATTR, LK_MASKED, LK_TIME, LK_DURATION = range(1, 9)
-RQ_PCSC, RQ_PROCESS, RQ_MODULE_INFO, RQ_MODULE, RQ_MODULE_PATH, RQ_DROPPED = range(1, 7)
-SCALAR_MODES = {NUMBER: 0, UNAVAILABLE: 1, BOOL: 2, POINTER: 3, NAMED: 4}
-BM_HEX, BM_CALLBACK, BM_READER_STATES, BM_MULTISZ = range(4)
-AM_INTS, AM_NAMED = range(2)
-MODE_INOUT, MODE_TWO_CALL = 0x1000, 0x2000
-VALUE_MODES = {BOOL: 1, NUMBER: 2, NAMED: 3, STRING: 4, DATE: 5, MECHANISMS: 6, NUMBERS: 7}
-PCSC_BYTES_MODES = {reader._reader_states: BM_READER_STATES, reader._reader_names: BM_MULTISZ}
+# p11json.h's codes for the values' forms (values.py), read from the library's declarations
+SCALAR_MODES = {NUMBER: "SM_INT", UNAVAILABLE: "SM_UNAVAIL", BOOL: "SM_BOOL",
+                POINTER: "SM_PTR", NAMED: "SM_NAMED"}
+VALUE_MODES = {BOOL: "AV_BOOL", NUMBER: "AV_INT", NAMED: "AV_NAMED", STRING: "AV_STRING",
+               DATE: "AV_DATE", MECHANISMS: "AV_MECHS", NUMBERS: "AV_INTS"}
+PCSC_BYTES_MODES = {reader._reader_states: "BM_READER_STATES",
+                    reader._reader_names: "BM_MULTISZ"}
 NO_MODULE = (1 << 64) - 1
 
 
@@ -102,7 +100,8 @@ def _ffi() -> Any:
 class _Tables:
     """The functions and their parameters as the C reads them: how each renders, by name."""
 
-    def __init__(self, ffi: Any) -> None:
+    def __init__(self, ffi: Any, lib: Any) -> None:
+        self.lib = lib
         self.families: list[str | None] = []
         self._family_ids: dict[str | None, int] = {}
         names = bytearray()
@@ -134,17 +133,19 @@ class _Tables:
             self.families.append(name)
         return self._family_ids[name]
 
-    @staticmethod
-    def _mode(p: Param, is_pcsc: bool) -> int:
-        scalar = SCALAR_MODES[scalar_form(p)[0]]
+    def _mode(self, p: Param, is_pcsc: bool) -> int:
+        """How the C renders p's fields: the reader's decisions, in p11json.h's codes."""
+        lib = self.lib
+        scalar = getattr(lib, SCALAR_MODES[scalar_form(p)[0]])
         special = reader.PCSC_BYTES.get(p.name) if is_pcsc else None
         if special is not None:
-            raw = PCSC_BYTES_MODES[special]
+            raw = getattr(lib, PCSC_BYTES_MODES[special])
         else:
-            raw = BM_CALLBACK if p.role in reader.BYTES_ROLES else BM_HEX
-        array = AM_INTS if p.kind in reader.PLAIN_ARRAYS else AM_NAMED
-        return scalar | raw << 4 | array << 8 | (MODE_INOUT if p.role in reader._INOUT else 0) \
-            | (MODE_TWO_CALL if p.role in reader._TWO_CALL else 0)
+            raw = lib.BM_CALLBACK if p.role in reader.BYTES_ROLES else lib.BM_HEX
+        array = lib.AM_INTS if p.kind in reader.PLAIN_ARRAYS else lib.AM_NAMED
+        return scalar | raw << 4 | array << 8 | \
+            (lib.MODE_INOUT if p.role in reader._INOUT else 0) | \
+            (lib.MODE_TWO_CALL if p.role in reader._TWO_CALL else 0)
 
 
 class _Run:
@@ -152,15 +153,16 @@ class _Run:
 
     def __init__(self, ffi: Any, lib: Any, raw: BinaryIO) -> None:
         self.ffi, self.lib, self.raw = ffi, lib, raw
-        self.tables = _Tables(ffi)
+        self.tables = _Tables(ffi, lib)
         self.error: BaseException | None = None
         self._held: Any = None  # the last answer, alive until the C has copied it
         self._module = b""
         self._module_index = NO_MODULE
-        self._lookups = {LK_NAME: self._name, LK_RV: lambda _a, b: rv_name(b),
-                         LK_PCSC_RV: lambda _a, b: pcsc_rv_name(b),
-                         LK_INS: self._ins, LK_TIME: lambda _a, b: utc(b),
-                         LK_DURATION: lambda _a, b: b / 1000.0}
+        self._lookups = {lib.LK_NAME: self._name, lib.LK_RV: lambda _a, b: rv_name(b),
+                         lib.LK_PCSC_RV: lambda _a, b: pcsc_rv_name(b),
+                         lib.LK_INS: self._ins, lib.LK_TIME: lambda _a, b: utc(b),
+                         lib.LK_DURATION: lambda _a, b: b / 1000.0,
+                         lib.LK_ATTR: self._attribute, lib.LK_MASKED: self._masked_tail}
         self.callbacks = [
             ffi.callback("int(*)(int, uint64_t, uint64_t, const char **, size_t *)",
                          self._guard(self._lookup)),
@@ -207,15 +209,20 @@ class _Run:
     # -- the callbacks --
 
     def _lookup(self, what: int, a: int, b: int, out: Any, n: Any) -> int:
-        if what == LK_ATTR:
-            form, family = attribute_form(b)
-            data = bytes([VALUE_MODES.get(form, 0)]) + \
-                self.tables.family(family).to_bytes(4, "little")
-        elif what == LK_MASKED:  # what follows the length in masked()'s row
-            data = render.dumps(masked(0, a, b))[len(b'{"masked":true,"length":0'):]
-        else:
-            data = render.dumps(self._lookups[what](a, b))
-        return self._answer(data, out, n)
+        answer = self._lookups[what](a, b)
+        return self._answer(answer if isinstance(answer, bytes) else render.dumps(answer),
+                            out, n)
+
+    def _attribute(self, _a: int, atype: int) -> bytes:
+        """An attribute type's value mode and the family of its names."""
+        form, family = attribute_form(atype)
+        mode = getattr(self.lib, VALUE_MODES[form]) if form in VALUE_MODES else self.lib.AV_HEX
+        return bytes([mode]) + self.tables.family(family).to_bytes(4, "little")
+
+    @staticmethod
+    def _masked_tail(cls: int, extra: int) -> bytes:
+        """What follows the length in a masked value's row."""
+        return render.dumps(masked(0, cls, extra))[len(b'{"masked":true,"length":0'):]
 
     def _name(self, family: int, value: int) -> str:
         return name_in(self.tables.families[family], value)
@@ -242,11 +249,11 @@ class _Run:
 
     def _record(self, what: int, data: Any, size: int, seq: int, offset: int, number: Any,
                 out: Any, n: Any) -> int:
-        if what == RQ_MODULE_PATH:
+        if what == self.lib.RQ_MODULE_PATH:
             number[0] = self._module_index
             return self._answer(self._module, out, n)
         rec = self.ffi.unpack(self.ffi.cast("const char *", data), size)
-        if what == RQ_PCSC:
+        if what == self.lib.RQ_PCSC:
             try:
                 parent, event = reader.decode_pcsc(rec, 0, offset)
             except reader.DAMAGED as exc:

@@ -28,29 +28,9 @@
 
 #define API __attribute__((visibility("default")))
 
-/* The interface, struct p11j_conf and its callbacks, is p11json.h (put ahead of this file by
- * the build, after the format's #defines). */
-/* lookup's questions */
-enum { LK_NAME = 1, LK_RV = 2, LK_PCSC_RV = 3, LK_INS = 4, LK_ATTR = 5, LK_MASKED = 6,
-       LK_TIME = 7, LK_DURATION = 8 };
-/* record's questions (and what its answer is) */
-enum { RQ_PCSC = 1,      /* -> 0: a pending PC/SC row (tail after "parent"), number = parent
-                            -> 1: a warning row (the record is damaged) */
-       RQ_PROCESS = 2, RQ_MODULE_INFO = 3,  /* -> the row */
-       RQ_MODULE = 4,     /* -> the row; then RQ_MODULE_PATH gives the module's JSON */
-       RQ_MODULE_PATH = 5,/* -> "" or ',"module":"..."', number = the module index, or ~0 */
-       RQ_DROPPED = 6 };  /* -> the warning row */
-/* scalar modes (a ULONG field), as values.scalar() decides */
-enum { SM_INT = 0, SM_UNAVAIL = 1, SM_BOOL = 2, SM_PTR = 3, SM_NAMED = 4, SM_CALLBACK = 5 };
-/* BYTES modes */
-enum { BM_HEX = 0, BM_CALLBACK = 1, BM_READER_STATES = 2, BM_MULTISZ = 3 };
-/* ULONG_ARRAY modes */
-enum { AM_INTS = 0, AM_NAMED = 1 };
-#define MODE_INOUT 0x1000u
-#define MODE_TWO_CALL 0x2000u
-/* attribute value modes (values.attribute_value), first byte of LK_ATTR's answer */
-enum { AV_HEX = 0, AV_BOOL = 1, AV_INT = 2, AV_NAMED = 3, AV_STRING = 4, AV_DATE = 5,
-       AV_MECHS = 6, AV_INTS = 7 };
+/* The interface (struct p11j_conf, its callbacks and the codes they speak in: LK_, RQ_, SM_,
+ * BM_, AM_, MODE_, AV_) is p11json.h, put ahead of this file by the build after the format's
+ * #defines. */
 
 /* ---- output ---- */
 
