@@ -20,7 +20,7 @@ from p11spy.decoder import render
 from p11spy.decoder.formats.p11spy import entries, fastjson
 from p11spy.decoder.formats.registry import open_events
 from p11spy.facts.logformat import FIELD, RECORD, RecordType
-from tests.conftest import USER_PIN, run
+from tests.conftest import SO_PIN, USER_PIN, run
 from tests.cprogs import build
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,6 +214,20 @@ def test_a_real_pkcs11_tool_test_run(token, tmp_path: Path, spy_env, shim) -> No
     rows = subprocess.run([P11SPY, "decode", "--json", str(trace)], capture_output=True,
                           check=True).stdout
     assert rows == python_rows(trace) and b'"mechanism":"CKM_RSA_PKCS_OAEP"' in rows
+
+
+@pytest.mark.parametrize("secrets", ["0", "1"])
+def test_every_function_through_the_shim(token, tmp_path: Path, spy_env, shim,
+                                         secrets: str) -> None:
+    """tests/clients/exercise.py over SoftHSM2 through the shim: every function, with valid
+    and invalid arguments (NULL pointers, bad handles, length queries, too-small buffers),
+    captured masked and with P11SPY_LOG_SECRETS=1."""
+    trace = tmp_path / "every.p11"
+    r = run([sys.executable, str(REPO / "tests" / "clients" / "exercise.py"), str(shim),
+             USER_PIN, SO_PIN], spy_env(token, trace, P11SPY_LOG_SECRETS=secrets))
+    assert r.returncode == 0, r.stderr
+    assert same(trace)
+    assert compiled_rows(trace)[1].count(b'"type":"call"') > 150
 
 
 def test_a_full_disk(token, tmp_path: Path, spy_env, shim) -> None:
