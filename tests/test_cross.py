@@ -22,6 +22,7 @@ from p11spy.decoder.formats.p11spy import masker, reader
 from p11spy.decoder.masking import Options
 from testbed import cross
 from tests.conftest import read_trace
+from tests.rows import same
 from tests.test_shim_standalone import GLIBC_BASELINE, LIBC_ONLY, dynamic, glibc_versions
 
 # What legitimately differs between two runs of the client, on one machine or two: the
@@ -117,6 +118,10 @@ def test_foreign_trace_decodes_to_the_native_calls(arch, native, tmp_path):
     find = by_name["C_FindObjectsInit"][0].args["pTemplate"]
     assert find == [{"type": "CKA_CLASS", "len": 8, "value": "CKO_DATA"}]
     assert [c.rv_name for c in by_name["C_Login"]] == ["CKR_OK", "CKR_PIN_INCORRECT", "CKR_OK"]
+    # decode --json of the foreign trace: the compiled decoder's where it takes the trace (a
+    # little-endian writer's), the same rows as the Python reader's either way
+    taken = same(tmp_path / f"cross-{arch.name}.p11")
+    assert taken == (not arch.big_endian)
 
 
 @pytest.mark.parametrize("arch", ARCHES)

@@ -7,7 +7,6 @@ uses it, so a difference here is a user seeing a different answer depending on a
 
 from __future__ import annotations
 
-import io
 import random
 import struct
 import subprocess
@@ -16,49 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from p11spy.decoder import render
 from p11spy.decoder.formats.p11spy import entries, fastjson
-from p11spy.decoder.formats.registry import open_events
 from p11spy.facts.logformat import FIELD, RECORD, RecordType
 from tests.conftest import SO_PIN, USER_PIN, run
 from tests.cprogs import build
+from tests.rows import compiled_rows, python_rows, same
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = sorted((REPO / "fixtures" / "p11spy").glob("*.p11"))
 CORPUS = sorted((REPO / "tests" / "hostile_corpus").glob("*.p11"))
 P11SPY = str(Path(sys.executable).parent / "p11spy")
 BIG_ENDIAN = {"cross-s390x.p11"}  # left to the Python reader: it turns records around
-
-
-def python_rows(path: Path) -> bytes:
-    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
-    render.jsonl(open_events(path, None, blocks=True), out)
-    out.flush()
-    return out.buffer.getvalue()
-
-
-def compiled_rows(path: Path) -> tuple[bool, bytes]:
-    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
-    taken = fastjson.write_jsonl(path, None, out)
-    out.flush()
-    return taken, out.buffer.getvalue()
-
-
-def same(path: Path) -> bool:
-    """Whether the compiled decoder took the trace; it fails the test if the rows differ."""
-    taken, rows = compiled_rows(path)
-    if taken:
-        expected = python_rows(path)
-        if rows != expected:
-            got, want = rows.splitlines(), expected.splitlines()
-            first = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
-                         min(len(got), len(want)))
-            pytest.fail(f"{path.name}: row {first} differs\n compiled: "
-                        f"{got[first] if first < len(got) else None!r}\n python:   "
-                        f"{want[first] if first < len(want) else None!r}")
-    else:
-        assert rows == b"", "nothing is written where the Python reader reads the trace"
-    return taken
 
 
 def test_the_library_is_built() -> None:
