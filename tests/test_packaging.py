@@ -92,6 +92,9 @@ def test_wheel_carries_the_shims_and_says_it_is_native(wheel: Path, tmp_path: Pa
         names = set(z.namelist())
         assert {f"p11spy/spy/{so}" for so in SHIMS} <= names
         assert "p11spy/decoder/formats/p11spy/libp11json.so" in names  # decode --json's
+        # cffi's declarations parsed at build time (no C parser at start-up)
+        assert {"p11spy/facts/pkcs11/_layout.py",
+                "p11spy/decoder/formats/p11spy/_p11json_ffi.py"} <= names
         assert "Root-Is-Purelib: false" in z.read("p11spy-0.1.0.dist-info/WHEEL").decode()
         z.extractall(tmp_path, [f"p11spy/spy/{so}" for so in SHIMS])
     # Any Python 3 unless a shim links one interpreter's libpython (readelf, not our reader).
