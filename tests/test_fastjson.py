@@ -142,6 +142,36 @@ def test_times_and_durations_print_as_python_prints_them(tmp_path: Path) -> None
     assert same(path)
 
 
+def _call_of(data: bytes, name: str) -> bytes:
+    from p11spy.facts.pkcs11.functions import BY_NAME
+
+    index = BY_NAME[name].index
+    return next(data[s:s + n] for s, n in records(data) if data[s + 8] == RecordType.CALL and
+                struct.unpack_from("<H", data, s + 10)[0] == index)
+
+
+def test_more_distinct_values_than_the_caches_hold(tmp_path: Path) -> None:
+    """The compiled decoder keeps Python's answers, up to 65,536 names and 4,096 payloads:
+    past that it asks each time. 5,000 token infos that all differ and 70,000 attribute types
+    in templates: the same rows."""
+    data = (REPO / "fixtures" / "p11spy" / "real-card-sign.p11").read_bytes()
+    head = data[:records(data)[0][1]]
+    info, attrs = _call_of(data, "C_GetTokenInfo"), _call_of(data, "C_GetAttributeValue")
+    body = bytearray()
+    for i in range(5000):  # the label's first bytes differ
+        rec = bytearray(info)
+        rec[-200:-196] = f"{i:04d}".encode()
+        body += rec
+    for i in range(70000):  # the attribute type differs (where the template's first lies)
+        rec = bytearray(attrs)
+        at = rec.index(bytes.fromhex("0202000000000000"))  # CKA_ALWAYS_AUTHENTICATE, 0x202
+        struct.pack_into("<Q", rec, at, 0x80000000 + i)
+        body += rec
+    path = tmp_path / "distinct.p11"
+    path.write_bytes(head + bytes(body))
+    assert same(path)
+
+
 def test_open_entries_given_up_as_the_python_reader_gives_them_up(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The entries with no return, beyond the most a reader holds (lowered here), are given up
