@@ -25,6 +25,7 @@
 #include <unistd.h>
 #include <errno.h>
 #include <stdio.h>
+#include <time.h>
 
 #define API __attribute__((visibility("default")))
 
@@ -202,6 +203,9 @@ typedef struct {
     module *mbucket[256];
     open_key *obucket[HBUCKETS]; open_key *ohead, *otail;
     size_t open_count; uint64_t open_bytes;
+    /* mixed into every hash: keys come from the trace, and chains an attacker could predict
+     * would make the tables quadratic */
+    uint64_t seed;
 } st_t;
 
 #define FLUSH_AT (1u << 20)
@@ -216,7 +220,8 @@ static int flush(st_t *s) {
 /* lookup's answer, cached (times and durations are not: each is its own). */
 static int lookup(st_t *s, int what, uint64_t a, uint64_t b, const char **out, size_t *n) {
     int cache = what != LK_TIME && what != LK_DURATION;
-    uint64_t h = mix(((uint64_t)what << 56) ^ (a * 0x9E3779B97F4A7C15ULL) ^ b) % CACHE_BUCKETS;
+    uint64_t h = mix(((uint64_t)what << 56) ^ (a * 0x9E3779B97F4A7C15ULL) ^ b ^ s->seed)
+                 % CACHE_BUCKETS;
     if (cache)
         for (cached *e = s->cache[h]; e; e = e->next)
             if (e->what == what && e->a == a && e->b == b) { *out = e->s; *n = e->n; return 1; }
@@ -240,8 +245,9 @@ static int put_lookup(st_t *s, buf_t *b, int what, uint64_t a, uint64_t v) {
     return 1;
 }
 
-static uint64_t memo_hash(const uint8_t *tag, size_t tn, const uint8_t *d, size_t n) {
-    return mix(hash_bytes(tag, tn) ^ (hash_bytes(d, n) * 31));
+static uint64_t memo_hash(const st_t *s, const uint8_t *tag, size_t tn, const uint8_t *d,
+                          size_t n) {
+    return mix(hash_bytes(tag, tn) ^ (hash_bytes(d, n) * 31) ^ s->seed);
 }
 static memo *memo_find(st_t *s, uint64_t h, const uint8_t *tag, size_t tn, const uint8_t *d,
                        size_t n) {
@@ -534,7 +540,7 @@ static int field_value(st_t *s, buf_t *b, const struct p11j_param *p, int pcsc, 
                        (uint8_t)f->kind, (uint8_t)f->phase};
     memcpy(tag + 8, &f->declared, 8);
     const uint8_t *d = rec + f->off;
-    uint64_t h = memo_hash(tag, 16, d, f->n);
+    uint64_t h = memo_hash(s, tag, 16, d, f->n);
     memo *m = memo_find(s, h, tag, 16, d, f->n);
     if (m) {
         if (m->status) return 1;
@@ -599,8 +605,12 @@ static void keep(slot_t *sl, int inout, int phase, size_t at, size_t len) {
     sl->at[k] = at; sl->len[k] = len;
 }
 
+static size_t mslot(const st_t *s, uint32_t pid, uint32_t index) {
+    return mix(((uint64_t)pid << 8 | index) ^ s->seed) & 255;
+}
+
 static const module *module_of(st_t *s, uint32_t pid, uint32_t index) {
-    for (module *m = s->mbucket[(pid * 31 + index) & 255]; m; m = m->next)
+    for (module *m = s->mbucket[mslot(s, pid, index)]; m; m = m->next)
         if (m->pid == pid && m->index == index) return m;
     return NULL;
 }
@@ -644,7 +654,10 @@ static void call_row(st_t *s, const uint8_t *rec, size_t len, int entry, int los
             if ((uint32_t)f.param >= fn->count) continue;
             const struct p11j_param *p = &s->c->params[fn->first + f.param];
             size_t at = s->scratch.n;
-            if (field_value(s, &s->scratch, p, 0, (int)fidx, &f, rec) != 0) return;
+            if (field_value(s, &s->scratch, p, 0, (int)fidx, &f, rec) != 0) {
+                s->failed = 1;  /* (a call's field is never "damaged record": Python says so) */
+                return;
+            }
             keep(&slots[f.param], (p->mode & MODE_INOUT) != 0, f.phase, at, s->scratch.n - at);
             if ((p->mode & MODE_TWO_CALL) && f.phase == PH_IN && f.kind == K_NULL)
                 length_query = 1;
@@ -662,10 +675,12 @@ static void call_row(st_t *s, const uint8_t *rec, size_t len, int entry, int los
 
 /* ---- PC/SC calls waiting for their parent ---- */
 
-static size_t wslot(uint32_t pid, uint64_t number) { return mix(number * 1000003 + pid) % HBUCKETS; }
+static size_t wslot(const st_t *s, uint32_t pid, uint64_t number) {
+    return mix((number * 1000003 + pid) ^ s->seed) % HBUCKETS;
+}
 
 static waiting *waiting_for(st_t *s, uint32_t pid, uint64_t number, int create) {
-    size_t h = wslot(pid, number);
+    size_t h = wslot(s, pid, number);
     for (waiting *w = s->wbucket[h]; w; w = w->hnext)
         if (w->pid == pid && w->number == number) return w;
     if (!create) return NULL;
@@ -680,7 +695,7 @@ static waiting *waiting_for(st_t *s, uint32_t pid, uint64_t number, int create) 
 }
 
 static void waiting_drop(st_t *s, waiting *w) {
-    size_t h = wslot(w->pid, w->number);
+    size_t h = wslot(s, w->pid, w->number);
     waiting **pp = &s->wbucket[h];
     while (*pp != w) pp = &(*pp)->hnext;
     *pp = w->hnext;
@@ -877,18 +892,20 @@ static int pcsc_row(st_t *s, const uint8_t *rec, size_t len) {
 
 /* ---- entries (entries.OpenCalls) ---- */
 
-static size_t kslot(const uint8_t *key) { return hash_bytes(key, KEY_LEN) % HBUCKETS; }
+static size_t kslot(const st_t *s, const uint8_t *key) {
+    return mix(hash_bytes(key, KEY_LEN) ^ s->seed) % HBUCKETS;
+}
 static void call_key(const uint8_t *rec, uint8_t *key) {
     memcpy(key, rec + 10, 22);
     memcpy(key + 22, rec + 48, 8);
 }
 static open_key *key_find(st_t *s, const uint8_t *key) {
-    for (open_key *k = s->obucket[kslot(key)]; k; k = k->hnext)
+    for (open_key *k = s->obucket[kslot(s, key)]; k; k = k->hnext)
         if (!memcmp(k->key, key, KEY_LEN)) return k;
     return NULL;
 }
 static void key_drop(st_t *s, open_key *k) {
-    open_key **pp = &s->obucket[kslot(k->key)];
+    open_key **pp = &s->obucket[kslot(s, k->key)];
     while (*pp != k) pp = &(*pp)->hnext;
     *pp = k->hnext;
     if (k->prev) k->prev->next = k->next; else s->ohead = k->next;
@@ -919,7 +936,7 @@ static void enter(st_t *s, const uint8_t *rec, size_t len, uint64_t offset) {
         k = calloc(1, sizeof *k);
         if (!k) { s->failed = 1; return; }
         memcpy(k->key, key, KEY_LEN);
-        size_t h = kslot(key);
+        size_t h = kslot(s, key);
         k->hnext = s->obucket[h]; s->obucket[h] = k;
         k->prev = s->otail;
         if (s->otail) s->otail->next = k; else s->ohead = k;
@@ -987,7 +1004,7 @@ static int header_row(st_t *s, int what, const uint8_t *rec, size_t len, uint64_
     static const char SEQ0[] = "\"seq\":0,";
     uint8_t tag[8] = {(uint8_t)what};
     int keepable = what != RQ_PROCESS;
-    uint64_t h = memo_hash(tag, 8, rec, len);
+    uint64_t h = memo_hash(s, tag, 8, rec, len);
     memo *m = keepable ? memo_find(s, h, tag, 8, rec, len) : NULL;
     if (m) {
         size_t at = m->status;  /* where the seq goes */
@@ -1060,7 +1077,7 @@ static void one(st_t *s, const uint8_t *rec, size_t len, uint64_t offset) {
                 m->pid = pid; m->index = (uint32_t)number; m->n = on;
                 if (on) memcpy(m->s, o, on);
                 /* a later header for the same (pid, index) replaces the earlier */
-                module **pp = &s->mbucket[(pid * 31 + m->index) & 255];
+                module **pp = &s->mbucket[mslot(s, pid, m->index)];
                 for (module **q = pp; *q; q = &(*q)->next)
                     if ((*q)->pid == pid && (*q)->index == m->index) {
                         module *old = *q; *q = old->next; free(old); break;
@@ -1175,6 +1192,9 @@ API int p11j_run(const struct p11j_conf *c, int fd, uint64_t size) {
     st_t *s = calloc(1, sizeof *s);
     if (!s) { free(w.p); return -2; }
     s->c = c;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    s->seed = mix((uint64_t)now.tv_nsec ^ ((uint64_t)now.tv_sec << 32) ^ (uint64_t)(uintptr_t)s);
     int rc = 0;
     uint64_t pos = 0;
     while (pos < end && !s->failed) {
