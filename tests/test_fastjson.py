@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from p11spy.decoder.events import Call
 from p11spy.decoder.formats.p11spy import entries, fastjson
+from p11spy.decoder.formats.registry import open_events
 from p11spy.facts.logformat import FIELD, RECORD, RecordType
 from tests.conftest import SO_PIN, USER_PIN, run
 from tests.cprogs import build
@@ -170,6 +172,34 @@ def test_more_distinct_values_than_the_caches_hold(tmp_path: Path) -> None:
     path = tmp_path / "distinct.p11"
     path.write_bytes(head + bytes(body))
     assert same(path)
+
+
+def test_modules_past_the_most_remembered(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five processes name their module before any of them calls it; a reader remembers at
+    most MAX_MODULES names (lowered here to 2), so the first three processes' calls show no
+    module path, in both decoders and in the viewer's index alike."""
+    from p11spy.decoder.formats.p11spy import modules
+    from p11spy.tui.p11_index import P11Index
+
+    data = (REPO / "fixtures" / "p11spy" / "real-card-sign.p11").read_bytes()
+    heads, rest = bytearray(), bytearray()
+    for pid in range(1001, 1006):
+        for start, n in records(data):
+            rec = bytearray(data[start:start + n])
+            struct.pack_into("<I", rec, 12, pid)
+            (heads if rec[8] in (RecordType.PROCESS, RecordType.MODULE) else rest).extend(rec)
+    path = tmp_path / "five.p11"
+    path.write_bytes(bytes(heads + rest))
+    monkeypatch.setattr(modules, "MAX_MODULES", 2)
+    assert same(path)
+    calls = [e for e in open_events(path) if isinstance(e, Call)]
+    assert {c.pid for c in calls if c.module} == {1004, 1005}
+    assert {c.pid for c in calls if not c.module} == {1001, 1002, 1003}
+    idx = P11Index(path)
+    idx.scan(lambda: False)
+    shown = [idx.event(idx.record_of_seq(c.seq)) for c in calls]
+    assert [e.module for e in shown] == [c.module for c in calls]
 
 
 def test_open_entries_given_up_as_the_python_reader_gives_them_up(

@@ -30,6 +30,7 @@ from p11spy.decoder.events import Event, TraceWarning
 from p11spy.decoder.formats.p11spy import byteorder, frames
 from p11spy.decoder.formats.p11spy import reader as p11log
 from p11spy.decoder.formats.p11spy.entries import OpenCalls, Waiting
+from p11spy.decoder.formats.p11spy.modules import Modules
 from p11spy.decoder.summary import NEVER_RETURNED, FunctionStats, Summary
 from p11spy.decoder.values import format_time, pcsc_rv_name, rv_name
 from p11spy.facts import pcsc
@@ -115,7 +116,7 @@ class P11Index(TraceIndex):
         self._seq_order: array | None = None  # seq -> record, built when first asked
         self._record_seqs: dict[int, int] = {}  # record -> seq, where the two differ
         self._orders_for = -1  # the number of records the two were built for
-        self._module_paths: dict[tuple[int, int], str] = {}  # (pid, module index) -> path
+        self._module_paths = Modules()  # (pid, module index) -> path
         self._data = little_endian(path)  # what is scanned and read: path, or its twin
         self._fd = os.open(self._data, os.O_RDONLY)
         self.size = os.fstat(self._fd).st_size
@@ -496,7 +497,7 @@ class P11Index(TraceIndex):
         except (UnicodeDecodeError, json.JSONDecodeError):
             return
         if isinstance(info, dict) and isinstance(info.get("index"), int) and info.get("path"):
-            self._module_paths[(pid, info["index"])] = str(info["path"])
+            self._module_paths.named(pid, info["index"], str(info["path"]))
             self.modules.add(str(info["path"]))
 
     def _decode(self, rec: int) -> Event:
@@ -508,7 +509,7 @@ class P11Index(TraceIndex):
         if kind == CALL:
             call = p11log.decode_call(data, rec, off)
             call.never_returned = call.never_returned and rec not in self._return_lost
-            call.module = self._module_paths.get((call.pid or 0, data[9]))
+            call.module = self._module_paths.get(call.pid or 0, data[9])
             return call
         if kind in (APDU, PCSC):
             return p11log.decode_pcsc(data, rec, off)[1]

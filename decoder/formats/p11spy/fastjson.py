@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, TextIO
 
 from p11spy.decoder import render
 from p11spy.decoder.events import Apdu, TraceWarning
-from p11spy.decoder.formats.p11spy import entries, frames, reader
+from p11spy.decoder.formats.p11spy import entries, frames, modules, reader
 from p11spy.decoder.values import (
     BOOL,
     DATE,
@@ -185,6 +185,7 @@ class _Run:
         c.field_limit = reader._FIELD_LIMIT
         c.max_open, c.max_bytes = entries.MAX_OPEN, entries.MAX_BYTES
         c.parent_param, c.max_waiting = pcsc.PARENT_PARAM, entries.MAX_WAITING
+        c.max_modules = modules.MAX_MODULES
         c.transmit = pcsc.BY_NAME["SCardTransmit"].index
         return c
 
@@ -269,7 +270,7 @@ class _Run:
                                 out, n)
         event, module = reader.other_record(rec, seq, offset)
         self._module_index, self._module = NO_MODULE, b""
-        if module is not None and 0 <= module[0] < 256:
+        if module is not None and 0 <= module[0] < 256:  # as modules.Modules keeps them
             self._module_index = module[0]
             self._module = b',"module":' + render.dumps(module[1]) if module[1] else b""
         return self._answer(render.row(event), out, n)

@@ -180,7 +180,11 @@ typedef struct waiting {
     uint64_t bytes;  /* of the records its children came from */
 } waiting;
 /* A module's JSON for the rows of its calls, by (pid, index). */
-typedef struct module { struct module *next; uint32_t pid; uint32_t index; size_t n; char s[]; } module;
+typedef struct module {
+    struct module *next, *older, *newer;  /* its bucket; the order names were first given in */
+    uint32_t pid; uint32_t index; size_t n; char *s;
+} module;
+#define MBUCKETS 4096
 /* An ENTRY record not yet closed (entries.OpenCalls). */
 typedef struct entry { uint64_t offset; uint8_t *rec; size_t n; int doubtful; } entry;
 #define KEY_LEN 30
@@ -200,7 +204,7 @@ typedef struct {
     cached *cache[CACHE_BUCKETS]; size_t ncached;
     memo *memo[MEMO_BUCKETS]; size_t nmemo, memo_bytes;
     waiting *wbucket[HBUCKETS]; waiting *whead, *wtail; uint64_t held;
-    module *mbucket[256];
+    module *mbucket[MBUCKETS]; module *moldest, *mnewest; size_t nmodules;
     open_key *obucket[HBUCKETS]; open_key *ohead, *otail;
     size_t open_count; uint64_t open_bytes;
     /* mixed into every hash: keys come from the trace, and chains an attacker could predict
@@ -606,13 +610,41 @@ static void keep(slot_t *sl, int inout, int phase, size_t at, size_t len) {
 }
 
 static size_t mslot(const st_t *s, uint32_t pid, uint32_t index) {
-    return mix(((uint64_t)pid << 8 | index) ^ s->seed) & 255;
+    return mix(((uint64_t)pid << 8 | index) ^ s->seed) % MBUCKETS;
 }
 
 static const module *module_of(st_t *s, uint32_t pid, uint32_t index) {
     for (module *m = s->mbucket[mslot(s, pid, index)]; m; m = m->next)
         if (m->pid == pid && m->index == index) return m;
     return NULL;
+}
+
+/* modules.Modules.named: a name given again keeps its place; past max_modules the oldest
+ * is forgotten. */
+static void module_named(st_t *s, uint32_t pid, uint32_t index, const char *json, size_t n) {
+    char *copy = malloc(n ? n : 1);
+    if (!copy) { s->failed = 1; return; }
+    if (n) memcpy(copy, json, n);
+    module *m = (module *)module_of(s, pid, index);
+    if (m) { free(m->s); m->s = copy; m->n = n; return; }
+    m = calloc(1, sizeof *m);
+    if (!m) { free(copy); s->failed = 1; return; }
+    m->pid = pid; m->index = index; m->s = copy; m->n = n;
+    size_t h = mslot(s, pid, index);
+    m->next = s->mbucket[h]; s->mbucket[h] = m;
+    m->older = s->mnewest;
+    if (s->mnewest) s->mnewest->newer = m; else s->moldest = m;
+    s->mnewest = m;
+    if (++s->nmodules <= s->c->max_modules) return;
+    module *old = s->moldest;
+    module **pp = &s->mbucket[mslot(s, old->pid, old->index)];
+    while (*pp != old) pp = &(*pp)->next;
+    *pp = old->next;
+    s->moldest = old->newer;
+    if (s->moldest) s->moldest->older = NULL; else s->mnewest = NULL;
+    s->nmodules--;
+    free(old->s);
+    free(old);
 }
 
 static void adopt(st_t *s, uint32_t pid, uint64_t number, int64_t parent);
@@ -1070,20 +1102,7 @@ static void one(st_t *s, const uint8_t *rec, size_t len, uint64_t offset) {
         if (type == REC_DROPPED) records_lost(s, rec + 12);
         if (!header_row(s, what, rec, len, offset, &number, &o, &on)) return;
         if (type == REC_MODULE) {
-            if (number != UINT64_MAX) {
-                uint32_t pid = le32(rec + 12);
-                module *m = malloc(sizeof *m + on);
-                if (!m) { s->failed = 1; return; }
-                m->pid = pid; m->index = (uint32_t)number; m->n = on;
-                if (on) memcpy(m->s, o, on);
-                /* a later header for the same (pid, index) replaces the earlier */
-                module **pp = &s->mbucket[mslot(s, pid, m->index)];
-                for (module **q = pp; *q; q = &(*q)->next)
-                    if ((*q)->pid == pid && (*q)->index == m->index) {
-                        module *old = *q; *q = old->next; free(old); break;
-                    }
-                m->next = *pp; *pp = m;
-            }
+            if (number != UINT64_MAX) module_named(s, le32(rec + 12), (uint32_t)number, o, on);
         }
         return;
     }
@@ -1169,8 +1188,7 @@ static void cleanup(st_t *s) {
         for (child *c = s->whead->first, *n; c; c = n) { n = c->next; free(c); }
         waiting_drop(s, s->whead);
     }
-    for (size_t i = 0; i < 256; i++)
-        for (module *m = s->mbucket[i], *n; m; m = n) { n = m->next; free(m); }
+    for (module *m = s->moldest, *n; m; m = n) { n = m->newer; free(m->s); free(m); }
     while (s->ohead) {
         open_key *k = s->ohead;
         for (size_t i = 0; i < k->count; i++) free(k->stack[i].rec);

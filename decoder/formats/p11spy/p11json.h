@@ -54,6 +54,7 @@ struct p11j_conf {
     uint64_t max_bytes;
     uint32_t parent_param, transmit;
     uint64_t max_waiting;  /* bytes of PC/SC records held for calls not returned yet */
+    uint32_t max_modules;  /* (pid, module index) pairs remembered (modules.py) */
 };
 
 int p11j_run(const struct p11j_conf *c, int fd, uint64_t size);

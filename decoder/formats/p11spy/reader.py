@@ -26,6 +26,7 @@ from p11spy.decoder.events import (
 from p11spy.decoder.formats.p11spy import entries, frames
 from p11spy.decoder.formats.p11spy.entries import OpenCalls, Waiting
 from p11spy.decoder.formats.p11spy.frames import u64
+from p11spy.decoder.formats.p11spy.modules import Modules
 from p11spy.decoder.values import (
     CK_UNAVAILABLE_INFORMATION,
     attribute_value,
@@ -398,7 +399,7 @@ def read(f: BinaryIO) -> Iterator[Event]:
     returned."""
     seq = 0
     pending: Waiting[tuple[int, int], Event] = Waiting()  # (pid, call number) -> children
-    modules: dict[tuple[int, int], str | None] = {}  # (pid, module index) -> path
+    modules = Modules()  # (pid, module index) -> path
     entered: OpenCalls[tuple[int, bytes]] = OpenCalls()  # (offset, ENTRY record), not returned
 
     def call_events(offset: int, rec: bytes, lost: bool = False) -> Iterator[Event]:
@@ -414,7 +415,7 @@ def read(f: BinaryIO) -> Iterator[Event]:
             seq += 1
             return
         call.never_returned = call.never_returned and not lost
-        call.module = modules.get((call.pid or 0, rec[9]))
+        call.module = modules.get(call.pid or 0, rec[9])
         seq += 1
         yield call
         if pending.items:
@@ -467,7 +468,7 @@ def read(f: BinaryIO) -> Iterator[Event]:
             entered.records_lost(rec[12:16])
         event, module = other_record(rec, seq, offset)
         if module is not None:
-            modules[(pid, module[0])] = module[1]
+            modules.named(pid, *module)
         yield event
         seq += 1
     for (at, entry), lost in entered.drain():
