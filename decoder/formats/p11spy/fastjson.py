@@ -61,8 +61,8 @@ SCALAR_MODES = {NUMBER: "SM_INT", UNAVAILABLE: "SM_UNAVAIL", BOOL: "SM_BOOL",
                 POINTER: "SM_PTR", NAMED: "SM_NAMED"}
 VALUE_MODES = {BOOL: "AV_BOOL", NUMBER: "AV_INT", NAMED: "AV_NAMED", STRING: "AV_STRING",
                DATE: "AV_DATE", MECHANISMS: "AV_MECHS", NUMBERS: "AV_INTS"}
-PCSC_BYTES_MODES = {reader._reader_states: "BM_READER_STATES",
-                    reader._reader_names: "BM_MULTISZ"}
+PCSC_BYTES_MODES = {reader.pcsc_reader_states: "BM_READER_STATES",
+                    reader.pcsc_reader_names: "BM_MULTISZ"}
 NO_MODULE = (1 << 64) - 1
 
 
@@ -144,8 +144,8 @@ class _Tables:
             raw = lib.BM_CALLBACK if p.role in reader.BYTES_ROLES else lib.BM_HEX
         array = lib.AM_INTS if p.kind in reader.PLAIN_ARRAYS else lib.AM_NAMED
         return scalar | raw << 4 | array << 8 | \
-            (lib.MODE_INOUT if p.role in reader._INOUT else 0) | \
-            (lib.MODE_TWO_CALL if p.role in reader._TWO_CALL else 0)
+            (lib.MODE_INOUT if p.role in reader.INOUT_ROLES else 0) | \
+            (lib.MODE_TWO_CALL if p.role in reader.TWO_CALL_ROLES else 0)
 
 
 class _Run:
@@ -182,7 +182,7 @@ class _Run:
         c.params, c.names = t.params, t.names
         c.ckm_family, c.cka_family = t.family("CKM"), t.family("CKA")
         c.max_record, c.max_fields = frames.MAX_RECORD, frames.MAX_FIELDS
-        c.field_limit = reader._FIELD_LIMIT
+        c.field_limit = reader.FIELD_LIMIT
         c.max_open, c.max_bytes = entries.MAX_OPEN, entries.MAX_BYTES
         c.parent_param, c.max_waiting = pcsc.PARENT_PARAM, entries.MAX_WAITING
         c.max_modules = modules.MAX_MODULES

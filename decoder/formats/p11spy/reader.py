@@ -99,7 +99,7 @@ def _fields(rec: bytes | bytearray) -> Iterator[tuple[int, int, int, int, bytes]
     OVERSIZED, which decodes as damage, so that no reader copies a damaged record whole."""
     view = memoryview(rec)
     for param, phase, kind, flags, off, n in frames.fields(rec):
-        if n > _FIELD_LIMIT and kind != Kind.TEMPLATE:
+        if n > FIELD_LIMIT and kind != Kind.TEMPLATE:
             kind, n = OVERSIZED, UNDECODABLE_SHOWN
         yield param, phase, kind, flags, view[off:off + n].tobytes()
 
@@ -130,7 +130,7 @@ def _value(kind: int, data: bytes, render) -> Any:
 
 _KINDS = frozenset(int(k) for k in Kind)
 OVERSIZED = -1  # what _fields calls a payload too large to be one (see there)
-_FIELD_LIMIT = frames.MAX_BUFFER + (64 << 10)  # a buffer and the bytes around it
+FIELD_LIMIT = frames.MAX_BUFFER + (64 << 10)  # a buffer and the bytes around it
 UNDECODABLE_SHOWN = 4096  # bytes of an undecodable field shown (as hex): a damaged length
 # can make a field of the whole record
 
@@ -235,21 +235,21 @@ def _render_param(p: Param, kind: int, data: bytes) -> Any:
 
 
 # Roles whose input and output both matter: recorded as {"in": ..., "out": ...}.
-_INOUT = frozenset({Role.LENGTH_PTR, Role.TEMPLATE_INOUT, Role.BYTES_INOUT})
+INOUT_ROLES = frozenset({Role.LENGTH_PTR, Role.TEMPLATE_INOUT, Role.BYTES_INOUT})
 # Output roles whose NULL input pointer means the call only asked for a length.
-_TWO_CALL = frozenset({Role.BYTES_OUT, Role.ARRAY_OUT, Role.INTERFACE_LIST_OUT})
+TWO_CALL_ROLES = frozenset({Role.BYTES_OUT, Role.ARRAY_OUT, Role.INTERFACE_LIST_OUT})
 
 
 def shown(kind: int, declared: int) -> int:
     """How much of a field's payload decoding it reads: a payload larger than any the shim
     writes is damage, shown by its first bytes (as _fields does), and is not copied whole."""
-    return UNDECODABLE_SHOWN if declared > _FIELD_LIMIT and kind != Kind.TEMPLATE else declared
+    return UNDECODABLE_SHOWN if declared > FIELD_LIMIT and kind != Kind.TEMPLATE else declared
 
 
 def call_field_value(p: Param, kind: int, declared: int, data: bytes) -> Any:
     """One field of a call record, data being its payload (up to shown(kind, declared) bytes,
     fewer where the record ends first). A damaged field stays hex."""
-    if declared > _FIELD_LIMIT and kind != Kind.TEMPLATE:
+    if declared > FIELD_LIMIT and kind != Kind.TEMPLATE:
         kind, data = OVERSIZED, data[:UNDECODABLE_SHOWN]
     try:
         if kind == Kind.ULONG:
@@ -293,12 +293,12 @@ def decode_call(rec: bytes, seq: int, offset: int) -> Call:
         else:
             v = call_field_value(p, kind, n, rec[off:off + shown(kind, n)])
         role = p.role
-        if role in _INOUT:
+        if role in INOUT_ROLES:
             slot = args.setdefault(p.name, {})
             slot["in" if phase == Phase.IN else "out"] = v
         else:
             args[p.name] = v
-        if role in _TWO_CALL and phase == Phase.IN and kind == Kind.NULL:
+        if role in TWO_CALL_ROLES and phase == Phase.IN and kind == Kind.NULL:
             call.length_query = True
     call.args = {p.name: args[p.name] for p in params if p.name in args}
     return call
@@ -320,7 +320,7 @@ def _masked_apdu(data: bytes) -> tuple[bytes, dict[str, Any]]:
     return header + MASK_FILL * length + trailer, masked(length, cls, extra)
 
 
-def _reader_states(data: bytes) -> list[dict[str, Any]]:
+def pcsc_reader_states(data: bytes) -> list[dict[str, Any]]:
     out = []
     for start, atr, name, end in frames.reader_states(data):
         cur, ev = u64(data, start), u64(data, start + 8)
@@ -330,13 +330,13 @@ def _reader_states(data: bytes) -> list[dict[str, Any]]:
     return out
 
 
-def _reader_names(data: bytes) -> list[str]:
+def pcsc_reader_names(data: bytes) -> list[str]:
     return [r for r in data.decode("utf-8", "replace").split("\0") if r]
 
 
 # PC/SC parameters whose BYTES payload has a structure of its own.
-PCSC_BYTES = {"rgReaderStates": _reader_states, "mszReaders": _reader_names,
-              "szReaderName": _reader_names}
+PCSC_BYTES = {"rgReaderStates": pcsc_reader_states, "mszReaders": pcsc_reader_names,
+              "szReaderName": pcsc_reader_names}
 
 
 def pcsc_field_value(p: Param, kind: int, data: bytes) -> Any:
@@ -377,7 +377,7 @@ def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
                 continue
             p = fn.params[param]
             v = pcsc_field_value(p, kind, data)
-            if p.role in _INOUT:
+            if p.role in INOUT_ROLES:
                 args.setdefault(p.name, {})["in" if phase == Phase.IN else "out"] = v
             else:
                 args[p.name] = v
