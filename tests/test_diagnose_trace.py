@@ -106,3 +106,9 @@ def test_a_pkcs11_spy_log_cut_short(token, tmp_path) -> None:
     out = subprocess.run([P11SPY, "decode", str(short)], capture_output=True, text=True).stdout
     assert out.splitlines()[-1] == ("!! the file ends in the middle of a line: the trace was "
                                     "cut short, and what came after is missing")
+    # the same through a pipe, which cannot be looked at after it was read; the whole log not
+    for path, cut in ((short, True), (log, False)):
+        with path.open("rb") as f:
+            piped = subprocess.run([P11SPY, "decode", "-"], stdin=f, capture_output=True,
+                                   text=True).stdout
+        assert piped.splitlines()[-1].startswith("!! the file ends in the middle") == cut

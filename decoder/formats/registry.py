@@ -66,6 +66,7 @@ class _Replay(io.RawIOBase):
     def __init__(self, head: bytes, rest: BinaryIO) -> None:
         self._head = memoryview(head)
         self._rest = rest
+        self.last = head[-1:]  # the last byte given so far: a pipe cannot be looked at later
 
     def readable(self) -> bool:
         return True
@@ -79,6 +80,8 @@ class _Replay(io.RawIOBase):
         data = self._rest.read1(len(b)) if hasattr(self._rest, "read1") else \
             self._rest.read(len(b))
         b[:len(data)] = data
+        if data:
+            self.last = data[-1:]
         return len(data)
 
     def close(self) -> None:
@@ -160,11 +163,12 @@ def open_events(path: Path, fmt: str | None = None, blocks: bool = False) -> Ite
 
 
 def _cut_in_a_line(path: Path, f: BinaryIO) -> bool:
-    """Whether a text trace file ends without a newline: the tracers end every line, so it
-    was cut (copied while written, a size limit, a crash inside a write). A pipe is not
-    looked at."""
+    """Whether a text trace ends without a newline: the tracers end every line, so it was cut
+    (copied while written, a size limit, a crash inside a write). A file is looked at where it
+    ends; a pipe, which the reader has read to its end, by the last byte it gave."""
     if not seekable(path):
-        return False
+        raw = getattr(f, "raw", None)
+        return isinstance(raw, _Replay) and raw.last not in (b"", b"\n")
     try:
         if f.seek(0, io.SEEK_END) == 0:
             return False
