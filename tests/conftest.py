@@ -114,6 +114,17 @@ def trace_calls() -> Callable[[Path], list]:
     return calls
 
 
+def with_rsa_key(tok: Token) -> tuple[list[str], dict[str, str]]:
+    """An RSA-2048 key pair made on the token by pkcs11-tool (id 01, label k1); gives the
+    pkcs11-tool command logged in to it and its environment (no tracer in it)."""
+    env = {k: v for k, v in tok.env.items() if not k.startswith("P11SPY_")}
+    tool = ["pkcs11-tool", "--module", tok.module, "--login", "--pin", USER_PIN]
+    r = subprocess.run([*tool, "--keypairgen", "--key-type", "rsa:2048", "--id", "01",
+                        "--label", "k1"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return tool, env
+
+
 def run(cmd: list[str], env: dict[str, str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, **kw)
 

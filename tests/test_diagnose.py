@@ -25,7 +25,7 @@ from p11spy.decoder.diagnose import RULES, Finding, diagnose
 from p11spy.decoder.events import Apdu, Call, Event
 from p11spy.decoder.formats.registry import open_events
 from p11spy.decoder.knowledge.findings import FINDINGS
-from tests.conftest import LABEL, SO_PIN, USER_PIN, run
+from tests.conftest import LABEL, SO_PIN, USER_PIN, run, with_rsa_key
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "tests" / "clients" / "diagnose_client.py"
@@ -531,11 +531,7 @@ def test_pkcs11_tool_test_run_names_the_call_that_ended_it(token, tmp_path: Path
     signature mechanisms the token lacks (CKR_MECHANISM_INVALID, and it goes on), then stops
     on the call that ends the run (here C_DecryptInit with OAEP parameters SoftHSM2 refuses).
     That call leads, as an error; the probes it went on after are information."""
-    env = {k: v for k, v in token.env.items() if not k.startswith("P11SPY_")}
-    tool = ["pkcs11-tool", "--module", token.module, "--login", "--pin", USER_PIN]
-    r = subprocess.run([*tool, "--keypairgen", "--key-type", "rsa:2048", "--id", "01",
-                        "--label", "k1"], env=env, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    tool, env = with_rsa_key(token)
     out = tmp_path / "test.p11"
     r = subprocess.run([P11SPY, "run", "-o", str(out), "--", *tool, "--test"], env=env,
                        capture_output=True, text=True, timeout=120)

@@ -19,7 +19,7 @@ from p11spy.decoder.events import Call
 from p11spy.decoder.formats.p11spy import entries, fastjson
 from p11spy.decoder.formats.registry import open_events
 from p11spy.facts.logformat import FIELD, RECORD, RecordType
-from tests.conftest import SO_PIN, USER_PIN, run
+from tests.conftest import SO_PIN, USER_PIN, run, with_rsa_key
 from tests.cprogs import build
 from tests.rows import compiled_rows, python_rows, same
 
@@ -229,11 +229,7 @@ def test_pcsc_calls_waiting_beyond_the_bound(tmp_path: Path,
 def test_a_real_pkcs11_tool_test_run(token, tmp_path: Path, spy_env, shim) -> None:
     """`pkcs11-tool --test` over SoftHSM2 through the shim: entry records before each call,
     templates, mechanisms with parameter structs (OAEP, PSS), every kind the shim writes."""
-    env = {k: v for k, v in token.env.items() if not k.startswith("P11SPY_")}
-    tool = ["pkcs11-tool", "--module", token.module, "--login", "--pin", USER_PIN]
-    r = subprocess.run([*tool, "--keypairgen", "--key-type", "rsa:2048", "--id", "01",
-                        "--label", "k1"], env=env, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    with_rsa_key(token)
     trace = tmp_path / "test.p11"
     run(["pkcs11-tool", "--module", str(shim), "--login", "--pin", USER_PIN, "--test"],
         spy_env(token, trace))
