@@ -1004,15 +1004,11 @@ static void records_lost(st_t *s, const uint8_t *pid) {
 
 /* ---- records ---- */
 
-static int ask_seq(st_t *s, int what, const uint8_t *rec, size_t len, uint64_t offset,
-                   int64_t seq, uint64_t *number, const char **o, size_t *on) {
-    int r = s->c->record(what, rec, len, seq, offset, number, o, on);
-    if (r < 0) s->failed = 1;
-    return r;
-}
 static int ask(st_t *s, int what, const uint8_t *rec, size_t len, uint64_t offset,
                uint64_t *number, const char **o, size_t *on) {
-    return ask_seq(s, what, rec, len, offset, s->seq, number, o, on);
+    int r = s->c->record(what, rec, len, s->seq, offset, number, o, on);
+    if (r < 0) s->failed = 1;
+    return r;
 }
 
 /* A warning row (its message plain ASCII, as every one written here is). */
@@ -1030,16 +1026,16 @@ static void warning(st_t *s, const char *message, const char *kind) {
 /* The row of a record that is no call, by Python, and for a module the JSON its calls name it
  * by (o, on) and its index (number). The rows of module headers and dropped records are kept
  * by their bytes, their seq spliced in: they are the same for every process that loaded the
- * same module. (A process header holds its pid and time, and a "seq" of its own may be in it.) */
+ * same module. (A process header holds its pid and time, and a "seq" of its own may be in it.)
+ * A kept row is stored without its seq's digits; the memo's status says where they go. */
 static int header_row(st_t *s, int what, const uint8_t *rec, size_t len, uint64_t offset,
                       uint64_t *number, const char **o, size_t *on) {
-    static const char SEQ0[] = "\"seq\":0,";
     uint8_t tag[8] = {(uint8_t)what};
     int keepable = what != RQ_PROCESS;
     uint64_t h = memo_hash(s, tag, 8, rec, len);
     memo *m = keepable ? memo_find(s, h, tag, 8, rec, len) : NULL;
     if (m) {
-        size_t at = m->status;  /* where the seq goes */
+        size_t at = (size_t)m->status;
         put(&s->out, m->a1, at);
         put_i64(&s->out, s->seq++);
         put(&s->out, m->a1 + at, m->n1 - at);
@@ -1047,31 +1043,25 @@ static int header_row(st_t *s, int what, const uint8_t *rec, size_t len, uint64_
         return 1;
     }
     const char *r; size_t rn;
-    if (ask_seq(s, what, rec, len, offset, keepable ? 0 : s->seq, number, &r, &rn) < 0) return 0;
-    const char *seq0 = rn > 32 ? memmem(r, 32, SEQ0, sizeof SEQ0 - 1) : NULL;
-    if (!keepable || !seq0) {  /* not with seq 0: as it is */
-        if (keepable && ask(s, what, rec, len, offset, number, &r, &rn) < 0) return 0;
-        put(&s->out, r, rn);
-        s->seq++;
-    } else {
-        size_t at = (size_t)(seq0 - r) + 6, rest = rn - at - 1;
-        char *row = malloc(rn);
-        if (!row) { s->failed = 1; return 0; }
-        memcpy(row, r, at);
-        memcpy(row + at, r + at + 1, rest);
-        put(&s->out, row, at);
-        put_i64(&s->out, s->seq++);
-        put(&s->out, row + at, rest);
-        const char *p = ""; size_t pn = 0; uint64_t idx = UINT64_MAX;
-        if (what == RQ_MODULE) {
-            if (ask(s, RQ_MODULE_PATH, rec, len, offset, &idx, &p, &pn) < 0) { free(row); return 0; }
-        }
-        memo_keep(s, h, tag, 8, rec, len, (int)at, idx, row, rn - 1, p, pn);
-        free(row);
-        *number = idx; *o = p; *on = pn;
-        return 1;
+    if (ask(s, what, rec, len, offset, number, &r, &rn) < 0) return 0;
+    size_t start = s->out.n;
+    put(&s->out, r, rn);  /* (r is Python's until the next question: copied here first) */
+    *o = ""; *on = 0; *number = UINT64_MAX;
+    if (what == RQ_MODULE && ask(s, RQ_MODULE_PATH, rec, len, offset, number, o, on) < 0)
+        return 0;
+    char seq[32];
+    int k = snprintf(seq, sizeof seq, "\"seq\":%lld,", (long long)s->seq++);
+    const char *row = s->out.p + start;
+    const char *at = keepable && !s->out.oom ? memmem(row, rn < 48 ? rn : 48, seq, (size_t)k) : NULL;
+    if (at) {  /* kept without the digits, which sit between "seq": and the comma */
+        size_t head = (size_t)(at - row) + 6, digits = (size_t)k - 7;
+        char *kept = malloc(rn - digits);
+        if (!kept) { s->failed = 1; return 0; }
+        memcpy(kept, row, head);
+        memcpy(kept + head, row + head + digits, rn - head - digits);
+        memo_keep(s, h, tag, 8, rec, len, (int)head, *number, kept, rn - digits, *o, *on);
+        free(kept);
     }
-    if (what == RQ_MODULE && ask(s, RQ_MODULE_PATH, rec, len, offset, number, o, on) < 0) return 0;
     return 1;
 }
 
