@@ -87,7 +87,7 @@ def record_spans(data: bytes) -> list[tuple[int, int]]:
     return out
 
 
-def _call(data: bytes, fidx: int, nth: int = 0) -> tuple[int, int]:
+def call_span(data: bytes, fidx: int, nth: int = 0) -> tuple[int, int]:
     """(offset, length) of the nth call record of a function."""
     hits = [(o, n) for o, n in record_spans(data)
             if data[o + 8] == 2 and struct.unpack_from("<H", data, o + 10)[0] == fidx]
@@ -111,7 +111,7 @@ def _flips(seed: int, count: int = 4) -> Damage:
 def _login_len(delta: int | None, prev: bool = False) -> Damage:
     def damage(data: bytes, _secret: bytes) -> bytes:
         recs = record_spans(data)
-        o, n = _call(data, _LOGIN)
+        o, n = call_span(data, _LOGIN)
         if prev:
             o, n = recs[recs.index((o, n)) - 1]
         return _set(data, o + 4, struct.pack("<I", 0x3FFFFFFF if delta is None else n + delta))
@@ -119,7 +119,7 @@ def _login_len(delta: int | None, prev: bool = False) -> Damage:
 
 
 def _byte(fidx: int, at: int, value: int) -> Damage:
-    return lambda data, _s: _set(data, _call(data, fidx)[0] + at, bytes([value]))
+    return lambda data, _s: _set(data, call_span(data, fidx)[0] + at, bytes([value]))
 
 
 P11SPY_DAMAGE: dict[str, Damage] = {
@@ -136,7 +136,7 @@ P11SPY_DAMAGE: dict[str, Damage] = {
     "login-function-127": _byte(_LOGIN, 10, 127),
     "create-type-9": _byte(_CREATE, 8, 9),
     "create-function-200": _byte(_CREATE, 10, 200),
-    "login-magic-flipped": lambda d, _s: _set(d, _call(d, _LOGIN)[0], b"P11X"),
+    "login-magic-flipped": lambda d, _s: _set(d, call_span(d, _LOGIN)[0], b"P11X"),
     **{f"flips-{seed}": _flips(seed) for seed in range(1, 7)},
 }
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 
 from p11spy.decoder.events import Call
-from p11spy.decoder.formats.p11spy import entries, fastjson
+from p11spy.decoder.formats.p11spy import entries, fastjson, frames
 from p11spy.decoder.formats.registry import open_events
 from p11spy.facts.logformat import FIELD, RECORD, RecordType
 from tests.conftest import SO_PIN, USER_PIN, run, with_rsa_key
 from tests.cprogs import build
+from tests.hostile import call_span, record_spans
 from tests.rows import compiled_rows, python_rows, same
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,22 +43,9 @@ def test_fixtures_and_hostile_corpus(path: Path) -> None:
         assert taken == (path.name not in BIG_ENDIAN)
 
 
-def records(data: bytes) -> list[tuple[int, int]]:
-    """(offset, length) of each record of a trace whose records chain."""
-    out, pos = [], 0
-    while pos + RECORD.size <= len(data):
-        n = int.from_bytes(data[pos + 4:pos + 8], "little")
-        out.append((pos, n))
-        pos += n
-    return out
-
-
 def field_headers(data: bytes, start: int, length: int) -> list[int]:
-    out, off = [], start + RECORD.size
-    while off + FIELD.size <= start + length and len(out) < 64:
-        out.append(off)
-        off += FIELD.size + int.from_bytes(data[off + 4:off + 8], "little")
-    return out
+    """Where the field headers of the record at data[start:start + length] are."""
+    return [off - FIELD.size for *_f, off, _n in frames.fields(data, start, start + length)]
 
 
 # What a damaged byte becomes: anything, or a value that reaches a limit of some decoder.
@@ -69,7 +57,7 @@ def damaged(data: bytes, rng: random.Random) -> bytes:
     the records still chain, so the compiled decoder reads it): field headers, payloads,
     record types, times, durations, return values, call numbers."""
     b = bytearray(data)
-    recs = records(data)
+    recs = record_spans(data)
     for _ in range(rng.randint(1, 6)):
         start, length = rng.choice(recs)
         fields = field_headers(b, start, length)
@@ -107,7 +95,7 @@ def test_cut_anywhere(base: Path, tmp_path: Path) -> None:
     """A trace copied while written: cut in a record, in a header, after one."""
     rng = random.Random(f"cut {base.name}")
     data = base.read_bytes()
-    recs = records(data)
+    recs = record_spans(data)
     cuts = {start + d for start, _n in rng.sample(recs, min(20, len(recs)))
             for d in (0, 1, 3, RECORD.size - 1, RECORD.size, RECORD.size + 9)}
     cuts |= {rng.randrange(len(data)) for _ in range(20)}
@@ -132,14 +120,15 @@ def test_times_and_durations_print_as_python_prints_them(tmp_path: Path) -> None
     """Times and durations are floats in the rows; the C writes the digits itself where it
     can, and must write what orjson writes for float(us) / 1e6 and ns / 1000.0."""
     data = (REPO / "fixtures" / "p11spy" / "real-card-sign.p11").read_bytes()
-    first_call = next(data[s:s + n] for s, n in records(data) if data[s + 8] == RecordType.CALL)
+    first_call = next(data[s:s + n] for s, n in record_spans(data)
+                      if data[s + 8] == RecordType.CALL)
     rng = random.Random("times")
     edges = [0, 1, 5, 999, 1000, 999_999, 10**6, 10**6 + 1, 1795748899345458,
              (1 << 33) * 10**6 - 1, (1 << 33) * 10**6, 10**15 - 1, 10**15, (1 << 53) + 1,
              (1 << 64) - 1]
     values = edges + [rng.randrange(1 << rng.randrange(1, 64)) for _ in range(3000)]
     path = tmp_path / "times.p11"
-    path.write_bytes(data[:records(data)[0][1]] +
+    path.write_bytes(data[:record_spans(data)[0][1]] +
                      _with_times(first_call, [(v, values[-1 - i]) for i, v in enumerate(values)]))
     assert same(path)
 
@@ -147,9 +136,8 @@ def test_times_and_durations_print_as_python_prints_them(tmp_path: Path) -> None
 def _call_of(data: bytes, name: str) -> bytes:
     from p11spy.facts.pkcs11.functions import BY_NAME
 
-    index = BY_NAME[name].index
-    return next(data[s:s + n] for s, n in records(data) if data[s + 8] == RecordType.CALL and
-                struct.unpack_from("<H", data, s + 10)[0] == index)
+    start, n = call_span(data, BY_NAME[name].index)
+    return data[start:start + n]
 
 
 def test_more_distinct_values_than_the_caches_hold(tmp_path: Path) -> None:
@@ -157,7 +145,7 @@ def test_more_distinct_values_than_the_caches_hold(tmp_path: Path) -> None:
     past that it asks each time. 5,000 token infos that all differ and 70,000 attribute types
     in templates: the same rows."""
     data = (REPO / "fixtures" / "p11spy" / "real-card-sign.p11").read_bytes()
-    head = data[:records(data)[0][1]]
+    head = data[:record_spans(data)[0][1]]
     info, attrs = _call_of(data, "C_GetTokenInfo"), _call_of(data, "C_GetAttributeValue")
     body = bytearray()
     for i in range(5000):  # the label's first bytes differ
@@ -185,7 +173,7 @@ def test_modules_past_the_most_remembered(tmp_path: Path,
     data = (REPO / "fixtures" / "p11spy" / "real-card-sign.p11").read_bytes()
     heads, rest = bytearray(), bytearray()
     for pid in range(1001, 1006):
-        for start, n in records(data):
+        for start, n in record_spans(data):
             rec = bytearray(data[start:start + n])
             struct.pack_into("<I", rec, 12, pid)
             (heads if rec[8] in (RecordType.PROCESS, RecordType.MODULE) else rest).extend(rec)
@@ -207,8 +195,8 @@ def test_open_entries_given_up_as_the_python_reader_gives_them_up(
     """The entries with no return, beyond the most a reader holds (lowered here), are given up
     oldest first; and what is left at the end comes in the order it was entered."""
     data = (REPO / "fixtures" / "p11spy" / "real-thread-crashed-in-module.p11").read_bytes()
-    kept = b"".join(data[s:s + n] for s, n in records(data) if data[s + 8] != RecordType.CALL)
-    assert sum(kept[s + 8] == RecordType.ENTRY for s, _n in records(kept)) >= 4
+    kept = b"".join(data[s:s + n] for s, n in record_spans(data) if data[s + 8] != RecordType.CALL)
+    assert sum(kept[s + 8] == RecordType.ENTRY for s, _n in record_spans(kept)) >= 4
     path = tmp_path / "entries.p11"
     path.write_bytes(kept * 3)
     monkeypatch.setattr(entries, "MAX_OPEN", 3)

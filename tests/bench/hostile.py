@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from p11spy.decoder.formats.p11spy import frames
+from p11spy.facts import pcsc
 from tests.bench.tui import parse_size
 from tests.hostile import record_spans
 
@@ -99,18 +100,11 @@ def build(dest: Path, size: int) -> None:
 
 CARD = REPO / "fixtures" / "p11spy" / "real-card-sign.p11"
 ENTRIES = REPO / "fixtures" / "p11spy" / "real-thread-crashed-in-module.p11"
-PARENT = 255  # facts/pcsc.py PARENT_PARAM: the field naming the call a PC/SC call was made in
 
 
 def _parent_at(rec: bytes) -> int:
     """Where the parent call number of a PC/SC record is (the payload of its PARENT field)."""
-    off = 56
-    while off + 8 <= len(rec):
-        param, n = rec[off], struct.unpack_from("<I", rec, off + 4)[0]
-        if param == PARENT:
-            return off + 8
-        off += 8 + n
-    raise ValueError("a PC/SC record with no parent field")
+    return next(off for param, *_f, off, _n in frames.fields(rec) if param == pcsc.PARENT_PARAM)
 
 
 def build_waiting(dest: Path, size: int) -> None:
