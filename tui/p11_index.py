@@ -475,9 +475,7 @@ class P11Index(TraceIndex):
         for offset, lost in self._entered.drain():
             self._unreturned(offset, lost)
         for (pid, number), kids in self._pending.drain():
-            rec = self._warn(self.offsets[kids[0]],
-                             f"process {pid}: call #{number} never returned "
-                             "(the client stopped inside it)")
+            rec = self._warn(self.offsets[kids[0]], p11log.never_returned(pid, number))
             self._adopt(rec, kids)
 
     # -- reading one record ------------------------------------------------------------------

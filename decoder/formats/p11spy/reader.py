@@ -99,7 +99,7 @@ def _fields(rec: bytes | bytearray) -> Iterator[tuple[int, int, int, int, bytes]
     OVERSIZED, which decodes as damage, so that no reader copies a damaged record whole."""
     view = memoryview(rec)
     for param, phase, kind, flags, off, n in frames.fields(rec):
-        if n > FIELD_LIMIT and kind != Kind.TEMPLATE:
+        if oversized(kind, n):
             kind, n = OVERSIZED, UNDECODABLE_SHOWN
         yield param, phase, kind, flags, view[off:off + n].tobytes()
 
@@ -240,16 +240,21 @@ INOUT_ROLES = frozenset({Role.LENGTH_PTR, Role.TEMPLATE_INOUT, Role.BYTES_INOUT}
 TWO_CALL_ROLES = frozenset({Role.BYTES_OUT, Role.ARRAY_OUT, Role.INTERFACE_LIST_OUT})
 
 
+def oversized(kind: int, declared: int) -> bool:
+    """A payload larger than any the shim writes (templates aside): damage, shown by its first
+    bytes and never copied whole."""
+    return declared > FIELD_LIMIT and kind != Kind.TEMPLATE
+
+
 def shown(kind: int, declared: int) -> int:
-    """How much of a field's payload decoding it reads: a payload larger than any the shim
-    writes is damage, shown by its first bytes (as _fields does), and is not copied whole."""
-    return UNDECODABLE_SHOWN if declared > FIELD_LIMIT and kind != Kind.TEMPLATE else declared
+    """How much of a field's payload decoding it reads."""
+    return UNDECODABLE_SHOWN if oversized(kind, declared) else declared
 
 
 def call_field_value(p: Param, kind: int, declared: int, data: bytes) -> Any:
     """One field of a call record, data being its payload (up to shown(kind, declared) bytes,
     fewer where the record ends first). A damaged field stays hex."""
-    if declared > FIELD_LIMIT and kind != Kind.TEMPLATE:
+    if oversized(kind, declared):
         kind, data = OVERSIZED, data[:UNDECODABLE_SHOWN]
     try:
         if kind == Kind.ULONG:
@@ -386,6 +391,11 @@ def decode_pcsc(rec: bytes, seq: int, offset: int) -> tuple[int, Event]:
                             **common)
 
 
+def never_returned(pid: int, number: int) -> str:
+    """What is said where PC/SC calls waited for a call whose record the trace does not hold."""
+    return f"process {pid}: call #{number} never returned (the client stopped inside it)"
+
+
 def gave_up_waiting(pid: int, number: int) -> str:
     """What is said where the PC/SC calls waiting for a call are shown without it (Waiting)."""
     return f"process {pid}: call #{number} made more PC/SC calls than a reader keeps waiting " \
@@ -474,8 +484,7 @@ def read(f: BinaryIO) -> Iterator[Event]:
     for (at, entry), lost in entered.drain():
         yield from call_events(at, entry, lost)
     for (pid, number), children in pending.drain():
-        yield TraceWarning(seq=seq, message=f"process {pid}: call #{number} never returned "
-                                        f"(the client stopped inside it)")
+        yield TraceWarning(seq=seq, message=never_returned(pid, number))
         seq += 1
         yield from adopt(children, None)
 
