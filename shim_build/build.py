@@ -123,12 +123,13 @@ def decoder_text() -> str:
             (DECODER_DIR / "p11json.c").read_text())
 
 
-def source(arch: str, name: str = "p11spy-shim.c", text=generate) -> Path:
-    """Writes the generated C (with the layout checks) for one architecture."""
+def source(arch: str, name: str = "p11spy-shim.c", text=generate, checks: bool = True) -> Path:
+    """Writes the generated C for one architecture, with the layout checks where it holds the
+    PKCS#11 structs (the shims and the replay module; not the decoder)."""
     work = WORK / arch
     work.mkdir(parents=True, exist_ok=True)
     src = work / name
-    src.write_text(text() + "\n" + (layout_checks() if text is not decoder_text else ""))
+    src.write_text(text() + "\n" + (layout_checks() if checks else ""))
     return src
 
 
@@ -166,7 +167,7 @@ def build(arch: str = NATIVE, *, system_cc: bool = False, verbose: bool = False)
                                    "-o", str(target.with_suffix(".so.tmp")), str(rsrc), *LINK,
                                    *REPLAY_LINK], target, verbose))
         built += prebuilt.main()  # the cffi declarations, parsed ahead
-        dsrc = source(arch, "p11json.c", decoder_text)
+        dsrc = source(arch, "p11json.c", decoder_text, checks=False)
         built.append(_compile([*cc, *FLAGS, "-O3", "-o", str(DECODER.with_suffix(".so.tmp")),
                                str(dsrc), "-Wl,-z,defs", "-Wl,-z,relro", "-Wl,-z,now"],
                               DECODER, verbose))

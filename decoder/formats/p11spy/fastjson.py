@@ -270,7 +270,7 @@ class _Run:
                                 out, n)
         event, module = reader.other_record(rec, seq, offset)
         self._module_index, self._module = NO_MODULE, b""
-        if module is not None and 0 <= module[0] < 256:  # as modules.Modules keeps them
+        if module is not None and module[0] in modules.INDEXES:  # as Modules keeps them
             self._module_index = module[0]
             self._module = b',"module":' + render.dumps(module[1]) if module[1] else b""
         return self._answer(render.row(event), out, n)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 MAX_MODULES = 1 << 16
+INDEXES = range(256)  # what a call record's one byte of module index can name
 
 
 class Modules:
@@ -21,7 +22,7 @@ class Modules:
 
     def named(self, pid: int, index: int, path: Any) -> None:
         """A module record of process pid: index names path from here on."""
-        if not 0 <= index < 256:
+        if index not in INDEXES:
             return
         self._paths[(pid, index)] = path  # a name given again keeps its place, as first given
         if len(self._paths) > MAX_MODULES:
