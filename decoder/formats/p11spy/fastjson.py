@@ -148,12 +148,18 @@ class _Tables:
             (lib.MODE_TWO_CALL if p.role in reader.TWO_CALL_ROLES else 0)
 
 
+@cache
+def _tables(ffi: Any, lib: Any) -> _Tables:
+    """Made once per process: `decode --json` of several traces reads them all with it."""
+    return _Tables(ffi, lib)
+
+
 class _Run:
     """One trace through the library: the callbacks, and what they hold between calls."""
 
     def __init__(self, ffi: Any, lib: Any, raw: BinaryIO) -> None:
         self.ffi, self.lib, self.raw = ffi, lib, raw
-        self.tables = _Tables(ffi, lib)
+        self.tables = _tables(ffi, lib)
         self.error: BaseException | None = None
         self._held: Any = None  # the last answer, alive until the C has copied it
         self._module = b""
