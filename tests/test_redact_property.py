@@ -330,6 +330,12 @@ def doubtful_trace(pin: str, key: bytes, sought: bytes, cls: int | None) -> byte
     return f.getvalue()
 
 
+# What a damaged type byte makes of a record: one holding no secret by construction (CK_INFO,
+# a count of records lost, a passed-on header), an entry, or a type nobody knows.
+RETYPED = (RecordType.MODULE_INFO, RecordType.DROPPED, RecordType.ENTRY, RecordType.PASSED_ON,
+           *range(9, 256))
+
+
 def damaged(data: bytes, how: str, where: int, value: int) -> bytes:
     """The trace with one record (the where-th, counted over the records) damaged."""
     offs, off = [], 0
@@ -338,8 +344,8 @@ def damaged(data: bytes, how: str, where: int, value: int) -> bytes:
         off += int.from_bytes(data[off + 4:off + 8], "little")
     at = offs[where % len(offs)]
     out = bytearray(data)
-    if how == "type":  # a record type this version does not know
-        out[at + 8] = 7 + value % 249
+    if how == "type":  # a record type this version does not know, or one that holds no
+        out[at + 8] = RETYPED[value % len(RETYPED)]  # secret by construction
     elif how == "function":  # a function index past the table
         out[at + 10:at + 12] = (200 + value % 60000).to_bytes(2, "little")
     elif how == "field-length":  # the first field's length

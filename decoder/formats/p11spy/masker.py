@@ -52,9 +52,11 @@ _CLASS = CKA.value_of("CKA_CLASS")
 _SENSITIVE = CKA.value_of("CKA_SENSITIVE")
 _PUBLIC = CKO.value_of("CKO_PUBLIC_KEY")
 _PRIVATE = CKO.value_of("CKO_PRIVATE_KEY")
-# Records that hold no secret by construction (CK_INFO, the count of records lost, the header
-# of a call passed on to another module).
-_PLAIN = frozenset({RecordType.MODULE_INFO, RecordType.DROPPED, RecordType.PASSED_ON})
+# Records that hold no secret by construction, and the one field each holds: CK_INFO, the
+# count of records lost, nothing (the header of a call passed on to another module). Any other
+# field is not theirs (a damaged type byte made one of a call record): it is masked.
+_PLAIN = {RecordType.MODULE_INFO: Kind.STRUCT, RecordType.DROPPED: Kind.ULONG,
+          RecordType.PASSED_ON: None}
 # Records made of fields, whose function index names their function (an entry: the in-fields).
 _FIELDED = frozenset({RecordType.CALL, RecordType.ENTRY, RecordType.PCSC})
 # Payload kinds that show no value (a length, a NULL, a masked secret's length and class).
@@ -216,15 +218,21 @@ class _Redactor:
         return [rec[:RECORD.size], rest]
 
     def plain(self, rec: bytes, offset: int) -> bytes | Parts:
-        """A record that holds no secret by construction, unless a damaged length gave it
-        more than its fields: that is masked."""
+        """A record that holds no secret by construction: its own field is kept; any other
+        field, and what a damaged length gave it after its fields, is masked."""
+        what = RecordType(rec[8]).name.lower()
         fields, off = _split(rec)
+        own = _PLAIN[rec[8]]
+        changed = False
+        for f in fields[1:] if fields and fields[0].kind == own else fields:
+            changed |= _mask_payload(f)
+        if changed:
+            self.found(offset, f"{what} record: a field it does not hold (damaged: masked)")
         rest, masked = _masked_rest(rec, off)
-        if not masked:
-            return rec
-        self.found(offset, f"{RecordType(rec[8]).name.lower()} record: {rest} bytes after its "
-                           f"last whole field (damaged: masked)")
-        return [rec[:off], rest]
+        if masked:
+            self.found(offset, f"{what} record: {rest} bytes after its last whole field "
+                               f"(damaged: masked)")
+        return _join(rec, fields, rest) if changed or masked else rec
 
     def doubts(self, fields: list[_Field], rec: bytes, off: int, offset: int, what: str,
                known: int, extra: frozenset[int] = frozenset()) -> Rest:
